@@ -1,0 +1,54 @@
+//! Built-in renderer speed: `cargo bench --bench render`. Renders (and JPEG-encodes) images of
+//! several sizes on one core and prints the median and 95th percentile per image, plus the 2x
+//! upscale of a 512x512 image. Results go into BENCHMARKS.md.
+
+use std::time::{Duration, Instant};
+
+use easel::generation::GenerationParams;
+use easel::models::Catalogue;
+use easel::render::GenerateRequest;
+use easel::render::builtin::render_one;
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn measure(label: &str, runs: usize, mut work: impl FnMut(usize)) {
+    work(0);
+    let mut times: Vec<Duration> = (0..runs)
+        .map(|n| {
+            let start = Instant::now();
+            work(n);
+            start.elapsed()
+        })
+        .collect();
+    times.sort();
+    println!(
+        "{label:<28} median {:>7.2} ms   p95 {:>7.2} ms   ({runs} runs)",
+        percentile(&times, 0.5).as_secs_f64() * 1e3,
+        percentile(&times, 0.95).as_secs_f64() * 1e3
+    );
+}
+
+fn main() {
+    let catalogue = Catalogue::new(&[]).unwrap();
+    for (width, height) in [(512, 512), (1024, 768), (1536, 1536)] {
+        let body = serde_json::json!({
+            "prompt": "An oil painting of a cat sitting on a windowsill at dusk, soft light",
+            "negative_prompt": "blurry", "width": width, "height": height, "num_images": 1, "seed": 905778432
+        });
+        let params = GenerationParams::parse(&body, &catalogue, |_| 0).unwrap();
+        let request = GenerateRequest { params, init_image: None };
+        measure(&format!("render {width}x{height}"), 40, |n| {
+            render_one(&request, n as u32).unwrap();
+        });
+    }
+    let body = serde_json::json!({"prompt": "a castle", "width": 512, "height": 512, "num_images": 1, "seed": 1});
+    let params = GenerationParams::parse(&body, &catalogue, |_| 0).unwrap();
+    let source = render_one(&GenerateRequest { params, init_image: None }, 0).unwrap();
+    let renderer = easel::render::builtin::BuiltinRenderer::new(1);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    measure("upscale 512x512 -> 1024x1024", 20, |_| {
+        runtime.block_on(easel::render::Renderer::upscale(&renderer, source.jpeg.clone())).unwrap();
+    });
+}

@@ -1,0 +1,155 @@
+//! Users and API keys: creation rules shared by the CLI, the first-start bootstrap and the tests.
+//! Webhook details are validated here and are immutable once the key exists: to change them,
+//! create a new key and delete the old one.
+
+use crate::clock::now_ms;
+use crate::ids::{ApiKeyId, UserId};
+use crate::secrets::{self, MasterKey};
+use crate::store::{ApiKey, Store, StoreError, User};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A key just created: the only moment its secrets are known in plain text.
+pub struct CreatedKey {
+    pub record: ApiKey,
+    pub key: String,
+    pub signing_secret: String,
+}
+
+impl std::fmt::Debug for CreatedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedKey").field("record", &self.record).finish_non_exhaustive()
+    }
+}
+
+/// What a key's webhook secrets are bound to when sealed.
+pub fn seal_context(key: ApiKeyId, purpose: &str) -> Vec<u8> {
+    format!("api_key:{key}:{purpose}").into_bytes()
+}
+
+pub async fn create_user(store: &dyn Store, username: &str, slots: u32) -> Result<User, AdminError> {
+    let username = username.trim();
+    let valid = (1..=64).contains(&username.len())
+        && username.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if !valid {
+        return Err(AdminError::Invalid(format!(
+            "username {username:?} must be 1 to 64 characters of letters, digits, '_', '-' and '.'"
+        )));
+    }
+    if slots == 0 {
+        return Err(AdminError::Invalid("concurrency slots must be at least 1".into()));
+    }
+    let user =
+        User { id: UserId::random(), username: username.into(), api_concurrency_slots: slots, created_at: now_ms() };
+    store.create_user(&user).await?;
+    Ok(user)
+}
+
+/// Creates a production API key, optionally with a webhook callback URL and API key.
+pub async fn create_api_key(
+    store: &dyn Store,
+    master_key: &MasterKey,
+    user: UserId,
+    name: &str,
+    webhook_url: Option<&str>,
+    webhook_api_key: Option<&str>,
+) -> Result<CreatedKey, AdminError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(AdminError::Invalid("the key name must be 1 to 100 characters".into()));
+    }
+    let webhook_url = webhook_url.map(validate_webhook_url).transpose()?;
+    if webhook_api_key.is_some() && webhook_url.is_none() {
+        return Err(AdminError::Invalid(
+            "a webhook callback API key needs a webhook callback URL (--webhook-url)".into(),
+        ));
+    }
+    if let Some(secret) = webhook_api_key {
+        validate_webhook_api_key(secret)?;
+    }
+    let id = ApiKeyId::random();
+    let key = secrets::new_api_key();
+    let signing_secret = secrets::new_signing_secret();
+    let record = ApiKey {
+        id,
+        user_id: user,
+        name: name.into(),
+        created_at: now_ms(),
+        last_used_at: None,
+        webhook_url,
+        webhook_api_key_sealed: webhook_api_key
+            .map(|secret| master_key.seal(secret.as_bytes(), &seal_context(id, "webhook_api_key"))),
+        signing_secret_sealed: master_key.seal(signing_secret.as_bytes(), &seal_context(id, "signing_secret")),
+        deleted_at: None,
+    };
+    store.create_api_key(&record, &secrets::hash_api_key(&key)).await?;
+    Ok(CreatedKey { record, key, signing_secret })
+}
+
+/// A webhook callback URL: absolute, `https://`, with a host, and without credentials or a
+/// fragment (neither would reach the receiver as meant).
+pub fn validate_webhook_url(url: &str) -> Result<String, AdminError> {
+    let invalid = |why: &str| AdminError::Invalid(format!("webhook callback URL {url:?} {why}"));
+    if url.len() > 2048 {
+        return Err(invalid("is longer than 2048 characters"));
+    }
+    let parsed = url::Url::parse(url).map_err(|e| invalid(&format!("is not an absolute URL ({e})")))?;
+    if parsed.scheme() != "https" {
+        return Err(invalid("must use https://"));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(invalid("has no host"));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(invalid("must not contain credentials (use --webhook-key for authentication)"));
+    }
+    if parsed.fragment().is_some() {
+        return Err(invalid("must not contain a #fragment"));
+    }
+    Ok(parsed.to_string())
+}
+
+/// Sent as `authorization: Bearer <key>`, so it must be a valid header value without spaces.
+fn validate_webhook_api_key(secret: &str) -> Result<(), AdminError> {
+    if secret.is_empty() || secret.len() > 512 || !secret.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(AdminError::Invalid(
+            "the webhook callback API key must be 1 to 512 visible ASCII characters without spaces".into(),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn webhook_urls_must_be_https_and_absolute() {
+        assert_eq!(validate_webhook_url("https://hooks.example.com/x?y=1").unwrap(), "https://hooks.example.com/x?y=1");
+        for bad in [
+            "http://hooks.example.com/x",
+            "hooks.example.com/x",
+            "/relative",
+            "ftp://example.com",
+            "https://user:pw@example.com/",
+            "https://example.com/#frag",
+            "",
+        ] {
+            assert!(validate_webhook_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn webhook_api_keys_must_fit_in_a_header() {
+        assert!(validate_webhook_api_key("abcd").is_ok());
+        assert!(validate_webhook_api_key("has space").is_err());
+        assert!(validate_webhook_api_key("line\nbreak").is_err());
+        assert!(validate_webhook_api_key("").is_err());
+    }
+}

@@ -1,0 +1,335 @@
+//! The `easel` command line: `serve`, `migrate`, and the operator commands for users and API keys.
+//! Operator commands open the same database as the server (safe while it runs) and take `--json`
+//! for scripts.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::str::FromStr;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::prelude::*;
+
+use crate::admin;
+use crate::clock::rfc3339_ms;
+use crate::config::Config;
+use crate::ids::{ApiKeyId, UserId};
+use crate::secrets::{MasterKey, mask};
+use crate::server;
+use crate::store::{self, ApiKey};
+
+#[derive(Parser)]
+#[command(name = "easel", version, about = "Self-hosted image generation API with webhook callbacks")]
+pub struct Cli {
+    /// TOML configuration file (settings may also come from EASEL_* environment variables).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server: HTTP API, render workers.
+    Serve,
+    /// Create or update the database schema, then exit.
+    Migrate,
+    /// Manage users.
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// Manage production API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Subcommand)]
+enum UsersCommand {
+    /// Create a user.
+    Create {
+        #[arg(long)]
+        username: String,
+        /// How many jobs the user may have pending at once (default: api.default_concurrency_slots).
+        #[arg(long)]
+        concurrency_slots: Option<u32>,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// List users.
+    List {
+        #[command(flatten)]
+        output: Output,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create an API key; the key and its signing secret are printed once and never again.
+    Create {
+        /// The id of the user the key belongs to.
+        #[arg(long = "user", value_name = "USER_ID")]
+        user: String,
+        #[arg(long)]
+        name: String,
+        /// HTTPS URL that receives a callback when a generation made with this key finishes.
+        #[arg(long, value_name = "URL")]
+        webhook_url: Option<String>,
+        /// Sent as `authorization: Bearer <KEY>` with every callback.
+        #[arg(long, value_name = "KEY")]
+        webhook_key: Option<String>,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// List live API keys (secrets are never shown).
+    List {
+        #[arg(long = "user", value_name = "USER_ID")]
+        user: Option<String>,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Delete an API key: it stops authenticating at once.
+    Delete {
+        #[arg(value_name = "KEY_ID")]
+        id: String,
+        #[command(flatten)]
+        output: Output,
+    },
+}
+
+#[derive(Args)]
+struct Output {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A failed command: the message is printed as one line.
+struct Failure(String);
+
+impl<E: std::fmt::Display> From<E> for Failure {
+    fn from(error: E) -> Self {
+        Failure(error.to_string())
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("easel: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let serving = matches!(cli.command, Command::Serve);
+    init_logging(if serving { &config.log } else { "warn" });
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime starts");
+    match runtime.block_on(run(cli.command, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(message)) => {
+            eprintln!("easel: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(filter: &str) {
+    let filter = Targets::from_str(filter).unwrap_or_else(|_| Targets::from_str("info").expect("valid filter"));
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_target(false),
+        )
+        .with(filter)
+        .init();
+}
+
+async fn run(command: Command, config: Config) -> Result<(), Failure> {
+    match command {
+        Command::Serve => serve(config).await,
+        Command::Migrate => {
+            let store = store::open(&config).await?;
+            println!("database {} is up to date ({})", config.database_url(), store.backend());
+            Ok(())
+        }
+        Command::Users(command) => users(command, &config).await,
+        Command::Keys(command) => keys(command, &config).await,
+    }
+}
+
+async fn serve(config: Config) -> Result<(), Failure> {
+    let easel = server::start(config).await?;
+    if let Some(bootstrap) = &easel.bootstrap {
+        print_bootstrap(bootstrap, &easel.public_url);
+    }
+    shutdown_signal().await;
+    tracing::info!("shutting down: finishing in-flight work");
+    easel.shutdown();
+    easel.stopped().await;
+    Ok(())
+}
+
+fn print_bootstrap(bootstrap: &server::Bootstrap, public_url: &str) {
+    let key = &bootstrap.key.key;
+    println!(
+        "\nCreated the first user and API key. The key is shown only this once: keep it.\n\n  \
+         user id: {}\n  api key: {key}\n\nTry it:\n\n  \
+         curl -s {public_url}/api/rest/v1/generations -H 'authorization: Bearer {key}' \\\n    \
+         -H 'content-type: application/json' \\\n    \
+         -d '{{\"prompt\": \"An oil painting of a cat\", \"width\": 512, \"height\": 512, \"num_images\": 1}}'\n\n  \
+         curl -s {public_url}/api/rest/v1/generations/GENERATION_ID -H 'authorization: Bearer {key}'\n",
+        bootstrap.user.id
+    );
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
+
+fn parse_id<T: FromStr>(what: &str, text: &str) -> Result<T, Failure> {
+    text.trim().parse().map_err(|_| Failure(format!("{what} {text:?} is not a UUID")))
+}
+
+async fn users(command: UsersCommand, config: &Config) -> Result<(), Failure> {
+    let store = store::open(config).await?;
+    match command {
+        UsersCommand::Create { username, concurrency_slots, output } => {
+            let slots = concurrency_slots.unwrap_or(config.api.default_concurrency_slots);
+            let user = admin::create_user(&*store, &username, slots).await?;
+            if output.json {
+                println!(
+                    "{}",
+                    json!({"id": user.id, "username": user.username, "apiConcurrencySlots": user.api_concurrency_slots,
+                           "createdAt": rfc3339_ms(user.created_at)})
+                );
+            } else {
+                println!(
+                    "created user {} ({}), {} concurrency slots",
+                    user.username, user.id, user.api_concurrency_slots
+                );
+            }
+        }
+        UsersCommand::List { output } => {
+            let users = store.list_users().await?;
+            if output.json {
+                let list: Vec<_> = users
+                    .iter()
+                    .map(|u| {
+                        json!({"id": u.id, "username": u.username, "apiConcurrencySlots": u.api_concurrency_slots,
+                                    "createdAt": rfc3339_ms(u.created_at)})
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(list));
+            } else {
+                for u in users {
+                    println!(
+                        "{}  {}  slots={}  created {}",
+                        u.id,
+                        u.username,
+                        u.api_concurrency_slots,
+                        rfc3339_ms(u.created_at)
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn key_json(key: &ApiKey) -> serde_json::Value {
+    json!({
+        "id": key.id,
+        "userId": key.user_id,
+        "name": key.name,
+        "createdAt": rfc3339_ms(key.created_at),
+        "lastUsed": key.last_used_at.map(rfc3339_ms),
+        "webhookCallbackUrl": key.webhook_url,
+        "webhookCallbackApiKey": key.webhook_api_key_sealed.as_ref().map(|_| mask("")),
+    })
+}
+
+async fn keys(command: KeysCommand, config: &Config) -> Result<(), Failure> {
+    let store = store::open(config).await?;
+    match command {
+        KeysCommand::Create { user, name, webhook_url, webhook_key, output } => {
+            let user: UserId = parse_id("user id", &user)?;
+            if store.get_user(user).await?.is_none() {
+                return Err(Failure(format!("there is no user with id {user}")));
+            }
+            let master_key = MasterKey::load(config.master_key.as_deref(), &config.data_dir)?;
+            let created = admin::create_api_key(
+                &*store,
+                &master_key,
+                user,
+                &name,
+                webhook_url.as_deref(),
+                webhook_key.as_deref(),
+            )
+            .await?;
+            if output.json {
+                let mut value = key_json(&created.record);
+                value["key"] = json!(created.key);
+                value["signingSecret"] = json!(created.signing_secret);
+                println!("{value}");
+            } else {
+                println!("created API key {} ({}) for user {}", created.record.id, created.record.name, user);
+                println!("  api key:        {}", created.key);
+                println!("  signing secret: {}", created.signing_secret);
+                if let Some(url) = &created.record.webhook_url {
+                    println!("  webhook url:    {url}");
+                }
+                println!("The key and the signing secret are shown only this once.");
+            }
+        }
+        KeysCommand::List { user, output } => {
+            let user: Option<UserId> = user.map(|u| parse_id("user id", &u)).transpose()?;
+            let keys = store.list_api_keys(user).await?;
+            if output.json {
+                println!("{}", serde_json::Value::Array(keys.iter().map(key_json).collect()));
+            } else {
+                for key in keys {
+                    println!(
+                        "{}  {}  user={}  created {}  webhook={}{}",
+                        key.id,
+                        key.name,
+                        key.user_id,
+                        rfc3339_ms(key.created_at),
+                        key.webhook_url.as_deref().unwrap_or("-"),
+                        if key.webhook_api_key_sealed.is_some() { " (with webhook key)" } else { "" },
+                    );
+                }
+            }
+        }
+        KeysCommand::Delete { id, output } => {
+            let id: ApiKeyId = parse_id("key id", &id)?;
+            if !store.delete_api_key(id, crate::clock::now_ms()).await? {
+                return Err(Failure(format!("there is no live API key with id {id}")));
+            }
+            if output.json {
+                println!("{}", json!({"id": id, "deleted": true}));
+            } else {
+                println!("deleted API key {id}");
+            }
+        }
+    }
+    Ok(())
+}

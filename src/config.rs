@@ -1,0 +1,314 @@
+//! Configuration: built-in defaults, then an optional TOML file (`--config FILE`), then `EASEL_`
+//! environment variables (`EASEL_LISTEN`, `EASEL_RENDER__WORKERS` for `[render] workers`, ...).
+//! Everything is validated once, up front: a bad setting stops start-up with one line that names it.
+//! `docs/configuration.md` documents every field; keep the two in step.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::models::ModelConfig;
+
+/// The top-level keys, so that `EASEL_` variables that are not settings (say `EASEL_TEST_...`)
+/// are ignored instead of rejected as unknown fields.
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "listen",
+    "data_dir",
+    "database_url",
+    "public_url",
+    "master_key",
+    "shutdown_grace",
+    "log",
+    "api",
+    "render",
+    "models",
+];
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP API listens on.
+    pub listen: String,
+    /// Directory for the embedded database, the image files and the master key file.
+    pub data_dir: PathBuf,
+    /// `sqlite://PATH`; default: `easel.db` in `data_dir`.
+    pub database_url: Option<String>,
+    /// Base of the image URLs Easel hands out; default `http://<listen>`.
+    pub public_url: Option<String>,
+    /// Key that encrypts webhook secrets at rest: 32 bytes, base64. Default: a key file that Easel
+    /// creates in `data_dir` (mode 0600) on first start.
+    #[serde(skip_serializing)]
+    pub master_key: Option<String>,
+    /// How long `serve` waits for in-flight work after SIGTERM / Ctrl-C.
+    #[serde(with = "duration_text")]
+    pub shutdown_grace: Duration,
+    /// Log filter: a level (`info`) or per-target directives (`easel=debug,sqlx=warn`).
+    pub log: String,
+    pub api: ApiConfig,
+    pub render: RenderConfig,
+    /// Extra platform models (or overrides of built-in ones, by id).
+    pub models: Vec<ModelConfig>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// `apiConcurrencySlots` given to new users: how many generations may be pending at once.
+    pub default_concurrency_slots: u32,
+    /// `Retry-After` (seconds) sent with a 429 when a user's slots are all taken.
+    pub retry_after_seconds: u32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RenderConfig {
+    /// Image generation backend. `builtin`: the deterministic renderer.
+    pub backend: String,
+    /// Extra time each job takes, to mimic a real inference server ("3s"). Does not use CPU.
+    #[serde(with = "duration_text")]
+    pub simulated_duration: Duration,
+    /// Images rendered in parallel (CPU-bound work). Default: the number of CPU cores.
+    pub workers: usize,
+    /// Jobs held at once by this node (rendering or waiting out `simulated_duration`).
+    pub max_jobs_in_flight: usize,
+    /// How often idle workers look for jobs that no in-process signal announced.
+    #[serde(with = "duration_text")]
+    pub poll_interval: Duration,
+    /// A claimed job that is not finished within this time is taken over by another worker.
+    #[serde(with = "duration_text")]
+    pub lease: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("./easel-data"),
+            database_url: None,
+            public_url: None,
+            master_key: None,
+            shutdown_grace: Duration::from_secs(10),
+            log: "info".into(),
+            api: ApiConfig::default(),
+            render: RenderConfig::default(),
+            models: Vec::new(),
+        }
+    }
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self { max_body_bytes: 256 * 1024, default_concurrency_slots: 10, retry_after_seconds: 2 }
+    }
+}
+
+impl Default for RenderConfig {
+    fn default() -> Self {
+        Self {
+            backend: "builtin".into(),
+            simulated_duration: Duration::ZERO,
+            workers: std::thread::available_parallelism().map(usize::from).unwrap_or(2),
+            max_jobs_in_flight: 64,
+            poll_interval: Duration::from_secs(1),
+            lease: Duration::from_secs(300),
+        }
+    }
+}
+
+/// A configuration problem, worded for the operator: it names the setting and where it came from.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Defaults, then the file (if any), then `EASEL_` environment variables; then validated.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            if !file.is_file() {
+                return Err(ConfigError(format!("config file {} does not exist", file.display())));
+            }
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        figment = figment.merge(Env::prefixed("EASEL_").split("__").filter(|key| {
+            let top = key.as_str().split('.').next().unwrap_or("").to_ascii_lowercase();
+            TOP_LEVEL_KEYS.contains(&top.as_str())
+        }));
+        let config: Config = figment.extract().map_err(|e| ConfigError(describe_figment_error(e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what types alone cannot; each message names the setting.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |setting: &str, message: String| Err(ConfigError(format!("`{setting}`: {message}")));
+        if let Err(e) = SocketAddr::from_str(&self.listen) {
+            return fail("listen", format!("{:?} is not an address like 127.0.0.1:8080 ({e})", self.listen));
+        }
+        if let Some(url) = &self.public_url {
+            match url::Url::parse(url) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+                _ => return fail("public_url", format!("{url:?} is not an absolute http(s) URL")),
+            }
+        }
+        if let Err(e) = DatabaseUrl::parse(&self.database_url()) {
+            return fail("database_url", e);
+        }
+        if let Some(Err(e)) = self.master_key.as_deref().map(crate::secrets::MasterKey::from_base64) {
+            return fail("master_key", e.to_string());
+        }
+        if self.api.max_body_bytes < 1024 {
+            return fail("api.max_body_bytes", "must be at least 1024".into());
+        }
+        if self.api.default_concurrency_slots == 0 {
+            return fail("api.default_concurrency_slots", "must be at least 1".into());
+        }
+        if self.render.backend != "builtin" {
+            return fail(
+                "render.backend",
+                format!("{:?} is not a known backend (known: builtin)", self.render.backend),
+            );
+        }
+        if self.render.workers == 0 {
+            return fail("render.workers", "must be at least 1".into());
+        }
+        if self.render.max_jobs_in_flight == 0 {
+            return fail("render.max_jobs_in_flight", "must be at least 1".into());
+        }
+        if self.render.poll_interval.is_zero() {
+            return fail("render.poll_interval", "must be greater than zero".into());
+        }
+        if self.render.lease < Duration::from_secs(1) {
+            return fail("render.lease", "must be at least 1s".into());
+        }
+        if let Err(e) = crate::models::Catalogue::new(&self.models) {
+            return fail("models", e);
+        }
+        Ok(())
+    }
+
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen.parse().expect("validated in Config::validate")
+    }
+
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("easel.db").display()),
+        }
+    }
+
+    /// The base of the image URLs, without a trailing slash. `listen` is the fallback, so a server
+    /// on port 0 passes the address it actually bound.
+    pub fn public_url_or(&self, bound: SocketAddr) -> String {
+        match &self.public_url {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            None => format!("http://{bound}"),
+        }
+    }
+}
+
+/// The database a URL selects; the scheme picks the backend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    Sqlite(PathBuf),
+}
+
+impl DatabaseUrl {
+    pub fn parse(url: &str) -> Result<DatabaseUrl, String> {
+        if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+            let path = path.split('?').next().unwrap_or("");
+            if path.is_empty() || path == ":memory:" {
+                return Err(format!("{url:?} must name a database file (sqlite://PATH)"));
+            }
+            return Ok(DatabaseUrl::Sqlite(PathBuf::from(path)));
+        }
+        let scheme = url.split(':').next().unwrap_or("");
+        Err(format!("{url:?}: unsupported database scheme {scheme:?} (supported: sqlite://PATH)"))
+    }
+}
+
+fn describe_figment_error(error: figment::Error) -> String {
+    let setting = error.path.join(".");
+    let origin = match &error.metadata {
+        Some(meta) if meta.name.contains("environment") => {
+            format!(" (from environment variable EASEL_{})", error.path.join("__").to_uppercase())
+        }
+        Some(meta) => match &meta.source {
+            Some(source) => format!(" (from {source})"),
+            None => format!(" (from {})", meta.name),
+        },
+        None => String::new(),
+    };
+    let kind = error.kind.to_string();
+    if setting.is_empty() { format!("{kind}{origin}") } else { format!("`{setting}`{origin}: {kind}") }
+}
+
+/// Durations as human text in TOML and environment variables: "250ms", "5s", "2h", "1day".
+pub mod duration_text {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&humantime::format_duration(*duration).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        parse(&text).map_err(D::Error::custom)
+    }
+
+    pub fn parse(text: &str) -> Result<Duration, String> {
+        if text.trim() == "0" {
+            return Ok(Duration::ZERO);
+        }
+        humantime::parse_duration(text.trim())
+            .map_err(|e| format!("{text:?} is not a duration like \"500ms\", \"5s\" or \"2h\" ({e})"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_human_text() {
+        assert_eq!(duration_text::parse("5s").unwrap(), Duration::from_secs(5));
+        assert_eq!(duration_text::parse("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(duration_text::parse("0").unwrap(), Duration::ZERO);
+        assert!(duration_text::parse("soon").is_err());
+    }
+
+    #[test]
+    fn database_url_scheme_selects_the_backend() {
+        assert_eq!(DatabaseUrl::parse("sqlite://data/e.db"), Ok(DatabaseUrl::Sqlite("data/e.db".into())));
+        assert_eq!(DatabaseUrl::parse("sqlite:e.db?mode=rwc"), Ok(DatabaseUrl::Sqlite("e.db".into())));
+        assert!(DatabaseUrl::parse("sqlite::memory:").is_err());
+        assert!(DatabaseUrl::parse("mysql://x").unwrap_err().contains("unsupported database scheme"));
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn the_documented_example_file_loads_and_matches_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/easel.example.toml");
+        let from_file: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::file_exact(&path))
+            .extract()
+            .unwrap();
+        let mut defaults = Config::default();
+        defaults.render.workers = from_file.render.workers;
+        assert_eq!(format!("{from_file:?}"), format!("{defaults:?}"));
+    }
+}

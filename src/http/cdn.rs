@@ -1,0 +1,30 @@
+//! `/cdn/{key}`: the image files, public like Leonardo's CDN (their paths hold unguessable ids).
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use super::ApiContext;
+use super::error::{ApiError, ApiResult};
+
+pub fn router() -> Router<ApiContext> {
+    Router::new().route("/cdn/{*key}", get(get_image_file))
+}
+
+async fn get_image_file(State(state): State<ApiContext>, Path(key): Path<String>) -> ApiResult<Response> {
+    let content_type = match key.rsplit_once('.').map(|(_, ext)| ext.to_ascii_lowercase()) {
+        Some(ext) if ext == "jpg" || ext == "jpeg" => "image/jpeg",
+        _ => return Err(ApiError::RouteNotFound),
+    };
+    let Some(bytes) = state.images.get(&key).await? else {
+        return Err(ApiError::RouteNotFound);
+    };
+    let mut response = bytes.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    // A key names one immutable file: ids are never reused.
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=31536000, immutable"));
+    Ok(response)
+}

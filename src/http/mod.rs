@@ -1,0 +1,87 @@
+//! The HTTP API: Leonardo's REST v1 under `/api/rest/v1`, images under `/cdn/`, `/healthz`.
+//! Only this module knows HTTP and the wire JSON shapes; handlers extract, validate, call the store
+//! and map the result. Each resource file exposes `router()`; they are merged here.
+
+mod cdn;
+mod error;
+mod extract;
+mod generations;
+mod me;
+mod models;
+mod variations;
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+use tokio::sync::Notify;
+use tower_http::catch_panic::CatchPanicLayer;
+
+pub use error::ApiError;
+
+use crate::config::ApiConfig;
+use crate::images::ImageStore;
+use crate::models::Catalogue;
+use crate::store::Store;
+
+/// What handlers share.
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub catalogue: Arc<Catalogue>,
+    pub images: ImageStore,
+    pub api: ApiConfig,
+    /// Wakes this node's render workers when a job is created (`None` on API-only nodes).
+    pub render_wakeup: Option<Arc<Notify>>,
+}
+
+pub type ApiContext = Arc<AppState>;
+
+pub fn router(state: ApiContext) -> Router {
+    let api = Router::new()
+        .merge(generations::router())
+        .merge(variations::router())
+        .merge(me::router())
+        .merge(models::router());
+    Router::new()
+        .nest("/api/rest/v1", api)
+        .merge(cdn::router())
+        .route("/healthz", get(health))
+        .fallback(route_not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(state.api.max_body_bytes))
+        .layer(CatchPanicLayer::custom(|_panic| {
+            tracing::error!("a request handler panicked");
+            ApiError::Internal.into_response()
+        }))
+        .with_state(state)
+}
+
+async fn health(State(state): State<ApiContext>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => Json(json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")})).into_response(),
+        Err(e) => {
+            tracing::error!(error.message = %e, "health check: database unreachable");
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "database unreachable"}))).into_response()
+        }
+    }
+}
+
+async fn route_not_found() -> ApiError {
+    ApiError::RouteNotFound
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+impl AppState {
+    fn wake_render_workers(&self) {
+        if let Some(wakeup) = &self.render_wakeup {
+            wakeup.notify_one();
+        }
+    }
+}

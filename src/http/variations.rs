@@ -1,0 +1,75 @@
+//! `/variations`: upscale an image (2x), read a variation.
+
+use axum::extract::{Path, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+use super::ApiContext;
+use super::error::{ApiError, ApiResult};
+use super::extract::{Caller, JsonBody, parse_id};
+use super::generations::variation_json;
+use crate::clock::now_ms;
+use crate::generation::FieldError;
+use crate::ids::{ImageId, VariationId};
+use crate::store::{Admission, JobStatus, Variation};
+
+/// API credits an upscale costs.
+const UPSCALE_COST: u64 = 1;
+
+pub fn router() -> Router<ApiContext> {
+    Router::new().route("/variations/upscale", post(create_upscale)).route("/variations/{id}", get(get_variation))
+}
+
+async fn create_upscale(
+    State(state): State<ApiContext>,
+    caller: Caller,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Json<Value>> {
+    let id_field = body.as_ref().and_then(|b| b.get("id")).filter(|v| !v.is_null());
+    let image_id: ImageId = match id_field {
+        None => return Err(FieldError::new("id", "`id` (the id of the image to upscale) is required").into()),
+        Some(Value::String(text)) => parse_id("id", text)?,
+        Some(_) => return Err(FieldError::new("id", "`id` must be a string (an image id)").into()),
+    };
+    // Another user's image is answered exactly like one that does not exist.
+    let Some(image) = state.store.get_image(caller.user.id, image_id).await? else {
+        return Err(FieldError::new("id", format!("`id`: there is no image {image_id} among your generations")).into());
+    };
+    let now = now_ms();
+    let variation = Variation {
+        id: VariationId::random(),
+        image_id: image.id,
+        generation_id: image.generation_id,
+        user_id: caller.user.id,
+        api_key_id: caller.key.id,
+        transform_type: "UPSCALE".into(),
+        status: JobStatus::Pending,
+        storage_key: None,
+        failure_reason: None,
+        created_at: now,
+        updated_at: now,
+    };
+    if let Admission::SlotsFull { slots } =
+        state.store.create_variation(&variation, caller.user.api_concurrency_slots).await?
+    {
+        return Err(ApiError::SlotsFull { slots, retry_after_seconds: state.api.retry_after_seconds });
+    }
+    state.wake_render_workers();
+    Ok(Json(json!({"sdUpscaleJob": {
+        "id": variation.id,
+        "apiCreditCost": UPSCALE_COST,
+        "cost": {"amount": UPSCALE_COST.to_string(), "unit": "CREDITS"},
+    }})))
+}
+
+async fn get_variation(
+    State(state): State<ApiContext>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let id: VariationId = parse_id("id", &id)?;
+    let variation = state.store.get_variation(caller.user.id, id).await?;
+    let list: Vec<Value> = variation.iter().map(|v| variation_json(v, &state.images)).collect();
+    Ok(Json(json!({ "generated_image_variation_generic": list })))
+}

@@ -1,0 +1,83 @@
+//! Typed identifiers. Every id Easel hands out is a random UUID (v4), like Leonardo's; the newtypes
+//! keep a generation id from being passed where a user id is expected.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+macro_rules! uuid_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub Uuid);
+
+        impl $name {
+            /// A fresh random id.
+            pub fn random() -> Self {
+                Self(Uuid::new_v4())
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(&self.0.hyphenated(), f)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({})", stringify!($name), self.0.hyphenated())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = uuid::Error;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Uuid::parse_str(s).map(Self)
+            }
+        }
+    };
+}
+
+uuid_id!(
+    /// A user (tenant): owns API keys, generations and images.
+    UserId
+);
+uuid_id!(
+    /// A production API key's record id (not the secret key itself).
+    ApiKeyId
+);
+uuid_id!(
+    /// A generation job and its images.
+    GenerationId
+);
+uuid_id!(
+    /// One generated image.
+    ImageId
+);
+uuid_id!(
+    /// A variation job (an upscale) of one image.
+    VariationId
+);
+uuid_id!(
+    /// A webhook delivery: one event to one receiver, retried until it succeeds or gives up.
+    DeliveryId
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_print_as_lowercase_hyphenated_uuids_and_parse_back() {
+        let id = GenerationId::random();
+        let text = id.to_string();
+        assert_eq!(text.len(), 36);
+        assert_eq!(text, text.to_lowercase());
+        assert_eq!(text.parse::<GenerationId>().unwrap(), id);
+        assert!("not-a-uuid".parse::<GenerationId>().is_err());
+    }
+}

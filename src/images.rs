@@ -1,0 +1,127 @@
+//! Image storage: where rendered files live (a local directory by default, through `object_store`)
+//! and the names and URLs they get. A file's storage key is also its path under `/cdn/`, so the
+//! URL of an image is `{public_url}/cdn/{storage_key}`.
+
+use std::path::Path as FsPath;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{ObjectStore, PutPayload};
+use sha2::{Digest, Sha256};
+
+use crate::ids::{GenerationId, ImageId, UserId, VariationId};
+
+#[derive(Clone)]
+pub struct ImageStore {
+    store: Arc<dyn ObjectStore>,
+    /// `{public_url}/cdn`, no trailing slash.
+    cdn_base: String,
+}
+
+impl ImageStore {
+    /// Files under `dir`, served as `{public_url}/cdn/...`.
+    pub fn local(dir: &FsPath, public_url: &str) -> std::io::Result<ImageStore> {
+        std::fs::create_dir_all(dir)?;
+        let store = LocalFileSystem::new_with_prefix(dir).map_err(std::io::Error::other)?;
+        Ok(ImageStore { store: Arc::new(store), cdn_base: format!("{}/cdn", public_url.trim_end_matches('/')) })
+    }
+
+    pub fn url(&self, storage_key: &str) -> String {
+        format!("{}/{storage_key}", self.cdn_base)
+    }
+
+    pub async fn put(&self, storage_key: &str, bytes: Bytes) -> object_store::Result<()> {
+        self.store.put(&Path::parse(storage_key)?, PutPayload::from(bytes)).await?;
+        Ok(())
+    }
+
+    /// `None` if there is no such file (or the key is not a valid path).
+    pub async fn get(&self, storage_key: &str) -> object_store::Result<Option<Bytes>> {
+        let Ok(path) = Path::parse(storage_key) else { return Ok(None) };
+        match self.store.get(&path).await {
+            Ok(result) => Ok(Some(result.bytes().await?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes files; missing ones are not an error.
+    pub async fn delete(&self, storage_keys: &[String]) -> object_store::Result<()> {
+        for key in storage_keys {
+            match self.store.delete(&Path::parse(key)?).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Image ids are derived from the generation and the image's index, so a job rendered again after
+/// a crash writes the same files instead of leaving orphans.
+pub fn image_id(generation: GenerationId, index: u32) -> ImageId {
+    let digest = Sha256::new().chain_update(generation.0.as_bytes()).chain_update(index.to_be_bytes()).finalize();
+    let bytes: [u8; 16] = digest[..16].try_into().expect("32-byte digest");
+    ImageId(uuid::Builder::from_random_bytes(bytes).into_uuid())
+}
+
+/// `users/{user}/generations/{generation}/{Model_Name}_{prompt_words}_{index}.jpg`, the shape of
+/// Leonardo's CDN paths.
+pub fn generation_image_key(
+    user: UserId,
+    generation: GenerationId,
+    model_name: &str,
+    prompt: &str,
+    index: u32,
+) -> String {
+    format!("users/{user}/generations/{generation}/{}_{}_{index}.jpg", slug(model_name, 40), slug(prompt, 60))
+}
+
+pub fn variation_image_key(user: UserId, generation: GenerationId, variation: VariationId) -> String {
+    format!("users/{user}/generations/{generation}/variations/{variation}.jpg")
+}
+
+/// ASCII letters and digits of `text`, words joined by `_`, at most `max` characters.
+fn slug(text: &str, max: usize) -> String {
+    let mut slug = String::new();
+    for word in text.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| !w.is_empty()) {
+        let separator = usize::from(!slug.is_empty());
+        if slug.len() + separator + word.len() > max {
+            break;
+        }
+        if separator == 1 {
+            slug.push('_');
+        }
+        slug.push_str(word);
+    }
+    if slug.is_empty() { "image".into() } else { slug }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_look_like_leonardo_cdn_paths() {
+        let user: UserId = "ef8b8386-94f7-48d1-b10e-e87fd4dee6e6".parse().unwrap();
+        let generation: GenerationId = "c77dc0a1-f568-4078-b30f-d266a6b66580".parse().unwrap();
+        assert_eq!(
+            generation_image_key(user, generation, "Leonardo Creative", "An oil painting of a cat", 0),
+            "users/ef8b8386-94f7-48d1-b10e-e87fd4dee6e6/generations/c77dc0a1-f568-4078-b30f-d266a6b66580/\
+             Leonardo_Creative_An_oil_painting_of_a_cat_0.jpg"
+        );
+        assert_eq!(slug("日本 ../../etc", 60), "etc");
+        assert_eq!(slug("!!!", 60), "image");
+        assert!(slug(&"word ".repeat(100), 60).len() <= 60);
+    }
+
+    #[test]
+    fn image_ids_are_stable_per_generation_and_index() {
+        let generation = GenerationId::random();
+        assert_eq!(image_id(generation, 0), image_id(generation, 0));
+        assert_ne!(image_id(generation, 0), image_id(generation, 1));
+        assert_ne!(image_id(generation, 0), image_id(GenerationId::random(), 0));
+    }
+}

@@ -1,0 +1,17 @@
+//! Easel: a self-hosted image-generation API, compatible with Leonardo.ai's REST v1, that calls
+//! webhooks when images are ready. `ARCHITECTURE.md` has the map; this crate is everything but the
+//! thin `main`.
+
+pub mod admin;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod generation;
+pub mod http;
+pub mod ids;
+pub mod images;
+pub mod models;
+pub mod render;
+pub mod secrets;
+pub mod server;
+pub mod store;

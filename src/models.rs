@@ -1,0 +1,221 @@
+//! The platform model catalogue: the models `GET /platformModels` lists and `modelId` may name.
+//! Built in: the SDKs' default model and the webhook guide's "Leonardo Creative", plus a few more;
+//! `[[models]]` in the configuration adds models or overrides built-in ones by id.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::clock::Millis;
+use crate::generation::SD_VERSIONS;
+
+/// The model the SDKs send when the caller names none.
+pub const DEFAULT_MODEL_ID: &str = "b24e16ff-06e3-43eb-8d33-4416c2d75876";
+
+/// A platform model as configured (`[[models]]`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// One of the SDKs' `SdVersions`; decides the `sdVersion` of generations (default `SDXL_1_0`).
+    #[serde(default = "default_sd_version")]
+    pub sd_version: String,
+    /// The model's native size (`modelWidth` / `modelHeight` in webhook payloads).
+    #[serde(default = "default_model_size")]
+    pub width: u32,
+    #[serde(default = "default_model_size")]
+    pub height: u32,
+    #[serde(default)]
+    pub featured: bool,
+    #[serde(default)]
+    pub nsfw: bool,
+}
+
+fn default_sd_version() -> String {
+    "SDXL_1_0".into()
+}
+
+fn default_model_size() -> u32 {
+    1024
+}
+
+/// A model Easel can generate with.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Model {
+    pub id: Uuid,
+    pub name: String,
+    pub description: String,
+    pub sd_version: String,
+    pub width: u32,
+    pub height: u32,
+    pub featured: bool,
+    pub nsfw: bool,
+    /// When the model entered the catalogue (`createdAt`); fixed for built-ins.
+    pub created_at: Millis,
+}
+
+impl Model {
+    /// The largest seed the model accepts (Flux models take 32-bit seeds).
+    pub fn max_seed(&self) -> u64 {
+        if self.sd_version.starts_with("FLUX") { 2_147_483_637 } else { 9_999_999_998 }
+    }
+}
+
+/// All models, by id.
+#[derive(Clone, Debug)]
+pub struct Catalogue {
+    models: BTreeMap<Uuid, Model>,
+}
+
+impl Catalogue {
+    /// The built-in models plus `extra` (an extra model with a built-in id replaces it).
+    pub fn new(extra: &[ModelConfig]) -> Result<Catalogue, String> {
+        let mut models = BTreeMap::new();
+        for builtin in builtin_models() {
+            models.insert(builtin.id, builtin);
+        }
+        for (index, config) in extra.iter().enumerate() {
+            let id =
+                Uuid::parse_str(&config.id).map_err(|_| format!("models[{index}].id {:?} is not a UUID", config.id))?;
+            if config.name.trim().is_empty() {
+                return Err(format!("models[{index}].name must not be empty"));
+            }
+            if !SD_VERSIONS.contains(&config.sd_version.as_str()) {
+                return Err(format!(
+                    "models[{index}].sd_version {:?} is not one of {}",
+                    config.sd_version,
+                    SD_VERSIONS.join(", ")
+                ));
+            }
+            for (field, value) in [("width", config.width), ("height", config.height)] {
+                if !(32..=4096).contains(&value) {
+                    return Err(format!("models[{index}].{field} must be between 32 and 4096"));
+                }
+            }
+            models.insert(
+                id,
+                Model {
+                    id,
+                    name: config.name.clone(),
+                    description: config.description.clone(),
+                    sd_version: config.sd_version.clone(),
+                    width: config.width,
+                    height: config.height,
+                    featured: config.featured,
+                    nsfw: config.nsfw,
+                    created_at: BUILTIN_CREATED_AT,
+                },
+            );
+        }
+        Ok(Catalogue { models })
+    }
+
+    pub fn get(&self, id: &Uuid) -> Option<&Model> {
+        self.models.get(id)
+    }
+
+    /// Featured models first, then by name.
+    pub fn list(&self) -> Vec<&Model> {
+        let mut list: Vec<&Model> = self.models.values().collect();
+        list.sort_by(|a, b| b.featured.cmp(&a.featured).then_with(|| a.name.cmp(&b.name)));
+        list
+    }
+}
+
+/// 2023-01-06T01:02:38.315Z, the `createdAt` of the guide's sample model.
+const BUILTIN_CREATED_AT: Millis = 1_672_966_958_315;
+
+fn builtin_models() -> Vec<Model> {
+    let model = |id: &str, name: &str, sd_version: &str, size: u32, featured: bool, description: &str| Model {
+        id: Uuid::parse_str(id).expect("built-in model ids are UUIDs"),
+        name: name.into(),
+        description: description.into(),
+        sd_version: sd_version.into(),
+        width: size,
+        height: size,
+        featured,
+        nsfw: false,
+        created_at: BUILTIN_CREATED_AT,
+    };
+    vec![
+        model(
+            DEFAULT_MODEL_ID,
+            "Leonardo Lightning XL",
+            "SDXL_LIGHTNING",
+            1024,
+            true,
+            "A high-speed generalist model: photorealism to painterly styles.",
+        ),
+        model(
+            "6bef9f1b-29cb-40c7-b9df-32b51c1f67d3",
+            "Leonardo Creative",
+            "v2",
+            768,
+            false,
+            "An alternative finetune of SD 2.1 that brings a little more creative interpretation to the mix.",
+        ),
+        model(
+            "1e60896f-3c26-4296-8ecc-53e2afecc132",
+            "Leonardo Diffusion XL",
+            "SDXL_0_9",
+            1024,
+            true,
+            "The next phase of the core Leonardo model: stunning outputs even with short prompts.",
+        ),
+        model(
+            "de7d3faf-762f-48e0-b3b7-9d0ac3a3fcf3",
+            "Leonardo Phoenix",
+            "PHOENIX",
+            1024,
+            true,
+            "A foundational model with strong prompt adherence and legible text in images.",
+        ),
+        model(
+            "ac614f96-1082-45bf-be9d-757f2d31c174",
+            "DreamShaper v7",
+            "v1_5",
+            512,
+            false,
+            "A versatile Stable Diffusion 1.5 finetune.",
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn catalogue_holds_the_sdk_default_and_the_guide_model() {
+        let catalogue = Catalogue::new(&[]).unwrap();
+        let default = catalogue.get(&Uuid::parse_str(DEFAULT_MODEL_ID).unwrap()).unwrap();
+        assert_eq!(default.name, "Leonardo Lightning XL");
+        let creative = catalogue.get(&Uuid::parse_str("6bef9f1b-29cb-40c7-b9df-32b51c1f67d3").unwrap()).unwrap();
+        assert_eq!(creative.name, "Leonardo Creative");
+        assert_eq!((creative.width, creative.sd_version.as_str()), (768, "v2"));
+    }
+
+    #[test]
+    fn configured_models_extend_and_override() {
+        let extra = |id: &str, name: &str| ModelConfig {
+            id: id.into(),
+            name: name.into(),
+            description: String::new(),
+            sd_version: "FLUX".into(),
+            width: 1024,
+            height: 1024,
+            featured: false,
+            nsfw: false,
+        };
+        let new_id = "11111111-2222-4333-8444-555555555555";
+        let catalogue = Catalogue::new(&[extra(new_id, "House Model"), extra(DEFAULT_MODEL_ID, "Renamed")]).unwrap();
+        let house = catalogue.get(&Uuid::parse_str(new_id).unwrap()).unwrap();
+        assert_eq!(house.max_seed(), 2_147_483_637);
+        assert_eq!(catalogue.get(&Uuid::parse_str(DEFAULT_MODEL_ID).unwrap()).unwrap().name, "Renamed");
+        assert!(Catalogue::new(&[extra("nope", "x")]).unwrap_err().contains("models[0].id"));
+    }
+}

@@ -1,0 +1,43 @@
+//! Image generation backends and the workers that run render jobs.
+//!
+//! A [`Renderer`] turns validated generation parameters into JPEG files; the workers in
+//! [`worker`] claim jobs from the store, call the renderer, store the files and record the outcome.
+//! The built-in renderer ([`builtin`]) needs no GPU and is deterministic.
+
+pub mod builtin;
+pub mod worker;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::generation::GenerationParams;
+
+/// What a renderer needs for one generation.
+#[derive(Clone, Debug)]
+pub struct GenerateRequest {
+    pub params: GenerationParams,
+    /// The image of `init_generation_image_id` (JPEG), for image-to-image.
+    pub init_image: Option<Bytes>,
+}
+
+/// One encoded image.
+#[derive(Clone, Debug)]
+pub struct RenderedImage {
+    pub jpeg: Bytes,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// Why a render failed; recorded as the generation's failure reason.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct RenderError(pub String);
+
+#[async_trait]
+pub trait Renderer: Send + Sync + 'static {
+    fn name(&self) -> &'static str;
+    /// Renders `params.num_images` images of `params.width` x `params.height`.
+    async fn generate(&self, request: GenerateRequest) -> Result<Vec<RenderedImage>, RenderError>;
+    /// A 2x upscale of `source` (JPEG).
+    async fn upscale(&self, source: Bytes) -> Result<RenderedImage, RenderError>;
+}

@@ -1,0 +1,214 @@
+//! Render workers: claim pending jobs from the store (with a lease), wait out the simulated
+//! duration, render, store the files, then record the outcome. Woken at once by the API when a job
+//! is created on this node, and by a slow poll for everything else (jobs recovered after a crash,
+//! jobs created by other processes).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::{GenerateRequest, Renderer};
+use crate::clock::now_ms;
+use crate::config::RenderConfig;
+use crate::images::{self, ImageStore};
+use crate::models::Catalogue;
+use crate::store::{Generation, Image, JobOutcome, NewImage, RenderJob, Store, Variation};
+
+/// Everything a render worker needs; shared by all of this node's jobs.
+pub struct RenderWorkers {
+    pub store: Arc<dyn Store>,
+    pub renderer: Arc<dyn Renderer>,
+    pub images: ImageStore,
+    pub catalogue: Arc<Catalogue>,
+    pub config: RenderConfig,
+    /// This process's lease owner name.
+    pub node_id: String,
+    /// Signalled when a job is created on this node.
+    pub wakeup: Arc<Notify>,
+}
+
+/// What happened to one job, for logs and tests.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Finished {
+    Complete,
+    Failed,
+    /// The job was deleted or taken over while it ran; nothing was recorded.
+    Abandoned,
+}
+
+impl RenderWorkers {
+    /// Claims and runs jobs until `shutdown`; then gives the jobs in hand `grace` to finish. A job
+    /// cut short keeps its lease and is rendered again after the restart.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken, grace: Duration) {
+        let slots = Arc::new(Semaphore::new(self.config.max_jobs_in_flight));
+        let mut running = JoinSet::new();
+        while !shutdown.is_cancelled() {
+            let free = slots.available_permits() as u32;
+            let claimed = if free > 0 { self.claim(free).await } else { Vec::new() };
+            let claimed_any = !claimed.is_empty();
+            for job in claimed {
+                let permit = slots.clone().acquire_owned().await.expect("semaphore is never closed");
+                let workers = self.clone();
+                running.spawn(async move {
+                    workers.run_job(job).await;
+                    drop(permit);
+                });
+            }
+            while running.try_join_next().is_some() {}
+            if claimed_any && slots.available_permits() > 0 {
+                continue;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = self.wakeup.notified() => {}
+                _ = tokio::time::sleep(self.config.poll_interval) => {}
+                Some(_) = running.join_next(), if !running.is_empty() => {}
+            }
+        }
+        let drained = tokio::time::timeout(grace, async { while running.join_next().await.is_some() {} }).await;
+        if drained.is_err() {
+            tracing::warn!(jobs = running.len(), "render jobs cut short by shutdown; they resume at the next start");
+            running.abort_all();
+        }
+    }
+
+    async fn claim(&self, limit: u32) -> Vec<RenderJob> {
+        let now = now_ms();
+        let lease_until = now + self.config.lease.as_millis() as i64;
+        match self.store.claim_render_jobs(&self.node_id, now, lease_until, limit).await {
+            Ok(jobs) => jobs,
+            Err(e) => {
+                tracing::error!(error.message = %e, "cannot claim render jobs; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                Vec::new()
+            }
+        }
+    }
+
+    /// Runs one claimed job to its end. Store errors leave the lease to expire, so the job is
+    /// tried again later.
+    pub async fn run_job(&self, job: RenderJob) -> Option<Finished> {
+        if !self.config.simulated_duration.is_zero() {
+            tokio::time::sleep(self.config.simulated_duration).await;
+        }
+        let result = match job {
+            RenderJob::Generation(generation) => self.run_generation(generation).await,
+            RenderJob::Upscale { variation, source } => self.run_upscale(variation, source).await,
+        };
+        match result {
+            Ok(finished) => Some(finished),
+            Err(e) => {
+                tracing::error!(error.message = %e, "render job could not be recorded; it will be retried");
+                None
+            }
+        }
+    }
+
+    async fn run_generation(
+        &self,
+        generation: Generation,
+    ) -> Result<Finished, Box<dyn std::error::Error + Send + Sync>> {
+        let params = &generation.params;
+        let model_name = self.catalogue.get(&params.model_id).map(|m| m.name.clone()).unwrap_or_else(|| "Model".into());
+        let init_image = match params.init_generation_image_id {
+            Some(id) => match self.store.get_image(generation.user_id, id).await? {
+                Some(image) => self.images.get(&image.storage_key).await?,
+                None => None,
+            },
+            None => None,
+        };
+        if params.init_generation_image_id.is_some() && init_image.is_none() {
+            let outcome = JobOutcome::Failed { reason: "the init image no longer exists".into() };
+            return self.finish_generation(&generation, &outcome, &[]).await;
+        }
+        let rendered = self.renderer.generate(GenerateRequest { params: params.clone(), init_image }).await;
+        let outcome = match rendered {
+            Ok(rendered) => {
+                let mut new_images = Vec::with_capacity(rendered.len());
+                for (index, image) in rendered.into_iter().enumerate() {
+                    let index = index as u32;
+                    let key = images::generation_image_key(
+                        generation.user_id,
+                        generation.id,
+                        &model_name,
+                        &params.prompt,
+                        index,
+                    );
+                    self.images.put(&key, image.jpeg).await?;
+                    new_images.push(NewImage {
+                        id: images::image_id(generation.id, index),
+                        index,
+                        storage_key: key,
+                        width: image.width,
+                        height: image.height,
+                    });
+                }
+                JobOutcome::Complete(new_images)
+            }
+            Err(e) => JobOutcome::Failed { reason: e.to_string() },
+        };
+        let keys: Vec<String> = match &outcome {
+            JobOutcome::Complete(images) => images.iter().map(|i| i.storage_key.clone()).collect(),
+            JobOutcome::Failed { .. } => Vec::new(),
+        };
+        self.finish_generation(&generation, &outcome, &keys).await
+    }
+
+    async fn finish_generation(
+        &self,
+        generation: &Generation,
+        outcome: &JobOutcome<Vec<NewImage>>,
+        written: &[String],
+    ) -> Result<Finished, Box<dyn std::error::Error + Send + Sync>> {
+        if self.store.finish_generation(generation.id, &self.node_id, now_ms(), outcome).await? {
+            let finished = match outcome {
+                JobOutcome::Complete(_) => Finished::Complete,
+                JobOutcome::Failed { reason } => {
+                    tracing::warn!(generation.id = %generation.id, reason, "generation failed");
+                    Finished::Failed
+                }
+            };
+            tracing::debug!(generation.id = %generation.id, ?finished, "generation finished");
+            return Ok(finished);
+        }
+        // Deleted while rendering: remove the files just written. (Taken over by another worker:
+        // that worker writes the same keys, so they stay.)
+        if self.store.get_generation(generation.user_id, generation.id).await?.is_none() {
+            self.images.delete(written).await?;
+        }
+        Ok(Finished::Abandoned)
+    }
+
+    async fn run_upscale(
+        &self,
+        variation: Variation,
+        source: Image,
+    ) -> Result<Finished, Box<dyn std::error::Error + Send + Sync>> {
+        let outcome = match self.images.get(&source.storage_key).await? {
+            None => JobOutcome::Failed { reason: "the source image no longer exists".into() },
+            Some(bytes) => match self.renderer.upscale(bytes).await {
+                Ok(upscaled) => {
+                    let key = images::variation_image_key(variation.user_id, variation.generation_id, variation.id);
+                    self.images.put(&key, upscaled.jpeg).await?;
+                    JobOutcome::Complete(key)
+                }
+                Err(e) => JobOutcome::Failed { reason: e.to_string() },
+            },
+        };
+        if self.store.finish_variation(variation.id, &self.node_id, now_ms(), &outcome).await? {
+            return Ok(match outcome {
+                JobOutcome::Complete(_) => Finished::Complete,
+                JobOutcome::Failed { .. } => Finished::Failed,
+            });
+        }
+        if let JobOutcome::Complete(key) = outcome
+            && self.store.get_variation(variation.user_id, variation.id).await?.is_none()
+        {
+            self.images.delete(&[key]).await?;
+        }
+        Ok(Finished::Abandoned)
+    }
+}

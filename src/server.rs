@@ -1,0 +1,172 @@
+//! `easel serve`: builds every part from the configuration and runs them until shutdown. Tests
+//! call [`start`] exactly as the binary does, with port 0 and a temporary data directory.
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin;
+use crate::config::{Config, DatabaseUrl};
+use crate::http::{self, AppState};
+use crate::images::ImageStore;
+use crate::models::Catalogue;
+use crate::render::builtin::BuiltinRenderer;
+use crate::render::worker::RenderWorkers;
+use crate::secrets::MasterKey;
+use crate::store::{self, Store};
+
+/// Start-up failed; the message is one line for the operator.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StartError(pub String);
+
+/// The first user and key, created on a fresh database and printed once.
+pub struct Bootstrap {
+    pub user: store::User,
+    pub key: admin::CreatedKey,
+}
+
+/// A running server.
+pub struct Easel {
+    pub addr: SocketAddr,
+    pub public_url: String,
+    pub store: Arc<dyn Store>,
+    pub master_key: MasterKey,
+    pub bootstrap: Option<Bootstrap>,
+    shutdown: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Easel {
+    /// Stops taking requests and jobs; in-flight work gets `shutdown_grace` to finish.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Waits until every part has stopped.
+    pub async fn stopped(self) {
+        if let Err(e) = self.task.await {
+            tracing::error!(error.message = %e, "server task ended abnormally");
+        }
+    }
+}
+
+/// Opens the store, creates the first user on a fresh database, binds the listener and starts the
+/// HTTP API and the render workers.
+pub async fn start(config: Config) -> Result<Easel, StartError> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| StartError(format!("cannot create the data directory {}: {e}", config.data_dir.display())))?;
+    let instance_lock = lock_single_node_database(&config)?;
+    let store = store::open(&config)
+        .await
+        .map_err(|e| StartError(format!("cannot open the database {}: {e}", config.database_url())))?;
+    let master_key = MasterKey::load(config.master_key.as_deref(), &config.data_dir)
+        .map_err(|e| StartError(format!("cannot load the master key: {e}")))?;
+    let bootstrap = bootstrap(&*store, &master_key, &config).await?;
+    if instance_lock.is_some() {
+        let released = store.release_render_leases().await.map_err(|e| StartError(e.to_string()))?;
+        if released > 0 {
+            tracing::info!(jobs = released, "resuming render jobs left by the previous run");
+        }
+    }
+
+    let listener = TcpListener::bind(config.listen_addr())
+        .await
+        .map_err(|e| StartError(format!("cannot listen on {} (`listen`): {e}", config.listen)))?;
+    let addr = listener.local_addr().map_err(|e| StartError(e.to_string()))?;
+    let public_url = config.public_url_or(addr);
+    let images = ImageStore::local(&config.data_dir.join("images"), &public_url)
+        .map_err(|e| StartError(format!("cannot use the image directory: {e}")))?;
+    let catalogue = Arc::new(Catalogue::new(&config.models).map_err(StartError)?);
+
+    let shutdown = CancellationToken::new();
+    let render_wakeup = Arc::new(Notify::new());
+    let workers = Arc::new(RenderWorkers {
+        store: store.clone(),
+        renderer: Arc::new(BuiltinRenderer::new(config.render.workers)),
+        images: images.clone(),
+        catalogue: catalogue.clone(),
+        config: config.render.clone(),
+        node_id: format!("node-{}", uuid::Uuid::new_v4().simple()),
+        wakeup: render_wakeup.clone(),
+    });
+    let state = Arc::new(AppState {
+        store: store.clone(),
+        catalogue,
+        images,
+        api: config.api.clone(),
+        render_wakeup: Some(render_wakeup),
+    });
+    let app = http::router(state);
+
+    let grace = config.shutdown_grace;
+    let http_shutdown = shutdown.clone();
+    let http = tokio::spawn(async move {
+        let serve = axum::serve(listener, app).with_graceful_shutdown(http_shutdown.clone().cancelled_owned());
+        let deadline = async {
+            http_shutdown.cancelled().await;
+            tokio::time::sleep(grace).await;
+        };
+        tokio::select! {
+            result = serve => if let Err(e) = result { tracing::error!(error.message = %e, "HTTP server failed") },
+            () = deadline => tracing::warn!("requests still running after the shutdown grace period were cut off"),
+        }
+    });
+    let render = tokio::spawn(workers.run(shutdown.clone(), grace));
+    let task = tokio::spawn(async move {
+        let _ = http.await;
+        let _ = render.await;
+        drop(instance_lock);
+        tracing::info!("stopped");
+    });
+    tracing::info!(%addr, %public_url, database = store.backend(), "easel is listening");
+    Ok(Easel { addr, public_url, store, master_key, bootstrap, shutdown, task })
+}
+
+/// SQLite is single-node: one `easel serve` per database file, enforced with a lock file beside it
+/// (the CLI may still open the database while the server runs).
+fn lock_single_node_database(config: &Config) -> Result<Option<File>, StartError> {
+    let url = config.database_url();
+    let DatabaseUrl::Sqlite(path) = DatabaseUrl::parse(&url).map_err(StartError)?;
+    let mut lock_path = path.into_os_string();
+    lock_path.push(".lock");
+    let lock_path = PathBuf::from(lock_path);
+    if let Some(parent) = lock_path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| StartError(format!("cannot create the database directory {}: {e}", parent.display())))?;
+    }
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| StartError(format!("cannot open the lock file {}: {e}", lock_path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StartError(format!(
+            "another `easel serve` is already using the database {url} (lock file {})",
+            lock_path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(StartError(format!("cannot lock {}: {e}", lock_path.display()))),
+    }
+}
+
+async fn bootstrap(
+    store: &dyn Store,
+    master_key: &MasterKey,
+    config: &Config,
+) -> Result<Option<Bootstrap>, StartError> {
+    let failed = |e: admin::AdminError| StartError(format!("cannot create the first user: {e}"));
+    if !store.list_users().await.map_err(|e| StartError(e.to_string()))?.is_empty() {
+        return Ok(None);
+    }
+    let user = admin::create_user(store, "admin", config.api.default_concurrency_slots).await.map_err(failed)?;
+    let key = admin::create_api_key(store, master_key, user.id, "first key", None, None).await.map_err(failed)?;
+    Ok(Some(Bootstrap { user, key }))
+}

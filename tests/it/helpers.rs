@@ -1,0 +1,156 @@
+//! Test harness: a real Easel on port 0 with its own temporary data directory, typed request
+//! helpers, and polling for eventual results.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use easel::config::Config;
+use easel::ids::UserId;
+use easel::server::{self, Easel};
+use reqwest::StatusCode;
+use serde_json::Value;
+use tempfile::TempDir;
+
+pub struct TestApp {
+    pub easel: Easel,
+    pub dir: TempDir,
+    pub config: Config,
+    /// `http://127.0.0.1:PORT`
+    pub origin: String,
+    pub client: reqwest::Client,
+    /// The user created at first start.
+    pub admin: TestUser,
+}
+
+#[derive(Clone, Debug)]
+pub struct TestUser {
+    pub id: UserId,
+    pub key: String,
+}
+
+/// A response: status, headers and JSON body (`Value::Null` when the body is not JSON).
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+pub fn test_config(dir: &std::path::Path) -> Config {
+    Config { listen: "127.0.0.1:0".into(), data_dir: dir.to_path_buf(), log: "warn".into(), ..Config::default() }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let mut config = test_config(dir.path());
+    configure(&mut config);
+    start_in(dir, config).await
+}
+
+/// Starts Easel on an existing data directory (used to restart).
+pub async fn start_in(dir: TempDir, config: Config) -> TestApp {
+    config.validate().expect("test configuration is valid");
+    let mut easel = server::start(config.clone()).await.expect("easel starts");
+    let origin = format!("http://{}", easel.addr);
+    let admin = match easel.bootstrap.take() {
+        Some(bootstrap) => TestUser { id: bootstrap.user.id, key: bootstrap.key.key.clone() },
+        None => TestUser { id: UserId::random(), key: String::new() },
+    };
+    TestApp { easel, dir, config, origin, client: reqwest::Client::new(), admin }
+}
+
+impl TestApp {
+    pub fn api(&self, path: &str) -> String {
+        format!("{}/api/rest/v1{path}", self.origin)
+    }
+
+    /// A new user with one API key (no webhook).
+    pub async fn new_user(&self, username: &str) -> TestUser {
+        self.new_user_with_slots(username, self.config.api.default_concurrency_slots).await
+    }
+
+    pub async fn new_user_with_slots(&self, username: &str, slots: u32) -> TestUser {
+        let user = easel::admin::create_user(&*self.easel.store, username, slots).await.expect("user created");
+        let key = easel::admin::create_api_key(&*self.easel.store, &self.easel.master_key, user.id, "test", None, None)
+            .await
+            .expect("key created");
+        TestUser { id: user.id, key: key.key }
+    }
+
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> Reply {
+        let response = request.send().await.expect("request reaches easel");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.expect("response body");
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply { status, headers, body, text }
+    }
+
+    pub async fn get(&self, user: &TestUser, path: &str) -> Reply {
+        self.send(self.client.get(self.api(path)).bearer_auth(&user.key)).await
+    }
+
+    pub async fn delete(&self, user: &TestUser, path: &str) -> Reply {
+        self.send(self.client.delete(self.api(path)).bearer_auth(&user.key)).await
+    }
+
+    pub async fn post(&self, user: &TestUser, path: &str, body: &Value) -> Reply {
+        self.send(self.client.post(self.api(path)).bearer_auth(&user.key).json(body)).await
+    }
+
+    /// Creates a generation and returns its id.
+    pub async fn create_generation(&self, user: &TestUser, body: &Value) -> String {
+        let reply = self.post(user, "/generations", body).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+        reply.body["sdGenerationJob"]["generationId"].as_str().expect("generationId").to_string()
+    }
+
+    /// Polls `GET /generations/{id}` until it is no longer PENDING.
+    pub async fn finished_generation(&self, user: &TestUser, id: &str) -> Value {
+        eventually(Duration::from_secs(30), || async {
+            let reply = self.get(user, &format!("/generations/{id}")).await;
+            let generation = reply.body["generations_by_pk"].clone();
+            (generation["status"] != "PENDING").then_some(generation)
+        })
+        .await
+    }
+
+    pub async fn download(&self, url: &str) -> (StatusCode, Option<String>, Vec<u8>) {
+        let response = self.client.get(url).send().await.expect("download");
+        let status = response.status();
+        let content_type = response.headers().get("content-type").map(|v| v.to_str().unwrap_or_default().to_string());
+        (status, content_type, response.bytes().await.expect("body").to_vec())
+    }
+
+    /// Stops the server (graceful shutdown) and returns its data directory and configuration.
+    pub async fn stop(self) -> (TempDir, Config) {
+        self.easel.shutdown();
+        self.easel.stopped().await;
+        (self.dir, self.config)
+    }
+}
+
+/// Calls `check` until it returns `Some`, or panics after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "condition not met within {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub fn small_generation(prompt: &str) -> Value {
+    serde_json::json!({"prompt": prompt, "width": 64, "height": 64, "num_images": 1, "modelId": null,
+                       "alchemy": true, "presetStyle": "DYNAMIC"})
+}

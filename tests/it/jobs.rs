@@ -1,0 +1,84 @@
+//! Generation jobs: concurrency slots, recovery of jobs left PENDING by a stop or a crash.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn pending_jobs_beyond_the_users_slots_get_429_with_retry_after() {
+    let app = spawn_app_with(|config| config.render.simulated_duration = Duration::from_secs(3600)).await;
+    let user = app.new_user_with_slots("busy", 2).await;
+    let first = app.create_generation(&user, &small_generation("one")).await;
+    app.create_generation(&user, &small_generation("two")).await;
+
+    let reply = app.post(&user, "/generations", &small_generation("three")).await;
+    assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS, "{}", reply.text);
+    assert_eq!(reply.headers["retry-after"], app.config.api.retry_after_seconds.to_string().as_str());
+    assert_eq!(reply.body["code"], "concurrency-limit");
+    assert!(reply.body["error"].as_str().unwrap().contains("2 of your concurrency slots"), "{}", reply.text);
+    // Upscales share the same slots.
+    let other = app.new_user_with_slots("other", 2).await;
+    assert_eq!(app.post(&other, "/generations", &small_generation("unaffected")).await.status, StatusCode::OK);
+
+    // Freeing a slot admits the next job.
+    app.delete(&user, &format!("/generations/{first}")).await;
+    assert_eq!(app.post(&user, "/generations", &small_generation("three")).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn concurrent_creates_never_exceed_the_slots() {
+    let app = spawn_app_with(|config| config.render.simulated_duration = Duration::from_secs(3600)).await;
+    let user = app.new_user_with_slots("racer", 3).await;
+    let bodies: Vec<_> = (0..12).map(|n| small_generation(&format!("race {n}"))).collect();
+    let replies = futures_util::future::join_all(bodies.iter().map(|body| app.post(&user, "/generations", body))).await;
+    let accepted = replies.iter().filter(|r| r.status == StatusCode::OK).count();
+    let refused = replies.iter().filter(|r| r.status == StatusCode::TOO_MANY_REQUESTS).count();
+    assert_eq!((accepted, refused), (3, 9));
+}
+
+#[tokio::test]
+async fn jobs_left_pending_by_a_stop_are_finished_after_the_restart() {
+    let app = spawn_app_with(|config| {
+        config.render.simulated_duration = Duration::from_secs(3600);
+        config.shutdown_grace = Duration::from_millis(200);
+    })
+    .await;
+    let user = app.admin.clone();
+    let ids = [
+        app.create_generation(&user, &small_generation("before the stop 1")).await,
+        app.create_generation(&user, &small_generation("before the stop 2")).await,
+    ];
+    let reply = app.get(&user, &format!("/generations/{}", ids[0])).await;
+    assert_eq!(reply.body["generations_by_pk"]["status"], "PENDING");
+    assert_eq!(reply.body["generations_by_pk"]["generated_images"], json!([]));
+
+    let (dir, mut config) = app.stop().await;
+    config.render.simulated_duration = Duration::ZERO;
+    let app = start_in(dir, config).await;
+    for id in &ids {
+        let generation = app.finished_generation(&user, id).await;
+        assert_eq!(generation["status"], "COMPLETE");
+        assert_eq!(generation["generated_images"].as_array().unwrap().len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn graceful_shutdown_lets_a_running_job_finish() {
+    let app = spawn_app_with(|config| {
+        config.render.simulated_duration = Duration::from_millis(600);
+        config.shutdown_grace = Duration::from_secs(10);
+    })
+    .await;
+    let user = app.admin.clone();
+    let id = app.create_generation(&user, &small_generation("in flight")).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (dir, config) = app.stop().await;
+    // The job finished during the shutdown, before the process would have exited.
+    let store = easel::store::open(&config).await.unwrap();
+    let generation = store.get_generation(user.id, id.parse().unwrap()).await.unwrap().unwrap();
+    assert_eq!(generation.status, easel::store::JobStatus::Complete);
+    drop(dir);
+}

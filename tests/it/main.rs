@@ -1,0 +1,10 @@
+//! Black-box tests: every test starts a real Easel (in-process on port 0, or the `easel` binary)
+//! with its own temporary data directory and talks to it over real sockets.
+
+mod api;
+mod helpers;
+mod isolation;
+mod jobs;
+mod process;
+mod sdk;
+mod validation;

@@ -1,0 +1,358 @@
+//! The `easel` binary as a user runs it: `serve` as a child process (start-up, first key, SIGTERM,
+//! kill -9 and restart), the operator CLI, and configuration errors.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::helpers::*;
+
+pub const EASEL: &str = env!("CARGO_BIN_EXE_easel");
+
+/// `easel serve` in a child process; killed when dropped.
+pub struct EaselProcess {
+    pub child: Child,
+    pub origin: String,
+    pub stdout: Vec<String>,
+    pub stderr: mpsc::Receiver<String>,
+}
+
+impl EaselProcess {
+    /// Starts `easel serve` on `data_dir` (port 0) with extra environment variables and waits until
+    /// it listens.
+    pub fn start(data_dir: &Path, env: &[(&str, &str)]) -> EaselProcess {
+        Self::start_with_args(data_dir, &[], env)
+    }
+
+    /// Same, with global arguments (such as `--config FILE`) before `serve`.
+    pub fn start_with_args(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> EaselProcess {
+        let mut command = Command::new(EASEL);
+        command
+            .args(args)
+            .arg("serve")
+            .env("EASEL_LISTEN", "127.0.0.1:0")
+            .env("EASEL_DATA_DIR", data_dir)
+            .env("EASEL_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().expect("easel starts");
+        let (stderr_tx, stderr) = mpsc::channel();
+        let child_stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(child_stderr).lines().map_while(Result::ok) {
+                let _ = stderr_tx.send(line);
+            }
+        });
+        let (stdout_tx, stdout_rx) = mpsc::channel();
+        let child_stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(child_stdout).lines().map_while(Result::ok) {
+                let _ = stdout_tx.send(line);
+            }
+        });
+        let mut log = Vec::new();
+        let origin = loop {
+            let line = stderr
+                .recv_timeout(Duration::from_secs(60))
+                .unwrap_or_else(|_| panic!("easel did not start: {log:#?}"));
+            if let Some(rest) = line.split("easel is listening addr=").nth(1) {
+                break format!("http://{}", rest.split_whitespace().next().unwrap());
+            }
+            log.push(line);
+        };
+        // The bootstrap banner is printed before the listening line is logged.
+        std::thread::sleep(Duration::from_millis(50));
+        let stdout = stdout_rx.try_iter().collect();
+        EaselProcess { child, origin, stdout, stderr }
+    }
+
+    /// The first API key, if this start printed one.
+    pub fn bootstrap_key(&self) -> Option<String> {
+        self.stdout.iter().find_map(|l| l.trim().strip_prefix("api key:").map(|k| k.trim().to_string()))
+    }
+
+    /// Log lines written since the last call.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.stderr.try_iter().collect()
+    }
+
+    pub fn kill_9(&mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reaped");
+    }
+
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+        for _ in 0..200 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("easel did not exit within 10 s of SIGTERM");
+    }
+}
+
+impl Drop for EaselProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs an operator command; returns (success, stdout, stderr).
+pub fn easel_cli(data_dir: &Path, args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(EASEL).args(args).env("EASEL_DATA_DIR", data_dir).output().expect("easel runs");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into(),
+        String::from_utf8_lossy(&output.stderr).into(),
+    )
+}
+
+pub fn easel_json(data_dir: &Path, args: &[&str]) -> Value {
+    let (ok, stdout, stderr) = easel_cli(data_dir, args);
+    assert!(ok, "easel {args:?} failed: {stderr}");
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("easel {args:?} printed no JSON ({e}): {stdout}"))
+}
+
+async fn get(client: &reqwest::Client, url: String, key: &str) -> (StatusCode, Value) {
+    let response = client.get(url).bearer_auth(key).send().await.expect("request");
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn serve_creates_a_first_key_answers_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut easel = EaselProcess::start(dir.path(), &[]);
+    let key = easel.bootstrap_key().expect("the first start prints an API key");
+    assert!(easel.stdout.iter().any(|l| l.contains("curl")), "a ready-to-paste curl example: {:?}", easel.stdout);
+    let client = reqwest::Client::new();
+    assert_eq!(get(&client, format!("{}/healthz", easel.origin), "").await.0, StatusCode::OK);
+    let (status, me) = get(&client, format!("{}/api/rest/v1/me", easel.origin), &key).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(me["user_details"][0]["user"]["username"], "admin");
+
+    let status = easel.terminate();
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+    std::thread::sleep(Duration::from_millis(100));
+    let log = easel.log_lines();
+    assert!(log.iter().any(|l| l.contains("stopped")), "{log:#?}");
+    // A second start on the same data directory does not make another first user.
+    let again = EaselProcess::start(dir.path(), &[]);
+    assert_eq!(again.bootstrap_key(), None);
+}
+
+#[tokio::test]
+async fn a_second_server_on_the_same_database_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = EaselProcess::start(dir.path(), &[]);
+    let output = Command::new(EASEL)
+        .arg("serve")
+        .env("EASEL_LISTEN", "127.0.0.1:0")
+        .env("EASEL_DATA_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("another `easel serve` is already using"), "{stderr}");
+}
+
+#[tokio::test]
+async fn jobs_survive_kill_9_and_finish_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut easel = EaselProcess::start(dir.path(), &[("EASEL_RENDER__SIMULATED_DURATION", "1h")]);
+    let key = easel.bootstrap_key().unwrap();
+    let client = reqwest::Client::new();
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let response = client
+            .post(format!("{}/api/rest/v1/generations", easel.origin))
+            .bearer_auth(&key)
+            .json(&small_generation(&format!("crash {n}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let body: Value = response.json().await.unwrap();
+        ids.push(body["sdGenerationJob"]["generationId"].as_str().unwrap().to_string());
+    }
+    easel.kill_9();
+
+    let easel = EaselProcess::start(dir.path(), &[]);
+    for id in &ids {
+        let generation = eventually(Duration::from_secs(30), || async {
+            let (_, body) = get(&client, format!("{}/api/rest/v1/generations/{id}", easel.origin), &key).await;
+            let generation = body["generations_by_pk"].clone();
+            (generation["status"] == "COMPLETE").then_some(generation)
+        })
+        .await;
+        let url = generation["generated_images"][0]["url"].as_str().unwrap();
+        assert!(url.starts_with(&easel.origin), "image URLs follow the new address: {url}");
+        assert_eq!(client.get(url).send().await.unwrap().status(), StatusCode::OK);
+    }
+}
+
+#[test]
+fn users_and_keys_are_managed_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let user = easel_json(dir.path(), &["users", "create", "--username", "dana", "--json"]);
+    let user_id = user["id"].as_str().unwrap();
+    assert!(uuid::Uuid::parse_str(user_id).is_ok());
+
+    let key = easel_json(
+        dir.path(),
+        &[
+            "keys",
+            "create",
+            "--user",
+            user_id,
+            "--name",
+            "hooked",
+            "--webhook-url",
+            "https://hooks.example.com/in",
+            "--webhook-key",
+            "abcd",
+            "--json",
+        ],
+    );
+    for field in ["id", "key", "userId", "signingSecret"] {
+        assert!(key[field].is_string(), "keys create --json prints {field}: {key}");
+    }
+    assert_eq!(key["userId"], user_id);
+    assert!(uuid::Uuid::parse_str(key["key"].as_str().unwrap()).is_ok(), "API keys are UUID-shaped");
+    assert!(key["signingSecret"].as_str().unwrap().starts_with("whsec_"));
+    assert_eq!(key["webhookCallbackUrl"], "https://hooks.example.com/in");
+    assert_ne!(key["webhookCallbackApiKey"], "abcd");
+
+    let listed = easel_json(dir.path(), &["keys", "list", "--user", user_id, "--json"]);
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 1);
+    let text = listed[0].to_string();
+    assert!(
+        !text.contains(key["key"].as_str().unwrap()) && !text.contains("abcd"),
+        "listings never show secrets: {text}"
+    );
+    assert!(!text.contains(key["signingSecret"].as_str().unwrap()));
+
+    let (ok, stdout, _) = easel_cli(dir.path(), &["keys", "list"]);
+    assert!(ok && stdout.contains("hooked") && !stdout.contains("abcd"), "{stdout}");
+
+    let deleted = easel_json(dir.path(), &["keys", "delete", key["id"].as_str().unwrap(), "--json"]);
+    assert_eq!(deleted["deleted"], true);
+    assert_eq!(easel_json(dir.path(), &["keys", "list", "--json"]).as_array().unwrap().len(), 0);
+    let (ok, _, stderr) = easel_cli(dir.path(), &["keys", "delete", key["id"].as_str().unwrap()]);
+    assert!(!ok && stderr.contains("no live API key"), "{stderr}");
+}
+
+#[test]
+fn invalid_webhook_details_are_refused_with_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let user = easel_json(dir.path(), &["users", "create", "--username", "erin", "--json"]);
+    let user_id = user["id"].as_str().unwrap();
+    let cases: [(&[&str], &str); 5] = [
+        (&["--webhook-url", "http://hooks.example.com/in"], "must use https://"),
+        (&["--webhook-url", "hooks.example.com/in"], "not an absolute URL"),
+        (&["--webhook-key", "abcd"], "needs a webhook callback URL"),
+        (&["--webhook-url", "https://hooks.example.com/in", "--webhook-key", "has space"], "without spaces"),
+        (&["--webhook-url", "https://u:p@hooks.example.com/"], "credentials"),
+    ];
+    for (extra, expected) in cases {
+        let mut args = vec!["keys", "create", "--user", user_id, "--name", "bad"];
+        args.extend_from_slice(extra);
+        let (ok, _, stderr) = easel_cli(dir.path(), &args);
+        assert!(!ok, "{extra:?} must be refused");
+        assert!(stderr.contains(expected), "{extra:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "one clear line: {stderr}");
+    }
+    let (ok, _, stderr) =
+        easel_cli(dir.path(), &["keys", "create", "--user", &uuid::Uuid::new_v4().to_string(), "--name", "x"]);
+    assert!(!ok && stderr.contains("no user"), "{stderr}");
+    let (ok, _, stderr) = easel_cli(dir.path(), &["users", "create", "--username", "erin"]);
+    assert!(!ok && stderr.contains("taken"), "{stderr}");
+}
+
+#[test]
+fn bad_configuration_stops_start_up_with_one_line_naming_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let config_file = dir.path().join("easel.toml");
+    std::fs::write(&config_file, "listen = \"127.0.0.1:0\"\n[render]\nworkerz = 3\n").unwrap();
+    type Case<'a> = (Vec<(&'a str, String)>, Vec<String>, &'a str);
+    let cases: Vec<Case> = vec![
+        (vec![("EASEL_LISTEN", "nonsense".into())], vec![], "`listen`"),
+        (vec![("EASEL_RENDER__WORKERS", "many".into())], vec![], "render.workers"),
+        (vec![("EASEL_RENDER__SIMULATED_DURATION", "soon".into())], vec![], "render.simulated_duration"),
+        (vec![("EASEL_DATABASE_URL", "mysql://localhost/easel".into())], vec![], "`database_url`"),
+        (vec![("EASEL_PUBLIC_URL", "not a url".into())], vec![], "`public_url`"),
+        (vec![("EASEL_MASTER_KEY", "short".into())], vec![], "`master_key`"),
+        (vec![], vec!["--config".into(), config_file.display().to_string()], "workerz"),
+        (vec![], vec!["--config".into(), "/no/such/easel.toml".into()], "does not exist"),
+    ];
+    for (env, args, expected) in cases {
+        let mut command = Command::new(EASEL);
+        command.args(&args).arg("serve").env("EASEL_DATA_DIR", dir.path());
+        for (name, value) in &env {
+            command.env(name, value);
+        }
+        let output = command.output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{env:?} {args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{env:?} {args:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    }
+}
+
+#[tokio::test]
+async fn a_config_file_and_environment_variables_configure_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let config_file = dir.path().join("easel.toml");
+    std::fs::write(
+        &config_file,
+        "public_url = \"https://images.example.com/\"\n[api]\ndefault_concurrency_slots = 4\n\n\
+         [[models]]\nid = \"0f0f0f0f-1111-4222-8333-444444444444\"\nname = \"From File\"\n",
+    )
+    .unwrap();
+    // The environment overrides the file.
+    let easel = EaselProcess::start_with_args(
+        dir.path(),
+        &["--config", config_file.to_str().unwrap()],
+        &[("EASEL_API__DEFAULT_CONCURRENCY_SLOTS", "6")],
+    );
+    let key = easel.bootstrap_key().unwrap();
+    let client = reqwest::Client::new();
+    let (_, me) = get(&client, format!("{}/api/rest/v1/me", easel.origin), &key).await;
+    assert_eq!(me["user_details"][0]["apiConcurrencySlots"], 6);
+    let (_, models) = get(&client, format!("{}/api/rest/v1/platformModels", easel.origin), &key).await;
+    assert!(models["custom_models"].as_array().unwrap().iter().any(|m| m["name"] == "From File"));
+
+    let response = client
+        .post(format!("{}/api/rest/v1/generations", easel.origin))
+        .bearer_auth(&key)
+        .json(&small_generation("configured"))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = response.json().await.unwrap();
+    let id = body["sdGenerationJob"]["generationId"].as_str().unwrap().to_string();
+    let generation = eventually(Duration::from_secs(30), || async {
+        let (_, body) = get(&client, format!("{}/api/rest/v1/generations/{id}", easel.origin), &key).await;
+        let generation = body["generations_by_pk"].clone();
+        (generation["status"] == "COMPLETE").then_some(generation)
+    })
+    .await;
+    let url = generation["generated_images"][0]["url"].as_str().unwrap();
+    assert!(url.starts_with("https://images.example.com/cdn/users/"), "{url}");
+    // The same file is served under /cdn/ whatever the public base URL.
+    let path = url.strip_prefix("https://images.example.com").unwrap();
+    assert_eq!(client.get(format!("{}{path}", easel.origin)).send().await.unwrap().status(), StatusCode::OK);
+}

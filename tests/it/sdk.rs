@@ -1,0 +1,78 @@
+//! The official Leonardo SDKs as clients. The Python SDK (pinned in `tests/sdk/requirements.txt`)
+//! runs from a virtualenv that the test makes under `target/` on first use. Without Python or
+//! PyPI the test says loudly that it was skipped, except under CI (`CI=true`), where it fails.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::helpers::*;
+
+const REQUIREMENTS: &str = include_str!("../sdk/requirements.txt");
+
+/// A Python interpreter with the pinned packages installed.
+pub fn python_with_sdk() -> Result<PathBuf, String> {
+    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("sdk-venv");
+    std::fs::create_dir_all(venv.parent().unwrap()).map_err(|e| e.to_string())?;
+    // Tests in other processes (cargo nextest) may provision at the same time.
+    let lock = std::fs::File::create(venv.with_extension("lock")).map_err(|e| e.to_string())?;
+    lock.lock().map_err(|e| e.to_string())?;
+    let python = venv.join("bin").join("python");
+    let stamp = venv.join("requirements.installed");
+    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(REQUIREMENTS) && python.exists() {
+        return Ok(python);
+    }
+    let run = |command: &mut Command| -> Result<(), String> {
+        let output = command.output().map_err(|e| format!("{command:?}: {e}"))?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(format!("{command:?} failed: {}", String::from_utf8_lossy(&output.stderr).trim()))
+        }
+    };
+    let interpreter = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    run(Command::new(&interpreter).args(["-m", "venv", "--clear"]).arg(&venv))?;
+    run(Command::new(&python)
+        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/requirements.txt")))?;
+    std::fs::write(&stamp, REQUIREMENTS).map_err(|e| e.to_string())?;
+    Ok(python)
+}
+
+/// The interpreter, or `None` after announcing the skip (a failure under CI).
+pub fn python_or_skip(test: &str) -> Option<PathBuf> {
+    match python_with_sdk() {
+        Ok(python) => Some(python),
+        Err(why) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("{test}: cannot provision Python with the Leonardo SDK under CI: {why}")
+        }
+        Err(why) => {
+            eprintln!("\n!!! SKIPPED {test}: cannot provision Python with the Leonardo SDK: {why}\n");
+            None
+        }
+    }
+}
+
+pub fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk").join(name)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_official_python_sdk_works_against_easel() {
+    let Some(python) =
+        tokio::task::spawn_blocking(|| python_or_skip("the_official_python_sdk_works_against_easel")).await.unwrap()
+    else {
+        return;
+    };
+    let app = spawn_app().await;
+    let mut command = Command::new(python);
+    command
+        .arg(script("python_sdk_check.py"))
+        .env("EASEL_URL", &app.origin)
+        .env("EASEL_KEY", &app.admin.key)
+        .env("EASEL_USER_ID", app.admin.id.to_string());
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap()).await.unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "python SDK check failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("python SDK check passed"), "{stdout}");
+}

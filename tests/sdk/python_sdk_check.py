@@ -1,0 +1,165 @@
+"""Drives Easel with the official Leonardo Python SDK (leonardo-ai-sdk, pinned in requirements.txt).
+
+Run by the Rust test `sdk::the_official_python_sdk_works_against_easel`, which starts Easel and
+passes EASEL_URL (http://host:port), EASEL_KEY and EASEL_USER_ID. Exits non-zero with a message on
+the first failed check.
+
+Besides the calls themselves, every parsed response is compared with the raw JSON: the Python SDK
+silently replaces a nested object that fails validation with `Unset` (a missing `generationId`, a
+vanished `generations_by_pk`), so each key the SDK's model knows must come back set.
+"""
+
+import os
+import sys
+import time
+import warnings
+
+import httpx
+from leonardo_ai_sdk import LeonardoAiSDK
+from leonardo_ai_sdk.models import errors
+from leonardo_ai_sdk.types import BaseModel
+from leonardo_ai_sdk.types.basemodel import Unset
+
+BASE = os.environ["EASEL_URL"]
+KEY = os.environ["EASEL_KEY"]
+USER_ID = os.environ["EASEL_USER_ID"]
+SDK_DEFAULT_MODEL = "b24e16ff-06e3-43eb-8d33-4416c2d75876"
+
+# The SDK marks apiCreditCost deprecated; reading it is part of the check.
+warnings.simplefilter("ignore", DeprecationWarning)
+
+
+def fail(message):
+    print(f"FAILED: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+def check(condition, message):
+    if not condition:
+        fail(message)
+
+
+def assert_nothing_dropped(model, raw, where):
+    """Every key of `raw` that the SDK model declares must be set on the parsed model."""
+    check(isinstance(model, BaseModel), f"{where}: parsed to {type(model).__name__}, not a model (dropped?)")
+    check(isinstance(raw, dict), f"{where}: raw value is not an object")
+    for name, field in type(model).model_fields.items():
+        key = field.alias or name
+        if key not in raw:
+            continue
+        value = getattr(model, name)
+        check(not isinstance(value, Unset), f"{where}.{key}: sent {raw[key]!r} but the SDK dropped it")
+        if raw[key] is None:
+            continue
+        if isinstance(value, BaseModel):
+            assert_nothing_dropped(value, raw[key], f"{where}.{key}")
+        elif isinstance(value, list):
+            check(len(value) == len(raw[key]), f"{where}.{key}: list length changed")
+            for index, (item, raw_item) in enumerate(zip(value, raw[key])):
+                if isinstance(item, BaseModel) or isinstance(raw_item, dict):
+                    assert_nothing_dropped(item, raw_item, f"{where}.{key}[{index}]")
+
+
+def checked(response, where):
+    """The response's parsed object, after checking status, content type and every field."""
+    check(response.status_code == 200, f"{where}: status {response.status_code}")
+    check(response.content_type.startswith("application/json"), f"{where}: content type {response.content_type}")
+    check(response.object is not None, f"{where}: no parsed body")
+    assert_nothing_dropped(response.object, response.raw_response.json(), where)
+    return response.object
+
+
+def download_jpeg(url, where):
+    reply = httpx.get(url, timeout=30)
+    check(reply.status_code == 200, f"{where}: GET {url} -> {reply.status_code}")
+    check(reply.headers.get("content-type") == "image/jpeg", f"{where}: content type {reply.headers.get('content-type')}")
+    check(reply.content[:3] == b"\xff\xd8\xff", f"{where}: not a JPEG")
+    return reply.content
+
+
+def wait_for(fetch, done, where, timeout=60):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fetch()
+        if done(value):
+            return value
+        if time.monotonic() > deadline:
+            fail(f"{where}: not finished within {timeout}s")
+        time.sleep(0.1)
+
+
+def main():
+    with LeonardoAiSDK(bearer_auth=KEY, server_url=f"{BASE}/api/rest/v1", timeout_ms=30_000) as leo:
+        me = checked(leo.user.get_user_self(), "getUserSelf")
+        details = me.user_details[0]
+        check(details.user.id == USER_ID, f"getUserSelf: user id {details.user.id}")
+        check(isinstance(details.api_concurrency_slots, int), "getUserSelf: apiConcurrencySlots")
+
+        models = checked(leo.models.list_platform_models(), "listPlatformModels")
+        ids = [m.id for m in models.custom_models]
+        check(SDK_DEFAULT_MODEL in ids, f"listPlatformModels: the SDK default model is missing from {ids}")
+
+        created = checked(
+            leo.image.create_generation(
+                request={"prompt": "An oil painting of a cat", "width": 512, "height": 512, "num_images": 2}
+            ),
+            "createGeneration",
+        )
+        job = created.sd_generation_job
+        check(job is not None and isinstance(job.generation_id, str), "createGeneration: no generationId")
+        check(isinstance(job.api_credit_cost, int), "createGeneration: apiCreditCost")
+        check(isinstance(job.cost.amount, str), "createGeneration: cost.amount")
+        generation_id = job.generation_id
+
+        def fetch_generation():
+            return checked(leo.image.get_generation_by_id(id=generation_id), "getGenerationById").generations_by_pk
+
+        generation = wait_for(fetch_generation, lambda g: g is not None and g.status.value != "PENDING", "generation")
+        check(generation.status.value == "COMPLETE", f"generation status {generation.status}")
+        check(generation.id == generation_id, "getGenerationById: id")
+        check(isinstance(generation.seed, int), "getGenerationById: seed")
+        check((generation.image_width, generation.image_height) == (512, 512), "getGenerationById: size")
+        check(len(generation.generated_images) == 2, f"{len(generation.generated_images)} images")
+        for image in generation.generated_images:
+            check(image.url.startswith(f"{BASE}/cdn/"), f"image url {image.url}")
+            download_jpeg(image.url, "generated image")
+
+        listed = checked(
+            leo.image.get_generations_by_user_id(user_id=USER_ID, limit=10, offset=0), "getGenerationsByUserId"
+        )
+        check(generation_id in [g.id for g in listed.generations], "getGenerationsByUserId: generation not listed")
+
+        upscale = checked(
+            leo.variation.create_variation_upscale(request={"id": generation.generated_images[0].id}),
+            "createVariationUpscale",
+        )
+        variation_id = upscale.sd_upscale_job.id
+        check(isinstance(variation_id, str), "createVariationUpscale: id")
+
+        def fetch_variation():
+            body = checked(leo.variation.get_variation_by_id(id=variation_id), "getVariationById")
+            return body.generated_image_variation_generic
+
+        variation = wait_for(fetch_variation, lambda v: v and v[0].status.value != "PENDING", "upscale")[0]
+        check(variation.status.value == "COMPLETE", f"upscale status {variation.status}")
+        check(variation.transform_type.value == "UPSCALE", "upscale transformType")
+        download_jpeg(variation.url, "upscaled image")
+
+        deleted = checked(leo.image.delete_generation_by_id(id=generation_id), "deleteGenerationById")
+        check(deleted.delete_generations_by_pk.id == generation_id, "deleteGenerationById: id")
+        gone = leo.image.get_generation_by_id(id=generation_id)
+        check(gone.object.generations_by_pk is None, "deleted generation still readable")
+
+    with LeonardoAiSDK(bearer_auth="not-a-key", server_url=f"{BASE}/api/rest/v1") as stranger:
+        try:
+            stranger.user.get_user_self()
+            fail("a wrong key was accepted")
+        except errors.SDKError as error:
+            check(error.status_code == 401, f"wrong key: status {error.status_code}")
+            check('"path":"$"' in error.body, f"wrong key: body {error.body}")
+
+    print("python SDK check passed")
+
+
+if __name__ == "__main__":
+    main()
