@@ -303,10 +303,8 @@ mod tests {
     #[test]
     fn the_documented_example_file_loads_and_matches_the_defaults() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/easel.example.toml");
-        let from_file: Config = Figment::from(Serialized::defaults(Config::default()))
-            .merge(Toml::file_exact(&path))
-            .extract()
-            .unwrap();
+        let from_file: Config =
+            Figment::from(Serialized::defaults(Config::default())).merge(Toml::file_exact(&path)).extract().unwrap();
         let mut defaults = Config::default();
         defaults.render.workers = from_file.render.workers;
         assert_eq!(format!("{from_file:?}"), format!("{defaults:?}"));

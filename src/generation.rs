@@ -515,14 +515,8 @@ mod tests {
     #[test]
     fn flux_models_take_32_bit_seeds() {
         let flux = crate::models::ModelConfig {
-            id: "11111111-2222-4333-8444-555555555555".into(),
-            name: "Flux".into(),
-            description: String::new(),
             sd_version: "FLUX".into(),
-            width: 1024,
-            height: 1024,
-            featured: false,
-            nsfw: false,
+            ..crate::models::ModelConfig::new("11111111-2222-4333-8444-555555555555", "Flux")
         };
         let catalogue = Catalogue::new(&[flux]).unwrap();
         let body = json!({"prompt":"p","modelId":"11111111-2222-4333-8444-555555555555","seed":2_147_483_638u64});

@@ -35,6 +35,22 @@ pub struct ModelConfig {
     pub nsfw: bool,
 }
 
+impl ModelConfig {
+    /// A model with default settings (SDXL 1.0, 1024x1024, not featured).
+    pub fn new(id: &str, name: &str) -> ModelConfig {
+        ModelConfig {
+            id: id.into(),
+            name: name.into(),
+            description: String::new(),
+            sd_version: default_sd_version(),
+            width: default_model_size(),
+            height: default_model_size(),
+            featured: false,
+            nsfw: false,
+        }
+    }
+}
+
 fn default_sd_version() -> String {
     "SDXL_1_0".into()
 }
@@ -201,16 +217,7 @@ mod tests {
 
     #[test]
     fn configured_models_extend_and_override() {
-        let extra = |id: &str, name: &str| ModelConfig {
-            id: id.into(),
-            name: name.into(),
-            description: String::new(),
-            sd_version: "FLUX".into(),
-            width: 1024,
-            height: 1024,
-            featured: false,
-            nsfw: false,
-        };
+        let extra = |id: &str, name: &str| ModelConfig { sd_version: "FLUX".into(), ..ModelConfig::new(id, name) };
         let new_id = "11111111-2222-4333-8444-555555555555";
         let catalogue = Catalogue::new(&[extra(new_id, "House Model"), extra(DEFAULT_MODEL_ID, "Renamed")]).unwrap();
         let house = catalogue.get(&Uuid::parse_str(new_id).unwrap()).unwrap();

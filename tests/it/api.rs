@@ -161,16 +161,7 @@ async fn me_describes_the_caller() {
 #[tokio::test]
 async fn platform_models_include_the_sdk_default_and_the_guide_model() {
     let app = spawn_app_with(|config| {
-        config.models.push(easel::models::ModelConfig {
-            id: "0f0f0f0f-1111-4222-8333-444444444444".into(),
-            name: "House Style".into(),
-            description: "ours".into(),
-            sd_version: "SDXL_1_0".into(),
-            width: 512,
-            height: 512,
-            featured: false,
-            nsfw: false,
-        })
+        config.models.push(easel::models::ModelConfig::new("0f0f0f0f-1111-4222-8333-444444444444", "House Style"))
     })
     .await;
     let reply = app.get(&app.admin, "/platformModels").await;

@@ -131,6 +131,30 @@ async fn get(client: &reqwest::Client, url: String, key: &str) -> (StatusCode, V
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
+/// Creates a generation on a server in a child process; returns its id.
+async fn post_generation(client: &reqwest::Client, origin: &str, key: &str, prompt: &str) -> String {
+    let response = client
+        .post(format!("{origin}/api/rest/v1/generations"))
+        .bearer_auth(key)
+        .json(&small_generation(prompt))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    body["sdGenerationJob"]["generationId"].as_str().unwrap().to_string()
+}
+
+/// Polls a server in a child process until the generation is COMPLETE.
+async fn completed_generation(client: &reqwest::Client, origin: &str, key: &str, id: &str) -> Value {
+    eventually(Duration::from_secs(30), || async {
+        let (_, body) = get(client, format!("{origin}/api/rest/v1/generations/{id}"), key).await;
+        let generation = body["generations_by_pk"].clone();
+        (generation["status"] == "COMPLETE").then_some(generation)
+    })
+    .await
+}
+
 #[tokio::test]
 async fn serve_creates_a_first_key_answers_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
@@ -176,27 +200,13 @@ async fn jobs_survive_kill_9_and_finish_after_restart() {
     let client = reqwest::Client::new();
     let mut ids = Vec::new();
     for n in 0..3 {
-        let response = client
-            .post(format!("{}/api/rest/v1/generations", easel.origin))
-            .bearer_auth(&key)
-            .json(&small_generation(&format!("crash {n}")))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
-        let body: Value = response.json().await.unwrap();
-        ids.push(body["sdGenerationJob"]["generationId"].as_str().unwrap().to_string());
+        ids.push(post_generation(&client, &easel.origin, &key, &format!("crash {n}")).await);
     }
     easel.kill_9();
 
     let easel = EaselProcess::start(dir.path(), &[]);
     for id in &ids {
-        let generation = eventually(Duration::from_secs(30), || async {
-            let (_, body) = get(&client, format!("{}/api/rest/v1/generations/{id}", easel.origin), &key).await;
-            let generation = body["generations_by_pk"].clone();
-            (generation["status"] == "COMPLETE").then_some(generation)
-        })
-        .await;
+        let generation = completed_generation(&client, &easel.origin, &key, id).await;
         let url = generation["generated_images"][0]["url"].as_str().unwrap();
         assert!(url.starts_with(&easel.origin), "image URLs follow the new address: {url}");
         assert_eq!(client.get(url).send().await.unwrap().status(), StatusCode::OK);
@@ -335,21 +345,8 @@ async fn a_config_file_and_environment_variables_configure_the_server() {
     let (_, models) = get(&client, format!("{}/api/rest/v1/platformModels", easel.origin), &key).await;
     assert!(models["custom_models"].as_array().unwrap().iter().any(|m| m["name"] == "From File"));
 
-    let response = client
-        .post(format!("{}/api/rest/v1/generations", easel.origin))
-        .bearer_auth(&key)
-        .json(&small_generation("configured"))
-        .send()
-        .await
-        .unwrap();
-    let body: Value = response.json().await.unwrap();
-    let id = body["sdGenerationJob"]["generationId"].as_str().unwrap().to_string();
-    let generation = eventually(Duration::from_secs(30), || async {
-        let (_, body) = get(&client, format!("{}/api/rest/v1/generations/{id}", easel.origin), &key).await;
-        let generation = body["generations_by_pk"].clone();
-        (generation["status"] == "COMPLETE").then_some(generation)
-    })
-    .await;
+    let id = post_generation(&client, &easel.origin, &key, "configured").await;
+    let generation = completed_generation(&client, &easel.origin, &key, &id).await;
     let url = generation["generated_images"][0]["url"].as_str().unwrap();
     assert!(url.starts_with("https://images.example.com/cdn/users/"), "{url}");
     // The same file is served under /cdn/ whatever the public base URL.
