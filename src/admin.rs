@@ -3,6 +3,7 @@
 //! create a new key and delete the old one.
 
 use crate::clock::now_ms;
+use crate::config::WebhookConfig;
 use crate::ids::{ApiKeyId, UserId};
 use crate::secrets::{self, MasterKey};
 use crate::store::{ApiKey, Store, StoreError, User};
@@ -59,12 +60,13 @@ pub async fn create_api_key(
     name: &str,
     webhook_url: Option<&str>,
     webhook_api_key: Option<&str>,
+    policy: &WebhookConfig,
 ) -> Result<CreatedKey, AdminError> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 100 {
         return Err(AdminError::Invalid("the key name must be 1 to 100 characters".into()));
     }
-    let webhook_url = webhook_url.map(validate_webhook_url).transpose()?;
+    let webhook_url = webhook_url.map(|url| validate_webhook_url(url, policy)).transpose()?;
     if webhook_api_key.is_some() && webhook_url.is_none() {
         return Err(AdminError::Invalid(
             "a webhook callback API key needs a webhook callback URL (--webhook-url)".into(),
@@ -92,16 +94,18 @@ pub async fn create_api_key(
     Ok(CreatedKey { record, key, signing_secret })
 }
 
-/// A webhook callback URL: absolute, `https://`, with a host, and without credentials or a
-/// fragment (neither would reach the receiver as meant).
-pub fn validate_webhook_url(url: &str) -> Result<String, AdminError> {
+/// A webhook callback URL: absolute, `https://` (or `http://` where `webhook.allow_http` is on),
+/// with a host, and without credentials or a fragment (neither would reach the receiver as meant).
+pub fn validate_webhook_url(url: &str, policy: &WebhookConfig) -> Result<String, AdminError> {
     let invalid = |why: &str| AdminError::Invalid(format!("webhook callback URL {url:?} {why}"));
     if url.len() > 2048 {
         return Err(invalid("is longer than 2048 characters"));
     }
     let parsed = url::Url::parse(url).map_err(|e| invalid(&format!("is not an absolute URL ({e})")))?;
-    if parsed.scheme() != "https" {
-        return Err(invalid("must use https://"));
+    match parsed.scheme() {
+        "https" => {}
+        "http" if policy.allow_http => {}
+        _ => return Err(invalid("must use https://")),
     }
     if parsed.host_str().is_none_or(str::is_empty) {
         return Err(invalid("has no host"));
@@ -131,7 +135,11 @@ mod tests {
 
     #[test]
     fn webhook_urls_must_be_https_and_absolute() {
-        assert_eq!(validate_webhook_url("https://hooks.example.com/x?y=1").unwrap(), "https://hooks.example.com/x?y=1");
+        let policy = WebhookConfig::default();
+        let validate = |url| validate_webhook_url(url, &policy);
+        assert_eq!(validate("https://hooks.example.com/x?y=1").unwrap(), "https://hooks.example.com/x?y=1");
+        let development = WebhookConfig { allow_http: true, ..WebhookConfig::default() };
+        assert!(validate_webhook_url("http://localhost:9000/hook", &development).is_ok());
         for bad in [
             "http://hooks.example.com/x",
             "hooks.example.com/x",
@@ -141,7 +149,7 @@ mod tests {
             "https://example.com/#frag",
             "",
         ] {
-            assert!(validate_webhook_url(bad).is_err(), "{bad}");
+            assert!(validate(bad).is_err(), "{bad}");
         }
     }
 

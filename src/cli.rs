@@ -12,12 +12,13 @@ use tracing_subscriber::filter::Targets;
 use tracing_subscriber::prelude::*;
 
 use crate::admin;
-use crate::clock::rfc3339_ms;
+use crate::clock::{parse_rfc3339, rfc3339_ms};
 use crate::config::Config;
-use crate::ids::{ApiKeyId, UserId};
+use crate::ids::{ApiKeyId, DeliveryId, UserId};
 use crate::secrets::{MasterKey, mask};
 use crate::server;
-use crate::store::{self, ApiKey};
+use crate::store::{self, ApiKey, DeliveryFilter, DeliveryStatus};
+use crate::webhook::report::delivery_json;
 
 #[derive(Parser)]
 #[command(name = "easel", version, about = "Self-hosted image generation API with webhook callbacks")]
@@ -41,6 +42,44 @@ enum Command {
     /// Manage production API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Inspect and redeliver webhook callbacks.
+    #[command(subcommand)]
+    Deliveries(DeliveriesCommand),
+}
+
+#[derive(Subcommand)]
+enum DeliveriesCommand {
+    /// List deliveries, newest first.
+    List {
+        /// Only the deliveries of this generation.
+        #[arg(long, value_name = "GENERATION_ID")]
+        generation: Option<String>,
+        /// Only deliveries in this state: pending, succeeded or failed.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Show a delivery with every attempt.
+    Show {
+        #[arg(value_name = "DELIVERY_ID")]
+        id: String,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Send a delivery again from the start of the retry schedule (same webhook-id), or every
+    /// delivery that failed since a time.
+    Retry {
+        #[arg(value_name = "DELIVERY_ID", required_unless_present = "failed_since", conflicts_with = "failed_since")]
+        id: Option<String>,
+        /// RFC 3339 time, such as 2026-11-28T00:00:00Z.
+        #[arg(long, value_name = "TIME")]
+        failed_since: Option<String>,
+        #[command(flatten)]
+        output: Output,
+    },
 }
 
 #[derive(Subcommand)]
@@ -156,6 +195,7 @@ async fn run(command: Command, config: Config) -> Result<(), Failure> {
         }
         Command::Users(command) => users(command, &config).await,
         Command::Keys(command) => keys(command, &config).await,
+        Command::Deliveries(command) => deliveries(command, &config).await,
     }
 }
 
@@ -283,6 +323,7 @@ async fn keys(command: KeysCommand, config: &Config) -> Result<(), Failure> {
                 &name,
                 webhook_url.as_deref(),
                 webhook_key.as_deref(),
+                &config.webhook,
             )
             .await?;
             if output.json {
@@ -328,6 +369,87 @@ async fn keys(command: KeysCommand, config: &Config) -> Result<(), Failure> {
                 println!("{}", json!({"id": id, "deleted": true}));
             } else {
                 println!("deleted API key {id}");
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn deliveries(command: DeliveriesCommand, config: &Config) -> Result<(), Failure> {
+    let store = store::open(config).await?;
+    match command {
+        DeliveriesCommand::List { generation, status, limit, output } => {
+            let status = status
+                .map(|s| {
+                    DeliveryStatus::parse(&s)
+                        .ok_or_else(|| Failure(format!("status {s:?} is not one of pending, succeeded, failed")))
+                })
+                .transpose()?;
+            let generation = generation.map(|g| parse_id("generation id", &g)).transpose()?;
+            let filter = DeliveryFilter { generation, user: None, status, limit };
+            let list = store.list_deliveries(&filter).await?;
+            if output.json {
+                println!("{}", serde_json::Value::Array(list.iter().map(|d| delivery_json(d, None)).collect()));
+            } else {
+                for d in list {
+                    println!(
+                        "{}  {:<9}  attempts={}  generation={}  {}{}",
+                        d.id,
+                        d.status.as_str(),
+                        d.attempt_count,
+                        d.generation_id,
+                        d.url,
+                        d.last_error.as_deref().map(|e| format!("  last error: {e}")).unwrap_or_default()
+                    );
+                }
+            }
+        }
+        DeliveriesCommand::Show { id, output } => {
+            let id: DeliveryId = parse_id("delivery id", &id)?;
+            let (delivery, attempts) =
+                store.get_delivery(id, None).await?.ok_or_else(|| Failure(format!("there is no delivery {id}")))?;
+            if output.json {
+                println!("{}", delivery_json(&delivery, Some(&attempts)));
+            } else {
+                println!("delivery {} ({}) of generation {}", delivery.id, delivery.event_type, delivery.generation_id);
+                println!("  to:      {}", delivery.url);
+                println!("  status:  {}", delivery.status.as_str());
+                if let Some(next) = delivery.next_attempt_at {
+                    println!("  next attempt: {}", rfc3339_ms(next));
+                }
+                for a in &attempts {
+                    let outcome = match (&a.error_class, &a.error_detail) {
+                        (Some(class), Some(detail)) => format!("{class}: {detail}"),
+                        _ => format!("HTTP {}", a.status_code.unwrap_or(0)),
+                    };
+                    println!("  #{:<3} {}  {:>6} ms  {outcome}", a.attempt, rfc3339_ms(a.started_at), a.duration_ms);
+                }
+            }
+        }
+        DeliveriesCommand::Retry { id, failed_since, output } => {
+            let now = crate::clock::now_ms();
+            let count = match (id, failed_since) {
+                (Some(id), _) => {
+                    let id: DeliveryId = parse_id("delivery id", &id)?;
+                    if !store.retry_delivery(id, None, now).await? {
+                        return Err(Failure(format!("there is no delivery {id}")));
+                    }
+                    1
+                }
+                (None, Some(since)) => {
+                    let since = parse_rfc3339(&since).ok_or_else(|| {
+                        Failure(format!("{since:?} is not an RFC 3339 time like 2026-11-28T00:00:00Z"))
+                    })?;
+                    store.retry_failed_deliveries(since, now).await?
+                }
+                (None, None) => unreachable!("clap requires one of them"),
+            };
+            if output.json {
+                println!("{}", json!({"retried": count}));
+            } else {
+                println!(
+                    "{count} deliveries scheduled for redelivery now (a running server sends them within its poll interval)"
+                );
             }
         }
     }

@@ -26,6 +26,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "log",
     "api",
     "render",
+    "webhook",
     "models",
 ];
 
@@ -51,6 +52,7 @@ pub struct Config {
     pub log: String,
     pub api: ApiConfig,
     pub render: RenderConfig,
+    pub webhook: WebhookConfig,
     /// Extra platform models (or overrides of built-in ones, by id).
     pub models: Vec<ModelConfig>,
 }
@@ -86,6 +88,68 @@ pub struct RenderConfig {
     pub lease: Duration,
 }
 
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Delay before each attempt: the first entry before the first attempt, and so on. A delivery
+    /// whose last attempt fails is kept as `failed`.
+    #[serde(with = "duration_list_text")]
+    pub retry_schedule: Vec<Duration>,
+    /// Each delay is moved by up to this fraction either way, so retries of many deliveries that
+    /// failed together do not arrive together.
+    pub retry_jitter: f64,
+    /// A whole attempt (connect, TLS, request, response head and body) must finish within this.
+    #[serde(with = "duration_text")]
+    pub timeout: Duration,
+    /// Connecting (TCP and TLS) must finish within this.
+    #[serde(with = "duration_text")]
+    pub connect_timeout: Duration,
+    /// Requests in flight at once, all receivers together.
+    pub max_in_flight: usize,
+    /// Requests in flight at once to one receiver (scheme, host and port), so a slow receiver
+    /// never holds up the others.
+    pub per_endpoint_in_flight: usize,
+    /// How much of a response body is read; the first KiB is kept in the attempt log.
+    pub max_response_bytes: usize,
+    /// Longest `Retry-After` (from a 429 or 503) that is honoured.
+    #[serde(with = "duration_text")]
+    pub max_retry_after: Duration,
+    /// PEM file of extra trusted root certificates, added to the built-in web PKI roots (for
+    /// private CAs and tests).
+    pub extra_ca_certs: Option<PathBuf>,
+    /// Allow `http://` callback URLs: for local development only. Off by default.
+    pub allow_http: bool,
+    /// Deliveries claimed from the database at once.
+    pub batch_size: u32,
+    /// How often the engine looks for due deliveries that no in-process signal announced.
+    #[serde(with = "duration_text")]
+    pub poll_interval: Duration,
+    /// A claimed delivery whose attempt is not recorded within this time is claimed again.
+    #[serde(with = "duration_text")]
+    pub lease: Duration,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        let schedule = ["0s", "5s", "5m", "30m", "2h", "5h", "10h", "14h", "20h", "24h"];
+        Self {
+            retry_schedule: schedule.iter().map(|d| duration_text::parse(d).expect("valid")).collect(),
+            retry_jitter: 0.1,
+            timeout: Duration::from_secs(15),
+            connect_timeout: Duration::from_secs(10),
+            max_in_flight: 512,
+            per_endpoint_in_flight: 32,
+            max_response_bytes: 64 * 1024,
+            max_retry_after: Duration::from_secs(3600),
+            extra_ca_certs: None,
+            allow_http: false,
+            batch_size: 1000,
+            poll_interval: Duration::from_secs(1),
+            lease: Duration::from_secs(300),
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -98,6 +162,7 @@ impl Default for Config {
             log: "info".into(),
             api: ApiConfig::default(),
             render: RenderConfig::default(),
+            webhook: WebhookConfig::default(),
             models: Vec::new(),
         }
     }
@@ -188,6 +253,39 @@ impl Config {
         if self.render.lease < Duration::from_secs(1) {
             return fail("render.lease", "must be at least 1s".into());
         }
+        let webhook = &self.webhook;
+        if webhook.retry_schedule.is_empty() {
+            return fail("webhook.retry_schedule", "must hold at least one delay".into());
+        }
+        if !(0.0..=0.5).contains(&webhook.retry_jitter) {
+            return fail("webhook.retry_jitter", "must be between 0 and 0.5".into());
+        }
+        if webhook.timeout < Duration::from_millis(10) {
+            return fail("webhook.timeout", "must be at least 10ms".into());
+        }
+        if webhook.connect_timeout.is_zero() || webhook.connect_timeout > webhook.timeout {
+            return fail("webhook.connect_timeout", "must be greater than zero and at most webhook.timeout".into());
+        }
+        if webhook.max_in_flight == 0 || webhook.per_endpoint_in_flight == 0 {
+            return fail("webhook.max_in_flight", "and webhook.per_endpoint_in_flight must be at least 1".into());
+        }
+        if webhook.max_response_bytes < 1024 {
+            return fail("webhook.max_response_bytes", "must be at least 1024".into());
+        }
+        if webhook.batch_size == 0 {
+            return fail("webhook.batch_size", "must be at least 1".into());
+        }
+        if webhook.poll_interval.is_zero() {
+            return fail("webhook.poll_interval", "must be greater than zero".into());
+        }
+        if webhook.lease < webhook.timeout * 2 {
+            return fail("webhook.lease", "must be at least twice webhook.timeout".into());
+        }
+        if let Some(path) = &webhook.extra_ca_certs
+            && let Err(e) = crate::webhook::client::load_extra_roots(path)
+        {
+            return fail("webhook.extra_ca_certs", e);
+        }
         if let Err(e) = crate::models::Catalogue::new(&self.models) {
             return fail("models", e);
         }
@@ -272,6 +370,26 @@ pub mod duration_text {
         }
         humantime::parse_duration(text.trim())
             .map_err(|e| format!("{text:?} is not a duration like \"500ms\", \"5s\" or \"2h\" ({e})"))
+    }
+}
+
+/// Lists of durations: `["0s", "5s", "5m"]`.
+pub mod duration_list_text {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer, de::Error, ser::SerializeSeq};
+
+    pub fn serialize<S: Serializer>(durations: &[Duration], serializer: S) -> Result<S::Ok, S::Error> {
+        let mut seq = serializer.serialize_seq(Some(durations.len()))?;
+        for duration in durations {
+            seq.serialize_element(&humantime::format_duration(*duration).to_string())?;
+        }
+        seq.end()
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Duration>, D::Error> {
+        let texts = Vec::<String>::deserialize(deserializer)?;
+        texts.iter().map(|text| super::duration_text::parse(text).map_err(D::Error::custom)).collect()
     }
 }
 

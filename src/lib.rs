@@ -2,6 +2,8 @@
 //! webhooks when images are ready. `ARCHITECTURE.md` has the map; this crate is everything but the
 //! thin `main`.
 
+#![recursion_limit = "256"]
+
 pub mod admin;
 pub mod cli;
 pub mod clock;
@@ -15,3 +17,4 @@ pub mod render;
 pub mod secrets;
 pub mod server;
 pub mod store;
+pub mod webhook;

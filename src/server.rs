@@ -20,6 +20,8 @@ use crate::render::builtin::BuiltinRenderer;
 use crate::render::worker::RenderWorkers;
 use crate::secrets::MasterKey;
 use crate::store::{self, Store};
+use crate::webhook::engine::DeliveryEngine;
+use crate::webhook::outbox::Outbox;
 
 /// Start-up failed; the message is one line for the operator.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +76,10 @@ pub async fn start(config: Config) -> Result<Easel, StartError> {
         if released > 0 {
             tracing::info!(jobs = released, "resuming render jobs left by the previous run");
         }
+        let released = store.release_delivery_leases().await.map_err(|e| StartError(e.to_string()))?;
+        if released > 0 {
+            tracing::info!(deliveries = released, "resuming webhook deliveries left by the previous run");
+        }
     }
 
     let listener = TcpListener::bind(config.listen_addr())
@@ -86,6 +92,11 @@ pub async fn start(config: Config) -> Result<Easel, StartError> {
     let catalogue = Arc::new(Catalogue::new(&config.models).map_err(StartError)?);
 
     let shutdown = CancellationToken::new();
+    let node_id = format!("node-{}", uuid::Uuid::new_v4().simple());
+    let (engine, delivery_queue, engine_inbox) =
+        DeliveryEngine::new(store.clone(), config.webhook.clone(), master_key.clone(), node_id.clone())
+            .map_err(|e| StartError(format!("cannot set up webhook delivery: {e}")))?;
+    let delivery_wakeup = delivery_queue.wakeup();
     let render_wakeup = Arc::new(Notify::new());
     let workers = Arc::new(RenderWorkers {
         store: store.clone(),
@@ -93,8 +104,14 @@ pub async fn start(config: Config) -> Result<Easel, StartError> {
         images: images.clone(),
         catalogue: catalogue.clone(),
         config: config.render.clone(),
-        node_id: format!("node-{}", uuid::Uuid::new_v4().simple()),
+        node_id,
         wakeup: render_wakeup.clone(),
+        outbox: Outbox {
+            master_key: master_key.clone(),
+            images: images.clone(),
+            catalogue: catalogue.clone(),
+            queue: Some(delivery_queue),
+        },
     });
     let state = Arc::new(AppState {
         store: store.clone(),
@@ -102,6 +119,7 @@ pub async fn start(config: Config) -> Result<Easel, StartError> {
         images,
         api: config.api.clone(),
         render_wakeup: Some(render_wakeup),
+        delivery_wakeup: Some(delivery_wakeup),
     });
     let app = http::router(state);
 
@@ -119,9 +137,15 @@ pub async fn start(config: Config) -> Result<Easel, StartError> {
         }
     });
     let render = tokio::spawn(workers.run(shutdown.clone(), grace));
+    // The engine stops after the render workers, so the callbacks of jobs that finish during the
+    // shutdown still go out.
+    let engine_shutdown = CancellationToken::new();
+    let deliver = tokio::spawn(engine.run(engine_inbox, engine_shutdown.clone(), grace));
     let task = tokio::spawn(async move {
         let _ = http.await;
         let _ = render.await;
+        engine_shutdown.cancel();
+        let _ = deliver.await;
         drop(instance_lock);
         tracing::info!("stopped");
     });
@@ -167,6 +191,8 @@ async fn bootstrap(
         return Ok(None);
     }
     let user = admin::create_user(store, "admin", config.api.default_concurrency_slots).await.map_err(failed)?;
-    let key = admin::create_api_key(store, master_key, user.id, "first key", None, None).await.map_err(failed)?;
+    let key = admin::create_api_key(store, master_key, user.id, "first key", None, None, &config.webhook)
+        .await
+        .map_err(failed)?;
     Ok(Some(Bootstrap { user, key }))
 }

@@ -3,6 +3,7 @@
 //! and map the result. Each resource file exposes `router()`; they are merged here.
 
 mod cdn;
+mod deliveries;
 mod error;
 mod extract;
 mod generations;
@@ -36,6 +37,8 @@ pub struct AppState {
     pub api: ApiConfig,
     /// Wakes this node's render workers when a job is created (`None` on API-only nodes).
     pub render_wakeup: Option<Arc<Notify>>,
+    /// Wakes this node's delivery engine when a delivery is retried (`None` where it does not run).
+    pub delivery_wakeup: Option<Arc<Notify>>,
 }
 
 pub type ApiContext = Arc<AppState>;
@@ -43,6 +46,7 @@ pub type ApiContext = Arc<AppState>;
 pub fn router(state: ApiContext) -> Router {
     let api = Router::new()
         .merge(generations::router())
+        .merge(deliveries::router())
         .merge(variations::router())
         .merge(me::router())
         .merge(models::router());
@@ -81,6 +85,12 @@ async fn method_not_allowed() -> ApiError {
 impl AppState {
     fn wake_render_workers(&self) {
         if let Some(wakeup) = &self.render_wakeup {
+            wakeup.notify_one();
+        }
+    }
+
+    fn wake_delivery_engine(&self) {
+        if let Some(wakeup) = &self.delivery_wakeup {
             wakeup.notify_one();
         }
     }

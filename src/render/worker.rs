@@ -11,11 +11,13 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::{GenerateRequest, Renderer};
+use crate::clock::Millis;
 use crate::clock::now_ms;
 use crate::config::RenderConfig;
 use crate::images::{self, ImageStore};
 use crate::models::Catalogue;
-use crate::store::{Generation, Image, JobOutcome, NewImage, RenderJob, Store, Variation};
+use crate::store::{Generation, Image, JobOutcome, JobStatus, NewImage, RenderJob, Store, Variation};
+use crate::webhook::outbox::Outbox;
 
 /// Everything a render worker needs; shared by all of this node's jobs.
 pub struct RenderWorkers {
@@ -28,6 +30,8 @@ pub struct RenderWorkers {
     pub node_id: String,
     /// Signalled when a job is created on this node.
     pub wakeup: Arc<Notify>,
+    /// Builds the webhook delivery of each finished generation.
+    pub outbox: Outbox,
 }
 
 /// What happened to one job, for logs and tests.
@@ -163,7 +167,14 @@ impl RenderWorkers {
         outcome: &JobOutcome<Vec<NewImage>>,
         written: &[String],
     ) -> Result<Finished, Box<dyn std::error::Error + Send + Sync>> {
-        if self.store.finish_generation(generation.id, &self.node_id, now_ms(), outcome).await? {
+        let at = now_ms();
+        let finished = finished_record(generation, outcome, at);
+        let prepared = self.outbox.prepare(&*self.store, &finished, at).await?;
+        let delivery = prepared.as_ref().map(|prepared| &prepared.delivery);
+        if self.store.finish_generation(generation.id, &self.node_id, at, outcome, delivery).await? {
+            if let Some(prepared) = prepared {
+                prepared.dispatch();
+            }
             let finished = match outcome {
                 JobOutcome::Complete(_) => Finished::Complete,
                 JobOutcome::Failed { reason } => {
@@ -211,4 +222,34 @@ impl RenderWorkers {
         }
         Ok(Finished::Abandoned)
     }
+}
+
+/// The generation as it is once `outcome` is recorded at `at`.
+fn finished_record(generation: &Generation, outcome: &JobOutcome<Vec<NewImage>>, at: Millis) -> Generation {
+    let mut finished = generation.clone();
+    finished.updated_at = at;
+    match outcome {
+        JobOutcome::Complete(images) => {
+            finished.status = JobStatus::Complete;
+            finished.images = images
+                .iter()
+                .map(|image| Image {
+                    id: image.id,
+                    generation_id: generation.id,
+                    user_id: generation.user_id,
+                    index: image.index,
+                    storage_key: image.storage_key.clone(),
+                    width: image.width,
+                    height: image.height,
+                    created_at: at,
+                    variations: Vec::new(),
+                })
+                .collect();
+        }
+        JobOutcome::Failed { reason } => {
+            finished.status = JobStatus::Failed;
+            finished.failure_reason = Some(reason.clone());
+        }
+    }
+    finished
 }

@@ -15,7 +15,9 @@ use async_trait::async_trait;
 use crate::clock::Millis;
 use crate::config::{Config, DatabaseUrl};
 use crate::generation::GenerationParams;
-use crate::ids::{ApiKeyId, GenerationId, ImageId, UserId, VariationId};
+use bytes::Bytes;
+
+use crate::ids::{ApiKeyId, DeliveryId, GenerationId, ImageId, UserId, VariationId};
 
 pub use sqlite::SqliteStore;
 
@@ -172,6 +174,150 @@ pub enum Admission {
     },
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeliveryStatus {
+    Pending,
+    Succeeded,
+    Failed,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Succeeded => "succeeded",
+            DeliveryStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<DeliveryStatus> {
+        match text {
+            "pending" => Some(DeliveryStatus::Pending),
+            "succeeded" => Some(DeliveryStatus::Succeeded),
+            "failed" => Some(DeliveryStatus::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// A webhook delivery to enqueue with a finished generation (the transactional outbox).
+#[derive(Clone, Debug)]
+pub struct NewDelivery {
+    pub id: DeliveryId,
+    pub generation_id: GenerationId,
+    pub user_id: UserId,
+    pub api_key_id: ApiKeyId,
+    pub event_type: String,
+    pub url: String,
+    /// `scheme://host:port` of `url`: the unit of per-receiver concurrency.
+    pub endpoint: String,
+    pub payload: Bytes,
+    pub created_at: Millis,
+    /// Claimed by the inserting node at once (`owner`, `expires_at`), so it can send straight from
+    /// memory without another round trip; `None` leaves it to whichever node claims it.
+    pub lease: Option<(String, Millis)>,
+}
+
+/// A claimed delivery, with everything needed to send it.
+#[derive(Clone, Debug)]
+pub struct DeliveryJob {
+    pub id: DeliveryId,
+    pub generation_id: GenerationId,
+    pub user_id: UserId,
+    pub api_key_id: ApiKeyId,
+    pub event_type: String,
+    pub url: String,
+    pub endpoint: String,
+    pub payload: Bytes,
+    /// Attempts made so far (all runs of the schedule).
+    pub attempt_count: u32,
+    /// Position in the retry schedule of the attempt about to be made.
+    pub schedule_index: u32,
+}
+
+impl DeliveryJob {
+    pub fn from_new(delivery: &NewDelivery) -> DeliveryJob {
+        DeliveryJob {
+            id: delivery.id,
+            generation_id: delivery.generation_id,
+            user_id: delivery.user_id,
+            api_key_id: delivery.api_key_id,
+            event_type: delivery.event_type.clone(),
+            url: delivery.url.clone(),
+            endpoint: delivery.endpoint.clone(),
+            payload: delivery.payload.clone(),
+            attempt_count: 0,
+            schedule_index: 0,
+        }
+    }
+}
+
+/// A delivery as the operator and the owner see it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Delivery {
+    pub id: DeliveryId,
+    pub generation_id: GenerationId,
+    pub user_id: UserId,
+    pub api_key_id: ApiKeyId,
+    pub event_type: String,
+    pub url: String,
+    pub status: DeliveryStatus,
+    pub attempt_count: u32,
+    /// When the next attempt is due (pending deliveries only).
+    pub next_attempt_at: Option<Millis>,
+    pub last_status_code: Option<u16>,
+    pub last_error: Option<String>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+    pub finished_at: Option<Millis>,
+}
+
+/// One attempt to deliver, as logged.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Attempt {
+    pub delivery_id: DeliveryId,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    pub started_at: Millis,
+    pub duration_ms: u32,
+    pub status_code: Option<u16>,
+    /// Why it failed, as a stable class (`connect_refused`, `tls`, `timeout`, `http_status`, ...).
+    pub error_class: Option<String>,
+    /// Why it failed, in words.
+    pub error_detail: Option<String>,
+    pub response_excerpt: Option<String>,
+}
+
+/// What happens to a delivery after an attempt.
+#[derive(Clone, Debug, PartialEq)]
+pub enum NextStep {
+    Succeeded,
+    /// Try again at `at`, as attempt `schedule_index` of the schedule.
+    Retry {
+        at: Millis,
+        schedule_index: u32,
+    },
+    /// Give up: the schedule is exhausted or the receiver said 410 Gone.
+    Failed,
+}
+
+/// The outcome of one attempt, to record.
+#[derive(Clone, Debug)]
+pub struct AttemptRecord {
+    pub attempt: Attempt,
+    pub lease_owner: String,
+    pub next: NextStep,
+}
+
+/// Which deliveries to list.
+#[derive(Clone, Debug, Default)]
+pub struct DeliveryFilter {
+    pub generation: Option<GenerationId>,
+    pub user: Option<UserId>,
+    pub status: Option<DeliveryStatus>,
+    pub limit: u32,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// `sqlite` or `postgres`.
@@ -220,13 +366,15 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> StoreResult<Vec<RenderJob>>;
     /// Marks a generation COMPLETE (recording its images) or FAILED, if `owner` still holds its
-    /// lease. Returns false when it does not (the job was deleted or taken over).
+    /// lease, and enqueues its webhook delivery in the same transaction. Returns false when the
+    /// lease is not held (the job was deleted or taken over): nothing is written then.
     async fn finish_generation(
         &self,
         id: GenerationId,
         owner: &str,
         at: Millis,
         outcome: &JobOutcome<Vec<NewImage>>,
+        delivery: Option<&NewDelivery>,
     ) -> StoreResult<bool>;
     /// Same for a variation; a complete one records the storage key of its image.
     async fn finish_variation(
@@ -236,6 +384,36 @@ pub trait Store: Send + Sync + 'static {
         at: Millis,
         outcome: &JobOutcome<String>,
     ) -> StoreResult<bool>;
+
+    /// Ends every delivery lease at once (single-node backends, at start-up).
+    async fn release_delivery_leases(&self) -> StoreResult<u64>;
+    /// Claims up to `limit` pending deliveries that are due, oldest due first, skipping the
+    /// endpoints in `skip_endpoints` (those this node cannot send to right now).
+    async fn claim_deliveries(
+        &self,
+        owner: &str,
+        now: Millis,
+        lease_until: Millis,
+        limit: u32,
+        skip_endpoints: &[String],
+    ) -> StoreResult<Vec<DeliveryJob>>;
+    /// Records attempts and moves their deliveries on, in one transaction. A delivery whose lease
+    /// `lease_owner` no longer holds keeps its state; its attempt is still logged.
+    async fn record_attempts(&self, records: &[AttemptRecord]) -> StoreResult<()>;
+    /// When the earliest pending delivery is due.
+    async fn next_delivery_due(&self) -> StoreResult<Option<Millis>>;
+    /// Deliveries, newest first.
+    async fn list_deliveries(&self, filter: &DeliveryFilter) -> StoreResult<Vec<Delivery>>;
+    /// A delivery with its attempts (oldest first); with `user`, only if it is theirs.
+    async fn get_delivery(&self, id: DeliveryId, user: Option<UserId>)
+    -> StoreResult<Option<(Delivery, Vec<Attempt>)>>;
+    /// The payload a delivery sends.
+    async fn delivery_payload(&self, id: DeliveryId) -> StoreResult<Option<Bytes>>;
+    /// Makes a delivery pending again, due now, at the start of the retry schedule (the same
+    /// `webhook-id`, so receivers can deduplicate). With `user`, only if it is theirs.
+    async fn retry_delivery(&self, id: DeliveryId, user: Option<UserId>, now: Millis) -> StoreResult<bool>;
+    /// Retries every delivery that failed at or after `since`; returns how many.
+    async fn retry_failed_deliveries(&self, since: Millis, now: Millis) -> StoreResult<u64>;
 }
 
 /// Migrations compiled into the binary, so `easel` needs no files beside it.

@@ -24,8 +24,13 @@ pub struct SqliteStore {
     reader: SqlitePool,
 }
 
-const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "foundation", include_str!("../../migrations/sqlite/0001_foundation.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "foundation", include_str!("../../migrations/sqlite/0001_foundation.sql")),
+    (2, "webhook deliveries", include_str!("../../migrations/sqlite/0002_webhook_deliveries.sql")),
+];
+
+/// Rows per multi-row statement: well under SQLite's 32766 bound parameters.
+const ROWS_PER_STATEMENT: usize = 500;
 
 impl SqliteStore {
     pub async fn open(path: &Path) -> StoreResult<SqliteStore> {
@@ -138,6 +143,74 @@ fn variation_from_row(row: &SqliteRow) -> StoreResult<Variation> {
         failure_reason: row.try_get("failure_reason")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
+    })
+}
+
+async fn insert_delivery(tx: &mut sqlx::SqliteConnection, delivery: &NewDelivery) -> StoreResult<()> {
+    let (lease_owner, lease_expires_at) = match &delivery.lease {
+        Some((owner, until)) => (Some(owner.as_str()), *until),
+        None => (None, 0),
+    };
+    sqlx::query(
+        "INSERT INTO webhook_deliveries (id, generation_id, user_id, api_key_id, event_type, url, endpoint, status, \
+         next_attempt_at, lease_owner, lease_expires_at, created_at, updated_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10, ?8, ?8)",
+    )
+    .bind(delivery.id.to_string())
+    .bind(delivery.generation_id.to_string())
+    .bind(delivery.user_id.to_string())
+    .bind(delivery.api_key_id.to_string())
+    .bind(&delivery.event_type)
+    .bind(&delivery.url)
+    .bind(&delivery.endpoint)
+    .bind(delivery.created_at)
+    .bind(lease_owner)
+    .bind(lease_expires_at)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("INSERT INTO webhook_payloads (delivery_id, body) VALUES (?1, ?2)")
+        .bind(delivery.id.to_string())
+        .bind(delivery.payload.as_ref())
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+const DELIVERY_COLUMNS: &str = "id, generation_id, user_id, api_key_id, event_type, url, status, attempt_count, \
+     next_attempt_at, last_status_code, last_error, created_at, updated_at, finished_at";
+
+fn delivery_from_row(row: &SqliteRow) -> StoreResult<Delivery> {
+    let status: String = row.try_get("status")?;
+    let status = DeliveryStatus::parse(&status)
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown delivery status {status:?}")))?;
+    Ok(Delivery {
+        id: parse(row, "id")?,
+        generation_id: parse(row, "generation_id")?,
+        user_id: parse(row, "user_id")?,
+        api_key_id: parse(row, "api_key_id")?,
+        event_type: row.try_get("event_type")?,
+        url: row.try_get("url")?,
+        status,
+        attempt_count: row.try_get::<i64, _>("attempt_count")? as u32,
+        next_attempt_at: (status == DeliveryStatus::Pending).then(|| row.try_get("next_attempt_at")).transpose()?,
+        last_status_code: row.try_get::<Option<i64>, _>("last_status_code")?.map(|c| c as u16),
+        last_error: row.try_get("last_error")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        finished_at: row.try_get("finished_at")?,
+    })
+}
+
+fn attempt_from_row(row: &SqliteRow) -> StoreResult<Attempt> {
+    Ok(Attempt {
+        delivery_id: parse(row, "delivery_id")?,
+        attempt: row.try_get::<i64, _>("attempt")? as u32,
+        started_at: row.try_get("started_at")?,
+        duration_ms: row.try_get::<i64, _>("duration_ms")? as u32,
+        status_code: row.try_get::<Option<i64>, _>("status_code")?.map(|c| c as u16),
+        error_class: row.try_get("error_class")?,
+        error_detail: row.try_get("error_detail")?,
+        response_excerpt: row.try_get("response_excerpt")?,
     })
 }
 
@@ -480,6 +553,7 @@ impl Store for SqliteStore {
         owner: &str,
         at: Millis,
         outcome: &JobOutcome<Vec<NewImage>>,
+        delivery: Option<&NewDelivery>,
     ) -> StoreResult<bool> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let (status, reason) = match outcome {
@@ -517,6 +591,9 @@ impl Store for SqliteStore {
                 .await?;
             }
         }
+        if let Some(delivery) = delivery {
+            insert_delivery(&mut tx, delivery).await?;
+        }
         tx.commit().await?;
         Ok(true)
     }
@@ -545,5 +622,224 @@ impl Store for SqliteStore {
         .execute(&self.writer)
         .await?;
         Ok(result.rows_affected() == 1)
+    }
+
+    async fn release_delivery_leases(&self) -> StoreResult<u64> {
+        let result = sqlx::query(
+            "UPDATE webhook_deliveries SET lease_owner = NULL, lease_expires_at = 0 \
+             WHERE status = 'pending' AND lease_owner IS NOT NULL",
+        )
+        .execute(&self.writer)
+        .await?;
+        Ok(result.rows_affected())
+    }
+
+    async fn claim_deliveries(
+        &self,
+        owner: &str,
+        now: Millis,
+        lease_until: Millis,
+        limit: u32,
+        skip_endpoints: &[String],
+    ) -> StoreResult<Vec<DeliveryJob>> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut query = QueryBuilder::<Sqlite>::new("UPDATE webhook_deliveries SET lease_owner = ");
+        query.push_bind(owner).push(", lease_expires_at = ").push_bind(lease_until);
+        query.push(" WHERE id IN (SELECT id FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= ");
+        query.push_bind(now).push(" AND lease_expires_at <= ").push_bind(now);
+        if !skip_endpoints.is_empty() {
+            query.push(" AND endpoint NOT IN (");
+            let mut list = query.separated(", ");
+            for endpoint in skip_endpoints {
+                list.push_bind(endpoint);
+            }
+            query.push(")");
+        }
+        query.push(" ORDER BY next_attempt_at LIMIT ").push_bind(i64::from(limit));
+        query.push(
+            ") RETURNING id, generation_id, user_id, api_key_id, event_type, url, endpoint, attempt_count, schedule_index",
+        );
+        let rows = query.build().fetch_all(&mut *tx).await?;
+        let mut jobs = Vec::with_capacity(rows.len());
+        for row in &rows {
+            jobs.push(DeliveryJob {
+                id: parse(row, "id")?,
+                generation_id: parse(row, "generation_id")?,
+                user_id: parse(row, "user_id")?,
+                api_key_id: parse(row, "api_key_id")?,
+                event_type: row.try_get("event_type")?,
+                url: row.try_get("url")?,
+                endpoint: row.try_get("endpoint")?,
+                payload: Bytes::new(),
+                attempt_count: row.try_get::<i64, _>("attempt_count")? as u32,
+                schedule_index: row.try_get::<i64, _>("schedule_index")? as u32,
+            });
+        }
+        for chunk in jobs.chunks_mut(ROWS_PER_STATEMENT) {
+            let mut query =
+                QueryBuilder::<Sqlite>::new("SELECT delivery_id, body FROM webhook_payloads WHERE delivery_id IN (");
+            let mut list = query.separated(", ");
+            for job in chunk.iter() {
+                list.push_bind(job.id.to_string());
+            }
+            query.push(")");
+            let mut bodies = std::collections::HashMap::new();
+            for row in query.build().fetch_all(&mut *tx).await? {
+                bodies.insert(row.try_get::<String, _>("delivery_id")?, row.try_get::<Vec<u8>, _>("body")?);
+            }
+            for job in chunk.iter_mut() {
+                let body = bodies
+                    .remove(&job.id.to_string())
+                    .ok_or_else(|| StoreError::Corrupt(format!("delivery {} has no payload", job.id)))?;
+                job.payload = Bytes::from(body);
+            }
+        }
+        tx.commit().await?;
+        Ok(jobs)
+    }
+
+    async fn record_attempts(&self, records: &[AttemptRecord]) -> StoreResult<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        for chunk in records.chunks(ROWS_PER_STATEMENT) {
+            let mut insert = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO webhook_attempts (delivery_id, attempt, started_at, duration_ms, status_code, error_class, \
+                 error_detail, response_excerpt) ",
+            );
+            insert.push_values(chunk, |mut row, record| {
+                let a = &record.attempt;
+                row.push_bind(a.delivery_id.to_string())
+                    .push_bind(i64::from(a.attempt))
+                    .push_bind(a.started_at)
+                    .push_bind(i64::from(a.duration_ms))
+                    .push_bind(a.status_code.map(i64::from))
+                    .push_bind(a.error_class.clone())
+                    .push_bind(a.error_detail.clone())
+                    .push_bind(a.response_excerpt.clone());
+            });
+            insert.build().execute(&mut *tx).await?;
+
+            let mut update = QueryBuilder::<Sqlite>::new(
+                "WITH v (id, owner, status, next_at, schedule_index, code, error, at, finished) AS (",
+            );
+            update.push_values(chunk, |mut row, record| {
+                let a = &record.attempt;
+                let at = a.started_at + i64::from(a.duration_ms);
+                let (status, next_at, schedule_index, finished) = match &record.next {
+                    NextStep::Succeeded => ("succeeded", at, None, Some(at)),
+                    NextStep::Retry { at: next, schedule_index } => ("pending", *next, Some(*schedule_index), None),
+                    NextStep::Failed => ("failed", at, None, Some(at)),
+                };
+                let error = a.error_detail.as_ref().map(|detail| match &a.error_class {
+                    Some(class) => format!("{class}: {detail}"),
+                    None => detail.clone(),
+                });
+                row.push_bind(a.delivery_id.to_string())
+                    .push_bind(record.lease_owner.clone())
+                    .push_bind(status)
+                    .push_bind(next_at)
+                    .push_bind(schedule_index.map(i64::from))
+                    .push_bind(a.status_code.map(i64::from))
+                    .push_bind(error)
+                    .push_bind(at)
+                    .push_bind(finished);
+            });
+            update.push(
+                ") UPDATE webhook_deliveries SET status = v.status, attempt_count = attempt_count + 1, \
+                 schedule_index = COALESCE(v.schedule_index, webhook_deliveries.schedule_index), \
+                 next_attempt_at = v.next_at, lease_owner = NULL, lease_expires_at = 0, last_status_code = v.code, \
+                 last_error = v.error, updated_at = v.at, finished_at = v.finished \
+                 FROM v WHERE webhook_deliveries.id = v.id AND webhook_deliveries.lease_owner = v.owner",
+            );
+            update.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn next_delivery_due(&self) -> StoreResult<Option<Millis>> {
+        let due: Option<i64> =
+            sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM webhook_deliveries WHERE status = 'pending'")
+                .fetch_one(&self.reader)
+                .await?;
+        Ok(due)
+    }
+
+    async fn list_deliveries(&self, filter: &DeliveryFilter) -> StoreResult<Vec<Delivery>> {
+        let mut query =
+            QueryBuilder::<Sqlite>::new(format!("SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE 1 = 1"));
+        if let Some(generation) = filter.generation {
+            query.push(" AND generation_id = ").push_bind(generation.to_string());
+        }
+        if let Some(user) = filter.user {
+            query.push(" AND user_id = ").push_bind(user.to_string());
+        }
+        if let Some(status) = filter.status {
+            query.push(" AND status = ").push_bind(status.as_str());
+        }
+        query.push(" ORDER BY created_at DESC, id DESC LIMIT ").push_bind(i64::from(filter.limit));
+        query.build().fetch_all(&self.reader).await?.iter().map(delivery_from_row).collect()
+    }
+
+    async fn get_delivery(
+        &self,
+        id: DeliveryId,
+        user: Option<UserId>,
+    ) -> StoreResult<Option<(Delivery, Vec<Attempt>)>> {
+        let row = sqlx::query(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE id = ?1 AND (?2 IS NULL OR user_id = ?2)"
+        ))
+        .bind(id.to_string())
+        .bind(user.map(|u| u.to_string()))
+        .fetch_optional(&self.reader)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let delivery = delivery_from_row(&row)?;
+        let attempts = sqlx::query("SELECT * FROM webhook_attempts WHERE delivery_id = ?1 ORDER BY attempt, id")
+            .bind(id.to_string())
+            .fetch_all(&self.reader)
+            .await?
+            .iter()
+            .map(attempt_from_row)
+            .collect::<StoreResult<_>>()?;
+        Ok(Some((delivery, attempts)))
+    }
+
+    async fn delivery_payload(&self, id: DeliveryId) -> StoreResult<Option<Bytes>> {
+        let body: Option<Vec<u8>> = sqlx::query_scalar("SELECT body FROM webhook_payloads WHERE delivery_id = ?1")
+            .bind(id.to_string())
+            .fetch_optional(&self.reader)
+            .await?;
+        Ok(body.map(Bytes::from))
+    }
+
+    async fn retry_delivery(&self, id: DeliveryId, user: Option<UserId>, now: Millis) -> StoreResult<bool> {
+        let result = sqlx::query(
+            "UPDATE webhook_deliveries SET schedule_index = 0, next_attempt_at = ?3, updated_at = ?3, finished_at = NULL, \
+             lease_owner = CASE WHEN status = 'pending' THEN lease_owner END, \
+             lease_expires_at = CASE WHEN status = 'pending' THEN lease_expires_at ELSE 0 END, status = 'pending' \
+             WHERE id = ?1 AND (?2 IS NULL OR user_id = ?2)",
+        )
+        .bind(id.to_string())
+        .bind(user.map(|u| u.to_string()))
+        .bind(now)
+        .execute(&self.writer)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn retry_failed_deliveries(&self, since: Millis, now: Millis) -> StoreResult<u64> {
+        let result = sqlx::query(
+            "UPDATE webhook_deliveries SET status = 'pending', schedule_index = 0, next_attempt_at = ?2, \
+             updated_at = ?2, finished_at = NULL, lease_owner = NULL, lease_expires_at = 0 \
+             WHERE status = 'failed' AND finished_at >= ?1",
+        )
+        .bind(since)
+        .bind(now)
+        .execute(&self.writer)
+        .await?;
+        Ok(result.rows_affected())
     }
 }

@@ -28,6 +28,14 @@ pub struct TestUser {
     pub key: String,
 }
 
+/// A user whose API key has a webhook.
+#[derive(Clone, Debug)]
+pub struct WebhookUser {
+    pub user: TestUser,
+    pub key_id: easel::ids::ApiKeyId,
+    pub signing_secret: String,
+}
+
 /// A response: status, headers and JSON body (`Value::Null` when the body is not JSON).
 pub struct Reply {
     pub status: StatusCode,
@@ -38,6 +46,15 @@ pub struct Reply {
 
 pub fn test_config(dir: &std::path::Path) -> Config {
     Config { listen: "127.0.0.1:0".into(), data_dir: dir.to_path_buf(), log: "warn".into(), ..Config::default() }
+}
+
+/// Webhook settings for tests: trust the test CA, run the retry schedule in milliseconds.
+pub fn fast_webhooks(config: &mut Config, ca: &crate::receiver::TestCa, schedule: &[&str]) {
+    config.webhook.extra_ca_certs = Some(ca.pem_path.clone());
+    config.webhook.retry_schedule =
+        schedule.iter().map(|d| easel::config::duration_text::parse(d).expect("a duration")).collect();
+    config.webhook.retry_jitter = 0.0;
+    config.webhook.poll_interval = std::time::Duration::from_millis(100);
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -75,10 +92,40 @@ impl TestApp {
 
     pub async fn new_user_with_slots(&self, username: &str, slots: u32) -> TestUser {
         let user = easel::admin::create_user(&*self.easel.store, username, slots).await.expect("user created");
-        let key = easel::admin::create_api_key(&*self.easel.store, &self.easel.master_key, user.id, "test", None, None)
-            .await
-            .expect("key created");
+        let key = easel::admin::create_api_key(
+            &*self.easel.store,
+            &self.easel.master_key,
+            user.id,
+            "test",
+            None,
+            None,
+            &self.config.webhook,
+        )
+        .await
+        .expect("key created");
         TestUser { id: user.id, key: key.key }
+    }
+
+    /// A new user whose key calls back `url` (with `webhook_key` as its bearer token, if given).
+    pub async fn new_webhook_user(&self, username: &str, url: &str, webhook_key: Option<&str>) -> WebhookUser {
+        let store = &*self.easel.store;
+        let user = easel::admin::create_user(store, username, 100).await.expect("user created");
+        let key = easel::admin::create_api_key(
+            store,
+            &self.easel.master_key,
+            user.id,
+            "webhook with key",
+            Some(url),
+            webhook_key,
+            &self.config.webhook,
+        )
+        .await
+        .expect("key created");
+        WebhookUser {
+            user: TestUser { id: user.id, key: key.key.clone() },
+            key_id: key.record.id,
+            signing_secret: key.signing_secret.clone(),
+        }
     }
 
     pub async fn send(&self, request: reqwest::RequestBuilder) -> Reply {

@@ -6,5 +6,7 @@ mod helpers;
 mod isolation;
 mod jobs;
 mod process;
+mod receiver;
 mod sdk;
 mod validation;
+mod webhooks;

@@ -5,12 +5,13 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::helpers::*;
+use crate::receiver::{Reply, TestCa, TestReceiver};
 
 pub const EASEL: &str = env!("CARGO_BIN_EXE_easel");
 
@@ -352,4 +353,153 @@ async fn a_config_file_and_environment_variables_configure_the_server() {
     // The same file is served under /cdn/ whatever the public base URL.
     let path = url.strip_prefix("https://images.example.com").unwrap();
     assert_eq!(client.get(format!("{}{path}", easel.origin)).send().await.unwrap().status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn deliveries_are_inspected_and_redelivered_from_the_cli() {
+    let ca = TestCa::new();
+    // Fails the first three requests, then accepts everything.
+    let receiver =
+        TestReceiver::https(&ca, |n| if n < 3 { Reply::status(502).body("bad gateway") } else { Reply::ok() }).await;
+    let app = spawn_app_with(|config| fast_webhooks(config, &ca, &["0s"])).await;
+    let hooked = app.new_webhook_user("cli", &receiver.url, None).await;
+    let dir = app.dir.path().to_path_buf();
+    let before = easel::clock::rfc3339_ms(easel::clock::now_ms() - 1000);
+
+    let mut generations = Vec::new();
+    for n in 0..3 {
+        generations.push(app.create_generation(&hooked.user, &small_generation(&format!("cli {n}"))).await);
+        receiver.wait_for(n + 1).await;
+    }
+    let failed = eventually(Duration::from_secs(30), || async {
+        let list = easel_json(&dir, &["deliveries", "list", "--status", "failed", "--json"]);
+        (list.as_array().unwrap().len() == 3).then_some(list)
+    })
+    .await;
+    let first = failed.as_array().unwrap().iter().find(|d| d["generationId"] == generations[0].as_str()).unwrap();
+    let id = first["id"].as_str().unwrap();
+
+    let shown = easel_json(&dir, &["deliveries", "show", id, "--json"]);
+    assert_eq!(shown["status"], "failed");
+    assert_eq!(shown["attempts"][0]["statusCode"], 502);
+    assert_eq!(shown["attempts"][0]["errorClass"], "http_status");
+    assert_eq!(shown["attempts"][0]["responseExcerpt"], "bad gateway");
+    let (ok, text, _) = easel_cli(&dir, &["deliveries", "show", id]);
+    assert!(ok && text.contains("http_status: HTTP 502"), "{text}");
+    let by_generation = easel_json(&dir, &["deliveries", "list", "--generation", &generations[0], "--json"]);
+    assert_eq!(by_generation.as_array().unwrap().len(), 1);
+
+    // One by id, then the rest by time.
+    assert_eq!(easel_json(&dir, &["deliveries", "retry", id, "--json"])["retried"], 1);
+    receiver.wait_for(4).await;
+    let retried = easel_json(&dir, &["deliveries", "retry", "--failed-since", &before, "--json"]);
+    assert_eq!(retried["retried"], 2);
+    let requests = receiver.wait_for(6).await;
+    eventually(Duration::from_secs(30), || async {
+        let list = easel_json(&dir, &["deliveries", "list", "--status", "succeeded", "--json"]);
+        (list.as_array().unwrap().len() == 3).then_some(())
+    })
+    .await;
+    // Redeliveries reuse the webhook-id.
+    let mut ids: Vec<&str> = requests.iter().map(|r| r.header("webhook-id").unwrap()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 3);
+
+    let (ok, _, stderr) = easel_cli(&dir, &["deliveries", "retry", "--failed-since", "yesterday"]);
+    assert!(!ok && stderr.contains("RFC 3339"), "{stderr}");
+    let (ok, _, stderr) = easel_cli(&dir, &["deliveries", "list", "--status", "lost"]);
+    assert!(!ok && stderr.contains("pending, succeeded, failed"), "{stderr}");
+}
+
+/// Starts `easel serve` for the crash test: fast retries, the test CA trusted.
+fn crash_test_server(dir: &Path, ca: &TestCa) -> EaselProcess {
+    EaselProcess::start(
+        dir,
+        &[
+            ("EASEL_WEBHOOK__EXTRA_CA_CERTS", ca.pem_path.to_str().unwrap()),
+            ("EASEL_WEBHOOK__RETRY_SCHEDULE", "[\"0s\", \"50ms\", \"100ms\", \"200ms\", \"400ms\", \"1s\"]"),
+            ("EASEL_WEBHOOK__POLL_INTERVAL", "100ms"),
+            ("EASEL_RENDER__SIMULATED_DURATION", "30ms"),
+            ("EASEL_LOG", "warn,easel=info"),
+        ],
+    )
+}
+
+#[tokio::test]
+async fn every_callback_arrives_despite_kill_9_and_duplicates_only_straddle_a_kill() {
+    let ca = TestCa::new();
+    // A receiver that takes a moment, so that kills catch deliveries in flight.
+    let receiver = TestReceiver::https(&ca, |_| Reply { delay: Duration::from_millis(20), ..Reply::ok() }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let user =
+        easel_json(dir.path(), &["users", "create", "--username", "crash", "--concurrency-slots", "1000", "--json"]);
+    let key = easel_json(
+        dir.path(),
+        &[
+            "keys",
+            "create",
+            "--user",
+            user["id"].as_str().unwrap(),
+            "--name",
+            "crash",
+            "--webhook-url",
+            &receiver.url,
+            "--json",
+        ],
+    );
+    let key = key["key"].as_str().unwrap().to_string();
+    let client = reqwest::Client::new();
+
+    let mut generations = Vec::new();
+    let mut kills = Vec::new();
+    let mut easel = crash_test_server(dir.path(), &ca);
+    for round in 0..4 {
+        for n in 0..15 {
+            generations.push(post_generation(&client, &easel.origin, &key, &format!("round {round} #{n}")).await);
+        }
+        // Let some callbacks go out, then pull the plug mid-stream.
+        tokio::time::sleep(Duration::from_millis(60 + 40 * round)).await;
+        easel.kill_9();
+        kills.push(Instant::now());
+        easel = crash_test_server(dir.path(), &ca);
+    }
+
+    // Every generation's callback arrives at least once.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let received = loop {
+        let received = receiver.received();
+        let mut seen: Vec<String> =
+            received.iter().map(|r| r.json()["data"]["object"]["id"].as_str().unwrap().to_string()).collect();
+        seen.sort();
+        seen.dedup();
+        if generations.iter().all(|g| seen.binary_search(g).is_ok()) {
+            break received;
+        }
+        assert!(Instant::now() < deadline, "{} of {} callbacks arrived", seen.len(), generations.len());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+
+    // A webhook-id seen twice was in flight at a kill: a kill lies between the two arrivals.
+    let mut by_id: std::collections::HashMap<&str, Vec<Instant>> = std::collections::HashMap::new();
+    for request in &received {
+        by_id.entry(request.header("webhook-id").unwrap()).or_default().push(request.at);
+    }
+    let mut duplicates = 0;
+    for (id, mut arrivals) in by_id {
+        arrivals.sort();
+        for pair in arrivals.windows(2) {
+            duplicates += 1;
+            assert!(
+                kills.iter().any(|kill| pair[0] <= *kill && *kill <= pair[1]),
+                "delivery {id} arrived twice without a kill in between"
+            );
+        }
+    }
+    eprintln!(
+        "crash test: {} generations, {} kills, {} duplicate callbacks",
+        generations.len(),
+        kills.len(),
+        duplicates
+    );
 }

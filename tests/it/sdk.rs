@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::helpers::*;
+use crate::receiver::{Reply, TestCa, TestReceiver};
 
 const REQUIREMENTS: &str = include_str!("../sdk/requirements.txt");
 
@@ -75,4 +76,37 @@ async fn the_official_python_sdk_works_against_easel() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "python SDK check failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("python SDK check passed"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn callbacks_verify_with_the_standard_webhooks_library() {
+    let test = "callbacks_verify_with_the_standard_webhooks_library";
+    let Some(python) = tokio::task::spawn_blocking(move || python_or_skip(test)).await.unwrap() else {
+        return;
+    };
+    let ca = TestCa::new();
+    let receiver = TestReceiver::https(&ca, |_| Reply::ok()).await;
+    let app = spawn_app_with(|config| fast_webhooks(config, &ca, &["0s"])).await;
+    let hooked = app.new_webhook_user("verifier", &receiver.url, Some("abcd")).await;
+    app.create_generation(&hooked.user, &small_generation("signed")).await;
+    let request = receiver.wait_for(1).await.remove(0);
+
+    let headers: serde_json::Map<String, serde_json::Value> = request
+        .headers
+        .iter()
+        .map(|(name, value)| (name.to_string(), serde_json::Value::from(value.to_str().unwrap())))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let body_file = dir.path().join("body.json");
+    std::fs::write(&body_file, &request.body).unwrap();
+    let mut command = Command::new(python);
+    command
+        .arg(script("verify_webhook.py"))
+        .env("SIGNING_SECRET", &hooked.signing_secret)
+        .env("WEBHOOK_HEADERS", serde_json::Value::Object(headers).to_string())
+        .env("WEBHOOK_BODY_FILE", &body_file);
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap()).await.unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("signature verified"), "{stdout}");
 }

@@ -1,0 +1,63 @@
+//! Easel's extension next to `/generations/{id}`: the webhook deliveries of a generation, each
+//! with its attempt log, and redelivery. Owners only; another user's deliveries do not exist.
+
+use axum::extract::{Path, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+use super::ApiContext;
+use super::error::ApiResult;
+use super::extract::{Caller, parse_id};
+use crate::clock::now_ms;
+use crate::ids::{DeliveryId, GenerationId};
+use crate::store::DeliveryFilter;
+use crate::webhook::report::delivery_json;
+
+pub fn router() -> Router<ApiContext> {
+    Router::new()
+        .route("/generations/{id}/deliveries", get(list_generation_deliveries))
+        .route("/deliveries/{id}", get(get_delivery))
+        .route("/deliveries/{id}/retry", post(retry_delivery))
+}
+
+async fn list_generation_deliveries(
+    State(state): State<ApiContext>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let id: GenerationId = parse_id("id", &id)?;
+    let filter = DeliveryFilter { generation: Some(id), user: Some(caller.user.id), status: None, limit: 100 };
+    let mut list = Vec::new();
+    for delivery in state.store.list_deliveries(&filter).await? {
+        if let Some((delivery, attempts)) = state.store.get_delivery(delivery.id, Some(caller.user.id)).await? {
+            list.push(delivery_json(&delivery, Some(&attempts)));
+        }
+    }
+    Ok(Json(json!({ "deliveries": list })))
+}
+
+async fn get_delivery(
+    State(state): State<ApiContext>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let id: DeliveryId = parse_id("id", &id)?;
+    let delivery = state.store.get_delivery(id, Some(caller.user.id)).await?;
+    Ok(Json(json!({"delivery": delivery.map(|(delivery, attempts)| delivery_json(&delivery, Some(&attempts)))})))
+}
+
+/// Sends the delivery again from the start of the retry schedule, with the same `webhook-id`.
+async fn retry_delivery(
+    State(state): State<ApiContext>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let id: DeliveryId = parse_id("id", &id)?;
+    if !state.store.retry_delivery(id, Some(caller.user.id), now_ms()).await? {
+        return Ok(Json(json!({ "delivery": null })));
+    }
+    state.wake_delivery_engine();
+    let delivery = state.store.get_delivery(id, Some(caller.user.id)).await?;
+    Ok(Json(json!({"delivery": delivery.map(|(delivery, attempts)| delivery_json(&delivery, Some(&attempts)))})))
+}

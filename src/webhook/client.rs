@@ -1,0 +1,425 @@
+//! The HTTP(S) client that makes delivery attempts: pooled keep-alive HTTP/1.1 connections
+//! (hyper), TLS by rustls with the web PKI roots plus `extra_ca_certs`, redirects never followed,
+//! response bodies read up to a cap, and every failure classified precisely for the attempt log.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::Uri;
+use hyper::http::{HeaderMap, Request, header};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::RootCertStore;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use super::schedule::parse_retry_after;
+use crate::clock::{Millis, now_ms};
+use crate::config::WebhookConfig;
+
+/// How much of a response body the attempt log keeps.
+pub const EXCERPT_BYTES: usize = 1024;
+
+/// Why an attempt failed, as a stable class for the attempt log and for filtering.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorClass {
+    InvalidUrl,
+    Dns,
+    ConnectRefused,
+    ConnectTimeout,
+    Connect,
+    Tls,
+    Timeout,
+    Connection,
+    HttpStatus,
+    Redirect,
+    Configuration,
+}
+
+impl ErrorClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::InvalidUrl => "invalid_url",
+            ErrorClass::Dns => "dns",
+            ErrorClass::ConnectRefused => "connect_refused",
+            ErrorClass::ConnectTimeout => "connect_timeout",
+            ErrorClass::Connect => "connect",
+            ErrorClass::Tls => "tls",
+            ErrorClass::Timeout => "timeout",
+            ErrorClass::Connection => "connection",
+            ErrorClass::HttpStatus => "http_status",
+            ErrorClass::Redirect => "redirect",
+            ErrorClass::Configuration => "configuration",
+        }
+    }
+}
+
+/// A failed attempt: its class and a sentence a receiver's operator can act on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttemptError {
+    pub class: ErrorClass,
+    pub detail: String,
+}
+
+impl AttemptError {
+    pub fn new(class: ErrorClass, detail: impl Into<String>) -> AttemptError {
+        AttemptError { class, detail: detail.into() }
+    }
+}
+
+impl fmt::Display for AttemptError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.class.as_str(), self.detail)
+    }
+}
+
+impl StdError for AttemptError {}
+
+/// What one attempt produced.
+#[derive(Clone, Debug)]
+pub struct AttemptResponse {
+    pub started_at: Millis,
+    pub duration: Duration,
+    /// The response status, if a response arrived.
+    pub status: Option<u16>,
+    pub retry_after: Option<Duration>,
+    pub excerpt: Option<String>,
+    /// Set when the attempt failed (transport errors, non-2xx statuses, redirects).
+    pub error: Option<AttemptError>,
+}
+
+/// Reads the PEM file of `[webhook] extra_ca_certs`.
+pub fn load_extra_roots(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let certificates: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(&bytes)
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("{} is not a PEM file of certificates: {e}", path.display()))?;
+    if certificates.is_empty() {
+        return Err(format!("{} holds no PEM certificate", path.display()));
+    }
+    Ok(certificates)
+}
+
+/// TLS settings for callbacks: the web PKI roots plus the configured extra roots.
+pub fn tls_config(config: &WebhookConfig) -> Result<rustls::ClientConfig, String> {
+    let mut roots = RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    if let Some(path) = &config.extra_ca_certs {
+        for certificate in load_extra_roots(path)? {
+            roots.add(certificate).map_err(|e| format!("{}: unusable root certificate: {e}", path.display()))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tls)
+}
+
+/// Sends delivery attempts.
+#[derive(Clone)]
+pub struct WebhookClient {
+    http: Client<Connector, Full<Bytes>>,
+    timeout: Duration,
+    max_response_bytes: usize,
+}
+
+impl WebhookClient {
+    pub fn new(config: &WebhookConfig) -> Result<WebhookClient, String> {
+        let connector = Connector {
+            tls: TlsConnector::from(Arc::new(tls_config(config)?)),
+            connect_timeout: config.connect_timeout,
+        };
+        let http = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(config.per_endpoint_in_flight)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(connector);
+        Ok(WebhookClient { http, timeout: config.timeout, max_response_bytes: config.max_response_bytes })
+    }
+
+    /// POSTs `body` to `url` with `headers`; never follows redirects.
+    pub async fn post(&self, url: &str, headers: HeaderMap, body: Bytes) -> AttemptResponse {
+        let started_at = now_ms();
+        let started = Instant::now();
+        let mut response = AttemptResponse {
+            started_at,
+            duration: Duration::ZERO,
+            status: None,
+            retry_after: None,
+            excerpt: None,
+            error: None,
+        };
+        let uri: Uri = match url.parse() {
+            Ok(uri) => uri,
+            Err(e) => {
+                response.error = Some(AttemptError::new(ErrorClass::InvalidUrl, format!("{url:?}: {e}")));
+                return response;
+            }
+        };
+        let mut request = Request::post(uri).body(Full::new(body)).expect("a valid URI and headers");
+        *request.headers_mut() = headers;
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let head = match tokio::time::timeout_at(deadline, self.http.request(request)).await {
+            Err(_) => Err(AttemptError::new(
+                ErrorClass::Timeout,
+                format!("no response within {}", humantime::format_duration(self.timeout)),
+            )),
+            Ok(Err(e)) => Err(classify(&e)),
+            Ok(Ok(head)) => Ok(head),
+        };
+        let head = match head {
+            Ok(head) => head,
+            Err(error) => {
+                response.error = Some(error);
+                response.duration = started.elapsed();
+                return response;
+            }
+        };
+        let status = head.status();
+        response.status = Some(status.as_u16());
+        let header_text =
+            |name: header::HeaderName| head.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let location = header_text(header::LOCATION);
+        response.retry_after = header_text(header::RETRY_AFTER).and_then(|v| parse_retry_after(&v, SystemTime::now()));
+        // The status decides the outcome; the body is only read (up to the cap, within the
+        // deadline) for the log and to keep the connection reusable.
+        let body = read_capped(head.into_body(), self.max_response_bytes, deadline).await;
+        if !body.is_empty() {
+            let excerpt = &body[..body.len().min(EXCERPT_BYTES)];
+            response.excerpt = Some(String::from_utf8_lossy(excerpt).into_owned());
+        }
+        response.duration = started.elapsed();
+        if status.is_redirection() {
+            let to = location.map(|l| format!(" to {l}")).unwrap_or_default();
+            response.error = Some(AttemptError::new(
+                ErrorClass::Redirect,
+                format!("HTTP {status}: a redirect{to}; redirects are not followed, update the webhook URL instead"),
+            ));
+        } else if !status.is_success() {
+            response.error = Some(AttemptError::new(ErrorClass::HttpStatus, format!("HTTP {status}")));
+        }
+        response
+    }
+}
+
+async fn read_capped(mut body: hyper::body::Incoming, cap: usize, deadline: tokio::time::Instant) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    while bytes.len() < cap {
+        match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let room = cap - bytes.len();
+                    bytes.extend_from_slice(&data[..data.len().min(room)]);
+                }
+            }
+            _ => break,
+        }
+    }
+    bytes
+}
+
+/// Turns a client error into the attempt log's words.
+fn classify(error: &hyper_util::client::legacy::Error) -> AttemptError {
+    let mut source: Option<&(dyn StdError + 'static)> = error.source();
+    while let Some(cause) = source {
+        if let Some(attempt) = cause.downcast_ref::<AttemptError>() {
+            return attempt.clone();
+        }
+        if let Some(hyper_error) = cause.downcast_ref::<hyper::Error>() {
+            let detail = if hyper_error.is_incomplete_message() {
+                "the receiver closed the connection before sending a complete response".to_string()
+            } else if hyper_error.is_parse() {
+                format!("the response is not valid HTTP/1.1 ({hyper_error})")
+            } else {
+                format!("the connection failed during the request ({})", chain(hyper_error))
+            };
+            return AttemptError::new(ErrorClass::Connection, detail);
+        }
+        source = cause.source();
+    }
+    let class = if error.is_connect() { ErrorClass::Connect } else { ErrorClass::Connection };
+    AttemptError::new(class, chain(error))
+}
+
+fn chain(error: &dyn StdError) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Opens connections for the pool: resolves the host, connects over TCP, and speaks TLS for
+/// `https`. Its errors are `AttemptError`s, already classified.
+#[derive(Clone)]
+pub struct Connector {
+    tls: TlsConnector,
+    connect_timeout: Duration,
+}
+
+impl tower_service::Service<Uri> for Connector {
+    type Response = TokioIo<Stream>;
+    type Error = AttemptError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, AttemptError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), AttemptError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let connector = self.clone();
+        Box::pin(async move {
+            let timeout = connector.connect_timeout;
+            match tokio::time::timeout(timeout, connector.connect(uri)).await {
+                Ok(result) => result.map(TokioIo::new),
+                Err(_) => Err(AttemptError::new(
+                    ErrorClass::ConnectTimeout,
+                    format!("could not connect within {}", humantime::format_duration(timeout)),
+                )),
+            }
+        })
+    }
+}
+
+impl Connector {
+    async fn connect(&self, uri: Uri) -> Result<Stream, AttemptError> {
+        let https = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            other => {
+                return Err(AttemptError::new(ErrorClass::InvalidUrl, format!("unsupported scheme {other:?}")));
+            }
+        };
+        let host = uri.host().ok_or_else(|| AttemptError::new(ErrorClass::InvalidUrl, "the URL has no host"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let addresses: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .map_err(|e| AttemptError::new(ErrorClass::Dns, format!("cannot resolve {host}: {e}")))?
+            .collect();
+        if addresses.is_empty() {
+            return Err(AttemptError::new(ErrorClass::Dns, format!("{host} has no addresses")));
+        }
+        let tcp = connect_any(&addresses).await?;
+        let _ = tcp.set_nodelay(true);
+        if !https {
+            return Ok(Stream::Plain(tcp));
+        }
+        let server_name = ServerName::try_from(host.clone()).map_err(|e| {
+            AttemptError::new(ErrorClass::InvalidUrl, format!("{host:?} is not a valid TLS server name: {e}"))
+        })?;
+        let tls = self.tls.connect(server_name, tcp).await.map_err(|e| tls_error(&host, &e))?;
+        Ok(Stream::Tls(Box::new(tls)))
+    }
+}
+
+/// Tries the addresses in turn; reports the last failure.
+async fn connect_any(addresses: &[SocketAddr]) -> Result<TcpStream, AttemptError> {
+    let mut last = None;
+    for address in addresses {
+        match TcpStream::connect(address).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = Some((address, e)),
+        }
+    }
+    let (address, e) = last.expect("at least one address");
+    Err(match e.kind() {
+        io::ErrorKind::ConnectionRefused => {
+            AttemptError::new(ErrorClass::ConnectRefused, format!("connection refused by {address}"))
+        }
+        io::ErrorKind::TimedOut => {
+            AttemptError::new(ErrorClass::ConnectTimeout, format!("connecting to {address} timed out"))
+        }
+        _ => AttemptError::new(ErrorClass::Connect, format!("cannot connect to {address}: {e}")),
+    })
+}
+
+fn tls_error(host: &str, error: &io::Error) -> AttemptError {
+    let reason = match error.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+        Some(rustls_error) => rustls_error.to_string(),
+        None => error.to_string(),
+    };
+    AttemptError::new(ErrorClass::Tls, format!("TLS handshake with {host} failed: {reason}"))
+}
+
+/// A connection to a receiver, plain or TLS.
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl Connection for Stream {
+    fn connected(&self) -> Connected {
+        Connected::new()
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+}

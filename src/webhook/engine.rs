@@ -1,0 +1,441 @@
+//! The delivery engine: claims due deliveries from the store (or takes them straight from this
+//! node's render workers), sends them under a global and a per-endpoint concurrency cap, and
+//! records every attempt in batches.
+//!
+//! Three tasks and the sends:
+//! - the *claimer* asks the store for due deliveries whenever it is woken (a retry coming due, a
+//!   freed slot, a poll tick), skipping endpoints that are already at their cap;
+//! - the *handoff* task takes deliveries committed on this node and starts them at once;
+//! - each *send* makes one attempt, then takes the next delivery queued for its endpoint;
+//! - the *recorder* writes attempts in batches, one transaction each (no fsync per delivery).
+//!
+//! A delivery in memory is always leased in the store; if this node dies, the lease expires and the
+//! delivery is claimed again. Until its attempt is recorded it is in `in_memory`, so this node never
+//! claims it twice.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hyper::http::{HeaderMap, HeaderValue, header};
+use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::client::{AttemptError, ErrorClass, WebhookClient};
+use super::outbox::DeliveryQueue;
+use super::schedule::{RetryPolicy, Verdict, verdict_for_status};
+use super::signing::SigningKey;
+use crate::admin::seal_context;
+use crate::clock::{Millis, now_ms};
+use crate::config::WebhookConfig;
+use crate::ids::{ApiKeyId, DeliveryId};
+use crate::secrets::MasterKey;
+use crate::store::{Attempt, AttemptRecord, DeliveryJob, NextStep, Store};
+
+const USER_AGENT: &str = concat!("Easel/", env!("CARGO_PKG_VERSION"));
+/// Deliveries this node holds in memory, as a multiple of `max_in_flight`.
+const HELD_PER_SLOT: usize = 2;
+/// Attempts written per transaction at most.
+const RECORD_BATCH: usize = 2000;
+/// Cached key secrets; the cache is cleared when it grows past this.
+const SECRET_CACHE_LIMIT: usize = 10_000;
+
+/// The secrets a key's callbacks need, opened once.
+struct KeySecrets {
+    authorization: Option<HeaderValue>,
+    signing: SigningKey,
+}
+
+#[derive(Default)]
+struct EndpointState {
+    in_flight: usize,
+    queued: VecDeque<DeliveryJob>,
+}
+
+pub struct DeliveryEngine {
+    store: Arc<dyn Store>,
+    client: WebhookClient,
+    policy: RetryPolicy,
+    config: WebhookConfig,
+    node_id: String,
+    master_key: MasterKey,
+    secrets: Mutex<HashMap<ApiKeyId, Arc<KeySecrets>>>,
+    global: Semaphore,
+    endpoints: Mutex<HashMap<String, EndpointState>>,
+    in_memory: Mutex<HashSet<DeliveryId>>,
+    records: mpsc::UnboundedSender<AttemptRecord>,
+    /// Wakes the claimer.
+    wake: Arc<Notify>,
+    /// The earliest time a retry made by this node comes due.
+    next_wake: Mutex<Option<Millis>>,
+    /// The claimer stopped claiming because this node holds all it may.
+    starved: AtomicBool,
+    sends: TaskTracker,
+    cancel_sends: CancellationToken,
+}
+
+/// The receiving ends of the engine's channels, consumed by `run`.
+pub struct EngineInbox {
+    handoff: mpsc::Receiver<DeliveryJob>,
+    records: mpsc::UnboundedReceiver<AttemptRecord>,
+}
+
+impl DeliveryEngine {
+    pub fn new(
+        store: Arc<dyn Store>,
+        config: WebhookConfig,
+        master_key: MasterKey,
+        node_id: String,
+    ) -> Result<(Arc<DeliveryEngine>, DeliveryQueue, EngineInbox), String> {
+        let client = WebhookClient::new(&config)?;
+        let (handoff_tx, handoff) = mpsc::channel(config.max_in_flight);
+        let (records_tx, records) = mpsc::unbounded_channel();
+        let wake = Arc::new(Notify::new());
+        let policy = RetryPolicy {
+            schedule: config.retry_schedule.clone(),
+            jitter: config.retry_jitter,
+            max_retry_after: config.max_retry_after,
+        };
+        let queue =
+            DeliveryQueue { handoff: handoff_tx, wake: wake.clone(), node_id: node_id.clone(), lease: config.lease };
+        let engine = Arc::new(DeliveryEngine {
+            store,
+            client,
+            policy,
+            global: Semaphore::new(config.max_in_flight),
+            config,
+            node_id,
+            master_key,
+            secrets: Mutex::new(HashMap::new()),
+            endpoints: Mutex::new(HashMap::new()),
+            in_memory: Mutex::new(HashSet::new()),
+            records: records_tx,
+            wake,
+            next_wake: Mutex::new(None),
+            starved: AtomicBool::new(false),
+            sends: TaskTracker::new(),
+            cancel_sends: CancellationToken::new(),
+        });
+        Ok((engine, queue, EngineInbox { handoff, records }))
+    }
+
+    /// Runs until `shutdown`, then gives sends in flight `grace` to finish and records them.
+    pub async fn run(self: Arc<Self>, inbox: EngineInbox, shutdown: CancellationToken, grace: Duration) {
+        let recorder_done = CancellationToken::new();
+        let recorder = tokio::spawn(self.clone().record(inbox.records, recorder_done.clone()));
+        let handoff = tokio::spawn(self.clone().take_handoffs(inbox.handoff, shutdown.clone()));
+        self.clone().claim(shutdown).await;
+        let _ = handoff.await;
+        self.sends.close();
+        if tokio::time::timeout(grace, self.sends.wait()).await.is_err() {
+            tracing::warn!("webhook attempts cut short by shutdown; they are retried after the restart");
+            self.cancel_sends.cancel();
+            self.sends.wait().await;
+        }
+        recorder_done.cancel();
+        let _ = recorder.await;
+    }
+
+    async fn take_handoffs(self: Arc<Self>, mut handoff: mpsc::Receiver<DeliveryJob>, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                job = handoff.recv() => match job {
+                    Some(job) => { self.accept(job); }
+                    None => return,
+                },
+            }
+        }
+    }
+
+    /// Takes a delivery into memory (unless it is already here) and starts or queues it.
+    fn accept(self: &Arc<Self>, job: DeliveryJob) -> bool {
+        if !self.in_memory.lock().expect("lock").insert(job.id) {
+            return false;
+        }
+        let mut endpoints = self.endpoints.lock().expect("lock");
+        let state = endpoints.entry(job.endpoint.clone()).or_default();
+        if state.in_flight < self.config.per_endpoint_in_flight {
+            state.in_flight += 1;
+            drop(endpoints);
+            let engine = self.clone();
+            self.sends.spawn(async move { engine.send(job).await });
+        } else {
+            state.queued.push_back(job);
+        }
+        true
+    }
+
+    /// Endpoints at their cap: claiming more for them would only queue.
+    fn saturated_endpoints(&self) -> Vec<String> {
+        let endpoints = self.endpoints.lock().expect("lock");
+        endpoints
+            .iter()
+            .filter(|(_, state)| state.in_flight >= self.config.per_endpoint_in_flight)
+            .map(|(endpoint, _)| endpoint.clone())
+            .collect()
+    }
+
+    /// Makes attempts for one endpoint's deliveries, one after another, while any are queued.
+    async fn send(self: Arc<Self>, mut job: DeliveryJob) {
+        loop {
+            let record = tokio::select! {
+                record = self.attempt(&job) => record,
+                _ = self.cancel_sends.cancelled() => return,
+            };
+            let _ = self.records.send(record);
+            let mut endpoints = self.endpoints.lock().expect("lock");
+            let state = endpoints.get_mut(&job.endpoint).expect("an endpoint with a send in flight is tracked");
+            match state.queued.pop_front() {
+                Some(next) => job = next,
+                None => {
+                    state.in_flight -= 1;
+                    if state.in_flight == 0 {
+                        endpoints.remove(&job.endpoint);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// One attempt: sign, send, judge.
+    async fn attempt(&self, job: &DeliveryJob) -> AttemptRecord {
+        let (attempt, verdict) = match self.headers(job).await {
+            Ok(headers) => {
+                let permit = self.global.acquire().await.expect("the semaphore is never closed");
+                let response = self.client.post(&job.url, headers, job.payload.clone()).await;
+                drop(permit);
+                let verdict = match (&response.error, response.status) {
+                    (None, _) => Verdict::Delivered,
+                    (Some(_), Some(status)) => verdict_for_status(status, response.retry_after),
+                    (Some(_), None) => Verdict::Retry { retry_after: None },
+                };
+                let attempt = Attempt {
+                    delivery_id: job.id,
+                    attempt: job.attempt_count + 1,
+                    started_at: response.started_at,
+                    duration_ms: response.duration.as_millis().min(u128::from(u32::MAX)) as u32,
+                    status_code: response.status,
+                    error_class: response.error.as_ref().map(|e| e.class.as_str().to_string()),
+                    error_detail: response.error.map(|e| e.detail),
+                    response_excerpt: response.excerpt,
+                };
+                (attempt, verdict)
+            }
+            Err(error) => {
+                let attempt = Attempt {
+                    delivery_id: job.id,
+                    attempt: job.attempt_count + 1,
+                    started_at: now_ms(),
+                    duration_ms: 0,
+                    status_code: None,
+                    error_class: Some(error.class.as_str().to_string()),
+                    error_detail: Some(error.detail),
+                    response_excerpt: None,
+                };
+                (attempt, Verdict::Retry { retry_after: None })
+            }
+        };
+        let next = self.policy.next_step(verdict, job.schedule_index, now_ms(), fastrand::f64());
+        if let Some(class) = &attempt.error_class {
+            tracing::warn!(
+                delivery.id = %job.id,
+                generation.id = %job.generation_id,
+                attempt = attempt.attempt,
+                error.class = class,
+                error.message = attempt.error_detail.as_deref().unwrap_or(""),
+                next = ?next,
+                "webhook attempt failed"
+            );
+        } else {
+            tracing::debug!(delivery.id = %job.id, status = ?attempt.status_code, "webhook delivered");
+        }
+        AttemptRecord { attempt, lease_owner: self.node_id.clone(), next }
+    }
+
+    async fn headers(&self, job: &DeliveryJob) -> Result<HeaderMap, AttemptError> {
+        if job.url.starts_with("http://") && !self.config.allow_http {
+            return Err(AttemptError::new(
+                ErrorClass::Configuration,
+                "http:// callback URLs are refused: webhook.allow_http is off",
+            ));
+        }
+        let secrets = self.secrets_for(job.api_key_id).await?;
+        let id = job.id.to_string();
+        let timestamp = now_ms() / 1000;
+        let mut headers = HeaderMap::with_capacity(8);
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(header::ACCEPT, HeaderValue::from_static("application/json, text/plain, */*"));
+        headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
+        if let Some(authorization) = &secrets.authorization {
+            headers.insert(header::AUTHORIZATION, authorization.clone());
+        }
+        let signature = secrets.signing.sign(&id, timestamp, &job.payload);
+        headers.insert("webhook-id", HeaderValue::from_str(&id).expect("a UUID is a valid header value"));
+        headers.insert("webhook-timestamp", HeaderValue::from(timestamp));
+        headers.insert("webhook-signature", HeaderValue::from_str(&signature).expect("base64 is a valid header value"));
+        Ok(headers)
+    }
+
+    /// The key's secrets, opened once and cached (webhook details are immutable).
+    async fn secrets_for(&self, key: ApiKeyId) -> Result<Arc<KeySecrets>, AttemptError> {
+        if let Some(secrets) = self.secrets.lock().expect("lock").get(&key) {
+            return Ok(secrets.clone());
+        }
+        let unavailable = |why: String| AttemptError::new(ErrorClass::Configuration, why);
+        let record = self
+            .store
+            .get_api_key(key)
+            .await
+            .map_err(|e| unavailable(format!("cannot read the API key: {e}")))?
+            .ok_or_else(|| unavailable(format!("the API key {key} no longer exists")))?;
+        let signing = self
+            .master_key
+            .open(&record.signing_secret_sealed, &seal_context(key, "signing_secret"))
+            .ok()
+            .and_then(|secret| SigningKey::from_secret(&String::from_utf8_lossy(&secret)))
+            .ok_or_else(|| unavailable("the signing secret does not open with this master key".into()))?;
+        let authorization = match &record.webhook_api_key_sealed {
+            None => None,
+            Some(sealed) => {
+                let secret = self
+                    .master_key
+                    .open(sealed, &seal_context(key, "webhook_api_key"))
+                    .map_err(|_| unavailable("the webhook API key does not open with this master key".into()))?;
+                let mut value = HeaderValue::from_bytes(&[b"Bearer ".as_slice(), &secret].concat())
+                    .map_err(|_| unavailable("the webhook API key is not a valid header value".into()))?;
+                value.set_sensitive(true);
+                Some(value)
+            }
+        };
+        let secrets = Arc::new(KeySecrets { authorization, signing });
+        let mut cache = self.secrets.lock().expect("lock");
+        if cache.len() >= SECRET_CACHE_LIMIT {
+            cache.clear();
+        }
+        cache.insert(key, secrets.clone());
+        Ok(secrets)
+    }
+
+    /// Claims due deliveries until `shutdown`.
+    async fn claim(self: Arc<Self>, shutdown: CancellationToken) {
+        let capacity = self.config.max_in_flight * HELD_PER_SLOT;
+        while !shutdown.is_cancelled() {
+            let held = self.in_memory.lock().expect("lock").len();
+            let room = capacity.saturating_sub(held).min(self.config.batch_size as usize) as u32;
+            self.starved.store(room == 0, Ordering::SeqCst);
+            let mut claimed_all_asked = false;
+            if room > 0 {
+                let now = now_ms();
+                let lease_until = now + self.config.lease.as_millis() as Millis;
+                let skip = self.saturated_endpoints();
+                match self.store.claim_deliveries(&self.node_id, now, lease_until, room, &skip).await {
+                    Ok(jobs) => {
+                        claimed_all_asked = jobs.len() as u32 == room;
+                        for job in jobs {
+                            self.accept(job);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error.message = %e, "cannot claim webhook deliveries; retrying");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+            }
+            if claimed_all_asked {
+                continue;
+            }
+            let deadline = self.next_deadline(room > 0).await;
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+    }
+
+    /// When the claimer should look again without being woken: the next due delivery or retry,
+    /// but at least every poll interval.
+    async fn next_deadline(&self, could_claim: bool) -> tokio::time::Instant {
+        let now = now_ms();
+        let mut next = now + self.config.poll_interval.as_millis() as Millis;
+        if could_claim {
+            match self.store.next_delivery_due().await {
+                // Due ones that were not claimed are leased or at a saturated endpoint: the poll
+                // interval (or a wake-up) brings them.
+                Ok(Some(due)) if due > now => next = next.min(due),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error.message = %e, "cannot read when the next delivery is due"),
+            }
+        }
+        if let Some(wake) = self.next_wake.lock().expect("lock").take() {
+            if wake > now {
+                next = next.min(wake);
+            } else {
+                next = now;
+            }
+        }
+        tokio::time::Instant::now() + Duration::from_millis((next - now).max(0) as u64)
+    }
+
+    /// Asks the claimer to look again at `at`.
+    fn wake_at(&self, at: Millis) {
+        let mut next = self.next_wake.lock().expect("lock");
+        if next.is_none_or(|current| at < current) {
+            *next = Some(at);
+            self.wake.notify_one();
+        }
+    }
+
+    /// Writes attempts in batches until `done`, then writes what is left.
+    async fn record(self: Arc<Self>, mut records: mpsc::UnboundedReceiver<AttemptRecord>, done: CancellationToken) {
+        loop {
+            let first = tokio::select! {
+                record = records.recv() => record,
+                _ = done.cancelled() => None,
+            };
+            let mut batch: Vec<AttemptRecord> = first.into_iter().collect();
+            while batch.len() < RECORD_BATCH {
+                match records.try_recv() {
+                    Ok(record) => batch.push(record),
+                    Err(_) => break,
+                }
+            }
+            if batch.is_empty() {
+                return;
+            }
+            self.write(&batch).await;
+        }
+    }
+
+    async fn write(&self, batch: &[AttemptRecord]) {
+        let mut backoff = Duration::from_millis(100);
+        while let Err(e) = self.store.record_attempts(batch).await {
+            tracing::error!(error.message = %e, attempts = batch.len(), "cannot record webhook attempts; retrying");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+        {
+            let mut in_memory = self.in_memory.lock().expect("lock");
+            for record in batch {
+                in_memory.remove(&record.attempt.delivery_id);
+            }
+        }
+        let earliest_retry = batch
+            .iter()
+            .filter_map(|record| match record.next {
+                NextStep::Retry { at, .. } => Some(at),
+                _ => None,
+            })
+            .min();
+        if let Some(at) = earliest_retry {
+            self.wake_at(at);
+        }
+        if self.starved.load(Ordering::SeqCst) {
+            self.wake.notify_one();
+        }
+    }
+}
