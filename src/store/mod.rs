@@ -309,6 +309,17 @@ pub struct AttemptRecord {
     pub next: NextStep,
 }
 
+/// Deliveries wanted for one endpoint.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EndpointClaim {
+    pub endpoint: String,
+    /// How many to claim.
+    pub want: u32,
+    /// How many of its deliveries the claiming node already holds (they are still due in the
+    /// store until their attempts are recorded).
+    pub held: u32,
+}
+
 /// Which deliveries to list.
 #[derive(Clone, Debug, Default)]
 pub struct DeliveryFilter {
@@ -387,8 +398,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Ends every delivery lease at once (single-node backends, at start-up).
     async fn release_delivery_leases(&self) -> StoreResult<u64>;
-    /// Claims up to `limit` pending deliveries that are due, oldest due first, skipping the
-    /// endpoints in `skip_endpoints` (those this node cannot send to right now).
+    /// Claims up to `limit` pending deliveries that are due, oldest due first, leased to `owner`
+    /// until `lease_until`, skipping the endpoints in `skip_endpoints` (those this node cannot send
+    /// to right now) and the deliveries this node already holds (`held`).
     async fn claim_deliveries(
         &self,
         owner: &str,
@@ -396,10 +408,24 @@ pub trait Store: Send + Sync + 'static {
         lease_until: Millis,
         limit: u32,
         skip_endpoints: &[String],
+        held: &std::collections::HashSet<DeliveryId>,
     ) -> StoreResult<Vec<DeliveryJob>>;
-    /// Records attempts and moves their deliveries on, in one transaction. A delivery whose lease
-    /// `lease_owner` no longer holds keeps its state; its attempt is still logged.
+    /// Claims due deliveries of the given endpoints (up to `want` each), oldest due first, skipping
+    /// those in `held`.
+    async fn claim_endpoint_deliveries(
+        &self,
+        owner: &str,
+        now: Millis,
+        lease_until: Millis,
+        wanted: &[EndpointClaim],
+        held: &std::collections::HashSet<DeliveryId>,
+    ) -> StoreResult<Vec<DeliveryJob>>;
+    /// Records attempts and moves their deliveries on, in one transaction. On a multi-node
+    /// backend, a delivery whose lease `lease_owner` no longer holds keeps its state; its attempt is
+    /// still logged.
     async fn record_attempts(&self, records: &[AttemptRecord]) -> StoreResult<()>;
+    /// How many deliveries are in `status`.
+    async fn count_deliveries(&self, status: DeliveryStatus) -> StoreResult<u64>;
     /// When the earliest pending delivery is due.
     async fn next_delivery_due(&self) -> StoreResult<Option<Millis>>;
     /// Deliveries, newest first.

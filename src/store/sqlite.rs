@@ -6,6 +6,7 @@
 //! lock is waited for up front rather than failing half-way. `synchronous = NORMAL`: a commit
 //! survives a crash of the process (kill -9); the last commits before a power cut may be lost.
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -22,7 +23,12 @@ use crate::clock::Millis;
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    /// Stops the background checkpointer when the store is dropped.
+    _checkpointer: tokio_util::sync::DropGuard,
 }
+
+/// How often the background task copies the WAL into the database file.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
 
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "foundation", include_str!("../../migrations/sqlite/0001_foundation.sql")),
@@ -46,7 +52,13 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true)
-            .pragma("temp_store", "memory");
+            .pragma("temp_store", "memory")
+            // Up to 32 MiB of page cache per connection (SQLite's default is 2 MiB); pages are
+            // only cached as they are used.
+            .pragma("cache_size", "-32768")
+            // The WAL is checkpointed by a background task, off the writer's path; a writer only
+            // checkpoints itself if that task falls 64 MiB behind.
+            .pragma("wal_autocheckpoint", "8192");
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
@@ -57,10 +69,28 @@ impl SqliteStore {
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(60))
-            .connect_with(options.read_only(true))
+            .connect_with(options.clone().read_only(true))
             .await?;
-        Ok(SqliteStore { writer, reader })
+        let stop = tokio_util::sync::CancellationToken::new();
+        let checkpoints = SqlitePoolOptions::new().max_connections(1).connect_with(options).await?;
+        tokio::spawn(checkpoint_wal(checkpoints, stop.clone()));
+        Ok(SqliteStore { writer, reader, _checkpointer: stop.drop_guard() })
     }
+}
+
+/// Copies committed WAL frames into the database file (a PASSIVE checkpoint never blocks readers
+/// or the writer), so commits do not pay for checkpoints.
+async fn checkpoint_wal(pool: SqlitePool, stop: tokio_util::sync::CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(CHECKPOINT_INTERVAL) => {}
+        }
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
+            tracing::warn!(error.message = %e, "WAL checkpoint failed");
+        }
+    }
+    pool.close().await;
 }
 
 fn parse<T: FromStr>(row: &SqliteRow, column: &str) -> StoreResult<T> {
@@ -147,14 +177,15 @@ fn variation_from_row(row: &SqliteRow) -> StoreResult<Variation> {
 }
 
 async fn insert_delivery(tx: &mut sqlx::SqliteConnection, delivery: &NewDelivery) -> StoreResult<()> {
-    let (lease_owner, lease_expires_at) = match &delivery.lease {
+    // A delivery leased at birth is due when its lease runs out.
+    let (lease_owner, next_attempt_at) = match &delivery.lease {
         Some((owner, until)) => (Some(owner.as_str()), *until),
-        None => (None, 0),
+        None => (None, delivery.created_at),
     };
     sqlx::query(
         "INSERT INTO webhook_deliveries (id, generation_id, user_id, api_key_id, event_type, url, endpoint, status, \
-         next_attempt_at, lease_owner, lease_expires_at, created_at, updated_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10, ?8, ?8)",
+         next_attempt_at, lease_owner, created_at, updated_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?10, ?9, ?8, ?8)",
     )
     .bind(delivery.id.to_string())
     .bind(delivery.generation_id.to_string())
@@ -165,7 +196,7 @@ async fn insert_delivery(tx: &mut sqlx::SqliteConnection, delivery: &NewDelivery
     .bind(&delivery.endpoint)
     .bind(delivery.created_at)
     .bind(lease_owner)
-    .bind(lease_expires_at)
+    .bind(next_attempt_at)
     .execute(&mut *tx)
     .await?;
     sqlx::query("INSERT INTO webhook_payloads (delivery_id, body) VALUES (?1, ?2)")
@@ -214,7 +245,54 @@ fn attempt_from_row(row: &SqliteRow) -> StoreResult<Attempt> {
     })
 }
 
+/// The first `limit` ids in `rows` that this node does not already hold.
+fn unheld_ids(rows: &[SqliteRow], held: &HashSet<DeliveryId>, limit: usize) -> StoreResult<Vec<DeliveryId>> {
+    let mut ids = Vec::with_capacity(limit.min(rows.len()));
+    for row in rows {
+        let id: DeliveryId = parse(row, "id")?;
+        if !held.contains(&id) {
+            ids.push(id);
+            if ids.len() == limit {
+                break;
+            }
+        }
+    }
+    Ok(ids)
+}
+
 impl SqliteStore {
+    /// Claimed deliveries with their payloads, read on a reader (payloads never change).
+    async fn load_jobs(&self, ids: &[DeliveryId]) -> StoreResult<Vec<DeliveryJob>> {
+        let mut jobs = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            let mut query = QueryBuilder::<Sqlite>::new(
+                "SELECT d.id, d.generation_id, d.user_id, d.api_key_id, d.event_type, d.url, d.endpoint, \
+                 d.attempt_count, d.schedule_index, p.body FROM webhook_deliveries d \
+                 JOIN webhook_payloads p ON p.delivery_id = d.id WHERE d.id IN (",
+            );
+            let mut list = query.separated(", ");
+            for id in chunk {
+                list.push_bind(id.to_string());
+            }
+            query.push(") ORDER BY d.next_attempt_at");
+            for row in query.build().fetch_all(&self.reader).await? {
+                jobs.push(DeliveryJob {
+                    id: parse(&row, "id")?,
+                    generation_id: parse(&row, "generation_id")?,
+                    user_id: parse(&row, "user_id")?,
+                    api_key_id: parse(&row, "api_key_id")?,
+                    event_type: row.try_get("event_type")?,
+                    url: row.try_get("url")?,
+                    endpoint: row.try_get("endpoint")?,
+                    payload: Bytes::from(row.try_get::<Vec<u8>, _>("body")?),
+                    attempt_count: row.try_get::<i64, _>("attempt_count")? as u32,
+                    schedule_index: row.try_get::<i64, _>("schedule_index")? as u32,
+                });
+            }
+        }
+        Ok(jobs)
+    }
+
     /// Fills in the images (with their variations) of `generations`.
     async fn attach_images(&self, generations: &mut [Generation]) -> StoreResult<()> {
         if generations.is_empty() {
@@ -626,27 +704,32 @@ impl Store for SqliteStore {
 
     async fn release_delivery_leases(&self) -> StoreResult<u64> {
         let result = sqlx::query(
-            "UPDATE webhook_deliveries SET lease_owner = NULL, lease_expires_at = 0 \
+            "UPDATE webhook_deliveries SET lease_owner = NULL, next_attempt_at = ?1 \
              WHERE status = 'pending' AND lease_owner IS NOT NULL",
         )
+        .bind(crate::clock::now_ms())
         .execute(&self.writer)
         .await?;
         Ok(result.rows_affected())
     }
 
+    /// SQLite is single-node (`serve` holds the database's lock file), so a claim writes nothing:
+    /// the engine's set of deliveries in hand (`held`) is the lease, and start-up releases what a
+    /// crashed process held. The due ids are read on the writer connection (so no attempt recorded
+    /// a moment ago is read as still pending); the rest, payloads included, on a reader.
     async fn claim_deliveries(
         &self,
-        owner: &str,
+        _owner: &str,
         now: Millis,
-        lease_until: Millis,
+        _lease_until: Millis,
         limit: u32,
         skip_endpoints: &[String],
+        held: &HashSet<DeliveryId>,
     ) -> StoreResult<Vec<DeliveryJob>> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let mut query = QueryBuilder::<Sqlite>::new("UPDATE webhook_deliveries SET lease_owner = ");
-        query.push_bind(owner).push(", lease_expires_at = ").push_bind(lease_until);
-        query.push(" WHERE id IN (SELECT id FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= ");
-        query.push_bind(now).push(" AND lease_expires_at <= ").push_bind(now);
+        let mut query = QueryBuilder::<Sqlite>::new(
+            "SELECT id FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= ",
+        );
+        query.push_bind(now);
         if !skip_endpoints.is_empty() {
             query.push(" AND endpoint NOT IN (");
             let mut list = query.separated(", ");
@@ -655,47 +738,34 @@ impl Store for SqliteStore {
             }
             query.push(")");
         }
-        query.push(" ORDER BY next_attempt_at LIMIT ").push_bind(i64::from(limit));
-        query.push(
-            ") RETURNING id, generation_id, user_id, api_key_id, event_type, url, endpoint, attempt_count, schedule_index",
-        );
-        let rows = query.build().fetch_all(&mut *tx).await?;
-        let mut jobs = Vec::with_capacity(rows.len());
-        for row in &rows {
-            jobs.push(DeliveryJob {
-                id: parse(row, "id")?,
-                generation_id: parse(row, "generation_id")?,
-                user_id: parse(row, "user_id")?,
-                api_key_id: parse(row, "api_key_id")?,
-                event_type: row.try_get("event_type")?,
-                url: row.try_get("url")?,
-                endpoint: row.try_get("endpoint")?,
-                payload: Bytes::new(),
-                attempt_count: row.try_get::<i64, _>("attempt_count")? as u32,
-                schedule_index: row.try_get::<i64, _>("schedule_index")? as u32,
-            });
+        query.push(" ORDER BY next_attempt_at LIMIT ").push_bind(i64::from(limit) + held.len() as i64);
+        let rows = query.build().fetch_all(&self.writer).await?;
+        let ids = unheld_ids(&rows, held, limit as usize)?;
+        self.load_jobs(&ids).await
+    }
+
+    async fn claim_endpoint_deliveries(
+        &self,
+        _owner: &str,
+        now: Millis,
+        _lease_until: Millis,
+        wanted: &[EndpointClaim],
+        held: &HashSet<DeliveryId>,
+    ) -> StoreResult<Vec<DeliveryJob>> {
+        let mut ids = Vec::new();
+        for claim in wanted {
+            let rows = sqlx::query(
+                "SELECT id FROM webhook_deliveries WHERE status = 'pending' AND endpoint = ?1 AND next_attempt_at <= ?2 \
+                 ORDER BY next_attempt_at LIMIT ?3",
+            )
+            .bind(&claim.endpoint)
+            .bind(now)
+            .bind(i64::from(claim.want + claim.held))
+            .fetch_all(&self.writer)
+            .await?;
+            ids.extend(unheld_ids(&rows, held, claim.want as usize)?);
         }
-        for chunk in jobs.chunks_mut(ROWS_PER_STATEMENT) {
-            let mut query =
-                QueryBuilder::<Sqlite>::new("SELECT delivery_id, body FROM webhook_payloads WHERE delivery_id IN (");
-            let mut list = query.separated(", ");
-            for job in chunk.iter() {
-                list.push_bind(job.id.to_string());
-            }
-            query.push(")");
-            let mut bodies = std::collections::HashMap::new();
-            for row in query.build().fetch_all(&mut *tx).await? {
-                bodies.insert(row.try_get::<String, _>("delivery_id")?, row.try_get::<Vec<u8>, _>("body")?);
-            }
-            for job in chunk.iter_mut() {
-                let body = bodies
-                    .remove(&job.id.to_string())
-                    .ok_or_else(|| StoreError::Corrupt(format!("delivery {} has no payload", job.id)))?;
-                job.payload = Bytes::from(body);
-            }
-        }
-        tx.commit().await?;
-        Ok(jobs)
+        self.load_jobs(&ids).await
     }
 
     async fn record_attempts(&self, records: &[AttemptRecord]) -> StoreResult<()> {
@@ -749,14 +819,22 @@ impl Store for SqliteStore {
             update.push(
                 ") UPDATE webhook_deliveries SET status = v.status, attempt_count = attempt_count + 1, \
                  schedule_index = COALESCE(v.schedule_index, webhook_deliveries.schedule_index), \
-                 next_attempt_at = v.next_at, lease_owner = NULL, lease_expires_at = 0, last_status_code = v.code, \
+                 next_attempt_at = v.next_at, lease_owner = NULL, last_status_code = v.code, \
                  last_error = v.error, updated_at = v.at, finished_at = v.finished \
-                 FROM v WHERE webhook_deliveries.id = v.id AND webhook_deliveries.lease_owner = v.owner",
+                 FROM v WHERE webhook_deliveries.id = v.id",
             );
             update.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn count_deliveries(&self, status: DeliveryStatus) -> StoreResult<u64> {
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM webhook_deliveries WHERE status = ?1")
+            .bind(status.as_str())
+            .fetch_one(&self.reader)
+            .await?;
+        Ok(count as u64)
     }
 
     async fn next_delivery_due(&self) -> StoreResult<Option<Millis>> {
@@ -797,13 +875,14 @@ impl Store for SqliteStore {
         .await?;
         let Some(row) = row else { return Ok(None) };
         let delivery = delivery_from_row(&row)?;
-        let attempts = sqlx::query("SELECT * FROM webhook_attempts WHERE delivery_id = ?1 ORDER BY attempt, id")
-            .bind(id.to_string())
-            .fetch_all(&self.reader)
-            .await?
-            .iter()
-            .map(attempt_from_row)
-            .collect::<StoreResult<_>>()?;
+        let attempts =
+            sqlx::query("SELECT * FROM webhook_attempts WHERE delivery_id = ?1 ORDER BY attempt, started_at")
+                .bind(id.to_string())
+                .fetch_all(&self.reader)
+                .await?
+                .iter()
+                .map(attempt_from_row)
+                .collect::<StoreResult<_>>()?;
         Ok(Some((delivery, attempts)))
     }
 
@@ -817,10 +896,10 @@ impl Store for SqliteStore {
 
     async fn retry_delivery(&self, id: DeliveryId, user: Option<UserId>, now: Millis) -> StoreResult<bool> {
         let result = sqlx::query(
-            "UPDATE webhook_deliveries SET schedule_index = 0, next_attempt_at = ?3, updated_at = ?3, finished_at = NULL, \
-             lease_owner = CASE WHEN status = 'pending' THEN lease_owner END, \
-             lease_expires_at = CASE WHEN status = 'pending' THEN lease_expires_at ELSE 0 END, status = 'pending' \
-             WHERE id = ?1 AND (?2 IS NULL OR user_id = ?2)",
+            // A delivery in flight (leased) keeps its lease; the others become due now.
+            "UPDATE webhook_deliveries SET schedule_index = 0, updated_at = ?3, finished_at = NULL, \
+             next_attempt_at = CASE WHEN status = 'pending' AND lease_owner IS NOT NULL THEN next_attempt_at ELSE ?3 END, \
+             status = 'pending' WHERE id = ?1 AND (?2 IS NULL OR user_id = ?2)",
         )
         .bind(id.to_string())
         .bind(user.map(|u| u.to_string()))
@@ -833,7 +912,7 @@ impl Store for SqliteStore {
     async fn retry_failed_deliveries(&self, since: Millis, now: Millis) -> StoreResult<u64> {
         let result = sqlx::query(
             "UPDATE webhook_deliveries SET status = 'pending', schedule_index = 0, next_attempt_at = ?2, \
-             updated_at = ?2, finished_at = NULL, lease_owner = NULL, lease_expires_at = 0 \
+             updated_at = ?2, finished_at = NULL, lease_owner = NULL \
              WHERE status = 'failed' AND finished_at >= ?1",
         )
         .bind(since)

@@ -4,14 +4,15 @@
 //!
 //! Three tasks and the sends:
 //! - the *claimer* asks the store for due deliveries whenever it is woken (a retry coming due, a
-//!   freed slot, a poll tick), skipping endpoints that are already at their cap;
+//!   freed slot, an endpoint's queue running low, a poll tick), skipping endpoints whose queue is
+//!   full;
 //! - the *handoff* task takes deliveries committed on this node and starts them at once;
 //! - each *send* makes one attempt, then takes the next delivery queued for its endpoint;
 //! - the *recorder* writes attempts in batches, one transaction each (no fsync per delivery).
 //!
-//! A delivery in memory is always leased in the store; if this node dies, the lease expires and the
-//! delivery is claimed again. Until its attempt is recorded it is in `in_memory`, so this node never
-//! claims it twice.
+//! A delivery in memory is always leased in the store (its `next_attempt_at` is the lease's
+//! expiry); if this node dies, the lease expires and the delivery is claimed again. Until its
+//! attempt is recorded it is in `in_memory`, so this node never sends it twice.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,11 +33,14 @@ use crate::clock::{Millis, now_ms};
 use crate::config::WebhookConfig;
 use crate::ids::{ApiKeyId, DeliveryId};
 use crate::secrets::MasterKey;
-use crate::store::{Attempt, AttemptRecord, DeliveryJob, NextStep, Store};
+use crate::store::{Attempt, AttemptRecord, DeliveryJob, EndpointClaim, NextStep, Store};
 
 const USER_AGENT: &str = concat!("Easel/", env!("CARGO_PKG_VERSION"));
 /// Deliveries this node holds in memory, as a multiple of `max_in_flight`.
-const HELD_PER_SLOT: usize = 2;
+const HELD_PER_SLOT: usize = 4;
+/// Deliveries queued for one endpoint, beyond those in flight, as a multiple of
+/// `per_endpoint_in_flight`; an endpoint with this many queued is skipped by the claimer.
+const QUEUED_PER_SLOT: usize = 4;
 /// Attempts written per transaction at most.
 const RECORD_BATCH: usize = 2000;
 /// Cached key secrets; the cache is cleared when it grows past this.
@@ -52,6 +56,15 @@ struct KeySecrets {
 struct EndpointState {
     in_flight: usize,
     queued: VecDeque<DeliveryJob>,
+    /// The store likely holds more due deliveries for this endpoint: the claimer asks for them
+    /// by endpoint whenever its queue runs low, instead of scanning everything that is due.
+    backlogged: bool,
+}
+
+impl EndpointState {
+    fn idle(&self) -> bool {
+        self.in_flight == 0 && self.queued.is_empty() && !self.backlogged
+    }
 }
 
 pub struct DeliveryEngine {
@@ -64,10 +77,15 @@ pub struct DeliveryEngine {
     secrets: Mutex<HashMap<ApiKeyId, Arc<KeySecrets>>>,
     global: Semaphore,
     endpoints: Mutex<HashMap<String, EndpointState>>,
-    in_memory: Mutex<HashSet<DeliveryId>>,
+    /// Deliveries this node holds (queued, in flight, or attempted but not yet recorded), with
+    /// their endpoints.
+    in_memory: Mutex<HashMap<DeliveryId, Arc<str>>>,
     records: mpsc::UnboundedSender<AttemptRecord>,
-    /// Wakes the claimer.
-    wake: Arc<Notify>,
+    /// Wakes the claimer to feed endpoints whose queues run low.
+    wake: Notify,
+    /// Wakes the claimer to scan for everything due (new deliveries left to claim, retries coming
+    /// due, redeliveries).
+    scan: Arc<Notify>,
     /// The earliest time a retry made by this node comes due.
     next_wake: Mutex<Option<Millis>>,
     /// The claimer stopped claiming because this node holds all it may.
@@ -92,14 +110,14 @@ impl DeliveryEngine {
         let client = WebhookClient::new(&config)?;
         let (handoff_tx, handoff) = mpsc::channel(config.max_in_flight);
         let (records_tx, records) = mpsc::unbounded_channel();
-        let wake = Arc::new(Notify::new());
+        let scan = Arc::new(Notify::new());
         let policy = RetryPolicy {
             schedule: config.retry_schedule.clone(),
             jitter: config.retry_jitter,
             max_retry_after: config.max_retry_after,
         };
         let queue =
-            DeliveryQueue { handoff: handoff_tx, wake: wake.clone(), node_id: node_id.clone(), lease: config.lease };
+            DeliveryQueue { handoff: handoff_tx, wake: scan.clone(), node_id: node_id.clone(), lease: config.lease };
         let engine = Arc::new(DeliveryEngine {
             store,
             client,
@@ -110,9 +128,10 @@ impl DeliveryEngine {
             master_key,
             secrets: Mutex::new(HashMap::new()),
             endpoints: Mutex::new(HashMap::new()),
-            in_memory: Mutex::new(HashSet::new()),
+            in_memory: Mutex::new(HashMap::new()),
             records: records_tx,
-            wake,
+            wake: Notify::new(),
+            scan,
             next_wake: Mutex::new(None),
             starved: AtomicBool::new(false),
             sends: TaskTracker::new(),
@@ -152,8 +171,12 @@ impl DeliveryEngine {
 
     /// Takes a delivery into memory (unless it is already here) and starts or queues it.
     fn accept(self: &Arc<Self>, job: DeliveryJob) -> bool {
-        if !self.in_memory.lock().expect("lock").insert(job.id) {
-            return false;
+        {
+            let mut in_memory = self.in_memory.lock().expect("lock");
+            if in_memory.contains_key(&job.id) {
+                return false;
+            }
+            in_memory.insert(job.id, Arc::from(job.endpoint.as_str()));
         }
         let mut endpoints = self.endpoints.lock().expect("lock");
         let state = endpoints.entry(job.endpoint.clone()).or_default();
@@ -168,12 +191,19 @@ impl DeliveryEngine {
         true
     }
 
-    /// Endpoints at their cap: claiming more for them would only queue.
-    fn saturated_endpoints(&self) -> Vec<String> {
+    /// How many queued deliveries make an endpoint skipped by the claimer.
+    fn queue_limit(&self) -> usize {
+        self.config.per_endpoint_in_flight * QUEUED_PER_SLOT
+    }
+
+    /// Endpoints with a full queue: claiming more for them would only hold memory (and, for a
+    /// receiver that hangs, hold it until the timeout).
+    fn blocked_endpoints(&self) -> Vec<String> {
+        let limit = self.queue_limit();
         let endpoints = self.endpoints.lock().expect("lock");
         endpoints
             .iter()
-            .filter(|(_, state)| state.in_flight >= self.config.per_endpoint_in_flight)
+            .filter(|(_, state)| state.queued.len() >= limit)
             .map(|(endpoint, _)| endpoint.clone())
             .collect()
     }
@@ -188,11 +218,16 @@ impl DeliveryEngine {
             let _ = self.records.send(record);
             let mut endpoints = self.endpoints.lock().expect("lock");
             let state = endpoints.get_mut(&job.endpoint).expect("an endpoint with a send in flight is tracked");
+            if state.backlogged && state.queued.len() <= self.queue_limit() / 2 {
+                // Running low while the store holds more: the claimer refills this endpoint
+                // (notifications coalesce: one claim round serves every hungry endpoint).
+                self.wake.notify_one();
+            }
             match state.queued.pop_front() {
                 Some(next) => job = next,
                 None => {
                     state.in_flight -= 1;
-                    if state.in_flight == 0 {
+                    if state.idle() {
                         endpoints.remove(&job.endpoint);
                     }
                     return;
@@ -320,21 +355,75 @@ impl DeliveryEngine {
         Ok(secrets)
     }
 
-    /// Claims due deliveries until `shutdown`.
+    /// Endpoints with more due work in the store and room in their queues, with how many
+    /// deliveries each should get and how many this node already holds for it.
+    fn hungry_endpoints(&self, room: usize) -> Vec<EndpointClaim> {
+        let limit = self.queue_limit();
+        let endpoints = self.endpoints.lock().expect("lock");
+        let mut hungry: Vec<EndpointClaim> = endpoints
+            .iter()
+            .filter(|(_, state)| state.backlogged && state.queued.len() <= limit / 2)
+            .map(|(endpoint, state)| EndpointClaim {
+                endpoint: endpoint.clone(),
+                want: (limit - state.queued.len()) as u32,
+                held: 0,
+            })
+            .collect();
+        drop(endpoints);
+        let mut budget = room as u32;
+        hungry.retain_mut(|claim| {
+            claim.want = claim.want.min(budget);
+            budget -= claim.want;
+            claim.want > 0
+        });
+        if !hungry.is_empty() {
+            let in_memory = self.in_memory.lock().expect("lock");
+            for endpoint in in_memory.values() {
+                if let Some(claim) = hungry.iter_mut().find(|c| *c.endpoint == **endpoint) {
+                    claim.held += 1;
+                }
+            }
+        }
+        hungry
+    }
+
+    /// Marks whether the store may hold more due deliveries for `endpoint`.
+    fn set_backlogged(&self, endpoint: &str, backlogged: bool) {
+        let mut endpoints = self.endpoints.lock().expect("lock");
+        if backlogged {
+            endpoints.entry(endpoint.to_string()).or_default().backlogged = true;
+        } else if let Some(state) = endpoints.get_mut(endpoint) {
+            state.backlogged = false;
+            if state.idle() {
+                endpoints.remove(endpoint);
+            }
+        }
+    }
+
+    /// Claims due deliveries until `shutdown`. Endpoints known to have a backlog are fed by
+    /// endpoint, as their queues run low; a scan of everything due (skipping endpoints with full
+    /// queues) finds the rest, on request and at least every poll interval.
     async fn claim(self: Arc<Self>, shutdown: CancellationToken) {
         let capacity = self.config.max_in_flight * HELD_PER_SLOT;
+        let mut scan_requested = true;
+        let mut last_scan = tokio::time::Instant::now();
         while !shutdown.is_cancelled() {
             let held = self.in_memory.lock().expect("lock").len();
-            let room = capacity.saturating_sub(held).min(self.config.batch_size as usize) as u32;
+            let mut room = capacity.saturating_sub(held).min(self.config.batch_size as usize);
             self.starved.store(room == 0, Ordering::SeqCst);
-            let mut claimed_all_asked = false;
-            if room > 0 {
-                let now = now_ms();
-                let lease_until = now + self.config.lease.as_millis() as Millis;
-                let skip = self.saturated_endpoints();
-                match self.store.claim_deliveries(&self.node_id, now, lease_until, room, &skip).await {
+            let mut scan_again = false;
+            let now = now_ms();
+            let lease_until = now + self.config.lease.as_millis() as Millis;
+            let hungry = if room > 0 { self.hungry_endpoints(room) } else { Vec::new() };
+            if !hungry.is_empty() {
+                let held: HashSet<DeliveryId> = self.in_memory.lock().expect("lock").keys().copied().collect();
+                match self.store.claim_endpoint_deliveries(&self.node_id, now, lease_until, &hungry, &held).await {
                     Ok(jobs) => {
-                        claimed_all_asked = jobs.len() as u32 == room;
+                        for claim in &hungry {
+                            let got = jobs.iter().filter(|job| job.endpoint == claim.endpoint).count();
+                            self.set_backlogged(&claim.endpoint, got as u32 == claim.want);
+                        }
+                        room -= jobs.len().min(room);
                         for job in jobs {
                             self.accept(job);
                         }
@@ -345,14 +434,43 @@ impl DeliveryEngine {
                     }
                 }
             }
-            if claimed_all_asked {
+            let scan_due = scan_requested || hungry.is_empty() || last_scan.elapsed() >= self.config.poll_interval;
+            if room > 0 && scan_due {
+                scan_requested = false;
+                last_scan = tokio::time::Instant::now();
+                let skip = self.blocked_endpoints();
+                let held: HashSet<DeliveryId> = self.in_memory.lock().expect("lock").keys().copied().collect();
+                let limit = room as u32;
+                match self.store.claim_deliveries(&self.node_id, now, lease_until, limit, &skip, &held).await {
+                    Ok(jobs) => {
+                        // A full batch means more may be due: scan again, and feed these
+                        // endpoints by endpoint from now on.
+                        scan_again = jobs.len() as u32 == limit;
+                        if scan_again {
+                            for job in &jobs {
+                                self.set_backlogged(&job.endpoint, true);
+                            }
+                        }
+                        for job in jobs {
+                            self.accept(job);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error.message = %e, "cannot claim webhook deliveries; retrying");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+            }
+            if scan_again {
+                scan_requested = true;
                 continue;
             }
             let deadline = self.next_deadline(room > 0).await;
             tokio::select! {
                 _ = shutdown.cancelled() => {}
                 _ = self.wake.notified() => {}
-                _ = tokio::time::sleep_until(deadline) => {}
+                _ = self.scan.notified() => scan_requested = true,
+                _ = tokio::time::sleep_until(deadline) => scan_requested = true,
             }
         }
     }
@@ -386,7 +504,7 @@ impl DeliveryEngine {
         let mut next = self.next_wake.lock().expect("lock");
         if next.is_none_or(|current| at < current) {
             *next = Some(at);
-            self.wake.notify_one();
+            self.scan.notify_one();
         }
     }
 
