@@ -264,6 +264,7 @@ fn sample_payload() -> Bytes {
 fn bench_webhook_config() -> WebhookConfig {
     WebhookConfig {
         allow_http: true,
+        allow_private_networks: vec!["127.0.0.0/8".into()],
         max_in_flight: 1024,
         per_endpoint_in_flight: 32,
         batch_size: 1000,
@@ -445,6 +446,7 @@ async fn memory(count: usize) -> (u64, u64) {
         .env("EASEL_LISTEN", "127.0.0.1:0")
         .env("EASEL_LOG", "warn")
         .env("EASEL_WEBHOOK__ALLOW_HTTP", "true")
+        .env("EASEL_WEBHOOK__ALLOW_PRIVATE_NETWORKS", "[\"127.0.0.0/8\"]")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

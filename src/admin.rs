@@ -7,6 +7,8 @@ use crate::config::WebhookConfig;
 use crate::ids::{ApiKeyId, UserId};
 use crate::secrets::{self, MasterKey};
 use crate::store::{ApiKey, Store, StoreError, User};
+use crate::webhook::client::ErrorClass;
+use crate::webhook::guard::Guard;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -67,6 +69,9 @@ pub async fn create_api_key(
         return Err(AdminError::Invalid("the key name must be 1 to 100 characters".into()));
     }
     let webhook_url = webhook_url.map(|url| validate_webhook_url(url, policy)).transpose()?;
+    if let Some(url) = &webhook_url {
+        check_destination(url, policy).await?;
+    }
     if webhook_api_key.is_some() && webhook_url.is_none() {
         return Err(AdminError::Invalid(
             "a webhook callback API key needs a webhook callback URL (--webhook-url)".into(),
@@ -117,6 +122,21 @@ pub fn validate_webhook_url(url: &str, policy: &WebhookConfig) -> Result<String,
         return Err(invalid("must not contain a #fragment"));
     }
     Ok(parsed.to_string())
+}
+
+/// Refuses a callback URL whose host is a blocked address or resolves only to blocked addresses
+/// (the SSRF guard). A host that does not resolve yet is accepted: every delivery checks again.
+async fn check_destination(url: &str, policy: &WebhookConfig) -> Result<(), AdminError> {
+    let parsed = url::Url::parse(url).map_err(|e| AdminError::Invalid(e.to_string()))?;
+    let host = parsed.host_str().unwrap_or("");
+    let port = parsed.port_or_known_default().unwrap_or(443);
+    let guard = Guard::from_config(policy).map_err(AdminError::Invalid)?;
+    match guard.resolve(host, port).await {
+        Err(refused) if refused.class == ErrorClass::Blocked => {
+            Err(AdminError::Invalid(format!("webhook callback URL {url:?} is refused: {}", refused.detail)))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Sent as `authorization: Bearer <key>`, so it must be a valid header value without spaces.

@@ -315,7 +315,7 @@ async fn keys(command: KeysCommand, config: &Config) -> Result<(), Failure> {
             if store.get_user(user).await?.is_none() {
                 return Err(Failure(format!("there is no user with id {user}")));
             }
-            let master_key = MasterKey::load(config.master_key.as_deref(), &config.data_dir)?;
+            let master_key = MasterKey::load(config.master_key.as_ref().map(|key| key.expose()), &config.data_dir)?;
             let created = admin::create_api_key(
                 &*store,
                 &master_key,

@@ -44,7 +44,7 @@ pub struct Config {
     /// Key that encrypts webhook secrets at rest: 32 bytes, base64. Default: a key file that Easel
     /// creates in `data_dir` (mode 0600) on first start.
     #[serde(skip_serializing)]
-    pub master_key: Option<String>,
+    pub master_key: Option<SecretText>,
     /// How long `serve` waits for in-flight work after SIGTERM / Ctrl-C.
     #[serde(with = "duration_text")]
     pub shutdown_grace: Duration,
@@ -66,6 +66,12 @@ pub struct ApiConfig {
     pub default_concurrency_slots: u32,
     /// `Retry-After` (seconds) sent with a 429 when a user's slots are all taken.
     pub retry_after_seconds: u32,
+    /// Largest request head (request line and headers); beyond it the answer is 431.
+    pub max_header_bytes: usize,
+    /// A connection that takes longer than this to send a request's headers, or that sits idle
+    /// this long between requests, is closed.
+    #[serde(with = "duration_text")]
+    pub idle_timeout: Duration,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -119,6 +125,17 @@ pub struct WebhookConfig {
     pub extra_ca_certs: Option<PathBuf>,
     /// Allow `http://` callback URLs: for local development only. Off by default.
     pub allow_http: bool,
+    /// Networks callbacks may reach although they are private, loopback, link-local, ...
+    /// (CIDR, such as "127.0.0.0/8"): for development and tests only.
+    pub allow_private_networks: Vec<String>,
+    /// Local addresses every callback connection leaves from, taken in turn; receivers can
+    /// allowlist exactly these. Each must be assigned to this machine.
+    pub egress_ips: Vec<std::net::IpAddr>,
+    /// An HTTP CONNECT proxy for callbacks (`http://HOST:PORT`, credentials allowed). Easel still
+    /// resolves and checks the destination and asks the proxy for the checked address.
+    pub proxy_url: Option<String>,
+    /// DNS servers (`IP:PORT`) for callback hosts; default: the system resolver.
+    pub dns_servers: Vec<SocketAddr>,
     /// Deliveries claimed from the database at once.
     pub batch_size: u32,
     /// How often the engine looks for due deliveries that no in-process signal announced.
@@ -143,6 +160,10 @@ impl Default for WebhookConfig {
             max_retry_after: Duration::from_secs(3600),
             extra_ca_certs: None,
             allow_http: false,
+            allow_private_networks: Vec::new(),
+            egress_ips: Vec::new(),
+            proxy_url: None,
+            dns_servers: Vec::new(),
             batch_size: 1000,
             poll_interval: Duration::from_secs(1),
             lease: Duration::from_secs(300),
@@ -170,7 +191,13 @@ impl Default for Config {
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        Self { max_body_bytes: 256 * 1024, default_concurrency_slots: 10, retry_after_seconds: 2 }
+        Self {
+            max_body_bytes: 256 * 1024,
+            default_concurrency_slots: 10,
+            retry_after_seconds: 2,
+            max_header_bytes: 16 * 1024,
+            idle_timeout: Duration::from_secs(60),
+        }
     }
 }
 
@@ -184,6 +211,23 @@ impl Default for RenderConfig {
             poll_interval: Duration::from_secs(1),
             lease: Duration::from_secs(300),
         }
+    }
+}
+
+/// A secret setting: readable where it is used, `[redacted]` in `Debug` output and logs.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SecretText(String);
+
+impl SecretText {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
     }
 }
 
@@ -226,11 +270,17 @@ impl Config {
         if let Err(e) = DatabaseUrl::parse(&self.database_url()) {
             return fail("database_url", e);
         }
-        if let Some(Err(e)) = self.master_key.as_deref().map(crate::secrets::MasterKey::from_base64) {
+        if let Some(Err(e)) = self.master_key.as_ref().map(|key| crate::secrets::MasterKey::from_base64(key.expose())) {
             return fail("master_key", e.to_string());
         }
         if self.api.max_body_bytes < 1024 {
             return fail("api.max_body_bytes", "must be at least 1024".into());
+        }
+        if self.api.max_header_bytes < 1024 {
+            return fail("api.max_header_bytes", "must be at least 1024".into());
+        }
+        if self.api.idle_timeout < Duration::from_millis(100) {
+            return fail("api.idle_timeout", "must be at least 100ms".into());
         }
         if self.api.default_concurrency_slots == 0 {
             return fail("api.default_concurrency_slots", "must be at least 1".into());
@@ -280,6 +330,14 @@ impl Config {
         }
         if webhook.lease < webhook.timeout * 2 {
             return fail("webhook.lease", "must be at least twice webhook.timeout".into());
+        }
+        for network in &webhook.allow_private_networks {
+            if let Err(e) = network.parse::<ipnet::IpNet>() {
+                return fail("webhook.allow_private_networks", format!("{network:?} is not a CIDR network ({e})"));
+            }
+        }
+        if let Some(Err(e)) = webhook.proxy_url.as_deref().map(crate::webhook::client::Proxy::parse) {
+            return fail("webhook.proxy_url", e);
         }
         if let Some(path) = &webhook.extra_ca_certs
             && let Err(e) = crate::webhook::client::load_extra_roots(path)

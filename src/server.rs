@@ -68,7 +68,7 @@ pub async fn start(config: Config) -> Result<Easel, StartError> {
     let store = store::open(&config)
         .await
         .map_err(|e| StartError(format!("cannot open the database {}: {e}", config.database_url())))?;
-    let master_key = MasterKey::load(config.master_key.as_deref(), &config.data_dir)
+    let master_key = MasterKey::load(config.master_key.as_ref().map(|key| key.expose()), &config.data_dir)
         .map_err(|e| StartError(format!("cannot load the master key: {e}")))?;
     let bootstrap = bootstrap(&*store, &master_key, &config).await?;
     if instance_lock.is_some() {
@@ -120,22 +120,12 @@ pub async fn start(config: Config) -> Result<Easel, StartError> {
         api: config.api.clone(),
         render_wakeup: Some(render_wakeup),
         delivery_wakeup: Some(delivery_wakeup),
+        egress_ips: config.webhook.egress_ips.clone(),
     });
     let app = http::router(state);
 
     let grace = config.shutdown_grace;
-    let http_shutdown = shutdown.clone();
-    let http = tokio::spawn(async move {
-        let serve = axum::serve(listener, app).with_graceful_shutdown(http_shutdown.clone().cancelled_owned());
-        let deadline = async {
-            http_shutdown.cancelled().await;
-            tokio::time::sleep(grace).await;
-        };
-        tokio::select! {
-            result = serve => if let Err(e) = result { tracing::error!(error.message = %e, "HTTP server failed") },
-            () = deadline => tracing::warn!("requests still running after the shutdown grace period were cut off"),
-        }
-    });
+    let http = tokio::spawn(serve_http(listener, app, config.api.clone(), shutdown.clone(), grace));
     let render = tokio::spawn(workers.run(shutdown.clone(), grace));
     // The engine stops after the render workers, so the callbacks of jobs that finish during the
     // shutdown still go out.
@@ -149,8 +139,59 @@ pub async fn start(config: Config) -> Result<Easel, StartError> {
         drop(instance_lock);
         tracing::info!("stopped");
     });
+    let egress: Vec<String> = config.webhook.egress_ips.iter().map(|ip| ip.to_string()).collect();
+    tracing::info!(
+        egress_ips =
+            if egress.is_empty() { "any (webhook.egress_ips is not set)".to_string() } else { egress.join(", ") },
+        proxy = config.webhook.proxy_url.is_some(),
+        "webhook callbacks leave from these addresses (published at /egress-ips)"
+    );
     tracing::info!(%addr, %public_url, database = store.backend(), "easel is listening");
     Ok(Easel { addr, public_url, store, master_key, bootstrap, shutdown, task })
+}
+
+/// Serves HTTP/1.1 with limits: request headers (`api.max_header_bytes`), time to send them and
+/// idle time between requests on a kept-alive connection (`api.idle_timeout`). On `shutdown` it
+/// stops accepting, lets requests in flight finish for up to `grace`, then closes what is left.
+async fn serve_http(
+    listener: TcpListener,
+    app: axum::Router,
+    limits: crate::config::ApiConfig,
+    shutdown: CancellationToken,
+    grace: std::time::Duration,
+) {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.idle_timeout)
+        .max_header_size(limits.max_header_bytes)
+        .max_buf_size(limits.max_header_bytes.max(8192) + 8192);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (tcp, _) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait rather than spin.
+                    tracing::warn!(error.message = %e, "cannot accept a connection");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(tcp), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        tracing::warn!("requests still running after the shutdown grace period were cut off");
+    }
 }
 
 /// SQLite is single-node: one `easel serve` per database file, enforced with a lock file beside it

@@ -39,6 +39,8 @@ pub struct AppState {
     pub render_wakeup: Option<Arc<Notify>>,
     /// Wakes this node's delivery engine when a delivery is retried (`None` where it does not run).
     pub delivery_wakeup: Option<Arc<Notify>>,
+    /// The addresses callbacks leave from (`webhook.egress_ips`), published at `/egress-ips`.
+    pub egress_ips: Vec<std::net::IpAddr>,
 }
 
 pub type ApiContext = Arc<AppState>;
@@ -54,6 +56,7 @@ pub fn router(state: ApiContext) -> Router {
         .nest("/api/rest/v1", api)
         .merge(cdn::router())
         .route("/healthz", get(health))
+        .route("/egress-ips", get(egress_ips))
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.api.max_body_bytes))
@@ -72,6 +75,12 @@ async fn health(State(state): State<ApiContext>) -> Response {
             (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "database unreachable"}))).into_response()
         }
     }
+}
+
+/// Where callbacks come from, for receivers' firewall allowlists. Public, like the list in
+/// Leonardo's guide. An empty list means callbacks leave from whatever address the machine picks.
+async fn egress_ips(State(state): State<ApiContext>) -> Json<serde_json::Value> {
+    Json(json!({"egressIps": state.egress_ips}))
 }
 
 async fn route_not_found() -> ApiError {

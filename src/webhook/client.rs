@@ -6,10 +6,11 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -24,10 +25,12 @@ use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::TlsConnector;
 
+use super::guard::Guard;
 use super::schedule::parse_retry_after;
+use super::tls::{DiagnosingVerifier, explain};
 use crate::clock::{Millis, now_ms};
 use crate::config::WebhookConfig;
 
@@ -47,6 +50,8 @@ pub enum ErrorClass {
     Connection,
     HttpStatus,
     Redirect,
+    Blocked,
+    Proxy,
     Configuration,
 }
 
@@ -63,6 +68,8 @@ impl ErrorClass {
             ErrorClass::Connection => "connection",
             ErrorClass::HttpStatus => "http_status",
             ErrorClass::Redirect => "redirect",
+            ErrorClass::Blocked => "blocked",
+            ErrorClass::Proxy => "proxy",
             ErrorClass::Configuration => "configuration",
         }
     }
@@ -124,10 +131,14 @@ pub fn tls_config(config: &WebhookConfig) -> Result<rustls::ClientConfig, String
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| e.to_string())?;
     let mut tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(DiagnosingVerifier::new(verifier)))
         .with_no_client_auth();
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(tls)
@@ -142,10 +153,15 @@ pub struct WebhookClient {
 }
 
 impl WebhookClient {
+    /// Fails if the configuration cannot work here (an egress address not assigned to this
+    /// machine, say).
     pub fn new(config: &WebhookConfig) -> Result<WebhookClient, String> {
         let connector = Connector {
             tls: TlsConnector::from(Arc::new(tls_config(config)?)),
             connect_timeout: config.connect_timeout,
+            guard: Guard::from_config(config)?,
+            egress: Arc::new(Egress::new(&config.egress_ips)?),
+            proxy: config.proxy_url.as_deref().map(Proxy::parse).transpose()?.map(Arc::new),
         };
         let http = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(config.per_endpoint_in_flight)
@@ -269,12 +285,17 @@ fn chain(error: &dyn StdError) -> String {
     text
 }
 
-/// Opens connections for the pool: resolves the host, connects over TCP, and speaks TLS for
-/// `https`. Its errors are `AttemptError`s, already classified.
+/// Opens connections for the pool: resolves the host to checked addresses (the SSRF guard),
+/// connects from an egress address (directly or through the HTTP CONNECT proxy, asking it for the
+/// checked address), and speaks TLS for `https` with the URL's host name as SNI. Its errors are
+/// `AttemptError`s, already classified.
 #[derive(Clone)]
 pub struct Connector {
     tls: TlsConnector,
     connect_timeout: Duration,
+    guard: Guard,
+    egress: Arc<Egress>,
+    proxy: Option<Arc<Proxy>>,
 }
 
 impl tower_service::Service<Uri> for Connector {
@@ -288,16 +309,7 @@ impl tower_service::Service<Uri> for Connector {
 
     fn call(&mut self, uri: Uri) -> Self::Future {
         let connector = self.clone();
-        Box::pin(async move {
-            let timeout = connector.connect_timeout;
-            match tokio::time::timeout(timeout, connector.connect(uri)).await {
-                Ok(result) => result.map(TokioIo::new),
-                Err(_) => Err(AttemptError::new(
-                    ErrorClass::ConnectTimeout,
-                    format!("could not connect within {}", humantime::format_duration(timeout)),
-                )),
-            }
-        })
+        Box::pin(async move { connector.connect(uri).await.map(TokioIo::new) })
     }
 }
 
@@ -313,14 +325,19 @@ impl Connector {
         let host = uri.host().ok_or_else(|| AttemptError::new(ErrorClass::InvalidUrl, "the URL has no host"))?;
         let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let addresses: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
+        let deadline = tokio::time::Instant::now() + self.connect_timeout;
+        let within = |what: String| {
+            AttemptError::new(
+                ErrorClass::ConnectTimeout,
+                format!("{what} within {}", humantime::format_duration(self.connect_timeout)),
+            )
+        };
+        let addresses = tokio::time::timeout_at(deadline, self.guard.resolve(&host, port))
             .await
-            .map_err(|e| AttemptError::new(ErrorClass::Dns, format!("cannot resolve {host}: {e}")))?
-            .collect();
-        if addresses.is_empty() {
-            return Err(AttemptError::new(ErrorClass::Dns, format!("{host} has no addresses")));
-        }
-        let tcp = connect_any(&addresses).await?;
+            .map_err(|_| within(format!("could not resolve {host}")))??;
+        let tcp = tokio::time::timeout_at(deadline, self.open(&addresses))
+            .await
+            .map_err(|_| within("could not connect".to_string()))??;
         let _ = tcp.set_nodelay(true);
         if !https {
             return Ok(Stream::Plain(tcp));
@@ -328,16 +345,179 @@ impl Connector {
         let server_name = ServerName::try_from(host.clone()).map_err(|e| {
             AttemptError::new(ErrorClass::InvalidUrl, format!("{host:?} is not a valid TLS server name: {e}"))
         })?;
-        let tls = self.tls.connect(server_name, tcp).await.map_err(|e| tls_error(&host, &e))?;
+        let tls = tokio::time::timeout_at(deadline, self.tls.connect(server_name, tcp))
+            .await
+            .map_err(|_| {
+                AttemptError::new(
+                    ErrorClass::Tls,
+                    format!(
+                        "TLS handshake with {host} did not finish within {}",
+                        humantime::format_duration(self.connect_timeout)
+                    ),
+                )
+            })?
+            .map_err(|e| tls_error(&host, &e))?;
         Ok(Stream::Tls(Box::new(tls)))
+    }
+
+    /// A TCP stream to one of `addresses` (all checked), from an egress address.
+    async fn open(&self, addresses: &[SocketAddr]) -> Result<TcpStream, AttemptError> {
+        match &self.proxy {
+            None => {
+                let reachable = self.egress.reachable(addresses)?;
+                connect_any(&reachable, &self.egress).await
+            }
+            Some(proxy) => {
+                let proxy_addresses: Vec<SocketAddr> = tokio::net::lookup_host((proxy.host.as_str(), proxy.port))
+                    .await
+                    .map_err(|e| {
+                        AttemptError::new(ErrorClass::Proxy, format!("cannot resolve the proxy {}: {e}", proxy.host))
+                    })?
+                    .collect();
+                let reachable = self.egress.reachable(&proxy_addresses)?;
+                let mut last = None;
+                for target in addresses {
+                    let stream = connect_any(&reachable, &self.egress).await.map_err(|e| {
+                        AttemptError::new(ErrorClass::Proxy, format!("cannot reach the proxy: {}", e.detail))
+                    })?;
+                    match proxy.tunnel(stream, *target).await {
+                        Ok(stream) => return Ok(stream),
+                        Err(e) => last = Some(e),
+                    }
+                }
+                Err(last.expect("at least one address"))
+            }
+        }
     }
 }
 
-/// Tries the addresses in turn; reports the last failure.
-async fn connect_any(addresses: &[SocketAddr]) -> Result<TcpStream, AttemptError> {
+/// The local addresses callbacks leave from (`webhook.egress_ips`), taken in turn.
+pub struct Egress {
+    addresses: Vec<IpAddr>,
+    next: AtomicUsize,
+}
+
+impl Egress {
+    /// Checks that every address is assigned to this machine (it can be bound).
+    pub fn new(addresses: &[IpAddr]) -> Result<Egress, String> {
+        for address in addresses {
+            std::net::TcpListener::bind(SocketAddr::new(*address, 0))
+                .map_err(|e| format!("webhook.egress_ips: {address} is not an address of this machine ({e})"))?;
+        }
+        Ok(Egress { addresses: addresses.to_vec(), next: AtomicUsize::new(0) })
+    }
+
+    /// The destinations an egress address of the same family can reach (all without egress
+    /// addresses).
+    fn reachable(&self, destinations: &[SocketAddr]) -> Result<Vec<SocketAddr>, AttemptError> {
+        if self.addresses.is_empty() {
+            return Ok(destinations.to_vec());
+        }
+        let reachable: Vec<SocketAddr> = destinations
+            .iter()
+            .copied()
+            .filter(|d| self.addresses.iter().any(|a| a.is_ipv4() == d.is_ipv4()))
+            .collect();
+        if reachable.is_empty() {
+            let list: Vec<String> = destinations.iter().map(|d| d.ip().to_string()).collect();
+            return Err(AttemptError::new(
+                ErrorClass::Connect,
+                format!("no egress address of the same IP family as {}", list.join(", ")),
+            ));
+        }
+        Ok(reachable)
+    }
+
+    /// The next egress address for `destination`'s family.
+    fn local_for(&self, destination: &SocketAddr) -> Option<IpAddr> {
+        let family: Vec<&IpAddr> = self.addresses.iter().filter(|a| a.is_ipv4() == destination.is_ipv4()).collect();
+        if family.is_empty() {
+            return None;
+        }
+        Some(*family[self.next.fetch_add(1, Ordering::Relaxed) % family.len()])
+    }
+
+    pub fn addresses(&self) -> &[IpAddr] {
+        &self.addresses
+    }
+}
+
+/// An HTTP proxy that tunnels callbacks with CONNECT (`webhook.proxy_url`).
+pub struct Proxy {
+    host: String,
+    port: u16,
+    /// `Proxy-Authorization` for a proxy URL with credentials.
+    authorization: Option<String>,
+}
+
+impl Proxy {
+    pub fn parse(url: &str) -> Result<Proxy, String> {
+        let parsed = url::Url::parse(url).map_err(|e| format!("webhook.proxy_url {url:?}: {e}"))?;
+        if parsed.scheme() != "http" {
+            return Err(format!("webhook.proxy_url {url:?} must be http://HOST:PORT (an HTTP CONNECT proxy)"));
+        }
+        let host = parsed.host_str().ok_or_else(|| format!("webhook.proxy_url {url:?} has no host"))?;
+        let authorization = (!parsed.username().is_empty()).then(|| {
+            use base64::Engine;
+            let credentials = format!("{}:{}", parsed.username(), parsed.password().unwrap_or(""));
+            format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(credentials))
+        });
+        Ok(Proxy {
+            host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
+            port: parsed.port_or_known_default().unwrap_or(80),
+            authorization,
+        })
+    }
+
+    /// Asks the proxy for a tunnel to `target`: the checked address, never the host name, so
+    /// the proxy cannot resolve it to somewhere else.
+    async fn tunnel(&self, mut stream: TcpStream, target: SocketAddr) -> Result<TcpStream, AttemptError> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let failed = |what: String| AttemptError::new(ErrorClass::Proxy, what);
+        let mut request = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n");
+        if let Some(authorization) = &self.authorization {
+            request.push_str(&format!("Proxy-Authorization: {authorization}\r\n"));
+        }
+        request.push_str("\r\n");
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .map_err(|e| failed(format!("the proxy closed the connection: {e}")))?;
+        let mut head = Vec::with_capacity(256);
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if head.len() > 8192 {
+                return Err(failed("the proxy's answer to CONNECT is too long".into()));
+            }
+            let read = stream.read(&mut byte).await.map_err(|e| failed(format!("reading the proxy's answer: {e}")))?;
+            if read == 0 {
+                return Err(failed(format!("the proxy closed the connection instead of answering CONNECT {target}")));
+            }
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head);
+        let status_line = head.lines().next().unwrap_or("");
+        let status = status_line.split_whitespace().nth(1).unwrap_or("");
+        if !status.starts_with('2') {
+            return Err(failed(format!("the proxy refused CONNECT {target}: {status_line}")));
+        }
+        Ok(stream)
+    }
+}
+
+/// Tries the addresses in turn (each from an egress address); reports the last failure.
+async fn connect_any(addresses: &[SocketAddr], egress: &Egress) -> Result<TcpStream, AttemptError> {
     let mut last = None;
     for address in addresses {
-        match TcpStream::connect(address).await {
+        let local = egress.local_for(address);
+        let attempt = async {
+            let socket = if address.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+            if let Some(local) = local {
+                socket.bind(SocketAddr::new(local, 0))?;
+            }
+            socket.connect(*address).await
+        };
+        match attempt.await {
             Ok(stream) => return Ok(stream),
             Err(e) => last = Some((address, e)),
         }
@@ -356,7 +536,7 @@ async fn connect_any(addresses: &[SocketAddr]) -> Result<TcpStream, AttemptError
 
 fn tls_error(host: &str, error: &io::Error) -> AttemptError {
     let reason = match error.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
-        Some(rustls_error) => rustls_error.to_string(),
+        Some(rustls_error) => explain(rustls_error),
         None => error.to_string(),
     };
     AttemptError::new(ErrorClass::Tls, format!("TLS handshake with {host} failed: {reason}"))

@@ -12,8 +12,10 @@
 
 pub mod client;
 pub mod engine;
+pub mod guard;
 pub mod outbox;
 pub mod payload;
 pub mod report;
 pub mod schedule;
 pub mod signing;
+pub mod tls;

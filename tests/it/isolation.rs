@@ -30,6 +30,7 @@ async fn another_users_objects_look_like_they_do_not_exist() {
         (format!("/generations/{id}"), format!("/generations/{missing}")),
         (format!("/variations/{variation_id}"), format!("/variations/{missing}")),
         (format!("/generations/user/{}", alice.id), format!("/generations/user/{missing}")),
+        (format!("/generations/{id}/deliveries"), format!("/generations/{missing}/deliveries")),
     ];
     for (theirs, nonexistent) in pairs {
         let reply = app.get(&mallory, &theirs).await;

@@ -2,11 +2,13 @@
 //! with its own temporary data directory and talks to it over real sockets.
 
 mod api;
+mod dns;
 mod helpers;
 mod isolation;
 mod jobs;
 mod process;
 mod receiver;
 mod sdk;
+mod security;
 mod validation;
 mod webhooks;

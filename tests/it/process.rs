@@ -112,7 +112,17 @@ impl Drop for EaselProcess {
 
 /// Runs an operator command; returns (success, stdout, stderr).
 pub fn easel_cli(data_dir: &Path, args: &[&str]) -> (bool, String, String) {
-    let output = Command::new(EASEL).args(args).env("EASEL_DATA_DIR", data_dir).output().expect("easel runs");
+    easel_cli_with(data_dir, args, &[])
+}
+
+/// Same, with extra environment variables.
+pub fn easel_cli_with(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let mut command = Command::new(EASEL);
+    command.args(args).env("EASEL_DATA_DIR", data_dir);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let output = command.output().expect("easel runs");
     (
         output.status.success(),
         String::from_utf8_lossy(&output.stdout).into(),
@@ -121,7 +131,11 @@ pub fn easel_cli(data_dir: &Path, args: &[&str]) -> (bool, String, String) {
 }
 
 pub fn easel_json(data_dir: &Path, args: &[&str]) -> Value {
-    let (ok, stdout, stderr) = easel_cli(data_dir, args);
+    easel_json_with(data_dir, args, &[])
+}
+
+pub fn easel_json_with(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Value {
+    let (ok, stdout, stderr) = easel_cli_with(data_dir, args, env);
     assert!(ok, "easel {args:?} failed: {stderr}");
     serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("easel {args:?} printed no JSON ({e}): {stdout}"))
 }
@@ -418,6 +432,7 @@ fn crash_test_server(dir: &Path, ca: &TestCa) -> EaselProcess {
         dir,
         &[
             ("EASEL_WEBHOOK__EXTRA_CA_CERTS", ca.pem_path.to_str().unwrap()),
+            ("EASEL_WEBHOOK__ALLOW_PRIVATE_NETWORKS", "[\"127.0.0.0/8\"]"),
             ("EASEL_WEBHOOK__RETRY_SCHEDULE", "[\"0s\", \"50ms\", \"100ms\", \"200ms\", \"400ms\", \"1s\"]"),
             ("EASEL_WEBHOOK__POLL_INTERVAL", "100ms"),
             ("EASEL_RENDER__SIMULATED_DURATION", "30ms"),
@@ -434,7 +449,7 @@ async fn every_callback_arrives_despite_kill_9_and_duplicates_only_straddle_a_ki
     let dir = tempfile::tempdir().unwrap();
     let user =
         easel_json(dir.path(), &["users", "create", "--username", "crash", "--concurrency-slots", "1000", "--json"]);
-    let key = easel_json(
+    let key = easel_json_with(
         dir.path(),
         &[
             "keys",
@@ -447,6 +462,7 @@ async fn every_callback_arrives_despite_kill_9_and_duplicates_only_straddle_a_ki
             &receiver.url,
             "--json",
         ],
+        &[("EASEL_WEBHOOK__ALLOW_PRIVATE_NETWORKS", "[\"127.0.0.0/8\"]")],
     );
     let key = key["key"].as_str().unwrap().to_string();
     let client = reqwest::Client::new();

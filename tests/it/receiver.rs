@@ -42,6 +42,11 @@ impl TestCa {
         TestCa { issuer: Issuer::new(params, key), pem_path, _dir: dir }
     }
 
+    /// The CA's issuer, to sign other certificates with (intermediates, odd leaves).
+    pub fn issuer(&self) -> &Issuer<'static, KeyPair> {
+        &self.issuer
+    }
+
     /// A leaf certificate for `names` (DNS names or IP addresses), signed by this CA.
     pub fn identity(&self, names: &[&str]) -> ServerIdentity {
         let params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
@@ -57,6 +62,8 @@ pub struct Received {
     pub path: String,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// Where the request came from (the callback's source address).
+    pub peer: std::net::SocketAddr,
     pub at: Instant,
 }
 
@@ -160,7 +167,7 @@ impl TestReceiver {
         let (state_requests, state_arrived) = (requests.clone(), arrived.clone());
         let task = tokio::spawn(async move {
             loop {
-                let Ok((tcp, _)) = listener.accept().await else { continue };
+                let Ok((tcp, peer)) = listener.accept().await else { continue };
                 let (tls, respond, requests, arrived) =
                     (tls.clone(), respond.clone(), state_requests.clone(), state_arrived.clone());
                 tokio::spawn(async move {
@@ -172,7 +179,7 @@ impl TestReceiver {
                             let body = request.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
                             let number = {
                                 let mut requests = requests.lock().unwrap();
-                                requests.push(Received { path, headers, body, at: Instant::now() });
+                                requests.push(Received { path, headers, body, peer, at: Instant::now() });
                                 requests.len() - 1
                             };
                             arrived.notify_waiters();
