@@ -26,7 +26,43 @@ use easel::store::{DeliveryStatus, JobOutcome, Store, StoreResult};
 use easel::webhook::engine::DeliveryEngine;
 use easel::webhook::outbox::endpoint_of;
 use http_body_util::{BodyExt, Full};
-use sqlx::{QueryBuilder, Sqlite};
+use sqlx::QueryBuilder;
+
+/// Runs `$body` in a transaction on the database at `$url`, with `$db` naming its sqlx database
+/// type (bench set-up writes rows straight into the schema, on either backend).
+macro_rules! in_transaction {
+    ($url:expr, |$tx:ident, $db:ident| $body:block) => {
+        if $url.starts_with("postgres") {
+            #[allow(dead_code)]
+            type $db = sqlx::Postgres;
+            let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect($url).await.unwrap();
+            let mut $tx = pool.begin().await.unwrap();
+            $body
+            $tx.commit().await.unwrap();
+            pool.close().await;
+        } else {
+            #[allow(dead_code)]
+            type $db = sqlx::Sqlite;
+            let pool = sqlx::sqlite::SqlitePoolOptions::new().max_connections(1).connect($url).await.unwrap();
+            let mut $tx = pool.begin().await.unwrap();
+            $body
+            $tx.commit().await.unwrap();
+            pool.close().await;
+        }
+    };
+}
+
+/// `EASEL_BENCH_POSTGRES_URL` (a server's admin URL) runs the benchmark on PostgreSQL, each
+/// scenario on a fresh database; otherwise SQLite.
+async fn bench_database() -> Option<String> {
+    let admin = std::env::var("EASEL_BENCH_POSTGRES_URL").ok()?;
+    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&admin).await.unwrap();
+    let name = format!("easel_bench_{}", DeliveryId::random().0.simple());
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&pool).await.unwrap();
+    let mut url = url::Url::parse(&admin).unwrap();
+    url.set_path(&name);
+    Some(url.to_string())
+}
 use tokio_util::sync::CancellationToken;
 
 const RECEIVER_ROLE: &str = "EASEL_BENCH_RECEIVER";
@@ -186,7 +222,12 @@ struct Bench {
 impl Bench {
     async fn new(ports: &[u16], webhook: WebhookConfig) -> Bench {
         let dir = tempfile::tempdir().unwrap();
-        let config = Config { data_dir: dir.path().to_path_buf(), webhook, ..Config::default() };
+        let config = Config {
+            data_dir: dir.path().to_path_buf(),
+            database_url: bench_database().await,
+            webhook,
+            ..Config::default()
+        };
         let store = easel::store::open(&config).await.unwrap();
         let master_key = MasterKey::load(None, dir.path()).unwrap();
         let user = easel::admin::create_user(&*store, "bench", 1_000_000).await.unwrap();
@@ -210,43 +251,41 @@ impl Bench {
         Bench { _dir: dir, config, store, master_key, user: user.id, keys, payload }
     }
 
-    fn sqlite_url(&self) -> String {
+    fn database_url(&self) -> String {
         self.config.database_url()
     }
 
     /// Inserts `count` pending deliveries, round-robin over the keys, due at `due`.
     async fn insert_backlog(&self, count: usize, due: i64) {
-        let pool = sqlx::sqlite::SqlitePoolOptions::new().max_connections(1).connect(&self.sqlite_url()).await.unwrap();
-        let mut tx = pool.begin().await.unwrap();
         let rows: Vec<(String, usize)> = (0..count).map(|n| (DeliveryId::random().to_string(), n)).collect();
-        for chunk in rows.chunks(400) {
-            let mut deliveries = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO webhook_deliveries (id, generation_id, user_id, api_key_id, event_type, url, endpoint, status, \
+        in_transaction!(&self.database_url(), |tx, Db| {
+            for chunk in rows.chunks(400) {
+                let mut deliveries = QueryBuilder::<Db>::new(
+                    "INSERT INTO webhook_deliveries (id, generation_id, user_id, api_key_id, event_type, url, endpoint, status, \
                  next_attempt_at, created_at, updated_at) ",
-            );
-            deliveries.push_values(chunk, |mut row, (id, n)| {
-                let (key, url) = &self.keys[n % self.keys.len()];
-                row.push_bind(id.clone())
-                    .push_bind(GenerationId::random().to_string())
-                    .push_bind(self.user.to_string())
-                    .push_bind(key.to_string())
-                    .push_bind("image_generation.complete")
-                    .push_bind(url.clone())
-                    .push_bind(endpoint_of(url))
-                    .push_bind("pending")
-                    .push_bind(due + *n as i64 / 1000)
-                    .push_bind(due)
-                    .push_bind(due);
-            });
-            deliveries.build().execute(&mut *tx).await.unwrap();
-            let mut payloads = QueryBuilder::<Sqlite>::new("INSERT INTO webhook_payloads (delivery_id, body) ");
-            payloads.push_values(chunk, |mut row, (id, _)| {
-                row.push_bind(id.clone()).push_bind(self.payload.to_vec());
-            });
-            payloads.build().execute(&mut *tx).await.unwrap();
-        }
-        tx.commit().await.unwrap();
-        pool.close().await;
+                );
+                deliveries.push_values(chunk, |mut row, (id, n)| {
+                    let (key, url) = &self.keys[n % self.keys.len()];
+                    row.push_bind(id.clone())
+                        .push_bind(GenerationId::random().to_string())
+                        .push_bind(self.user.to_string())
+                        .push_bind(key.to_string())
+                        .push_bind("image_generation.complete")
+                        .push_bind(url.clone())
+                        .push_bind(endpoint_of(url))
+                        .push_bind("pending")
+                        .push_bind(due + *n as i64 / 1000)
+                        .push_bind(due)
+                        .push_bind(due);
+                });
+                deliveries.build().execute(&mut *tx).await.unwrap();
+                let mut payloads = QueryBuilder::<Db>::new("INSERT INTO webhook_payloads (delivery_id, body) ");
+                payloads.push_values(chunk, |mut row, (id, _)| {
+                    row.push_bind(id.clone()).push_bind(self.payload.to_vec());
+                });
+                payloads.build().execute(&mut *tx).await.unwrap();
+            }
+        });
     }
 
     async fn count_succeeded(&self) -> StoreResult<u64> {
@@ -406,29 +445,27 @@ async fn insert_claimed_generations(bench: &Bench, count: usize) -> Vec<easel::s
             images: Vec::new(),
         })
         .collect();
-    let pool = sqlx::sqlite::SqlitePoolOptions::new().max_connections(1).connect(&bench.sqlite_url()).await.unwrap();
     let params = serde_json::to_string(&params).unwrap();
-    let mut tx = pool.begin().await.unwrap();
-    for chunk in generations.chunks(500) {
-        let mut insert = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO generations (id, user_id, api_key_id, status, params, created_at, updated_at, lease_owner, \
+    in_transaction!(&bench.database_url(), |tx, Db| {
+        for chunk in generations.chunks(500) {
+            let mut insert = QueryBuilder::<Db>::new(
+                "INSERT INTO generations (id, user_id, api_key_id, status, params, created_at, updated_at, lease_owner, \
              lease_expires_at) ",
-        );
-        insert.push_values(chunk, |mut row, g| {
-            row.push_bind(g.id.to_string())
-                .push_bind(g.user_id.to_string())
-                .push_bind(g.api_key_id.to_string())
-                .push_bind("PENDING")
-                .push_bind(params.clone())
-                .push_bind(now)
-                .push_bind(now)
-                .push_bind("bench-node")
-                .push_bind(now + 3_600_000);
-        });
-        insert.build().execute(&mut *tx).await.unwrap();
-    }
-    tx.commit().await.unwrap();
-    pool.close().await;
+            );
+            insert.push_values(chunk, |mut row, g| {
+                row.push_bind(g.id.to_string())
+                    .push_bind(g.user_id.to_string())
+                    .push_bind(g.api_key_id.to_string())
+                    .push_bind("PENDING")
+                    .push_bind(params.clone())
+                    .push_bind(now)
+                    .push_bind(now)
+                    .push_bind("bench-node")
+                    .push_bind(now + 3_600_000);
+            });
+            insert.build().execute(&mut *tx).await.unwrap();
+        }
+    });
     generations
 }
 
@@ -439,10 +476,12 @@ async fn memory(count: usize) -> (u64, u64) {
     bench.insert_backlog(count, now_ms() + 86_400_000).await;
     println!("  memory: {count} future deliveries inserted in {:.1} s", started.elapsed().as_secs_f64());
     let data_dir = bench.config.data_dir.clone();
+    let database_url = bench.database_url();
     drop(bench.store);
     let mut child = Command::new(env!("CARGO_BIN_EXE_easel"))
         .arg("serve")
         .env("EASEL_DATA_DIR", &data_dir)
+        .env("EASEL_DATABASE_URL", &database_url)
         .env("EASEL_LISTEN", "127.0.0.1:0")
         .env("EASEL_LOG", "warn")
         .env("EASEL_WEBHOOK__ALLOW_HTTP", "true")

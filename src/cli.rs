@@ -32,8 +32,12 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the server: HTTP API, render workers.
-    Serve,
+    /// Run the server: HTTP API, render workers, webhook delivery.
+    Serve {
+        /// The roles of this node, comma-separated (default: all three; or `roles` in the config).
+        #[arg(long, value_delimiter = ',', value_name = "ROLES")]
+        roles: Option<Vec<crate::config::Role>>,
+    },
     /// Create or update the database schema, then exit.
     Migrate,
     /// Manage users.
@@ -160,7 +164,11 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let serving = matches!(cli.command, Command::Serve);
+    let mut config = config;
+    if let Command::Serve { roles: Some(roles) } = &cli.command {
+        config.roles = roles.clone();
+    }
+    let serving = matches!(cli.command, Command::Serve { .. });
     init_logging(if serving { &config.log } else { "warn" });
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime starts");
     match runtime.block_on(run(cli.command, config)) {
@@ -187,7 +195,7 @@ fn init_logging(filter: &str) {
 
 async fn run(command: Command, config: Config) -> Result<(), Failure> {
     match command {
-        Command::Serve => serve(config).await,
+        Command::Serve { .. } => serve(config).await,
         Command::Migrate => {
             let store = store::open(&config).await?;
             println!("database {} is up to date ({})", config.database_url(), store.backend());

@@ -27,6 +27,9 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "api",
     "render",
     "webhook",
+    "database",
+    "storage",
+    "roles",
     "models",
 ];
 
@@ -53,6 +56,10 @@ pub struct Config {
     pub api: ApiConfig,
     pub render: RenderConfig,
     pub webhook: WebhookConfig,
+    pub database: DatabaseConfig,
+    pub storage: StorageConfig,
+    /// What `serve` runs on this node: `api`, `render`, `deliver` (all three by default).
+    pub roles: Vec<Role>,
     /// Extra platform models (or overrides of built-in ones, by id).
     pub models: Vec<ModelConfig>,
 }
@@ -171,6 +178,63 @@ impl Default for WebhookConfig {
     }
 }
 
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// Connections in the pool (PostgreSQL).
+    pub max_connections: u32,
+    /// Longest wait for a connection (and, at start, for the database to answer).
+    #[serde(with = "duration_text")]
+    pub connect_timeout: Duration,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self { max_connections: 10, connect_timeout: Duration::from_secs(10) }
+    }
+}
+
+/// Where image files live: the local directory `<data_dir>/images` by default, or an
+/// S3-compatible bucket shared by every node.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// `s3://BUCKET` or `s3://BUCKET/PREFIX`; unset: the local directory.
+    pub url: Option<String>,
+    /// The S3 endpoint, for S3-compatible services (MinIO, Ceph, R2, ...); default: AWS.
+    pub endpoint: Option<String>,
+    /// Default: `AWS_REGION`, else us-east-1.
+    pub region: Option<String>,
+    /// Default: `AWS_ACCESS_KEY_ID`.
+    pub access_key_id: Option<String>,
+    /// Default: `AWS_SECRET_ACCESS_KEY`.
+    #[serde(skip_serializing)]
+    pub secret_access_key: Option<SecretText>,
+    /// Allow an `http://` endpoint (a local S3-compatible server).
+    pub allow_http: bool,
+    /// Image URLs start with this (a CDN or the bucket's public address) instead of
+    /// `{public_url}/cdn`; `/cdn/...` keeps serving the files either way.
+    pub public_base_url: Option<String>,
+}
+
+/// A part of `serve` that a node may run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The HTTP API (REST v1 and image files).
+    Api,
+    /// Render workers.
+    Render,
+    /// The webhook delivery engine.
+    Deliver,
+}
+
+impl Config {
+    pub fn runs(&self, role: Role) -> bool {
+        self.roles.contains(&role)
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -184,6 +248,9 @@ impl Default for Config {
             api: ApiConfig::default(),
             render: RenderConfig::default(),
             webhook: WebhookConfig::default(),
+            database: DatabaseConfig::default(),
+            storage: StorageConfig::default(),
+            roles: vec![Role::Api, Role::Render, Role::Deliver],
             models: Vec::new(),
         }
     }
@@ -269,6 +336,26 @@ impl Config {
         }
         if let Err(e) = DatabaseUrl::parse(&self.database_url()) {
             return fail("database_url", e);
+        }
+        if self.database.max_connections == 0 {
+            return fail("database.max_connections", "must be at least 1".into());
+        }
+        if let Some(url) = &self.storage.url
+            && crate::images::parse_s3_url(url).is_none()
+        {
+            return fail("storage.url", format!("{url:?} is not s3://BUCKET or s3://BUCKET/PREFIX"));
+        }
+        for (setting, value) in
+            [("storage.endpoint", &self.storage.endpoint), ("storage.public_base_url", &self.storage.public_base_url)]
+        {
+            if let Some(url) = value
+                && !url::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+            {
+                return fail(setting, format!("{url:?} is not an absolute http(s) URL"));
+            }
+        }
+        if self.roles.is_empty() {
+            return fail("roles", "name at least one of api, render, deliver".into());
         }
         if let Some(Err(e)) = self.master_key.as_ref().map(|key| crate::secrets::MasterKey::from_base64(key.expose())) {
             return fail("master_key", e.to_string());
@@ -375,6 +462,7 @@ impl Config {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DatabaseUrl {
     Sqlite(PathBuf),
+    Postgres(String),
 }
 
 impl DatabaseUrl {
@@ -386,8 +474,25 @@ impl DatabaseUrl {
             }
             return Ok(DatabaseUrl::Sqlite(PathBuf::from(path)));
         }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(DatabaseUrl::Postgres(url.to_string()));
+        }
         let scheme = url.split(':').next().unwrap_or("");
-        Err(format!("{url:?}: unsupported database scheme {scheme:?} (supported: sqlite://PATH)"))
+        Err(format!(
+            "{:?}: unsupported database scheme {scheme:?} (supported: sqlite://PATH, postgres://...)",
+            redact_url(url)
+        ))
+    }
+}
+
+/// A URL fit for logs and error messages: any password replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_string(),
     }
 }
 
@@ -469,6 +574,11 @@ mod tests {
         assert_eq!(DatabaseUrl::parse("sqlite:e.db?mode=rwc"), Ok(DatabaseUrl::Sqlite("e.db".into())));
         assert!(DatabaseUrl::parse("sqlite::memory:").is_err());
         assert!(DatabaseUrl::parse("mysql://x").unwrap_err().contains("unsupported database scheme"));
+        assert_eq!(
+            DatabaseUrl::parse("postgres://easel@db/easel"),
+            Ok(DatabaseUrl::Postgres("postgres://easel@db/easel".into()))
+        );
+        assert_eq!(redact_url("postgres://easel:hunter2@db/easel"), "postgres://easel:***@db/easel");
     }
 
     #[test]

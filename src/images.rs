@@ -6,11 +6,14 @@ use std::path::Path as FsPath;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
+use object_store::prefix::PrefixStore;
 use object_store::{ObjectStore, PutPayload};
 use sha2::{Digest, Sha256};
 
+use crate::config::Config;
 use crate::ids::{GenerationId, ImageId, UserId, VariationId};
 
 #[derive(Clone)]
@@ -21,6 +24,48 @@ pub struct ImageStore {
 }
 
 impl ImageStore {
+    /// The storage the configuration names: an S3-compatible bucket, or `<data_dir>/images`.
+    /// Image URLs start with `storage.public_base_url` if set, else `{public_url}/cdn`.
+    pub fn from_config(config: &Config, public_url: &str) -> Result<ImageStore, String> {
+        let cdn_base = match &config.storage.public_base_url {
+            Some(base) => base.trim_end_matches('/').to_string(),
+            None => format!("{}/cdn", public_url.trim_end_matches('/')),
+        };
+        let store: Arc<dyn ObjectStore> = match &config.storage.url {
+            None => {
+                let dir = config.data_dir.join("images");
+                std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+                Arc::new(LocalFileSystem::new_with_prefix(&dir).map_err(|e| e.to_string())?)
+            }
+            Some(url) => {
+                let (bucket, prefix) =
+                    parse_s3_url(url).ok_or_else(|| format!("storage.url {url:?} is not s3://BUCKET"))?;
+                let storage = &config.storage;
+                let mut builder =
+                    AmazonS3Builder::from_env().with_bucket_name(bucket).with_allow_http(storage.allow_http);
+                if let Some(endpoint) = &storage.endpoint {
+                    builder = builder.with_endpoint(endpoint);
+                }
+                if let Some(region) = &storage.region {
+                    builder = builder.with_region(region);
+                }
+                if let Some(id) = &storage.access_key_id {
+                    builder = builder.with_access_key_id(id);
+                }
+                if let Some(secret) = &storage.secret_access_key {
+                    builder = builder.with_secret_access_key(secret.expose());
+                }
+                let bucket_store: Arc<dyn ObjectStore> =
+                    Arc::new(builder.build().map_err(|e| format!("storage.url {url:?}: {e}"))?);
+                match prefix {
+                    Some(prefix) => Arc::new(PrefixStore::new(bucket_store, prefix)),
+                    None => bucket_store,
+                }
+            }
+        };
+        Ok(ImageStore { store, cdn_base })
+    }
+
     /// Files under `dir`, served as `{public_url}/cdn/...`.
     pub fn local(dir: &FsPath, public_url: &str) -> std::io::Result<ImageStore> {
         std::fs::create_dir_all(dir)?;
@@ -57,6 +102,19 @@ impl ImageStore {
         }
         Ok(())
     }
+}
+
+/// `s3://bucket/some/prefix` to (`bucket`, `Some("some/prefix")`).
+pub fn parse_s3_url(url: &str) -> Option<(String, Option<String>)> {
+    let rest = url.strip_prefix("s3://")?;
+    let (bucket, prefix) = match rest.split_once('/') {
+        Some((bucket, prefix)) => (bucket, Some(prefix.trim_matches('/')).filter(|p| !p.is_empty())),
+        None => (rest, None),
+    };
+    if bucket.is_empty() {
+        return None;
+    }
+    Some((bucket.to_string(), prefix.map(str::to_string)))
 }
 
 /// Image ids are derived from the generation and the image's index, so a job rendered again after
@@ -115,6 +173,14 @@ mod tests {
         assert_eq!(slug("日本 ../../etc", 60), "etc");
         assert_eq!(slug("!!!", 60), "image");
         assert!(slug(&"word ".repeat(100), 60).len() <= 60);
+    }
+
+    #[test]
+    fn s3_urls_name_a_bucket_and_an_optional_prefix() {
+        assert_eq!(parse_s3_url("s3://images"), Some(("images".into(), None)));
+        assert_eq!(parse_s3_url("s3://images/easel/prod/"), Some(("images".into(), Some("easel/prod".into()))));
+        assert_eq!(parse_s3_url("s3:///x"), None);
+        assert_eq!(parse_s3_url("gs://images"), None);
     }
 
     #[test]

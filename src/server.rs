@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin;
-use crate::config::{Config, DatabaseUrl};
+use crate::config::{Config, DatabaseUrl, Role};
 use crate::http::{self, AppState};
 use crate::images::ImageStore;
 use crate::models::Catalogue;
@@ -59,15 +59,15 @@ impl Easel {
     }
 }
 
-/// Opens the store, creates the first user on a fresh database, binds the listener and starts the
-/// HTTP API and the render workers.
+/// Opens the store, creates the first user on a fresh database, binds the listener and starts
+/// the roles this node runs: the HTTP API, the render workers, the delivery engine.
 pub async fn start(config: Config) -> Result<Easel, StartError> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| StartError(format!("cannot create the data directory {}: {e}", config.data_dir.display())))?;
     let instance_lock = lock_single_node_database(&config)?;
-    let store = store::open(&config)
-        .await
-        .map_err(|e| StartError(format!("cannot open the database {}: {e}", config.database_url())))?;
+    let store = store::open(&config).await.map_err(|e| {
+        StartError(format!("cannot open the database {}: {e}", crate::config::redact_url(&config.database_url())))
+    })?;
     let master_key = MasterKey::load(config.master_key.as_ref().map(|key| key.expose()), &config.data_dir)
         .map_err(|e| StartError(format!("cannot load the master key: {e}")))?;
     let bootstrap = bootstrap(&*store, &master_key, &config).await?;
@@ -87,55 +87,79 @@ pub async fn start(config: Config) -> Result<Easel, StartError> {
         .map_err(|e| StartError(format!("cannot listen on {} (`listen`): {e}", config.listen)))?;
     let addr = listener.local_addr().map_err(|e| StartError(e.to_string()))?;
     let public_url = config.public_url_or(addr);
-    let images = ImageStore::local(&config.data_dir.join("images"), &public_url)
-        .map_err(|e| StartError(format!("cannot use the image directory: {e}")))?;
+    let images = ImageStore::from_config(&config, &public_url)
+        .map_err(|e| StartError(format!("cannot use the image storage: {e}")))?;
     let catalogue = Arc::new(Catalogue::new(&config.models).map_err(StartError)?);
 
     let shutdown = CancellationToken::new();
+    let grace = config.shutdown_grace;
     let node_id = format!("node-{}", uuid::Uuid::new_v4().simple());
-    let (engine, delivery_queue, engine_inbox) =
-        DeliveryEngine::new(store.clone(), config.webhook.clone(), master_key.clone(), node_id.clone())
-            .map_err(|e| StartError(format!("cannot set up webhook delivery: {e}")))?;
-    let delivery_wakeup = delivery_queue.wakeup();
-    let render_wakeup = Arc::new(Notify::new());
-    let workers = Arc::new(RenderWorkers {
-        store: store.clone(),
-        renderer: Arc::new(BuiltinRenderer::new(config.render.workers)),
-        images: images.clone(),
-        catalogue: catalogue.clone(),
-        config: config.render.clone(),
-        node_id,
-        wakeup: render_wakeup.clone(),
-        outbox: Outbox {
-            master_key: master_key.clone(),
+    let mut wakeups = store::Wakeups::default();
+
+    // The delivery engine first: render workers on this node hand it their callbacks.
+    let engine_shutdown = CancellationToken::new();
+    let (deliver, delivery_queue) = if config.runs(Role::Deliver) {
+        let (engine, queue, inbox) =
+            DeliveryEngine::new(store.clone(), config.webhook.clone(), master_key.clone(), node_id.clone())
+                .map_err(|e| StartError(format!("cannot set up webhook delivery: {e}")))?;
+        wakeups.deliveries = Some(queue.wakeup());
+        (Some(tokio::spawn(engine.run(inbox, engine_shutdown.clone(), grace))), Some(queue))
+    } else {
+        (None, None)
+    };
+    let render = if config.runs(Role::Render) {
+        let wakeup = Arc::new(Notify::new());
+        wakeups.render = Some(wakeup.clone());
+        let workers = Arc::new(RenderWorkers {
+            store: store.clone(),
+            renderer: Arc::new(BuiltinRenderer::new(config.render.workers)),
             images: images.clone(),
             catalogue: catalogue.clone(),
-            queue: Some(delivery_queue),
-        },
-    });
+            config: config.render.clone(),
+            node_id: node_id.clone(),
+            wakeup,
+            outbox: Outbox {
+                master_key: master_key.clone(),
+                images: images.clone(),
+                catalogue: catalogue.clone(),
+                queue: delivery_queue.clone(),
+            },
+        });
+        Some(tokio::spawn(workers.run(shutdown.clone(), grace)))
+    } else {
+        None
+    };
+    store.watch(wakeups.clone(), shutdown.clone());
     let state = Arc::new(AppState {
         store: store.clone(),
         catalogue,
         images,
         api: config.api.clone(),
-        render_wakeup: Some(render_wakeup),
-        delivery_wakeup: Some(delivery_wakeup),
+        render_wakeup: wakeups.render,
+        delivery_wakeup: wakeups.deliveries,
         egress_ips: config.webhook.egress_ips.clone(),
     });
-    let app = http::router(state);
-
-    let grace = config.shutdown_grace;
+    let app = http::router(state, config.runs(Role::Api));
     let http = tokio::spawn(serve_http(listener, app, config.api.clone(), shutdown.clone(), grace));
-    let render = tokio::spawn(workers.run(shutdown.clone(), grace));
-    // The engine stops after the render workers, so the callbacks of jobs that finish during the
-    // shutdown still go out.
-    let engine_shutdown = CancellationToken::new();
-    let deliver = tokio::spawn(engine.run(engine_inbox, engine_shutdown.clone(), grace));
+
+    let task_store = store.clone();
     let task = tokio::spawn(async move {
         let _ = http.await;
-        let _ = render.await;
+        if let Some(render) = render {
+            let _ = render.await;
+        }
+        // The engine stops after the render workers, so the callbacks of jobs that finish during
+        // the shutdown still go out.
         engine_shutdown.cancel();
-        let _ = deliver.await;
+        if let Some(deliver) = deliver {
+            let _ = deliver.await;
+        }
+        // Work cut short is given back at once rather than when its leases expire.
+        match task_store.release_leases_of(&node_id, crate::clock::now_ms()).await {
+            Ok(0) => {}
+            Ok(released) => tracing::info!(leases = released, "gave back unfinished work"),
+            Err(e) => tracing::warn!(error.message = %e, "cannot give back unfinished work; its leases will expire"),
+        }
         drop(instance_lock);
         tracing::info!("stopped");
     });
@@ -146,7 +170,8 @@ pub async fn start(config: Config) -> Result<Easel, StartError> {
         proxy = config.webhook.proxy_url.is_some(),
         "webhook callbacks leave from these addresses (published at /egress-ips)"
     );
-    tracing::info!(%addr, %public_url, database = store.backend(), "easel is listening");
+    let roles: Vec<String> = config.roles.iter().map(|r| format!("{r:?}").to_lowercase()).collect();
+    tracing::info!(%addr, %public_url, database = store.backend(), roles = roles.join(","), "easel is listening");
     Ok(Easel { addr, public_url, store, master_key, bootstrap, shutdown, task })
 }
 
@@ -198,7 +223,7 @@ async fn serve_http(
 /// (the CLI may still open the database while the server runs).
 fn lock_single_node_database(config: &Config) -> Result<Option<File>, StartError> {
     let url = config.database_url();
-    let DatabaseUrl::Sqlite(path) = DatabaseUrl::parse(&url).map_err(StartError)?;
+    let DatabaseUrl::Sqlite(path) = DatabaseUrl::parse(&url).map_err(StartError)? else { return Ok(None) };
     let mut lock_path = path.into_os_string();
     lock_path.push(".lock");
     let lock_path = PathBuf::from(lock_path);

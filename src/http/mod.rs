@@ -45,16 +45,20 @@ pub struct AppState {
 
 pub type ApiContext = Arc<AppState>;
 
-pub fn router(state: ApiContext) -> Router {
-    let api = Router::new()
-        .merge(generations::router())
-        .merge(deliveries::router())
-        .merge(variations::router())
-        .merge(me::router())
-        .merge(models::router());
-    Router::new()
-        .nest("/api/rest/v1", api)
-        .merge(cdn::router())
+/// The routes; `api` is false on nodes that do not run the API role (they answer `/healthz` and
+/// `/egress-ips` only).
+pub fn router(state: ApiContext, api: bool) -> Router {
+    let mut router = Router::new();
+    if api {
+        let rest = Router::new()
+            .merge(generations::router())
+            .merge(deliveries::router())
+            .merge(variations::router())
+            .merge(me::router())
+            .merge(models::router());
+        router = router.nest("/api/rest/v1", rest).merge(cdn::router());
+    }
+    router
         .route("/healthz", get(health))
         .route("/egress-ips", get(egress_ips))
         .fallback(route_not_found)

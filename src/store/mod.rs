@@ -6,6 +6,8 @@
 //! a lease that expires, and the job is claimed again. A job is finished only by the holder of its
 //! lease, so a worker whose lease was taken over cannot finish it twice.
 
+mod postgres;
+mod rows;
 mod sqlite;
 
 use std::sync::Arc;
@@ -19,6 +21,7 @@ use bytes::Bytes;
 
 use crate::ids::{ApiKeyId, DeliveryId, GenerationId, ImageId, UserId, VariationId};
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -39,6 +42,7 @@ pub enum StoreError {
 pub async fn open(config: &Config) -> StoreResult<Arc<dyn Store>> {
     match DatabaseUrl::parse(&config.database_url()).map_err(StoreError::Conflict)? {
         DatabaseUrl::Sqlite(path) => Ok(Arc::new(SqliteStore::open(&path).await?)),
+        DatabaseUrl::Postgres(url) => Ok(Arc::new(PgStore::open(&url, &config.database).await?)),
     }
 }
 
@@ -329,10 +333,23 @@ pub struct DeliveryFilter {
     pub limit: u32,
 }
 
+/// What wakes this node's workers when another node adds work.
+#[derive(Clone, Default)]
+pub struct Wakeups {
+    pub render: Option<Arc<tokio::sync::Notify>>,
+    pub deliveries: Option<Arc<tokio::sync::Notify>>,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
+    /// Starts relaying other nodes' announcements of new work (render jobs, due deliveries) to
+    /// `wakeups` until `stop`. Single-node backends have no other nodes: nothing to do.
+    fn watch(&self, _wakeups: Wakeups, _stop: tokio_util::sync::CancellationToken) {}
+    /// Gives up the leases `owner` holds on unfinished render jobs and deliveries (at shutdown),
+    /// so they are taken up at once rather than when the leases expire.
+    async fn release_leases_of(&self, owner: &str, now: Millis) -> StoreResult<u64>;
     async fn ping(&self) -> StoreResult<()>;
 
     /// Fails with `Conflict` if the username is taken.

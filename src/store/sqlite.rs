@@ -8,7 +8,6 @@
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -17,6 +16,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, Row, Sqlite};
 
+use super::rows::*;
 use super::*;
 use crate::clock::Millis;
 
@@ -93,89 +93,6 @@ async fn checkpoint_wal(pool: SqlitePool, stop: tokio_util::sync::CancellationTo
     pool.close().await;
 }
 
-fn parse<T: FromStr>(row: &SqliteRow, column: &str) -> StoreResult<T> {
-    let text: String = row.try_get(column)?;
-    text.parse().map_err(|_| StoreError::Corrupt(format!("column {column} holds {text:?}")))
-}
-
-fn user_from_row(row: &SqliteRow) -> StoreResult<User> {
-    Ok(User {
-        id: parse(row, "id")?,
-        username: row.try_get("username")?,
-        api_concurrency_slots: row.try_get::<i64, _>("api_concurrency_slots")? as u32,
-        created_at: row.try_get("created_at")?,
-    })
-}
-
-const API_KEY_COLUMNS: &str = "k.id, k.user_id, k.name, k.created_at, k.last_used_at, k.webhook_url, \
-     k.webhook_api_key_sealed, k.signing_secret_sealed, k.deleted_at";
-
-fn api_key_from_row(row: &SqliteRow) -> StoreResult<ApiKey> {
-    Ok(ApiKey {
-        id: parse(row, "id")?,
-        user_id: parse(row, "user_id")?,
-        name: row.try_get("name")?,
-        created_at: row.try_get("created_at")?,
-        last_used_at: row.try_get("last_used_at")?,
-        webhook_url: row.try_get("webhook_url")?,
-        webhook_api_key_sealed: row.try_get("webhook_api_key_sealed")?,
-        signing_secret_sealed: row.try_get("signing_secret_sealed")?,
-        deleted_at: row.try_get("deleted_at")?,
-    })
-}
-
-const GENERATION_COLUMNS: &str = "id, user_id, api_key_id, status, params, failure_reason, created_at, updated_at";
-
-fn generation_from_row(row: &SqliteRow) -> StoreResult<Generation> {
-    let params: String = row.try_get("params")?;
-    Ok(Generation {
-        id: parse(row, "id")?,
-        user_id: parse(row, "user_id")?,
-        api_key_id: parse(row, "api_key_id")?,
-        status: JobStatus::parse(&row.try_get::<String, _>("status")?)?,
-        params: serde_json::from_str(&params).map_err(|e| StoreError::Corrupt(format!("generation params: {e}")))?,
-        failure_reason: row.try_get("failure_reason")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-        images: Vec::new(),
-    })
-}
-
-const IMAGE_COLUMNS: &str = "id, generation_id, user_id, idx, storage_key, width, height, created_at";
-
-fn image_from_row(row: &SqliteRow) -> StoreResult<Image> {
-    Ok(Image {
-        id: parse(row, "id")?,
-        generation_id: parse(row, "generation_id")?,
-        user_id: parse(row, "user_id")?,
-        index: row.try_get::<i64, _>("idx")? as u32,
-        storage_key: row.try_get("storage_key")?,
-        width: row.try_get::<i64, _>("width")? as u32,
-        height: row.try_get::<i64, _>("height")? as u32,
-        created_at: row.try_get("created_at")?,
-        variations: Vec::new(),
-    })
-}
-
-const VARIATION_COLUMNS: &str = "id, image_id, generation_id, user_id, api_key_id, transform_type, status, \
-     storage_key, failure_reason, created_at, updated_at";
-
-fn variation_from_row(row: &SqliteRow) -> StoreResult<Variation> {
-    Ok(Variation {
-        id: parse(row, "id")?,
-        image_id: parse(row, "image_id")?,
-        generation_id: parse(row, "generation_id")?,
-        user_id: parse(row, "user_id")?,
-        api_key_id: parse(row, "api_key_id")?,
-        transform_type: row.try_get("transform_type")?,
-        status: JobStatus::parse(&row.try_get::<String, _>("status")?)?,
-        storage_key: row.try_get("storage_key")?,
-        failure_reason: row.try_get("failure_reason")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-    })
-}
-
 async fn insert_delivery(tx: &mut sqlx::SqliteConnection, delivery: &NewDelivery) -> StoreResult<()> {
     // A delivery leased at birth is due when its lease runs out.
     let (lease_owner, next_attempt_at) = match &delivery.lease {
@@ -207,44 +124,6 @@ async fn insert_delivery(tx: &mut sqlx::SqliteConnection, delivery: &NewDelivery
     Ok(())
 }
 
-const DELIVERY_COLUMNS: &str = "id, generation_id, user_id, api_key_id, event_type, url, status, attempt_count, \
-     next_attempt_at, last_status_code, last_error, created_at, updated_at, finished_at";
-
-fn delivery_from_row(row: &SqliteRow) -> StoreResult<Delivery> {
-    let status: String = row.try_get("status")?;
-    let status = DeliveryStatus::parse(&status)
-        .ok_or_else(|| StoreError::Corrupt(format!("unknown delivery status {status:?}")))?;
-    Ok(Delivery {
-        id: parse(row, "id")?,
-        generation_id: parse(row, "generation_id")?,
-        user_id: parse(row, "user_id")?,
-        api_key_id: parse(row, "api_key_id")?,
-        event_type: row.try_get("event_type")?,
-        url: row.try_get("url")?,
-        status,
-        attempt_count: row.try_get::<i64, _>("attempt_count")? as u32,
-        next_attempt_at: (status == DeliveryStatus::Pending).then(|| row.try_get("next_attempt_at")).transpose()?,
-        last_status_code: row.try_get::<Option<i64>, _>("last_status_code")?.map(|c| c as u16),
-        last_error: row.try_get("last_error")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-        finished_at: row.try_get("finished_at")?,
-    })
-}
-
-fn attempt_from_row(row: &SqliteRow) -> StoreResult<Attempt> {
-    Ok(Attempt {
-        delivery_id: parse(row, "delivery_id")?,
-        attempt: row.try_get::<i64, _>("attempt")? as u32,
-        started_at: row.try_get("started_at")?,
-        duration_ms: row.try_get::<i64, _>("duration_ms")? as u32,
-        status_code: row.try_get::<Option<i64>, _>("status_code")?.map(|c| c as u16),
-        error_class: row.try_get("error_class")?,
-        error_detail: row.try_get("error_detail")?,
-        response_excerpt: row.try_get("response_excerpt")?,
-    })
-}
-
 /// The first `limit` ids in `rows` that this node does not already hold.
 fn unheld_ids(rows: &[SqliteRow], held: &HashSet<DeliveryId>, limit: usize) -> StoreResult<Vec<DeliveryId>> {
     let mut ids = Vec::with_capacity(limit.min(rows.len()));
@@ -265,29 +144,17 @@ impl SqliteStore {
     async fn load_jobs(&self, ids: &[DeliveryId]) -> StoreResult<Vec<DeliveryJob>> {
         let mut jobs = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-            let mut query = QueryBuilder::<Sqlite>::new(
-                "SELECT d.id, d.generation_id, d.user_id, d.api_key_id, d.event_type, d.url, d.endpoint, \
-                 d.attempt_count, d.schedule_index, p.body FROM webhook_deliveries d \
-                 JOIN webhook_payloads p ON p.delivery_id = d.id WHERE d.id IN (",
-            );
+            let mut query = QueryBuilder::<Sqlite>::new(format!(
+                "SELECT {JOB_COLUMNS} FROM webhook_deliveries d JOIN webhook_payloads p ON p.delivery_id = d.id \
+                 WHERE d.id IN ("
+            ));
             let mut list = query.separated(", ");
             for id in chunk {
                 list.push_bind(id.to_string());
             }
             query.push(") ORDER BY d.next_attempt_at");
             for row in query.build().fetch_all(&self.reader).await? {
-                jobs.push(DeliveryJob {
-                    id: parse(&row, "id")?,
-                    generation_id: parse(&row, "generation_id")?,
-                    user_id: parse(&row, "user_id")?,
-                    api_key_id: parse(&row, "api_key_id")?,
-                    event_type: row.try_get("event_type")?,
-                    url: row.try_get("url")?,
-                    endpoint: row.try_get("endpoint")?,
-                    payload: Bytes::from(row.try_get::<Vec<u8>, _>("body")?),
-                    attempt_count: row.try_get::<i64, _>("attempt_count")? as u32,
-                    schedule_index: row.try_get::<i64, _>("schedule_index")? as u32,
-                });
+                jobs.push(job_from_row(&row)?);
             }
         }
         Ok(jobs)
@@ -345,6 +212,31 @@ impl SqliteStore {
 impl Store for SqliteStore {
     fn backend(&self) -> &'static str {
         "sqlite"
+    }
+
+    async fn release_leases_of(&self, owner: &str, now: Millis) -> StoreResult<u64> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut released = 0;
+        for table in ["generations", "variations"] {
+            released += sqlx::query(&format!(
+                "UPDATE {table} SET lease_owner = NULL, lease_expires_at = 0 WHERE status = 'PENDING' AND lease_owner = ?1"
+            ))
+            .bind(owner)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        released += sqlx::query(
+            "UPDATE webhook_deliveries SET lease_owner = NULL, next_attempt_at = ?2 \
+             WHERE status = 'pending' AND lease_owner = ?1",
+        )
+        .bind(owner)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(released)
     }
 
     async fn ping(&self) -> StoreResult<()> {
@@ -795,26 +687,16 @@ impl Store for SqliteStore {
                 "WITH v (id, owner, status, next_at, schedule_index, code, error, at, finished) AS (",
             );
             update.push_values(chunk, |mut row, record| {
-                let a = &record.attempt;
-                let at = a.started_at + i64::from(a.duration_ms);
-                let (status, next_at, schedule_index, finished) = match &record.next {
-                    NextStep::Succeeded => ("succeeded", at, None, Some(at)),
-                    NextStep::Retry { at: next, schedule_index } => ("pending", *next, Some(*schedule_index), None),
-                    NextStep::Failed => ("failed", at, None, Some(at)),
-                };
-                let error = a.error_detail.as_ref().map(|detail| match &a.error_class {
-                    Some(class) => format!("{class}: {detail}"),
-                    None => detail.clone(),
-                });
-                row.push_bind(a.delivery_id.to_string())
+                let update = DeliveryUpdate::of(record);
+                row.push_bind(record.attempt.delivery_id.to_string())
                     .push_bind(record.lease_owner.clone())
-                    .push_bind(status)
-                    .push_bind(next_at)
-                    .push_bind(schedule_index.map(i64::from))
-                    .push_bind(a.status_code.map(i64::from))
-                    .push_bind(error)
-                    .push_bind(at)
-                    .push_bind(finished);
+                    .push_bind(update.status)
+                    .push_bind(update.next_attempt_at)
+                    .push_bind(update.schedule_index)
+                    .push_bind(record.attempt.status_code.map(i64::from))
+                    .push_bind(update.error)
+                    .push_bind(update.at)
+                    .push_bind(update.finished_at);
             });
             update.push(
                 ") UPDATE webhook_deliveries SET status = v.status, attempt_count = attempt_count + 1, \

@@ -289,6 +289,11 @@ async fn image_to_image_starts_from_an_earlier_image() {
 #[tokio::test]
 async fn health_answers_without_authentication() {
     let app = spawn_app().await;
+    let expected = match crate::BACKEND {
+        Backend::Sqlite => "sqlite",
+        Backend::Postgres => "postgres",
+    };
+    assert_eq!(app.easel.store.backend(), expected, "the suite runs on its backend");
     let reply = app.send(app.client.get(format!("{}/healthz", app.origin))).await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.body["status"], "ok");

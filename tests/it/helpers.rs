@@ -13,7 +13,7 @@ use tempfile::TempDir;
 
 pub struct TestApp {
     pub easel: Easel,
-    pub dir: TempDir,
+    pub dir: TestDir,
     pub config: Config,
     /// `http://127.0.0.1:PORT`
     pub origin: String,
@@ -44,8 +44,105 @@ pub struct Reply {
     pub text: String,
 }
 
-pub fn test_config(dir: &std::path::Path) -> Config {
-    Config { listen: "127.0.0.1:0".into(), data_dir: dir.to_path_buf(), log: "warn".into(), ..Config::default() }
+/// Which database the suite runs on: each test binary's `main.rs` says (`crate::BACKEND`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A test's data directory and, on PostgreSQL, its own database (dropped with it).
+pub struct TestDir {
+    pub temp: TempDir,
+    pub database: Option<crate::helpers::TestDatabase>,
+}
+
+impl TestDir {
+    pub fn path(&self) -> &std::path::Path {
+        self.temp.path()
+    }
+}
+
+/// A fresh data directory (and, on PostgreSQL, a fresh database) for one test.
+pub async fn test_dir() -> TestDir {
+    let temp = tempfile::tempdir().expect("temporary directory");
+    let database = match crate::BACKEND {
+        Backend::Sqlite => None,
+        Backend::Postgres => Some(TestDatabase::create().await),
+    };
+    TestDir { temp, database }
+}
+
+/// Settings for a test server on port 0 in `dir` (on its database).
+pub fn test_config(dir: &TestDir) -> Config {
+    Config {
+        listen: "127.0.0.1:0".into(),
+        data_dir: dir.path().to_path_buf(),
+        database_url: dir.database.as_ref().map(|db| db.url.clone()),
+        log: "warn".into(),
+        ..Config::default()
+    }
+}
+
+/// The PostgreSQL server the PostgreSQL suite uses: `EASEL_TEST_POSTGRES_URL`, or the local
+/// server with trust authentication.
+pub fn postgres_admin_url() -> String {
+    std::env::var("EASEL_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A database made for one test, dropped when the test ends.
+pub struct TestDatabase {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDatabase {
+    /// Without a reachable PostgreSQL server the whole suite ends here, loudly, as skipped; under
+    /// CI (`CI=true`) that is a failure instead.
+    pub async fn create() -> TestDatabase {
+        let admin = postgres_admin_url();
+        let connect = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(std::time::Duration::from_secs(5))
+            .connect(&admin);
+        let pool = match connect.await {
+            Ok(pool) => pool,
+            Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
+                panic!("PostgreSQL at {admin} is not reachable under CI: {e}")
+            }
+            Err(e) => {
+                eprintln!(
+                    "\n!!! SKIPPED the PostgreSQL suite: no PostgreSQL at {admin} ({e}). Start one, or set \
+                     EASEL_TEST_POSTGRES_URL, to run it.\n"
+                );
+                std::process::exit(0);
+            }
+        };
+        let name = format!("easel_test_{}", uuid::Uuid::new_v4().simple());
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&pool).await.expect("create the test database");
+        pool.close().await;
+        let mut url = url::Url::parse(&admin).expect("a URL");
+        url.set_path(&name);
+        TestDatabase { name, url: url.to_string() }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs outside any runtime: a small one of its own does the work.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async {
+                if let Ok(pool) =
+                    sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&postgres_admin_url()).await
+                {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&pool).await;
+                }
+            });
+        })
+        .join();
+    }
 }
 
 /// Webhook settings for tests: trust the test CA, run the retry schedule in milliseconds.
@@ -64,14 +161,14 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let mut config = test_config(dir.path());
+    let dir = test_dir().await;
+    let mut config = test_config(&dir);
     configure(&mut config);
     start_in(dir, config).await
 }
 
 /// Starts Easel on an existing data directory (used to restart).
-pub async fn start_in(dir: TempDir, config: Config) -> TestApp {
+pub async fn start_in(dir: TestDir, config: Config) -> TestApp {
     config.validate().expect("test configuration is valid");
     let mut easel = server::start(config.clone()).await.expect("easel starts");
     let origin = format!("http://{}", easel.addr);
@@ -176,7 +273,7 @@ impl TestApp {
     }
 
     /// Stops the server (graceful shutdown) and returns its data directory and configuration.
-    pub async fn stop(self) -> (TempDir, Config) {
+    pub async fn stop(self) -> (TestDir, Config) {
         self.easel.shutdown();
         self.easel.stopped().await;
         (self.dir, self.config)

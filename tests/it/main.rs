@@ -2,6 +2,7 @@
 //! with its own temporary data directory and talks to it over real sockets.
 
 mod api;
+mod child;
 mod dns;
 mod helpers;
 mod isolation;
@@ -10,5 +11,10 @@ mod process;
 mod receiver;
 mod sdk;
 mod security;
+mod storage;
 mod validation;
 mod webhooks;
+
+/// This binary runs the suite on SQLite, the embedded default (`tests/it_postgres` runs it on
+/// PostgreSQL).
+pub const BACKEND: helpers::Backend = helpers::Backend::Sqlite;

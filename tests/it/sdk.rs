@@ -8,18 +8,19 @@ use std::process::Command;
 use crate::helpers::*;
 use crate::receiver::{Reply, TestCa, TestReceiver};
 
-const REQUIREMENTS: &str = include_str!("../sdk/requirements.txt");
-
-/// A Python interpreter with the pinned packages installed.
-pub fn python_with_sdk() -> Result<PathBuf, String> {
-    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("sdk-venv");
+/// A Python interpreter with the packages pinned in `tests/<suite>/requirements.txt`, in a
+/// virtualenv under `target/` made on first use.
+pub fn python_with(suite: &str) -> Result<PathBuf, String> {
+    let requirements_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join(suite).join("requirements.txt");
+    let requirements = std::fs::read_to_string(&requirements_path).map_err(|e| e.to_string())?;
+    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{suite}-venv"));
     std::fs::create_dir_all(venv.parent().unwrap()).map_err(|e| e.to_string())?;
     // Tests in other processes (cargo nextest) may provision at the same time.
     let lock = std::fs::File::create(venv.with_extension("lock")).map_err(|e| e.to_string())?;
     lock.lock().map_err(|e| e.to_string())?;
     let python = venv.join("bin").join("python");
     let stamp = venv.join("requirements.installed");
-    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(REQUIREMENTS) && python.exists() {
+    if std::fs::read_to_string(&stamp).ok() == Some(requirements.clone()) && python.exists() {
         return Ok(python);
     }
     let run = |command: &mut Command| -> Result<(), String> {
@@ -34,20 +35,20 @@ pub fn python_with_sdk() -> Result<PathBuf, String> {
     run(Command::new(&interpreter).args(["-m", "venv", "--clear"]).arg(&venv))?;
     run(Command::new(&python)
         .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/requirements.txt")))?;
-    std::fs::write(&stamp, REQUIREMENTS).map_err(|e| e.to_string())?;
+        .arg(&requirements_path))?;
+    std::fs::write(&stamp, requirements).map_err(|e| e.to_string())?;
     Ok(python)
 }
 
-/// The interpreter, or `None` after announcing the skip (a failure under CI).
-pub fn python_or_skip(test: &str) -> Option<PathBuf> {
-    match python_with_sdk() {
+/// The interpreter for `suite`, or `None` after announcing the skip (a failure under CI).
+pub fn python_or_skip(suite: &str, test: &str) -> Option<PathBuf> {
+    match python_with(suite) {
         Ok(python) => Some(python),
         Err(why) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("{test}: cannot provision Python with the Leonardo SDK under CI: {why}")
+            panic!("{test}: cannot provision Python with tests/{suite}/requirements.txt under CI: {why}")
         }
         Err(why) => {
-            eprintln!("\n!!! SKIPPED {test}: cannot provision Python with the Leonardo SDK: {why}\n");
+            eprintln!("\n!!! SKIPPED {test}: cannot provision Python with tests/{suite}/requirements.txt: {why}\n");
             None
         }
     }
@@ -60,7 +61,9 @@ pub fn script(name: &str) -> PathBuf {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_official_python_sdk_works_against_easel() {
     let Some(python) =
-        tokio::task::spawn_blocking(|| python_or_skip("the_official_python_sdk_works_against_easel")).await.unwrap()
+        tokio::task::spawn_blocking(|| python_or_skip("sdk", "the_official_python_sdk_works_against_easel"))
+            .await
+            .unwrap()
     else {
         return;
     };
@@ -81,7 +84,7 @@ async fn the_official_python_sdk_works_against_easel() {
 #[tokio::test(flavor = "multi_thread")]
 async fn callbacks_verify_with_the_standard_webhooks_library() {
     let test = "callbacks_verify_with_the_standard_webhooks_library";
-    let Some(python) = tokio::task::spawn_blocking(move || python_or_skip(test)).await.unwrap() else {
+    let Some(python) = tokio::task::spawn_blocking(move || python_or_skip("sdk", test)).await.unwrap() else {
         return;
     };
     let ca = TestCa::new();

@@ -11,9 +11,9 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::child::{EaselProcess, easel_cli_with, easel_json_with};
 use crate::dns::TestDns;
 use crate::helpers::*;
-use crate::process::{EaselProcess, easel_cli_with, easel_json_with};
 use crate::receiver::{Reply, ServerIdentity, TestCa, TestReceiver};
 
 async fn create_key(app: &TestApp, url: &str) -> Result<easel::admin::CreatedKey, String> {
@@ -176,8 +176,8 @@ async fn callbacks_leave_only_from_the_egress_addresses() {
 
 #[tokio::test]
 async fn an_egress_address_not_on_this_machine_stops_start_up() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = test_config(dir.path());
+    let dir = test_dir().await;
+    let mut config = test_config(&dir);
     config.webhook.egress_ips = vec!["192.0.2.44".parse().unwrap()];
     let error = easel::server::start(config).await.err().expect("start-up must fail");
     assert!(error.to_string().contains("webhook.egress_ips: 192.0.2.44 is not an address of this machine"), "{error}");
@@ -375,11 +375,13 @@ async fn tls_failures_are_explained() {
 async fn no_secret_is_stored_or_logged_in_plain_text() {
     let ca = TestCa::new();
     let receiver = TestReceiver::https(&ca, |_| Reply::ok()).await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = test_dir().await;
+    let database_url = test_config(&dir).database_url();
     let env = [
         ("EASEL_WEBHOOK__EXTRA_CA_CERTS", ca.pem_path.to_str().unwrap()),
         ("EASEL_WEBHOOK__ALLOW_PRIVATE_NETWORKS", "[\"127.0.0.0/8\"]"),
         ("EASEL_LOG", "debug"),
+        ("EASEL_DATABASE_URL", database_url.as_str()),
     ];
     let webhook_key = "whk-Secret-7b1e0c9d4f2a8b3c";
     let user = easel_json_with(dir.path(), &["users", "create", "--username", "secretive", "--json"], &env);
@@ -426,18 +428,12 @@ async fn no_secret_is_stored_or_logged_in_plain_text() {
     let secrets =
         [("API key", api_key.as_str()), ("webhook API key", webhook_key), ("signing secret", &signing_secret)];
     let signing_secret_bytes = signing_secret.trim_start_matches("whsec_").to_string();
-    for entry in std::fs::read_dir(dir.path()).unwrap() {
-        let path = entry.unwrap().path();
-        if path.file_name().unwrap() == "master.key" || !path.is_file() {
-            continue;
-        }
-        let bytes = std::fs::read(&path).unwrap();
+    for (place, bytes) in stored_bytes(&dir).await {
         for (what, secret) in secrets.iter().chain([("signing key", signing_secret_bytes.as_str())].iter()) {
-            assert!(
-                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
-                "the {what} is in {}",
-                path.display()
-            );
+            let hex: String = secret.bytes().map(|b| format!("{b:02x}")).collect();
+            for form in [secret.to_string(), hex] {
+                assert!(!bytes.windows(form.len()).any(|w| w == form.as_bytes()), "the {what} is in {place}");
+            }
         }
     }
     for (what, secret) in secrets {
@@ -445,6 +441,34 @@ async fn no_secret_is_stored_or_logged_in_plain_text() {
         assert!(!listing.contains(secret) && !text_listing.contains(secret), "the {what} is in the key listing");
     }
     assert!(log.contains("webhook"), "the log was captured");
+}
+
+/// Everything the store holds, as bytes to search: SQLite's files (database, WAL) in the data
+/// directory, or a text dump of every PostgreSQL table (byte columns in hex).
+async fn stored_bytes(dir: &TestDir) -> Vec<(String, Vec<u8>)> {
+    match &dir.database {
+        None => std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| path.is_file() && path.file_name().unwrap() != "master.key")
+            .map(|path| (path.display().to_string(), std::fs::read(&path).unwrap()))
+            .collect(),
+        Some(database) => {
+            let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&database.url).await.unwrap();
+            let tables: Vec<String> =
+                sqlx::query_scalar("SELECT tablename::TEXT FROM pg_tables WHERE schemaname = 'public'")
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap();
+            let mut dump = Vec::new();
+            for table in tables {
+                let rows: Vec<String> =
+                    sqlx::query_scalar(&format!("SELECT t::TEXT FROM {table} t")).fetch_all(&pool).await.unwrap();
+                dump.push((format!("table {table}"), rows.join("\n").into_bytes()));
+            }
+            dump
+        }
+    }
 }
 
 #[test]

@@ -1,0 +1,219 @@
+//! Rows to records, for every backend: the column lists the stores select and the mapping of a
+//! row to a record, written once against [`Columns`] (typed column access that both SQLite and
+//! PostgreSQL rows provide).
+
+use std::str::FromStr;
+
+use sqlx::Row;
+
+use super::*;
+
+/// Typed column access. Integers are 64-bit in both schemas; ids and times are text and integers.
+pub(super) trait Columns {
+    fn text(&self, column: &str) -> StoreResult<String>;
+    fn opt_text(&self, column: &str) -> StoreResult<Option<String>>;
+    fn int(&self, column: &str) -> StoreResult<i64>;
+    fn opt_int(&self, column: &str) -> StoreResult<Option<i64>>;
+    fn blob(&self, column: &str) -> StoreResult<Vec<u8>>;
+    fn opt_blob(&self, column: &str) -> StoreResult<Option<Vec<u8>>>;
+}
+
+macro_rules! columns_for {
+    ($row:ty) => {
+        impl Columns for $row {
+            fn text(&self, column: &str) -> StoreResult<String> {
+                Ok(self.try_get(column)?)
+            }
+            fn opt_text(&self, column: &str) -> StoreResult<Option<String>> {
+                Ok(self.try_get(column)?)
+            }
+            fn int(&self, column: &str) -> StoreResult<i64> {
+                Ok(self.try_get(column)?)
+            }
+            fn opt_int(&self, column: &str) -> StoreResult<Option<i64>> {
+                Ok(self.try_get(column)?)
+            }
+            fn blob(&self, column: &str) -> StoreResult<Vec<u8>> {
+                Ok(self.try_get(column)?)
+            }
+            fn opt_blob(&self, column: &str) -> StoreResult<Option<Vec<u8>>> {
+                Ok(self.try_get(column)?)
+            }
+        }
+    };
+}
+
+columns_for!(sqlx::sqlite::SqliteRow);
+columns_for!(sqlx::postgres::PgRow);
+
+pub(super) fn parse<T: FromStr>(row: &impl Columns, column: &str) -> StoreResult<T> {
+    let text = row.text(column)?;
+    text.parse().map_err(|_| StoreError::Corrupt(format!("column {column} holds {text:?}")))
+}
+
+pub(super) fn user_from_row(row: &impl Columns) -> StoreResult<User> {
+    Ok(User {
+        id: parse(row, "id")?,
+        username: row.text("username")?,
+        api_concurrency_slots: row.int("api_concurrency_slots")? as u32,
+        created_at: row.int("created_at")?,
+    })
+}
+
+pub(super) const API_KEY_COLUMNS: &str = "k.id, k.user_id, k.name, k.created_at, k.last_used_at, k.webhook_url, \
+     k.webhook_api_key_sealed, k.signing_secret_sealed, k.deleted_at";
+
+pub(super) fn api_key_from_row(row: &impl Columns) -> StoreResult<ApiKey> {
+    Ok(ApiKey {
+        id: parse(row, "id")?,
+        user_id: parse(row, "user_id")?,
+        name: row.text("name")?,
+        created_at: row.int("created_at")?,
+        last_used_at: row.opt_int("last_used_at")?,
+        webhook_url: row.opt_text("webhook_url")?,
+        webhook_api_key_sealed: row.opt_blob("webhook_api_key_sealed")?,
+        signing_secret_sealed: row.blob("signing_secret_sealed")?,
+        deleted_at: row.opt_int("deleted_at")?,
+    })
+}
+
+pub(super) const GENERATION_COLUMNS: &str =
+    "id, user_id, api_key_id, status, params, failure_reason, created_at, updated_at";
+
+pub(super) fn generation_from_row(row: &impl Columns) -> StoreResult<Generation> {
+    let params = row.text("params")?;
+    Ok(Generation {
+        id: parse(row, "id")?,
+        user_id: parse(row, "user_id")?,
+        api_key_id: parse(row, "api_key_id")?,
+        status: JobStatus::parse(&row.text("status")?)?,
+        params: serde_json::from_str(&params).map_err(|e| StoreError::Corrupt(format!("generation params: {e}")))?,
+        failure_reason: row.opt_text("failure_reason")?,
+        created_at: row.int("created_at")?,
+        updated_at: row.int("updated_at")?,
+        images: Vec::new(),
+    })
+}
+
+pub(super) const IMAGE_COLUMNS: &str = "id, generation_id, user_id, idx, storage_key, width, height, created_at";
+
+pub(super) fn image_from_row(row: &impl Columns) -> StoreResult<Image> {
+    Ok(Image {
+        id: parse(row, "id")?,
+        generation_id: parse(row, "generation_id")?,
+        user_id: parse(row, "user_id")?,
+        index: row.int("idx")? as u32,
+        storage_key: row.text("storage_key")?,
+        width: row.int("width")? as u32,
+        height: row.int("height")? as u32,
+        created_at: row.int("created_at")?,
+        variations: Vec::new(),
+    })
+}
+
+pub(super) const VARIATION_COLUMNS: &str = "id, image_id, generation_id, user_id, api_key_id, transform_type, status, \
+     storage_key, failure_reason, created_at, updated_at";
+
+pub(super) fn variation_from_row(row: &impl Columns) -> StoreResult<Variation> {
+    Ok(Variation {
+        id: parse(row, "id")?,
+        image_id: parse(row, "image_id")?,
+        generation_id: parse(row, "generation_id")?,
+        user_id: parse(row, "user_id")?,
+        api_key_id: parse(row, "api_key_id")?,
+        transform_type: row.text("transform_type")?,
+        status: JobStatus::parse(&row.text("status")?)?,
+        storage_key: row.opt_text("storage_key")?,
+        failure_reason: row.opt_text("failure_reason")?,
+        created_at: row.int("created_at")?,
+        updated_at: row.int("updated_at")?,
+    })
+}
+
+pub(super) const DELIVERY_COLUMNS: &str = "id, generation_id, user_id, api_key_id, event_type, url, status, attempt_count, \
+     next_attempt_at, last_status_code, last_error, created_at, updated_at, finished_at";
+
+pub(super) fn delivery_from_row(row: &impl Columns) -> StoreResult<Delivery> {
+    let status = row.text("status")?;
+    let status = DeliveryStatus::parse(&status)
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown delivery status {status:?}")))?;
+    Ok(Delivery {
+        id: parse(row, "id")?,
+        generation_id: parse(row, "generation_id")?,
+        user_id: parse(row, "user_id")?,
+        api_key_id: parse(row, "api_key_id")?,
+        event_type: row.text("event_type")?,
+        url: row.text("url")?,
+        status,
+        attempt_count: row.int("attempt_count")? as u32,
+        next_attempt_at: (status == DeliveryStatus::Pending).then(|| row.int("next_attempt_at")).transpose()?,
+        last_status_code: row.opt_int("last_status_code")?.map(|c| c as u16),
+        last_error: row.opt_text("last_error")?,
+        created_at: row.int("created_at")?,
+        updated_at: row.int("updated_at")?,
+        finished_at: row.opt_int("finished_at")?,
+    })
+}
+
+pub(super) fn attempt_from_row(row: &impl Columns) -> StoreResult<Attempt> {
+    Ok(Attempt {
+        delivery_id: parse(row, "delivery_id")?,
+        attempt: row.int("attempt")? as u32,
+        started_at: row.int("started_at")?,
+        duration_ms: row.int("duration_ms")? as u32,
+        status_code: row.opt_int("status_code")?.map(|c| c as u16),
+        error_class: row.opt_text("error_class")?,
+        error_detail: row.opt_text("error_detail")?,
+        response_excerpt: row.opt_text("response_excerpt")?,
+    })
+}
+
+/// What recording an attempt writes into its delivery's row.
+pub(super) struct DeliveryUpdate {
+    pub status: &'static str,
+    pub next_attempt_at: Millis,
+    /// `None` keeps the row's schedule position.
+    pub schedule_index: Option<i64>,
+    pub finished_at: Option<Millis>,
+    /// When the attempt ended.
+    pub at: Millis,
+    /// `class: detail` of a failed attempt.
+    pub error: Option<String>,
+}
+
+impl DeliveryUpdate {
+    pub fn of(record: &AttemptRecord) -> DeliveryUpdate {
+        let a = &record.attempt;
+        let at = a.started_at + i64::from(a.duration_ms);
+        let (status, next_attempt_at, schedule_index, finished_at) = match &record.next {
+            NextStep::Succeeded => ("succeeded", at, None, Some(at)),
+            NextStep::Retry { at: next, schedule_index } => ("pending", *next, Some(i64::from(*schedule_index)), None),
+            NextStep::Failed => ("failed", at, None, Some(at)),
+        };
+        let error = a.error_detail.as_ref().map(|detail| match &a.error_class {
+            Some(class) => format!("{class}: {detail}"),
+            None => detail.clone(),
+        });
+        DeliveryUpdate { status, next_attempt_at, schedule_index, finished_at, at, error }
+    }
+}
+
+/// A claimed delivery from a row with the delivery's columns and `body` (its payload).
+pub(super) fn job_from_row(row: &impl Columns) -> StoreResult<DeliveryJob> {
+    Ok(DeliveryJob {
+        id: parse(row, "id")?,
+        generation_id: parse(row, "generation_id")?,
+        user_id: parse(row, "user_id")?,
+        api_key_id: parse(row, "api_key_id")?,
+        event_type: row.text("event_type")?,
+        url: row.text("url")?,
+        endpoint: row.text("endpoint")?,
+        payload: Bytes::from(row.blob("body")?),
+        attempt_count: row.int("attempt_count")? as u32,
+        schedule_index: row.int("schedule_index")? as u32,
+    })
+}
+
+/// The columns `job_from_row` reads, for a query over `webhook_deliveries d JOIN webhook_payloads p`.
+pub(super) const JOB_COLUMNS: &str = "d.id, d.generation_id, d.user_id, d.api_key_id, d.event_type, d.url, \
+     d.endpoint, d.attempt_count, d.schedule_index, p.body";
