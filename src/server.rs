@@ -256,7 +256,12 @@ async fn bootstrap(
     if !store.list_users().await.map_err(|e| StartError(e.to_string()))?.is_empty() {
         return Ok(None);
     }
-    let user = admin::create_user(store, "admin", config.api.default_concurrency_slots).await.map_err(failed)?;
+    let user = match admin::create_user(store, "admin", config.api.default_concurrency_slots).await {
+        Ok(user) => user,
+        // Another node starting on the same fresh database made the first user a moment ago.
+        Err(admin::AdminError::Store(store::StoreError::Conflict(_))) => return Ok(None),
+        Err(e) => return Err(failed(e)),
+    };
     let key = admin::create_api_key(store, master_key, user.id, "first key", None, None, &config.webhook)
         .await
         .map_err(failed)?;

@@ -200,3 +200,22 @@ async fn a_lost_database_connection_is_survived() {
     let reply = app.get(user, &format!("/generations/{first}")).await;
     assert_eq!(reply.body["generations_by_pk"]["status"], "COMPLETE");
 }
+
+#[tokio::test]
+async fn nodes_starting_together_on_a_fresh_database_make_one_first_user() {
+    let ca = TestCa::new();
+    let cluster = Cluster::new(&ca, &[]).await;
+    let nodes: Vec<EaselProcess> = std::thread::scope(|scope| {
+        let starting: Vec<_> =
+            (0..3).map(|_| scope.spawn(|| cluster.node("[\"api\", \"render\", \"deliver\"]"))).collect();
+        starting.into_iter().map(|node| node.join().expect("every node starts")).collect()
+    });
+    let keys: Vec<String> = nodes.iter().filter_map(|node| node.bootstrap_key()).collect();
+    assert_eq!(keys.len(), 1, "exactly one node makes the first user and key");
+    let client = reqwest::Client::new();
+    for node in &nodes {
+        let (status, me) = get(&client, format!("{}/api/rest/v1/me", node.origin), &keys[0]).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(me["user_details"][0]["user"]["username"], "admin");
+    }
+}
