@@ -48,7 +48,7 @@ pub fn python_or_skip(suite: &str, test: &str) -> Option<PathBuf> {
             panic!("{test}: cannot provision Python with tests/{suite}/requirements.txt under CI: {why}")
         }
         Err(why) => {
-            eprintln!("\n!!! SKIPPED {test}: cannot provision Python with tests/{suite}/requirements.txt: {why}\n");
+            announce_skip(&format!("{test}: cannot provision Python with tests/{suite}/requirements.txt: {why}"));
             None
         }
     }

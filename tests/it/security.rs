@@ -205,7 +205,7 @@ async fn tinyproxy(test: &str) -> Option<Tinyproxy> {
             std::env::var("CI").as_deref() != Ok("true"),
             "{test}: tinyproxy is not installed (.ci/run installs it)"
         );
-        eprintln!("\n!!! SKIPPED {test}: tinyproxy is not installed (apt-get install tinyproxy)\n");
+        announce_skip(&format!("{test}: tinyproxy is not installed (apt-get install tinyproxy)"));
         return None;
     }
     let dir = tempfile::tempdir().unwrap();
