@@ -376,7 +376,7 @@ async fn latency(rate: u64, seconds: u64) -> Vec<u64> {
     let (_engine, queue, shutdown, task) = start_engine(&bench);
     let outbox = easel::webhook::outbox::Outbox {
         master_key: bench.master_key.clone(),
-        images: easel::images::ImageStore::local(&bench.config.data_dir.join("images"), "http://127.0.0.1:1").unwrap(),
+        images: easel::images::ImageStore::from_config(&bench.config, "http://127.0.0.1:1").unwrap(),
         catalogue: Arc::new(easel::models::Catalogue::new(&[]).unwrap()),
         queue: Some(queue),
     };

@@ -2,7 +2,6 @@
 //! and the names and URLs they get. A file's storage key is also its path under `/cdn/`, so the
 //! URL of an image is `{public_url}/cdn/{storage_key}`.
 
-use std::path::Path as FsPath;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -64,13 +63,6 @@ impl ImageStore {
             }
         };
         Ok(ImageStore { store, cdn_base })
-    }
-
-    /// Files under `dir`, served as `{public_url}/cdn/...`.
-    pub fn local(dir: &FsPath, public_url: &str) -> std::io::Result<ImageStore> {
-        std::fs::create_dir_all(dir)?;
-        let store = LocalFileSystem::new_with_prefix(dir).map_err(std::io::Error::other)?;
-        Ok(ImageStore { store: Arc::new(store), cdn_base: format!("{}/cdn", public_url.trim_end_matches('/')) })
     }
 
     pub fn url(&self, storage_key: &str) -> String {

@@ -72,13 +72,10 @@ pub async fn start(config: Config) -> Result<Easel, StartError> {
         .map_err(|e| StartError(format!("cannot load the master key: {e}")))?;
     let bootstrap = bootstrap(&*store, &master_key, &config).await?;
     if instance_lock.is_some() {
-        let released = store.release_render_leases().await.map_err(|e| StartError(e.to_string()))?;
+        let released =
+            store.release_leases(None, crate::clock::now_ms()).await.map_err(|e| StartError(e.to_string()))?;
         if released > 0 {
-            tracing::info!(jobs = released, "resuming render jobs left by the previous run");
-        }
-        let released = store.release_delivery_leases().await.map_err(|e| StartError(e.to_string()))?;
-        if released > 0 {
-            tracing::info!(deliveries = released, "resuming webhook deliveries left by the previous run");
+            tracing::info!(leases = released, "resuming render jobs and webhook deliveries left by the previous run");
         }
     }
 
@@ -155,7 +152,7 @@ pub async fn start(config: Config) -> Result<Easel, StartError> {
             let _ = deliver.await;
         }
         // Work cut short is given back at once rather than when its leases expire.
-        match task_store.release_leases_of(&node_id, crate::clock::now_ms()).await {
+        match task_store.release_leases(Some(&node_id), crate::clock::now_ms()).await {
             Ok(0) => {}
             Ok(released) => tracing::info!(leases = released, "gave back unfinished work"),
             Err(e) => tracing::warn!(error.message = %e, "cannot give back unfinished work; its leases will expire"),

@@ -347,9 +347,10 @@ pub trait Store: Send + Sync + 'static {
     /// Starts relaying other nodes' announcements of new work (render jobs, due deliveries) to
     /// `wakeups` until `stop`. Single-node backends have no other nodes: nothing to do.
     fn watch(&self, _wakeups: Wakeups, _stop: tokio_util::sync::CancellationToken) {}
-    /// Gives up the leases `owner` holds on unfinished render jobs and deliveries (at shutdown),
-    /// so they are taken up at once rather than when the leases expire.
-    async fn release_leases_of(&self, owner: &str, now: Millis) -> StoreResult<u64>;
+    /// Gives up the leases `owner` holds on unfinished render jobs and deliveries (at shutdown), so
+    /// they are taken up at once rather than when the leases expire. `None` releases every owner's:
+    /// only for a single-node backend at start-up, when no other process can hold one.
+    async fn release_leases(&self, owner: Option<&str>, now: Millis) -> StoreResult<u64>;
     async fn ping(&self) -> StoreResult<()>;
 
     /// Fails with `Conflict` if the username is taken.
@@ -382,9 +383,6 @@ pub trait Store: Send + Sync + 'static {
     async fn create_variation(&self, variation: &Variation, slots: u32) -> StoreResult<Admission>;
     async fn get_variation(&self, user: UserId, id: VariationId) -> StoreResult<Option<Variation>>;
 
-    /// Ends every render lease at once. Only for single-node backends, at start-up, when no other
-    /// process can hold a lease.
-    async fn release_render_leases(&self) -> StoreResult<u64>;
     /// Claims up to `limit` pending jobs (oldest first) whose leases are free or expired.
     async fn claim_render_jobs(
         &self,
@@ -413,8 +411,6 @@ pub trait Store: Send + Sync + 'static {
         outcome: &JobOutcome<String>,
     ) -> StoreResult<bool>;
 
-    /// Ends every delivery lease at once (single-node backends, at start-up).
-    async fn release_delivery_leases(&self) -> StoreResult<u64>;
     /// Claims up to `limit` pending deliveries that are due, oldest due first, leased to `owner`
     /// until `lease_until`, skipping the endpoints in `skip_endpoints` (those this node cannot send
     /// to right now) and the deliveries this node already holds (`held`).

@@ -152,12 +152,13 @@ impl Store for PgStore {
         tokio::spawn(relay_notifications(self.pool.clone(), wakeups, stop));
     }
 
-    async fn release_leases_of(&self, owner: &str, now: Millis) -> StoreResult<u64> {
+    async fn release_leases(&self, owner: Option<&str>, now: Millis) -> StoreResult<u64> {
         let mut tx = self.pool.begin().await?;
         let mut released = 0;
         for table in ["generations", "variations"] {
             released += sqlx::query(&format!(
-                "UPDATE {table} SET lease_owner = NULL, lease_expires_at = 0 WHERE status = 'PENDING' AND lease_owner = $1"
+                "UPDATE {table} SET lease_owner = NULL, lease_expires_at = 0 WHERE status = 'PENDING' \
+                 AND lease_owner IS NOT NULL AND ($1::TEXT IS NULL OR lease_owner = $1)"
             ))
             .bind(owner)
             .execute(&mut *tx)
@@ -166,7 +167,7 @@ impl Store for PgStore {
         }
         released += sqlx::query(
             "UPDATE webhook_deliveries SET lease_owner = NULL, next_attempt_at = $2 \
-             WHERE status = 'pending' AND lease_owner = $1",
+             WHERE status = 'pending' AND lease_owner IS NOT NULL AND ($1::TEXT IS NULL OR lease_owner = $1)",
         )
         .bind(owner)
         .bind(now)
@@ -403,11 +404,6 @@ impl Store for PgStore {
         row.as_ref().map(variation_from_row).transpose()
     }
 
-    /// Other nodes may hold leases: they expire instead.
-    async fn release_render_leases(&self) -> StoreResult<u64> {
-        Ok(0)
-    }
-
     async fn claim_render_jobs(
         &self,
         owner: &str,
@@ -558,10 +554,6 @@ impl Store for PgStore {
         .execute(&self.pool)
         .await?;
         Ok(result.rows_affected() == 1)
-    }
-
-    async fn release_delivery_leases(&self) -> StoreResult<u64> {
-        Ok(0)
     }
 
     async fn claim_deliveries(

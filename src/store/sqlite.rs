@@ -214,12 +214,13 @@ impl Store for SqliteStore {
         "sqlite"
     }
 
-    async fn release_leases_of(&self, owner: &str, now: Millis) -> StoreResult<u64> {
+    async fn release_leases(&self, owner: Option<&str>, now: Millis) -> StoreResult<u64> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let mut released = 0;
         for table in ["generations", "variations"] {
             released += sqlx::query(&format!(
-                "UPDATE {table} SET lease_owner = NULL, lease_expires_at = 0 WHERE status = 'PENDING' AND lease_owner = ?1"
+                "UPDATE {table} SET lease_owner = NULL, lease_expires_at = 0 WHERE status = 'PENDING' \
+                 AND lease_owner IS NOT NULL AND (?1 IS NULL OR lease_owner = ?1)"
             ))
             .bind(owner)
             .execute(&mut *tx)
@@ -228,7 +229,7 @@ impl Store for SqliteStore {
         }
         released += sqlx::query(
             "UPDATE webhook_deliveries SET lease_owner = NULL, next_attempt_at = ?2 \
-             WHERE status = 'pending' AND lease_owner = ?1",
+             WHERE status = 'pending' AND lease_owner IS NOT NULL AND (?1 IS NULL OR lease_owner = ?1)",
         )
         .bind(owner)
         .bind(now)
@@ -455,21 +456,6 @@ impl Store for SqliteStore {
         row.as_ref().map(variation_from_row).transpose()
     }
 
-    async fn release_render_leases(&self) -> StoreResult<u64> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let mut released = 0;
-        for table in ["generations", "variations"] {
-            released += sqlx::query(&format!(
-                "UPDATE {table} SET lease_owner = NULL, lease_expires_at = 0 WHERE status = 'PENDING' AND lease_owner IS NOT NULL"
-            ))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        }
-        tx.commit().await?;
-        Ok(released)
-    }
-
     async fn claim_render_jobs(
         &self,
         owner: &str,
@@ -592,17 +578,6 @@ impl Store for SqliteStore {
         .execute(&self.writer)
         .await?;
         Ok(result.rows_affected() == 1)
-    }
-
-    async fn release_delivery_leases(&self) -> StoreResult<u64> {
-        let result = sqlx::query(
-            "UPDATE webhook_deliveries SET lease_owner = NULL, next_attempt_at = ?1 \
-             WHERE status = 'pending' AND lease_owner IS NOT NULL",
-        )
-        .bind(crate::clock::now_ms())
-        .execute(&self.writer)
-        .await?;
-        Ok(result.rows_affected())
     }
 
     /// SQLite is single-node (`serve` holds the database's lock file), so a claim writes nothing:
