@@ -322,7 +322,17 @@ fn start_engine(
     )
     .unwrap();
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(engine.clone().run(inbox, shutdown.clone(), Duration::from_secs(1)));
+    // Sends in flight get 1 s after the shutdown.
+    let deadline = CancellationToken::new();
+    tokio::spawn({
+        let (shutdown, deadline) = (shutdown.clone(), deadline.clone());
+        async move {
+            shutdown.cancelled().await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            deadline.cancel();
+        }
+    });
+    let task = tokio::spawn(engine.clone().run(inbox, shutdown.clone(), deadline));
     (engine, queue, shutdown, task)
 }
 

@@ -439,10 +439,19 @@ async fn deliveries(command: DeliveriesCommand, config: &Config) -> Result<(), F
             let count = match (id, failed_since) {
                 (Some(id), _) => {
                     let id: DeliveryId = parse_id("delivery id", &id)?;
-                    if !store.retry_delivery(id, None, now).await? {
-                        return Err(Failure(format!("there is no delivery {id}")));
+                    match store.retry_delivery(id, None, now).await? {
+                        crate::store::Redelivery::Missing => return Err(Failure(format!("there is no delivery {id}"))),
+                        crate::store::Redelivery::AlreadyQueued => {
+                            println!("delivery {id} is already due or in flight: it is not sent twice");
+                            0
+                        }
+                        crate::store::Redelivery::TooSoon => {
+                            return Err(Failure(format!(
+                                "delivery {id} was redelivered less than a second ago; try again in a second"
+                            )));
+                        }
+                        crate::store::Redelivery::Queued => 1,
                     }
-                    1
                 }
                 (None, Some(since)) => {
                     let since = parse_rfc3339(&since).ok_or_else(|| {

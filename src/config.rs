@@ -75,6 +75,8 @@ pub struct ApiConfig {
     pub retry_after_seconds: u32,
     /// Largest request head (request line and headers); beyond it the answer is 431.
     pub max_header_bytes: usize,
+    /// Most header fields one request may carry; beyond it the answer is 431.
+    pub max_headers: usize,
     /// A connection that takes longer than this to send a request's headers, or that sits idle
     /// this long between requests, is closed.
     #[serde(with = "duration_text")]
@@ -99,6 +101,13 @@ pub struct RenderConfig {
     /// A claimed job that is not finished within this time is taken over by another worker.
     #[serde(with = "duration_text")]
     pub lease: Duration,
+    /// Claims of one job before a failure of image storage (or a worker that keeps dying on it)
+    /// makes it FAILED, with its failed callback.
+    pub max_attempts: u32,
+    /// Wait before trying a job again after image storage failed; doubled after each failure, up
+    /// to `lease`.
+    #[serde(with = "duration_text")]
+    pub retry_backoff: Duration,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -263,6 +272,7 @@ impl Default for ApiConfig {
             default_concurrency_slots: 10,
             retry_after_seconds: 2,
             max_header_bytes: 16 * 1024,
+            max_headers: 256,
             idle_timeout: Duration::from_secs(60),
         }
     }
@@ -277,6 +287,8 @@ impl Default for RenderConfig {
             max_jobs_in_flight: 64,
             poll_interval: Duration::from_secs(1),
             lease: Duration::from_secs(300),
+            max_attempts: 8,
+            retry_backoff: Duration::from_secs(5),
         }
     }
 }
@@ -366,6 +378,9 @@ impl Config {
         if self.api.max_header_bytes < 1024 {
             return fail("api.max_header_bytes", "must be at least 1024".into());
         }
+        if self.api.max_headers == 0 {
+            return fail("api.max_headers", "must be at least 1".into());
+        }
         if self.api.idle_timeout < Duration::from_millis(100) {
             return fail("api.idle_timeout", "must be at least 100ms".into());
         }
@@ -389,6 +404,9 @@ impl Config {
         }
         if self.render.lease < Duration::from_secs(1) {
             return fail("render.lease", "must be at least 1s".into());
+        }
+        if self.render.max_attempts == 0 {
+            return fail("render.max_attempts", "must be at least 1".into());
         }
         let webhook = &self.webhook;
         if webhook.retry_schedule.is_empty() {

@@ -20,6 +20,16 @@ pub struct ImageStore {
     store: Arc<dyn ObjectStore>,
     /// `{public_url}/cdn`, no trailing slash.
     cdn_base: String,
+    /// Set while writes fail (from the first failed write to the next one that succeeds).
+    failing: Arc<std::sync::Mutex<Option<StorageFailure>>>,
+}
+
+/// Image storage refusing writes, as `/healthz` reports it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StorageFailure {
+    pub error: String,
+    /// When writes started failing (milliseconds since the epoch).
+    pub since: crate::clock::Millis,
 }
 
 impl ImageStore {
@@ -62,7 +72,7 @@ impl ImageStore {
                 }
             }
         };
-        Ok(ImageStore { store, cdn_base })
+        Ok(ImageStore { store, cdn_base, failing: Default::default() })
     }
 
     pub fn url(&self, storage_key: &str) -> String {
@@ -70,8 +80,21 @@ impl ImageStore {
     }
 
     pub async fn put(&self, storage_key: &str, bytes: Bytes) -> object_store::Result<()> {
-        self.store.put(&Path::parse(storage_key)?, PutPayload::from(bytes)).await?;
-        Ok(())
+        let written = self.store.put(&Path::parse(storage_key)?, PutPayload::from(bytes)).await;
+        let mut failing = self.failing.lock().expect("lock");
+        match &written {
+            Ok(_) => *failing = None,
+            Err(e) => {
+                let since = failing.as_ref().map_or_else(crate::clock::now_ms, |f| f.since);
+                *failing = Some(StorageFailure { error: e.to_string(), since });
+            }
+        }
+        written.map(|_| ())
+    }
+
+    /// `Some` while writes fail: the last error and since when.
+    pub fn failure(&self) -> Option<StorageFailure> {
+        self.failing.lock().expect("lock").clone()
     }
 
     /// `None` if there is no such file (or the key is not a valid path).

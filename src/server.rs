@@ -23,6 +23,9 @@ use crate::store::{self, Store};
 use crate::webhook::engine::DeliveryEngine;
 use crate::webhook::outbox::Outbox;
 
+/// How long a stopping node waits for the database to take back its leases.
+const RELEASE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Start-up failed; the message is one line for the operator.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -90,6 +93,17 @@ pub async fn start(config: Config) -> Result<Easel, StartError> {
 
     let shutdown = CancellationToken::new();
     let grace = config.shutdown_grace;
+    // The end of the shutdown grace period, shared by every part: requests, renders and sends
+    // in flight get until then.
+    let deadline = CancellationToken::new();
+    tokio::spawn({
+        let (shutdown, deadline) = (shutdown.clone(), deadline.clone());
+        async move {
+            shutdown.cancelled().await;
+            tokio::time::sleep(grace).await;
+            deadline.cancel();
+        }
+    });
     let node_id = format!("node-{}", uuid::Uuid::new_v4().simple());
     let mut wakeups = store::Wakeups::default();
 
@@ -100,7 +114,7 @@ pub async fn start(config: Config) -> Result<Easel, StartError> {
             DeliveryEngine::new(store.clone(), config.webhook.clone(), master_key.clone(), node_id.clone())
                 .map_err(|e| StartError(format!("cannot set up webhook delivery: {e}")))?;
         wakeups.deliveries = Some(queue.wakeup());
-        (Some(tokio::spawn(engine.run(inbox, engine_shutdown.clone(), grace))), Some(queue))
+        (Some(tokio::spawn(engine.run(inbox, engine_shutdown.clone(), deadline.clone()))), Some(queue))
     } else {
         (None, None)
     };
@@ -151,11 +165,16 @@ pub async fn start(config: Config) -> Result<Easel, StartError> {
         if let Some(deliver) = deliver {
             let _ = deliver.await;
         }
-        // Work cut short is given back at once rather than when its leases expire.
-        match task_store.release_leases(Some(&node_id), crate::clock::now_ms()).await {
-            Ok(0) => {}
-            Ok(released) => tracing::info!(leases = released, "gave back unfinished work"),
-            Err(e) => tracing::warn!(error.message = %e, "cannot give back unfinished work; its leases will expire"),
+        // Work cut short is given back at once rather than when its leases expire (if the database
+        // answers in time: the leases expire anyway).
+        let release = task_store.release_leases(Some(&node_id), crate::clock::now_ms());
+        match tokio::time::timeout(RELEASE_TIMEOUT, release).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(released)) => tracing::info!(leases = released, "gave back unfinished work"),
+            Ok(Err(e)) => {
+                tracing::warn!(error.message = %e, "cannot give back unfinished work; its leases will expire")
+            }
+            Err(_) => tracing::warn!("the database did not take back unfinished work in time; its leases will expire"),
         }
         drop(instance_lock);
         tracing::info!("stopped");
@@ -187,6 +206,7 @@ async fn serve_http(
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(limits.idle_timeout)
         .max_header_size(limits.max_header_bytes)
+        .max_headers(limits.max_headers)
         .max_buf_size(limits.max_header_bytes.max(8192) + 8192);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {

@@ -1,19 +1,20 @@
 //! `/cdn/{key}`: the image files, public like Leonardo's CDN (their paths hold unguessable ids).
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use super::ApiContext;
 use super::error::{ApiError, ApiResult};
+use super::extract::PathText;
 
 pub fn router() -> Router<ApiContext> {
     Router::new().route("/cdn/{*key}", get(get_image_file))
 }
 
-async fn get_image_file(State(state): State<ApiContext>, Path(key): Path<String>) -> ApiResult<Response> {
+async fn get_image_file(State(state): State<ApiContext>, PathText(key): PathText) -> ApiResult<Response> {
     let content_type = match key.rsplit_once('.').map(|(_, ext)| ext.to_ascii_lowercase()) {
         Some(ext) if ext == "jpg" || ext == "jpeg" => "image/jpeg",
         _ => return Err(ApiError::RouteNotFound),

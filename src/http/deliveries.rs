@@ -1,17 +1,17 @@
 //! Easel's extension next to `/generations/{id}`: the webhook deliveries of a generation, each
 //! with its attempt log, and redelivery. Owners only; another user's deliveries do not exist.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use super::ApiContext;
-use super::error::ApiResult;
-use super::extract::{Caller, parse_id};
+use super::error::{ApiError, ApiResult};
+use super::extract::{Caller, PathText, parse_id};
 use crate::clock::now_ms;
 use crate::ids::{DeliveryId, GenerationId};
-use crate::store::DeliveryFilter;
+use crate::store::{DeliveryFilter, Redelivery};
 use crate::webhook::report::delivery_json;
 
 pub fn router() -> Router<ApiContext> {
@@ -24,7 +24,7 @@ pub fn router() -> Router<ApiContext> {
 async fn list_generation_deliveries(
     State(state): State<ApiContext>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathText(id): PathText,
 ) -> ApiResult<Json<Value>> {
     let id: GenerationId = parse_id("id", &id)?;
     let filter = DeliveryFilter { generation: Some(id), user: Some(caller.user.id), status: None, limit: 100 };
@@ -40,24 +40,27 @@ async fn list_generation_deliveries(
 async fn get_delivery(
     State(state): State<ApiContext>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathText(id): PathText,
 ) -> ApiResult<Json<Value>> {
     let id: DeliveryId = parse_id("id", &id)?;
     let delivery = state.store.get_delivery(id, Some(caller.user.id)).await?;
     Ok(Json(json!({"delivery": delivery.map(|(delivery, attempts)| delivery_json(&delivery, Some(&attempts)))})))
 }
 
-/// Sends the delivery again from the start of the retry schedule, with the same `webhook-id`.
+/// Sends the delivery again from the start of the retry schedule, with the same `webhook-id`. A
+/// delivery already due or in flight is not sent twice: the answer shows it as it is.
 async fn retry_delivery(
     State(state): State<ApiContext>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathText(id): PathText,
 ) -> ApiResult<Json<Value>> {
     let id: DeliveryId = parse_id("id", &id)?;
-    if !state.store.retry_delivery(id, Some(caller.user.id), now_ms()).await? {
-        return Ok(Json(json!({ "delivery": null })));
+    match state.store.retry_delivery(id, Some(caller.user.id), now_ms()).await? {
+        Redelivery::Missing => return Ok(Json(json!({ "delivery": null }))),
+        Redelivery::AlreadyQueued => {}
+        Redelivery::TooSoon => return Err(ApiError::TooSoon { retry_after_seconds: 1 }),
+        Redelivery::Queued => state.wake_delivery_engine(),
     }
-    state.wake_delivery_engine();
     let delivery = state.store.get_delivery(id, Some(caller.user.id)).await?;
     Ok(Json(json!({"delivery": delivery.map(|(delivery, attempts)| delivery_json(&delivery, Some(&attempts)))})))
 }

@@ -29,6 +29,8 @@ pub enum ApiError {
         "all {slots} of your concurrency slots are taken by pending jobs; retry after one finishes (apiConcurrencySlots in GET /me)"
     )]
     SlotsFull { slots: u32, retry_after_seconds: u32 },
+    #[error("this delivery was redelivered a moment ago; ask again in {retry_after_seconds} s")]
+    TooSoon { retry_after_seconds: u32 },
     #[error("Internal Server Error")]
     Internal,
 }
@@ -43,6 +45,7 @@ impl ApiError {
             ApiError::RouteNotFound => (StatusCode::NOT_FOUND, "not-found"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed"),
             ApiError::SlotsFull { .. } => (StatusCode::TOO_MANY_REQUESTS, "concurrency-limit"),
+            ApiError::TooSoon { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate-limited"),
             ApiError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "unexpected"),
         }
     }
@@ -57,7 +60,7 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized => {
                 response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            ApiError::SlotsFull { retry_after_seconds, .. } => {
+            ApiError::SlotsFull { retry_after_seconds, .. } | ApiError::TooSoon { retry_after_seconds } => {
                 response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds));
             }
             _ => {}

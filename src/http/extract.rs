@@ -73,6 +73,24 @@ impl FromRequest<ApiContext> for JsonBody {
     }
 }
 
+/// One parameter of the route's path (an id, a file's key), percent-decoded. A path that does not
+/// decode (bad percent-encoding, or bytes that are not UTF-8) is answered in the error shape.
+pub struct PathText(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathText {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<String>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(text)) => Ok(PathText(text)),
+            Err(rejection) => Err(ApiError::Invalid(FieldError::new(
+                "path",
+                format!("the URL path does not decode to UTF-8 text ({})", rejection.body_text()),
+            ))),
+        }
+    }
+}
+
 /// Parses a path segment that must be a UUID, naming the parameter when it is not.
 pub fn parse_id<T: std::str::FromStr>(name: &str, text: &str) -> Result<T, ApiError> {
     text.parse()

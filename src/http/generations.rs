@@ -1,6 +1,6 @@
 //! `/generations`: create, read, list by user, delete.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use super::ApiContext;
 use super::error::{ApiError, ApiResult};
-use super::extract::{Caller, JsonBody, parse_id};
+use super::extract::{Caller, JsonBody, PathText, parse_id};
 use crate::clock::{now_ms, rfc3339_ms};
 use crate::generation::{FieldError, GenerationParams};
 use crate::ids::{GenerationId, UserId};
@@ -56,6 +56,9 @@ async fn create_generation(
     };
     match state.store.create_generation(&generation, caller.user.api_concurrency_slots).await? {
         Admission::Accepted => {}
+        Admission::SourceMissing => {
+            return Err(FieldError::new("init_generation_image_id", "the init image no longer exists").into());
+        }
         Admission::SlotsFull { slots } => {
             return Err(ApiError::SlotsFull { slots, retry_after_seconds: state.api.retry_after_seconds });
         }
@@ -72,7 +75,7 @@ async fn create_generation(
 async fn get_generation(
     State(state): State<ApiContext>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathText(id): PathText,
 ) -> ApiResult<Json<Value>> {
     let id: GenerationId = parse_id("id", &id)?;
     let generation = state.store.get_generation(caller.user.id, id).await?;
@@ -82,7 +85,7 @@ async fn get_generation(
 async fn delete_generation(
     State(state): State<ApiContext>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathText(id): PathText,
 ) -> ApiResult<Json<Value>> {
     let id: GenerationId = parse_id("id", &id)?;
     let Some(storage_keys) = state.store.delete_generation(caller.user.id, id).await? else {
@@ -99,7 +102,7 @@ async fn delete_generation(
 async fn list_generations(
     State(state): State<ApiContext>,
     caller: Caller,
-    Path(user_id): Path<String>,
+    PathText(user_id): PathText,
     Query(query): Query<HashMap<String, String>>,
 ) -> ApiResult<Json<Value>> {
     let user_id: UserId = parse_id("userId", &user_id)?;

@@ -73,7 +73,19 @@ pub fn router(state: ApiContext, api: bool) -> Router {
 
 async fn health(State(state): State<ApiContext>) -> Response {
     match state.store.ping().await {
-        Ok(()) => Json(json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")})).into_response(),
+        Ok(()) => match state.images.failure() {
+            None => Json(json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")})).into_response(),
+            // Jobs cannot finish while their files cannot be written.
+            Some(failure) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({
+                    "status": "image storage failing",
+                    "storage": {"error": failure.error, "since": crate::clock::rfc3339_ms(failure.since)},
+                    "version": env!("CARGO_PKG_VERSION"),
+                })),
+            )
+                .into_response(),
+        },
         Err(e) => {
             tracing::error!(error.message = %e, "health check: database unreachable");
             (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "database unreachable"}))).into_response()

@@ -1,13 +1,13 @@
 //! `/variations`: upscale an image (2x), read a variation.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use super::ApiContext;
 use super::error::{ApiError, ApiResult};
-use super::extract::{Caller, JsonBody, parse_id};
+use super::extract::{Caller, JsonBody, PathText, parse_id};
 use super::generations::variation_json;
 use crate::clock::now_ms;
 use crate::generation::FieldError;
@@ -32,9 +32,11 @@ async fn create_upscale(
         Some(Value::String(text)) => parse_id("id", text)?,
         Some(_) => return Err(FieldError::new("id", "`id` must be a string (an image id)").into()),
     };
-    // Another user's image is answered exactly like one that does not exist.
+    // Another user's image is answered exactly like one that does not exist (or one deleted
+    // between this read and the insert, which checks again).
+    let missing = || FieldError::new("id", format!("`id`: there is no image {image_id} among your generations"));
     let Some(image) = state.store.get_image(caller.user.id, image_id).await? else {
-        return Err(FieldError::new("id", format!("`id`: there is no image {image_id} among your generations")).into());
+        return Err(missing().into());
     };
     let now = now_ms();
     let variation = Variation {
@@ -50,10 +52,12 @@ async fn create_upscale(
         created_at: now,
         updated_at: now,
     };
-    if let Admission::SlotsFull { slots } =
-        state.store.create_variation(&variation, caller.user.api_concurrency_slots).await?
-    {
-        return Err(ApiError::SlotsFull { slots, retry_after_seconds: state.api.retry_after_seconds });
+    match state.store.create_variation(&variation, caller.user.api_concurrency_slots).await? {
+        Admission::Accepted => {}
+        Admission::SourceMissing => return Err(missing().into()),
+        Admission::SlotsFull { slots } => {
+            return Err(ApiError::SlotsFull { slots, retry_after_seconds: state.api.retry_after_seconds });
+        }
     }
     state.wake_render_workers();
     Ok(Json(json!({"sdUpscaleJob": {
@@ -66,7 +70,7 @@ async fn create_upscale(
 async fn get_variation(
     State(state): State<ApiContext>,
     caller: Caller,
-    Path(id): Path<String>,
+    PathText(id): PathText,
 ) -> ApiResult<Json<Value>> {
     let id: VariationId = parse_id("id", &id)?;
     let variation = state.store.get_variation(caller.user.id, id).await?;

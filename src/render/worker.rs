@@ -16,7 +16,7 @@ use crate::clock::now_ms;
 use crate::config::RenderConfig;
 use crate::images::{self, ImageStore};
 use crate::models::Catalogue;
-use crate::store::{Generation, Image, JobOutcome, JobStatus, NewImage, RenderJob, Store, Variation};
+use crate::store::{Generation, Image, JobOutcome, JobStatus, NewImage, RenderJob, RenderWork, Store, Variation};
 use crate::webhook::outbox::Outbox;
 
 /// Everything a render worker needs; shared by all of this node's jobs.
@@ -41,6 +41,8 @@ pub enum Finished {
     Failed,
     /// The job was deleted or taken over while it ran; nothing was recorded.
     Abandoned,
+    /// Image storage failed: the job waits, then is tried again.
+    Postponed,
 }
 
 impl RenderWorkers {
@@ -92,29 +94,62 @@ impl RenderWorkers {
         }
     }
 
-    /// Runs one claimed job to its end. Store errors leave the lease to expire, so the job is
-    /// tried again later.
+    /// Runs one claimed job to its end. Image storage failing makes the job wait and try again
+    /// (backing off) until `max_attempts`, then FAILED; store errors leave the lease to expire, so
+    /// the job is tried again later.
     pub async fn run_job(&self, job: RenderJob) -> Option<Finished> {
         if !self.config.simulated_duration.is_zero() {
             tokio::time::sleep(self.config.simulated_duration).await;
         }
-        let result = match job {
-            RenderJob::Generation(generation) => self.run_generation(generation).await,
-            RenderJob::Upscale { variation, source } => self.run_upscale(variation, source).await,
+        let id = job.work.id();
+        let result = match &job.work {
+            RenderWork::Generation(generation) => self.run_generation(generation, job.attempt).await,
+            RenderWork::Upscale { variation, source } => self.run_upscale(variation, source, job.attempt).await,
+        };
+        let result = match result {
+            Err(JobError::Storage(error)) => self.storage_failed(&job, error).await,
+            other => other,
         };
         match result {
             Ok(finished) => Some(finished),
             Err(e) => {
-                tracing::error!(error.message = %e, "render job could not be recorded; it will be retried");
+                tracing::error!(job = ?id, error.message = %e, "render job could not be recorded; it will be retried");
                 None
             }
         }
     }
 
-    async fn run_generation(
-        &self,
-        generation: Generation,
-    ) -> Result<Finished, Box<dyn std::error::Error + Send + Sync>> {
+    /// Image storage failed for `job`: try again later, or give up after the last attempt.
+    async fn storage_failed(&self, job: &RenderJob, error: object_store::Error) -> Result<Finished, JobError> {
+        let id = job.work.id();
+        if job.attempt >= self.config.max_attempts {
+            let reason = format!("image storage failed on each of {} attempts; the last error: {error}", job.attempt);
+            tracing::error!(job = ?id, reason, "render job failed");
+            return match &job.work {
+                RenderWork::Generation(generation) => {
+                    self.finish_generation(generation, &JobOutcome::Failed { reason }, &[]).await
+                }
+                RenderWork::Upscale { variation, .. } => {
+                    self.finish_upscale(variation, JobOutcome::Failed { reason }).await
+                }
+            };
+        }
+        let backoff = self.config.retry_backoff.saturating_mul(1 << job.attempt.saturating_sub(1).min(16));
+        let backoff = backoff.min(self.config.lease);
+        let now = now_ms();
+        tracing::warn!(
+            job = ?id,
+            attempt = job.attempt,
+            max_attempts = self.config.max_attempts,
+            retry_in = %humantime::format_duration(backoff),
+            error.message = %error,
+            "image storage failed; the job will be tried again"
+        );
+        self.store.postpone_render_job(id, &self.node_id, now + backoff.as_millis() as Millis, now).await?;
+        Ok(Finished::Postponed)
+    }
+
+    async fn run_generation(&self, generation: &Generation, attempt: u32) -> Result<Finished, JobError> {
         let params = &generation.params;
         let model_name = self.catalogue.get(&params.model_id).map(|m| m.name.clone()).unwrap_or_else(|| "Model".into());
         let init_image = match params.init_generation_image_id {
@@ -126,7 +161,7 @@ impl RenderWorkers {
         };
         if params.init_generation_image_id.is_some() && init_image.is_none() {
             let outcome = JobOutcome::Failed { reason: "the init image no longer exists".into() };
-            return self.finish_generation(&generation, &outcome, &[]).await;
+            return self.finish_generation(generation, &outcome, &[]).await;
         }
         let rendered = self.renderer.generate(GenerateRequest { params: params.clone(), init_image }).await;
         let outcome = match rendered {
@@ -154,11 +189,14 @@ impl RenderWorkers {
             }
             Err(e) => JobOutcome::Failed { reason: e.to_string() },
         };
+        if attempt > 1 && matches!(outcome, JobOutcome::Complete(_)) {
+            tracing::info!(generation.id = %generation.id, attempt, "generation rendered after earlier attempts failed");
+        }
         let keys: Vec<String> = match &outcome {
             JobOutcome::Complete(images) => images.iter().map(|i| i.storage_key.clone()).collect(),
             JobOutcome::Failed { .. } => Vec::new(),
         };
-        self.finish_generation(&generation, &outcome, &keys).await
+        self.finish_generation(generation, &outcome, &keys).await
     }
 
     async fn finish_generation(
@@ -166,7 +204,7 @@ impl RenderWorkers {
         generation: &Generation,
         outcome: &JobOutcome<Vec<NewImage>>,
         written: &[String],
-    ) -> Result<Finished, Box<dyn std::error::Error + Send + Sync>> {
+    ) -> Result<Finished, JobError> {
         let at = now_ms();
         let finished = finished_record(generation, outcome, at);
         let prepared = self.outbox.prepare(&*self.store, &finished, at).await?;
@@ -187,17 +225,15 @@ impl RenderWorkers {
         }
         // Deleted while rendering: remove the files just written. (Taken over by another worker:
         // that worker writes the same keys, so they stay.)
-        if self.store.get_generation(generation.user_id, generation.id).await?.is_none() {
-            self.images.delete(written).await?;
+        if self.store.get_generation(generation.user_id, generation.id).await?.is_none()
+            && let Err(e) = self.images.delete(written).await
+        {
+            tracing::warn!(generation.id = %generation.id, error.message = %e, "cannot delete the files of a generation deleted while it rendered");
         }
         Ok(Finished::Abandoned)
     }
 
-    async fn run_upscale(
-        &self,
-        variation: Variation,
-        source: Image,
-    ) -> Result<Finished, Box<dyn std::error::Error + Send + Sync>> {
+    async fn run_upscale(&self, variation: &Variation, source: &Image, _attempt: u32) -> Result<Finished, JobError> {
         let outcome = match self.images.get(&source.storage_key).await? {
             None => JobOutcome::Failed { reason: "the source image no longer exists".into() },
             Some(bytes) => match self.renderer.upscale(bytes).await {
@@ -209,6 +245,10 @@ impl RenderWorkers {
                 Err(e) => JobOutcome::Failed { reason: e.to_string() },
             },
         };
+        self.finish_upscale(variation, outcome).await
+    }
+
+    async fn finish_upscale(&self, variation: &Variation, outcome: JobOutcome<String>) -> Result<Finished, JobError> {
         if self.store.finish_variation(variation.id, &self.node_id, now_ms(), &outcome).await? {
             return Ok(match outcome {
                 JobOutcome::Complete(_) => Finished::Complete,
@@ -217,11 +257,23 @@ impl RenderWorkers {
         }
         if let JobOutcome::Complete(key) = outcome
             && self.store.get_variation(variation.user_id, variation.id).await?.is_none()
+            && let Err(e) = self.images.delete(&[key]).await
         {
-            self.images.delete(&[key]).await?;
+            tracing::warn!(variation.id = %variation.id, error.message = %e, "cannot delete the file of a variation deleted while it rendered");
         }
         Ok(Finished::Abandoned)
     }
+}
+
+/// Why a job could not run to its end.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// Image storage failed: the job is tried again later, then failed.
+    #[error("image storage: {0}")]
+    Storage(#[from] object_store::Error),
+    /// The database failed: the job's lease expires and it is claimed again.
+    #[error("database: {0}")]
+    Store(#[from] crate::store::StoreError),
 }
 
 /// The generation as it is once `outcome` is recorded at `at`.

@@ -38,6 +38,38 @@ pub enum StoreError {
     Conflict(String),
 }
 
+impl StoreError {
+    /// The database refused this data (a constraint, a value it cannot hold), as opposed to being
+    /// unreachable or failing as a whole: writing the same data again would fail again, while
+    /// other data would not.
+    pub fn is_rejected_data(&self) -> bool {
+        let StoreError::Database(error) = self else { return false };
+        let error = match error {
+            sqlx::Error::Encode(_) => return true,
+            sqlx::Error::Database(error) => error,
+            _ => return false,
+        };
+        if matches!(
+            error.kind(),
+            sqlx::error::ErrorKind::UniqueViolation
+                | sqlx::error::ErrorKind::ForeignKeyViolation
+                | sqlx::error::ErrorKind::NotNullViolation
+                | sqlx::error::ErrorKind::CheckViolation
+        ) {
+            return true;
+        }
+        let code = error.code().unwrap_or_default();
+        if error.try_downcast_ref::<sqlx::postgres::PgDatabaseError>().is_some() {
+            // SQLSTATE classes 22 (data exception: a NUL in text, bad encoding, out of range) and
+            // 23 (integrity constraint violation).
+            return code.starts_with("22") || code.starts_with("23");
+        }
+        // SQLite's primary result codes (the low byte of the extended code): SQLITE_TOOBIG,
+        // SQLITE_CONSTRAINT (constraints and RAISE in triggers), SQLITE_MISMATCH.
+        matches!(code.parse::<i32>().map(|c| c & 0xff), Ok(18..=20))
+    }
+}
+
 /// Opens the database the configuration names and brings its schema up to date.
 pub async fn open(config: &Config) -> StoreResult<Arc<dyn Store>> {
     match DatabaseUrl::parse(&config.database_url()).map_err(StoreError::Conflict)? {
@@ -154,11 +186,44 @@ pub struct NewImage {
     pub height: u32,
 }
 
-/// Work for the render workers.
+/// A claimed job for the render workers.
 #[derive(Clone, Debug)]
-pub enum RenderJob {
+pub struct RenderJob {
+    pub work: RenderWork,
+    /// How many times the job has been claimed, this claim included (1 the first time).
+    pub attempt: u32,
+}
+
+#[derive(Clone, Debug)]
+pub enum RenderWork {
     Generation(Generation),
     Upscale { variation: Variation, source: Image },
+}
+
+impl RenderWork {
+    pub fn id(&self) -> RenderJobId {
+        match self {
+            RenderWork::Generation(generation) => RenderJobId::Generation(generation.id),
+            RenderWork::Upscale { variation, .. } => RenderJobId::Variation(variation.id),
+        }
+    }
+}
+
+/// Which job: a generation or a variation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RenderJobId {
+    Generation(GenerationId),
+    Variation(VariationId),
+}
+
+impl RenderJobId {
+    /// The table and id of the job's row.
+    fn row(self) -> (&'static str, String) {
+        match self {
+            RenderJobId::Generation(id) => ("generations", id.to_string()),
+            RenderJobId::Variation(id) => ("variations", id.to_string()),
+        }
+    }
 }
 
 /// How a render job ended.
@@ -172,6 +237,8 @@ pub enum JobOutcome<T> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Admission {
     Accepted,
+    /// What the job works on (the image to upscale) is not the user's, or was deleted meanwhile.
+    SourceMissing,
     /// The user already has `slots` jobs pending.
     SlotsFull {
         slots: u32,
@@ -324,6 +391,22 @@ pub struct EndpointClaim {
     pub held: u32,
 }
 
+/// A delivery is redelivered at most once in this time (milliseconds).
+pub const REDELIVERY_INTERVAL_MS: Millis = 1000;
+
+/// The result of asking for a redelivery.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Redelivery {
+    /// Pending again, due now.
+    Queued,
+    /// It was already due or in flight: nothing changed.
+    AlreadyQueued,
+    /// It was redelivered less than `REDELIVERY_INTERVAL_MS` ago: nothing changed.
+    TooSoon,
+    /// No such delivery (of this user).
+    Missing,
+}
+
 /// Which deliveries to list.
 #[derive(Clone, Debug, Default)]
 pub struct DeliveryFilter {
@@ -379,7 +462,8 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_generation(&self, user: UserId, id: GenerationId) -> StoreResult<Option<Vec<String>>>;
     async fn get_image(&self, user: UserId, id: ImageId) -> StoreResult<Option<Image>>;
 
-    /// Records a PENDING variation unless the user's concurrency slots are all taken.
+    /// Records a PENDING variation unless the user's concurrency slots are all taken or the image
+    /// is not theirs (deleted a moment ago, say): the check and the insert are atomic.
     async fn create_variation(&self, variation: &Variation, slots: u32) -> StoreResult<Admission>;
     async fn get_variation(&self, user: UserId, id: VariationId) -> StoreResult<Option<Variation>>;
 
@@ -391,6 +475,15 @@ pub trait Store: Send + Sync + 'static {
         lease_until: Millis,
         limit: u32,
     ) -> StoreResult<Vec<RenderJob>>;
+    /// Gives a claimed job back, not to be claimed again before `not_before` (after a failure that
+    /// may pass, such as image storage refusing writes). Returns false if `owner` no longer holds it.
+    async fn postpone_render_job(
+        &self,
+        job: RenderJobId,
+        owner: &str,
+        not_before: Millis,
+        at: Millis,
+    ) -> StoreResult<bool>;
     /// Marks a generation COMPLETE (recording its images) or FAILED, if `owner` still holds its
     /// lease, and enqueues its webhook delivery in the same transaction. Returns false when the
     /// lease is not held (the job was deleted or taken over): nothing is written then.
@@ -449,8 +542,10 @@ pub trait Store: Send + Sync + 'static {
     /// The payload a delivery sends.
     async fn delivery_payload(&self, id: DeliveryId) -> StoreResult<Option<Bytes>>;
     /// Makes a delivery pending again, due now, at the start of the retry schedule (the same
-    /// `webhook-id`, so receivers can deduplicate). With `user`, only if it is theirs.
-    async fn retry_delivery(&self, id: DeliveryId, user: Option<UserId>, now: Millis) -> StoreResult<bool>;
+    /// `webhook-id`, so receivers can deduplicate). With `user`, only if it is theirs. A delivery
+    /// already due or in flight is left as it is, and so is one redelivered less than
+    /// `REDELIVERY_INTERVAL_MS` ago: a burst of requests sends it once.
+    async fn retry_delivery(&self, id: DeliveryId, user: Option<UserId>, now: Millis) -> StoreResult<Redelivery>;
     /// Retries every delivery that failed at or after `since`; returns how many.
     async fn retry_failed_deliveries(&self, since: Millis, now: Millis) -> StoreResult<u64>;
 }

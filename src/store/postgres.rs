@@ -19,7 +19,10 @@ use super::*;
 use crate::clock::Millis;
 use crate::config::DatabaseConfig;
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "schema", include_str!("../../migrations/postgres/0001_schema.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "schema", include_str!("../../migrations/postgres/0001_schema.sql")),
+    (2, "attempts and redeliveries", include_str!("../../migrations/postgres/0002_attempts_and_redeliveries.sql")),
+];
 
 const RENDER_CHANNEL: &str = "easel_render";
 const DELIVERY_CHANNEL: &str = "easel_deliveries";
@@ -157,8 +160,10 @@ impl Store for PgStore {
         let mut released = 0;
         for table in ["generations", "variations"] {
             released += sqlx::query(&format!(
-                "UPDATE {table} SET lease_owner = NULL, lease_expires_at = 0 WHERE status = 'PENDING' \
-                 AND lease_owner IS NOT NULL AND ($1::TEXT IS NULL OR lease_owner = $1)"
+                // A job given back by a node that stops (not one that crashed) did not use up an attempt.
+                "UPDATE {table} SET lease_owner = NULL, lease_expires_at = 0, \
+                 attempts = CASE WHEN $1::TEXT IS NULL THEN attempts ELSE GREATEST(attempts - 1, 0) END \
+                 WHERE status = 'PENDING' AND lease_owner IS NOT NULL AND ($1::TEXT IS NULL OR lease_owner = $1)"
             ))
             .bind(owner)
             .execute(&mut *tx)
@@ -377,6 +382,16 @@ impl Store for PgStore {
         if !Self::free_slot(&mut tx, variation.user_id, slots).await? {
             return Ok(Admission::SlotsFull { slots });
         }
+        // Holds the image until the commit: a delete of its generation waits for this insert (and
+        // then removes the variation with the image), or has already happened and is seen here.
+        let image = sqlx::query("SELECT 1 FROM images WHERE id = $1 AND user_id = $2 FOR KEY SHARE")
+            .bind(variation.image_id.to_string())
+            .bind(variation.user_id.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+        if image.is_none() {
+            return Ok(Admission::SourceMissing);
+        }
         sqlx::query(
             "INSERT INTO variations (id, image_id, generation_id, user_id, api_key_id, transform_type, status, \
              created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, 'PENDING', $7, $7)",
@@ -413,9 +428,9 @@ impl Store for PgStore {
     ) -> StoreResult<Vec<RenderJob>> {
         let mut tx = self.pool.begin().await?;
         let rows = sqlx::query(&format!(
-            "UPDATE generations SET lease_owner = $1, lease_expires_at = $2 WHERE id IN \
+            "UPDATE generations SET lease_owner = $1, lease_expires_at = $2, attempts = attempts + 1 WHERE id IN \
              (SELECT id FROM generations WHERE status = 'PENDING' AND lease_expires_at <= $3 ORDER BY created_at \
-             LIMIT $4 FOR UPDATE SKIP LOCKED) RETURNING {GENERATION_COLUMNS}"
+             LIMIT $4 FOR UPDATE SKIP LOCKED) RETURNING {GENERATION_COLUMNS}, attempts"
         ))
         .bind(owner)
         .bind(lease_until)
@@ -423,14 +438,16 @@ impl Store for PgStore {
         .bind(i64::from(limit))
         .fetch_all(&mut *tx)
         .await?;
-        let mut jobs: Vec<RenderJob> =
-            rows.iter().map(|row| generation_from_row(row).map(RenderJob::Generation)).collect::<StoreResult<_>>()?;
+        let mut jobs: Vec<RenderJob> = rows
+            .iter()
+            .map(|row| render_job(RenderWork::Generation(generation_from_row(row)?), row))
+            .collect::<StoreResult<_>>()?;
         let remaining = limit.saturating_sub(jobs.len() as u32);
         if remaining > 0 {
             let rows = sqlx::query(&format!(
-                "UPDATE variations SET lease_owner = $1, lease_expires_at = $2 WHERE id IN \
+                "UPDATE variations SET lease_owner = $1, lease_expires_at = $2, attempts = attempts + 1 WHERE id IN \
                  (SELECT id FROM variations WHERE status = 'PENDING' AND lease_expires_at <= $3 ORDER BY created_at \
-                 LIMIT $4 FOR UPDATE SKIP LOCKED) RETURNING {VARIATION_COLUMNS}"
+                 LIMIT $4 FOR UPDATE SKIP LOCKED) RETURNING {VARIATION_COLUMNS}, attempts"
             ))
             .bind(owner)
             .bind(lease_until)
@@ -444,11 +461,32 @@ impl Store for PgStore {
                     .bind(variation.image_id.to_string())
                     .fetch_one(&mut *tx)
                     .await?;
-                jobs.push(RenderJob::Upscale { variation, source: image_from_row(&source)? });
+                jobs.push(render_job(RenderWork::Upscale { variation, source: image_from_row(&source)? }, &row)?);
             }
         }
         tx.commit().await?;
         Ok(jobs)
+    }
+
+    async fn postpone_render_job(
+        &self,
+        job: RenderJobId,
+        owner: &str,
+        not_before: Millis,
+        at: Millis,
+    ) -> StoreResult<bool> {
+        let (table, id) = job.row();
+        let result = sqlx::query(&format!(
+            "UPDATE {table} SET lease_owner = NULL, lease_expires_at = $3, updated_at = $4 \
+             WHERE id = $1 AND lease_owner = $2 AND status = 'PENDING'"
+        ))
+        .bind(id)
+        .bind(owner)
+        .bind(not_before)
+        .bind(at)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
     }
 
     async fn finish_generation(
@@ -718,22 +756,36 @@ impl Store for PgStore {
         Ok(body.map(Bytes::from))
     }
 
-    async fn retry_delivery(&self, id: DeliveryId, user: Option<UserId>, now: Millis) -> StoreResult<bool> {
+    async fn retry_delivery(&self, id: DeliveryId, user: Option<UserId>, now: Millis) -> StoreResult<Redelivery> {
         let mut tx = self.pool.begin().await?;
-        // A delivery in flight (leased) keeps its lease; the others become due now.
+        // A delivery already due or leased (in flight on some node) is left alone.
         let result = sqlx::query(
             "UPDATE webhook_deliveries SET schedule_index = 0, updated_at = $3, finished_at = NULL, \
-             next_attempt_at = CASE WHEN status = 'pending' AND lease_owner IS NOT NULL THEN next_attempt_at ELSE $3 END, \
-             status = 'pending' WHERE id = $1 AND ($2::TEXT IS NULL OR user_id = $2)",
+             next_attempt_at = $3, redelivered_at = $3, status = 'pending' WHERE id = $1 AND ($2::TEXT IS NULL OR user_id = $2) \
+             AND NOT (status = 'pending' AND (lease_owner IS NOT NULL OR next_attempt_at <= $3)) \
+             AND (redelivered_at IS NULL OR redelivered_at <= $3 - $4)",
         )
         .bind(id.to_string())
         .bind(user.map(|u| u.to_string()))
         .bind(now)
+        .bind(REDELIVERY_INTERVAL_MS)
         .execute(&mut *tx)
         .await?;
-        Self::notify(&mut tx, DELIVERY_CHANNEL).await?;
+        if result.rows_affected() == 1 {
+            Self::notify(&mut tx, DELIVERY_CHANNEL).await?;
+            tx.commit().await?;
+            return Ok(Redelivery::Queued);
+        }
+        let row = sqlx::query(
+            "SELECT status, lease_owner IS NOT NULL AS leased, next_attempt_at, redelivered_at FROM webhook_deliveries \
+             WHERE id = $1 AND ($2::TEXT IS NULL OR user_id = $2)",
+        )
+        .bind(id.to_string())
+        .bind(user.map(|u| u.to_string()))
+        .fetch_optional(&mut *tx)
+        .await?;
         tx.commit().await?;
-        Ok(result.rows_affected() == 1)
+        row.as_ref().map_or(Ok(Redelivery::Missing), |row| redelivery_refused(row, now))
     }
 
     async fn retry_failed_deliveries(&self, since: Millis, now: Millis) -> StoreResult<u64> {

@@ -16,6 +16,7 @@ pub(super) trait Columns {
     fn opt_int(&self, column: &str) -> StoreResult<Option<i64>>;
     fn blob(&self, column: &str) -> StoreResult<Vec<u8>>;
     fn opt_blob(&self, column: &str) -> StoreResult<Option<Vec<u8>>>;
+    fn boolean(&self, column: &str) -> StoreResult<bool>;
 }
 
 macro_rules! columns_for {
@@ -37,6 +38,9 @@ macro_rules! columns_for {
                 Ok(self.try_get(column)?)
             }
             fn opt_blob(&self, column: &str) -> StoreResult<Option<Vec<u8>>> {
+                Ok(self.try_get(column)?)
+            }
+            fn boolean(&self, column: &str) -> StoreResult<bool> {
                 Ok(self.try_get(column)?)
             }
         }
@@ -217,3 +221,20 @@ pub(super) fn job_from_row(row: &impl Columns) -> StoreResult<DeliveryJob> {
 /// The columns `job_from_row` reads, for a query over `webhook_deliveries d JOIN webhook_payloads p`.
 pub(super) const JOB_COLUMNS: &str = "d.id, d.generation_id, d.user_id, d.api_key_id, d.event_type, d.url, \
      d.endpoint, d.attempt_count, d.schedule_index, p.body";
+
+/// A claimed job: its work and the claim count the claim returned (`attempts`).
+pub(super) fn render_job(work: RenderWork, row: &impl Columns) -> StoreResult<RenderJob> {
+    Ok(RenderJob { work, attempt: row.int("attempts")?.clamp(0, i64::from(u32::MAX)) as u32 })
+}
+
+/// Why a delivery that exists was not redelivered, from its `status`, `leased`, `next_attempt_at`
+/// and `redelivered_at`.
+pub(super) fn redelivery_refused(row: &impl Columns, now: Millis) -> StoreResult<Redelivery> {
+    let pending = row.text("status")? == "pending";
+    let leased = row.boolean("leased")?;
+    if pending && (leased || row.int("next_attempt_at")? <= now) {
+        return Ok(Redelivery::AlreadyQueued);
+    }
+    let recently = row.opt_int("redelivered_at")?.is_some_and(|at| at > now - REDELIVERY_INTERVAL_MS);
+    Ok(if recently { Redelivery::TooSoon } else { Redelivery::AlreadyQueued })
+}

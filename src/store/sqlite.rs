@@ -33,6 +33,7 @@ const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "foundation", include_str!("../../migrations/sqlite/0001_foundation.sql")),
     (2, "webhook deliveries", include_str!("../../migrations/sqlite/0002_webhook_deliveries.sql")),
+    (3, "attempts and redeliveries", include_str!("../../migrations/sqlite/0003_attempts_and_redeliveries.sql")),
 ];
 
 /// Rows per multi-row statement: well under SQLite's 32766 bound parameters.
@@ -219,8 +220,10 @@ impl Store for SqliteStore {
         let mut released = 0;
         for table in ["generations", "variations"] {
             released += sqlx::query(&format!(
-                "UPDATE {table} SET lease_owner = NULL, lease_expires_at = 0 WHERE status = 'PENDING' \
-                 AND lease_owner IS NOT NULL AND (?1 IS NULL OR lease_owner = ?1)"
+                // A job given back by a node that stops (not one that crashed) did not use up an attempt.
+                "UPDATE {table} SET lease_owner = NULL, lease_expires_at = 0, \
+                 attempts = CASE WHEN ?1 IS NULL THEN attempts ELSE MAX(attempts - 1, 0) END \
+                 WHERE status = 'PENDING' AND lease_owner IS NOT NULL AND (?1 IS NULL OR lease_owner = ?1)"
             ))
             .bind(owner)
             .execute(&mut *tx)
@@ -431,7 +434,8 @@ impl Store for SqliteStore {
     async fn create_variation(&self, variation: &Variation, slots: u32) -> StoreResult<Admission> {
         let result = sqlx::query(&format!(
             "INSERT INTO variations (id, image_id, generation_id, user_id, api_key_id, transform_type, status, \
-             created_at, updated_at) SELECT ?1, ?3, ?4, ?2, ?5, ?6, 'PENDING', ?7, ?7 WHERE {} < ?8",
+             created_at, updated_at) SELECT ?1, ?3, ?4, ?2, ?5, ?6, 'PENDING', ?7, ?7 WHERE {} < ?8 \
+             AND EXISTS (SELECT 1 FROM images WHERE id = ?3 AND user_id = ?2)",
             Self::PENDING_JOBS_OF_USER
         ))
         .bind(variation.id.to_string())
@@ -444,7 +448,17 @@ impl Store for SqliteStore {
         .bind(i64::from(slots))
         .execute(&self.writer)
         .await?;
-        Ok(if result.rows_affected() == 1 { Admission::Accepted } else { Admission::SlotsFull { slots } })
+        if result.rows_affected() == 1 {
+            return Ok(Admission::Accepted);
+        }
+        // One writer: nothing changed since the insert, so this tells which condition failed.
+        let image_exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM images WHERE id = ?1 AND user_id = ?2)")
+                .bind(variation.image_id.to_string())
+                .bind(variation.user_id.to_string())
+                .fetch_one(&self.writer)
+                .await?;
+        Ok(if image_exists { Admission::SlotsFull { slots } } else { Admission::SourceMissing })
     }
 
     async fn get_variation(&self, user: UserId, id: VariationId) -> StoreResult<Option<Variation>> {
@@ -465,9 +479,9 @@ impl Store for SqliteStore {
     ) -> StoreResult<Vec<RenderJob>> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let rows = sqlx::query(&format!(
-            "UPDATE generations SET lease_owner = ?1, lease_expires_at = ?2 WHERE id IN \
+            "UPDATE generations SET lease_owner = ?1, lease_expires_at = ?2, attempts = attempts + 1 WHERE id IN \
              (SELECT id FROM generations WHERE status = 'PENDING' AND lease_expires_at <= ?3 ORDER BY created_at LIMIT ?4) \
-             RETURNING {GENERATION_COLUMNS}"
+             RETURNING {GENERATION_COLUMNS}, attempts"
         ))
         .bind(owner)
         .bind(lease_until)
@@ -475,14 +489,16 @@ impl Store for SqliteStore {
         .bind(i64::from(limit))
         .fetch_all(&mut *tx)
         .await?;
-        let mut jobs: Vec<RenderJob> =
-            rows.iter().map(|row| generation_from_row(row).map(RenderJob::Generation)).collect::<StoreResult<_>>()?;
+        let mut jobs: Vec<RenderJob> = rows
+            .iter()
+            .map(|row| render_job(RenderWork::Generation(generation_from_row(row)?), row))
+            .collect::<StoreResult<_>>()?;
         let remaining = limit.saturating_sub(jobs.len() as u32);
         if remaining > 0 {
             let rows = sqlx::query(&format!(
-                "UPDATE variations SET lease_owner = ?1, lease_expires_at = ?2 WHERE id IN \
+                "UPDATE variations SET lease_owner = ?1, lease_expires_at = ?2, attempts = attempts + 1 WHERE id IN \
                  (SELECT id FROM variations WHERE status = 'PENDING' AND lease_expires_at <= ?3 ORDER BY created_at LIMIT ?4) \
-                 RETURNING {VARIATION_COLUMNS}"
+                 RETURNING {VARIATION_COLUMNS}, attempts"
             ))
             .bind(owner)
             .bind(lease_until)
@@ -496,11 +512,32 @@ impl Store for SqliteStore {
                     .bind(variation.image_id.to_string())
                     .fetch_one(&mut *tx)
                     .await?;
-                jobs.push(RenderJob::Upscale { variation, source: image_from_row(&source)? });
+                jobs.push(render_job(RenderWork::Upscale { variation, source: image_from_row(&source)? }, &row)?);
             }
         }
         tx.commit().await?;
         Ok(jobs)
+    }
+
+    async fn postpone_render_job(
+        &self,
+        job: RenderJobId,
+        owner: &str,
+        not_before: Millis,
+        at: Millis,
+    ) -> StoreResult<bool> {
+        let (table, id) = job.row();
+        let result = sqlx::query(&format!(
+            "UPDATE {table} SET lease_owner = NULL, lease_expires_at = ?3, updated_at = ?4 \
+             WHERE id = ?1 AND lease_owner = ?2 AND status = 'PENDING'"
+        ))
+        .bind(id)
+        .bind(owner)
+        .bind(not_before)
+        .bind(at)
+        .execute(&self.writer)
+        .await?;
+        Ok(result.rows_affected() == 1)
     }
 
     async fn finish_generation(
@@ -751,19 +788,33 @@ impl Store for SqliteStore {
         Ok(body.map(Bytes::from))
     }
 
-    async fn retry_delivery(&self, id: DeliveryId, user: Option<UserId>, now: Millis) -> StoreResult<bool> {
+    async fn retry_delivery(&self, id: DeliveryId, user: Option<UserId>, now: Millis) -> StoreResult<Redelivery> {
         let result = sqlx::query(
-            // A delivery in flight (leased) keeps its lease; the others become due now.
+            // A delivery already due (or claimed: on SQLite a claim writes nothing, and a claimed
+            // delivery is due) or leased (in flight) is left alone.
             "UPDATE webhook_deliveries SET schedule_index = 0, updated_at = ?3, finished_at = NULL, \
-             next_attempt_at = CASE WHEN status = 'pending' AND lease_owner IS NOT NULL THEN next_attempt_at ELSE ?3 END, \
-             status = 'pending' WHERE id = ?1 AND (?2 IS NULL OR user_id = ?2)",
+             next_attempt_at = ?3, redelivered_at = ?3, status = 'pending' WHERE id = ?1 AND (?2 IS NULL OR user_id = ?2) \
+             AND NOT (status = 'pending' AND (lease_owner IS NOT NULL OR next_attempt_at <= ?3)) \
+             AND (redelivered_at IS NULL OR redelivered_at <= ?3 - ?4)",
         )
         .bind(id.to_string())
         .bind(user.map(|u| u.to_string()))
         .bind(now)
+        .bind(REDELIVERY_INTERVAL_MS)
         .execute(&self.writer)
         .await?;
-        Ok(result.rows_affected() == 1)
+        if result.rows_affected() == 1 {
+            return Ok(Redelivery::Queued);
+        }
+        let row = sqlx::query(
+            "SELECT status, lease_owner IS NOT NULL AS leased, next_attempt_at, redelivered_at FROM webhook_deliveries \
+             WHERE id = ?1 AND (?2 IS NULL OR user_id = ?2)",
+        )
+        .bind(id.to_string())
+        .bind(user.map(|u| u.to_string()))
+        .fetch_optional(&self.writer)
+        .await?;
+        row.as_ref().map_or(Ok(Redelivery::Missing), |row| redelivery_refused(row, now))
     }
 
     async fn retry_failed_deliveries(&self, since: Millis, now: Millis) -> StoreResult<u64> {

@@ -218,8 +218,7 @@ impl WebhookClient {
         // deadline) for the log and to keep the connection reusable.
         let body = read_capped(head.into_body(), self.max_response_bytes, deadline).await;
         if !body.is_empty() {
-            let excerpt = &body[..body.len().min(EXCERPT_BYTES)];
-            response.excerpt = Some(String::from_utf8_lossy(excerpt).into_owned());
+            response.excerpt = Some(printable_excerpt(&body[..body.len().min(EXCERPT_BYTES)]));
         }
         response.duration = started.elapsed();
         if status.is_redirection() {
@@ -233,6 +232,22 @@ impl WebhookClient {
         }
         response
     }
+}
+
+/// A receiver's bytes as text any database stores and any terminal shows: invalid UTF-8 becomes
+/// U+FFFD, and control characters other than tab and line breaks (NUL above all, which a
+/// PostgreSQL `TEXT` column refuses) are written as `\xNN` escapes.
+pub fn printable_excerpt(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let mut printable = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() && !matches!(c, '\t' | '\n' | '\r') {
+            printable.push_str(&format!("\\x{:02x}", u32::from(c)));
+        } else {
+            printable.push(c);
+        }
+    }
+    printable
 }
 
 async fn read_capped(mut body: hyper::body::Incoming, cap: usize, deadline: tokio::time::Instant) -> Vec<u8> {
@@ -601,5 +616,19 @@ impl AsyncWrite for Stream {
             Stream::Plain(s) => s.is_write_vectored(),
             Stream::Tls(s) => s.is_write_vectored(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable_excerpt;
+
+    #[test]
+    fn excerpts_escape_nul_and_control_characters_and_repair_invalid_utf8() {
+        assert_eq!(printable_excerpt(b"ok\0ok"), "ok\\x00ok");
+        assert_eq!(printable_excerpt(b"a\x1b[31mred\x7f"), "a\\x1b[31mred\\x7f");
+        assert_eq!(printable_excerpt(b"line\r\n\tnext"), "line\r\n\tnext");
+        assert_eq!(printable_excerpt(b"caf\xc3\xa9 \xff\xfe"), "caf\u{e9} \u{fffd}\u{fffd}");
+        assert!(!printable_excerpt(b"\0\x01\x02").contains('\0'));
     }
 }

@@ -24,7 +24,7 @@ use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::client::{AttemptError, ErrorClass, WebhookClient};
+use super::client::{AttemptError, ErrorClass, WebhookClient, printable_excerpt};
 use super::outbox::DeliveryQueue;
 use super::schedule::{RetryPolicy, Verdict, verdict_for_status};
 use super::signing::SigningKey;
@@ -43,6 +43,8 @@ const HELD_PER_SLOT: usize = 4;
 const QUEUED_PER_SLOT: usize = 4;
 /// Attempts written per transaction at most.
 const RECORD_BATCH: usize = 2000;
+/// How long past the shutdown deadline the recorder may take to write the last attempts.
+const RECORD_RESERVE: Duration = Duration::from_secs(1);
 /// Cached key secrets; the cache is cleared when it grows past this.
 const SECRET_CACHE_LIMIT: usize = 10_000;
 
@@ -116,8 +118,6 @@ impl DeliveryEngine {
             jitter: config.retry_jitter,
             max_retry_after: config.max_retry_after,
         };
-        let queue =
-            DeliveryQueue { handoff: handoff_tx, wake: scan.clone(), node_id: node_id.clone(), lease: config.lease };
         let engine = Arc::new(DeliveryEngine {
             store,
             client,
@@ -137,23 +137,46 @@ impl DeliveryEngine {
             sends: TaskTracker::new(),
             cancel_sends: CancellationToken::new(),
         });
+        let queue = DeliveryQueue {
+            handoff: handoff_tx,
+            engine: Arc::downgrade(&engine),
+            wake: engine.scan.clone(),
+            node_id: engine.node_id.clone(),
+            lease: engine.config.lease,
+        };
         Ok((engine, queue, EngineInbox { handoff, records }))
     }
 
-    /// Runs until `shutdown`, then gives sends in flight `grace` to finish and records them.
-    pub async fn run(self: Arc<Self>, inbox: EngineInbox, shutdown: CancellationToken, grace: Duration) {
+    /// Runs until `shutdown`, then lets sends in flight finish until `deadline` (the end of the
+    /// node's shutdown grace) and records them. Attempts the database will not take by then (it
+    /// is down, say) are given up: their deliveries stay leased and are sent again later.
+    pub async fn run(self: Arc<Self>, inbox: EngineInbox, shutdown: CancellationToken, deadline: CancellationToken) {
         let recorder_done = CancellationToken::new();
-        let recorder = tokio::spawn(self.clone().record(inbox.records, recorder_done.clone()));
+        let abandon = CancellationToken::new();
+        let mut recorder = tokio::spawn(self.clone().record(inbox.records, recorder_done.clone(), abandon.clone()));
         let handoff = tokio::spawn(self.clone().take_handoffs(inbox.handoff, shutdown.clone()));
         self.clone().claim(shutdown).await;
         let _ = handoff.await;
         self.sends.close();
-        if tokio::time::timeout(grace, self.sends.wait()).await.is_err() {
-            tracing::warn!("webhook attempts cut short by shutdown; they are retried after the restart");
-            self.cancel_sends.cancel();
-            self.sends.wait().await;
+        tokio::select! {
+            _ = self.sends.wait() => {}
+            _ = deadline.cancelled() => {
+                tracing::warn!("webhook attempts cut short by shutdown; they are retried after the restart");
+                self.cancel_sends.cancel();
+                self.sends.wait().await;
+            }
         }
         recorder_done.cancel();
+        // The recorder may take a moment past the deadline for what the last sends returned.
+        let reserve = async {
+            deadline.cancelled().await;
+            tokio::time::sleep(RECORD_RESERVE).await;
+        };
+        tokio::select! {
+            _ = &mut recorder => return,
+            _ = reserve => {}
+        }
+        abandon.cancel();
         let _ = recorder.await;
     }
 
@@ -189,6 +212,26 @@ impl DeliveryEngine {
             state.queued.push_back(job);
         }
         true
+    }
+
+    /// Whether a delivery for `endpoint` finished on this node may come straight into memory: the
+    /// same bounds as the claimer's (deliveries held, the endpoint's queue). If not, it waits in the
+    /// store, and the endpoint is marked as having a backlog so it is fed from there as its queue
+    /// drains.
+    pub(super) fn has_room_for(&self, endpoint: &str) -> bool {
+        let capacity = self.config.max_in_flight * HELD_PER_SLOT;
+        if self.in_memory.lock().expect("lock").len() >= capacity {
+            self.starved.store(true, Ordering::SeqCst);
+            self.set_backlogged(endpoint, true);
+            return false;
+        }
+        let mut endpoints = self.endpoints.lock().expect("lock");
+        let Some(state) = endpoints.get_mut(endpoint) else { return true };
+        if state.in_flight < self.config.per_endpoint_in_flight || state.queued.len() < self.queue_limit() {
+            return true;
+        }
+        state.backlogged = true;
+        false
     }
 
     /// How many queued deliveries make an endpoint skipped by the claimer.
@@ -508,12 +551,17 @@ impl DeliveryEngine {
         }
     }
 
-    /// Writes attempts in batches until `done`, then writes what is left.
-    async fn record(self: Arc<Self>, mut records: mpsc::UnboundedReceiver<AttemptRecord>, done: CancellationToken) {
+    /// Writes attempts in batches until `done`, then writes what is left (until `abandon`).
+    async fn record(
+        self: Arc<Self>,
+        mut records: mpsc::UnboundedReceiver<AttemptRecord>,
+        done: CancellationToken,
+        abandon: CancellationToken,
+    ) {
         loop {
             let first = tokio::select! {
                 record = records.recv() => record,
-                _ = done.cancelled() => None,
+                _ = done.cancelled() => records.try_recv().ok(),
             };
             let mut batch: Vec<AttemptRecord> = first.into_iter().collect();
             while batch.len() < RECORD_BATCH {
@@ -525,21 +573,84 @@ impl DeliveryEngine {
             if batch.is_empty() {
                 return;
             }
-            self.write(&batch).await;
+            if !self.write(&batch, &abandon).await {
+                let left = batch.len() + std::iter::from_fn(|| records.try_recv().ok()).count();
+                tracing::error!(
+                    attempts = left,
+                    "shutdown: webhook attempts left unrecorded (the database did not take them); \
+                     their deliveries are sent again when their leases expire"
+                );
+                return;
+            }
         }
     }
 
-    async fn write(&self, batch: &[AttemptRecord]) {
+    /// Records a batch of attempts, whatever the database does: a batch it refuses for its data
+    /// is split until the offending record is alone, which is then recorded in a repaired form
+    /// (or, if even that is refused, logged and kept out of the way), so one record never blocks
+    /// the others; an outage is retried with backoff. Returns false if `abandon` came first.
+    async fn write(&self, batch: &[AttemptRecord], abandon: &CancellationToken) -> bool {
+        let mut parts: Vec<&[AttemptRecord]> = vec![batch];
+        let mut unrecordable: Vec<DeliveryId> = Vec::new();
         let mut backoff = Duration::from_millis(100);
-        while let Err(e) = self.store.record_attempts(batch).await {
-            tracing::error!(error.message = %e, attempts = batch.len(), "cannot record webhook attempts; retrying");
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(5));
+        while let Some(part) = parts.pop() {
+            let written = tokio::select! {
+                written = self.store.record_attempts(part) => written,
+                _ = abandon.cancelled() => return false,
+            };
+            let error = match written {
+                Ok(()) => {
+                    backoff = Duration::from_millis(100);
+                    continue;
+                }
+                Err(error) => error,
+            };
+            if !error.is_rejected_data() {
+                tracing::error!(error.message = %error, attempts = part.len(), "cannot record webhook attempts; retrying");
+                parts.push(part);
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = abandon.cancelled() => return false,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+            if part.len() > 1 {
+                let (first, second) = part.split_at(part.len() / 2);
+                parts.push(second);
+                parts.push(first);
+                continue;
+            }
+            let record = &part[0];
+            let repaired = repaired_record(record, &error);
+            let written = tokio::select! {
+                written = self.store.record_attempts(std::slice::from_ref(&repaired)) => written,
+                _ = abandon.cancelled() => return false,
+            };
+            match written {
+                Ok(()) => tracing::warn!(
+                    delivery.id = %record.attempt.delivery_id,
+                    error.message = %error,
+                    "the database refused a webhook attempt's log entry; recorded it without the receiver's status and response"
+                ),
+                Err(again) if again.is_rejected_data() => {
+                    tracing::error!(
+                        delivery.id = %record.attempt.delivery_id,
+                        error.message = %again,
+                        "the database refuses this delivery's attempt even repaired; this node holds the delivery \
+                         (it is not sent again) until it restarts"
+                    );
+                    unrecordable.push(record.attempt.delivery_id);
+                }
+                Err(_) => parts.push(part),
+            }
         }
         {
             let mut in_memory = self.in_memory.lock().expect("lock");
             for record in batch {
-                in_memory.remove(&record.attempt.delivery_id);
+                if !unrecordable.contains(&record.attempt.delivery_id) {
+                    in_memory.remove(&record.attempt.delivery_id);
+                }
             }
         }
         let earliest_retry = batch
@@ -555,5 +666,24 @@ impl DeliveryEngine {
         if self.starved.load(Ordering::SeqCst) {
             self.wake.notify_one();
         }
+        true
     }
+}
+
+/// An attempt the database refused, without what the receiver sent (its status code and
+/// response): the delivery still moves on, and the log says why the entry is thin.
+fn repaired_record(record: &AttemptRecord, refused: &crate::store::StoreError) -> AttemptRecord {
+    let mut repaired = record.clone();
+    let attempt = &mut repaired.attempt;
+    let detail = attempt.error_detail.take().map(|d| format!("{}; ", printable_excerpt(d.as_bytes())));
+    attempt.error_detail = Some(format!(
+        "{}the database refused this attempt's full log entry ({}); the receiver's status code {} and response \
+         were not kept",
+        detail.unwrap_or_default(),
+        printable_excerpt(refused.to_string().as_bytes()),
+        attempt.status_code.map(|c| c.to_string()).unwrap_or_else(|| "(none)".into()),
+    ));
+    attempt.status_code = None;
+    attempt.response_excerpt = None;
+    repaired
 }

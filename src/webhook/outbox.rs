@@ -20,6 +20,7 @@ use crate::store::{DeliveryJob, Generation, NewDelivery, Store, StoreResult};
 #[derive(Clone)]
 pub struct DeliveryQueue {
     pub(super) handoff: mpsc::Sender<DeliveryJob>,
+    pub(super) engine: std::sync::Weak<super::engine::DeliveryEngine>,
     pub(super) wake: Arc<Notify>,
     pub(super) node_id: String,
     pub(super) lease: Duration,
@@ -92,7 +93,16 @@ impl Outbox {
             created_at: generation.created_at,
         });
         let body = payload::generation_event(generation, &api_key, masked.as_deref(), &model, &self.images, at);
-        let slot = self.queue.as_ref().and_then(|queue| queue.handoff.try_reserve().ok());
+        let endpoint = endpoint_of(&url);
+        // Straight to the engine only while it has room for this receiver; otherwise the delivery
+        // waits in the store like any other (memory stays bounded whatever the receivers do).
+        let slot = self.queue.as_ref().and_then(|queue| {
+            let engine = queue.engine.upgrade()?;
+            if !engine.has_room_for(&endpoint) {
+                return None;
+            }
+            queue.handoff.try_reserve().ok()
+        });
         let lease = match (&slot, &self.queue) {
             (Some(_), Some(queue)) => Some((queue.node_id.clone(), at + queue.lease.as_millis() as Millis)),
             _ => None,
@@ -103,7 +113,7 @@ impl Outbox {
             user_id: generation.user_id,
             api_key_id: api_key.id,
             event_type: payload::event_type(generation).to_string(),
-            endpoint: endpoint_of(&url),
+            endpoint,
             url,
             payload: body,
             created_at: at,

@@ -271,6 +271,22 @@ impl TestApp {
         .await
     }
 
+    /// `GET /generations/{id}/deliveries`, as `user` sees them.
+    pub async fn deliveries_of(&self, user: &TestUser, generation: &str) -> Vec<Value> {
+        let reply = self.get(user, &format!("/generations/{generation}/deliveries")).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+        reply.body["deliveries"].as_array().unwrap().clone()
+    }
+
+    /// Waits until the generation's first delivery is no longer pending, and returns it.
+    pub async fn settled_delivery(&self, user: &TestUser, generation: &str) -> Value {
+        eventually(Duration::from_secs(30), || async {
+            let deliveries = self.deliveries_of(user, generation).await;
+            deliveries.first().filter(|d| d["status"] != "pending").cloned()
+        })
+        .await
+    }
+
     pub async fn download(&self, url: &str) -> (StatusCode, Option<String>, Vec<u8>) {
         let response = self.client.get(url).send().await.expect("download");
         let status = response.status();

@@ -4,9 +4,11 @@
 mod api;
 mod child;
 mod dns;
+mod hardening;
 mod helpers;
 mod isolation;
 mod jobs;
+mod memory;
 mod process;
 mod receiver;
 mod sdk;

@@ -56,21 +56,6 @@ fn verify_signature(received: &Received, secret: &str) {
     assert_eq!(received.header("webhook-signature"), Some(expected.as_str()));
 }
 
-async fn deliveries_of(app: &TestApp, user: &TestUser, generation: &str) -> Vec<Value> {
-    let reply = app.get(user, &format!("/generations/{generation}/deliveries")).await;
-    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
-    reply.body["deliveries"].as_array().unwrap().clone()
-}
-
-/// Waits until the generation's only delivery is no longer pending, and returns it.
-async fn settled_delivery(app: &TestApp, user: &TestUser, generation: &str) -> Value {
-    eventually(Duration::from_secs(30), || async {
-        let deliveries = deliveries_of(app, user, generation).await;
-        deliveries.first().filter(|d| d["status"] != "pending").cloned()
-    })
-    .await
-}
-
 #[tokio::test]
 async fn a_completed_generation_calls_back_with_the_guides_request() {
     let ca = TestCa::new();
@@ -133,7 +118,7 @@ async fn a_completed_generation_calls_back_with_the_guides_request() {
     assert!(!text.contains(&hooked.user.key) && !text.contains("\"abcd\""), "no secret in the body");
 
     // The delivery and its attempt, as the owner sees them.
-    let delivery = settled_delivery(&app, &hooked.user, &generation_id).await;
+    let delivery = app.settled_delivery(&hooked.user, &generation_id).await;
     assert_eq!(delivery["status"], "succeeded");
     assert_eq!(delivery["webhookId"], request.header("webhook-id").unwrap());
     assert_eq!(delivery["attempts"][0]["statusCode"], 200);
@@ -158,7 +143,7 @@ async fn keys_without_a_webhook_make_no_deliveries() {
     let app = spawn_app().await;
     let id = app.create_generation(&app.admin, &small_generation("quiet")).await;
     app.finished_generation(&app.admin, &id).await;
-    assert_eq!(deliveries_of(&app, &app.admin, &id).await, Vec::<Value>::new());
+    assert_eq!(app.deliveries_of(&app.admin, &id).await, Vec::<Value>::new());
 }
 
 #[tokio::test]
@@ -201,7 +186,7 @@ async fn the_webhook_id_is_stable_across_retries_until_the_schedule_is_exhausted
     let generation = app.create_generation(&hooked.user, &small_generation("retry me")).await;
 
     let requests = receiver.wait_for(4).await;
-    let delivery = settled_delivery(&app, &hooked.user, &generation).await;
+    let delivery = app.settled_delivery(&hooked.user, &generation).await;
     assert_eq!(delivery["status"], "failed", "an exhausted delivery is kept as failed");
     assert_eq!(delivery["attemptCount"], 4);
     assert_eq!(receiver.received().len(), 4, "no attempt beyond the schedule");
@@ -234,7 +219,7 @@ async fn a_receiver_that_recovers_gets_the_delivery() {
     let app = spawn_app_with(|config| fast_webhooks(config, &ca, &["0s", "20ms", "20ms", "20ms"])).await;
     let hooked = app.new_webhook_user("flaky", &receiver.url, None).await;
     let generation = app.create_generation(&hooked.user, &small_generation("eventually")).await;
-    let delivery = settled_delivery(&app, &hooked.user, &generation).await;
+    let delivery = app.settled_delivery(&hooked.user, &generation).await;
     assert_eq!(delivery["status"], "succeeded", "any 2xx is success");
     assert_eq!(delivery["attemptCount"], 3);
     assert_eq!(delivery["lastStatusCode"], 204);
@@ -251,13 +236,13 @@ async fn gone_stops_retrying_and_redirects_are_not_followed() {
 
     let gone_user = app.new_webhook_user("gone", &gone.url, None).await;
     let generation = app.create_generation(&gone_user.user, &small_generation("gone")).await;
-    let delivery = settled_delivery(&app, &gone_user.user, &generation).await;
+    let delivery = app.settled_delivery(&gone_user.user, &generation).await;
     assert_eq!((delivery["status"].as_str(), delivery["attemptCount"].as_u64()), (Some("failed"), Some(1)));
     assert_eq!(delivery["attempts"][0]["statusCode"], 410);
 
     let redirected_user = app.new_webhook_user("redirected", &redirecting.url, None).await;
     let generation = app.create_generation(&redirected_user.user, &small_generation("moved")).await;
-    let delivery = settled_delivery(&app, &redirected_user.user, &generation).await;
+    let delivery = app.settled_delivery(&redirected_user.user, &generation).await;
     assert_eq!(delivery["status"], "failed");
     assert_eq!(delivery["attemptCount"], 3, "a redirect is a failure and is retried");
     let attempt = &delivery["attempts"][0];
@@ -307,7 +292,7 @@ async fn transport_failures_are_logged_with_precise_classes() {
     for (n, (url, class, detail)) in cases.iter().enumerate() {
         let hooked = app.new_webhook_user(&format!("failing-{n}"), url, None).await;
         let generation = app.create_generation(&hooked.user, &small_generation("unreachable")).await;
-        let delivery = settled_delivery(&app, &hooked.user, &generation).await;
+        let delivery = app.settled_delivery(&hooked.user, &generation).await;
         assert_eq!(delivery["status"], "failed", "{url}");
         let attempt = &delivery["attempts"][0];
         assert_eq!(attempt["errorClass"], *class, "{url}: {attempt}");
@@ -353,7 +338,7 @@ async fn deliveries_can_be_retried_by_their_owner_and_not_by_others() {
     let hooked = app.new_webhook_user("owner", &receiver.url, None).await;
     let stranger = app.new_user("stranger").await;
     let generation = app.create_generation(&hooked.user, &small_generation("again")).await;
-    let delivery = settled_delivery(&app, &hooked.user, &generation).await;
+    let delivery = app.settled_delivery(&hooked.user, &generation).await;
     assert_eq!(delivery["status"], "failed");
     let id = delivery["id"].as_str().unwrap();
 
@@ -361,7 +346,7 @@ async fn deliveries_can_be_retried_by_their_owner_and_not_by_others() {
     assert_eq!(app.get(&stranger, &format!("/deliveries/{id}")).await.body, json!({"delivery": null}));
     let reply = app.post(&stranger, &format!("/deliveries/{id}/retry"), &json!({})).await;
     assert_eq!(reply.body, json!({"delivery": null}));
-    assert_eq!(deliveries_of(&app, &stranger, &generation).await, Vec::<Value>::new());
+    assert_eq!(app.deliveries_of(&stranger, &generation).await, Vec::<Value>::new());
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(receiver.received().len(), 1);
 
@@ -369,7 +354,7 @@ async fn deliveries_can_be_retried_by_their_owner_and_not_by_others() {
     assert_eq!(reply.body["delivery"]["status"], "pending");
     let requests = receiver.wait_for(2).await;
     assert_eq!(requests[0].header("webhook-id"), requests[1].header("webhook-id"));
-    let delivery = settled_delivery(&app, &hooked.user, &generation).await;
+    let delivery = app.settled_delivery(&hooked.user, &generation).await;
     assert_eq!(delivery["status"], "succeeded");
     assert_eq!(delivery["attemptCount"], 2);
 }

@@ -12,6 +12,8 @@ mod api;
 mod child;
 #[path = "../it/dns.rs"]
 mod dns;
+#[path = "../it/hardening.rs"]
+mod hardening;
 #[path = "../it/helpers.rs"]
 mod helpers;
 #[path = "../it/isolation.rs"]
