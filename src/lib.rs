@@ -13,6 +13,7 @@ pub mod http;
 pub mod ids;
 pub mod images;
 pub mod models;
+pub mod records;
 pub mod render;
 pub mod secrets;
 pub mod server;

@@ -276,7 +276,7 @@ async fn bootstrap(
     let user = match admin::create_user(store, "admin", config.api.default_concurrency_slots).await {
         Ok(user) => user,
         // Another node starting on the same fresh database made the first user a moment ago.
-        Err(admin::AdminError::Store(store::StoreError::Conflict(_))) => return Ok(None),
+        Err(admin::AdminError::Store(store::StoreError::UsernameTaken(_))) => return Ok(None),
         Err(e) => return Err(failed(e)),
     };
     let key = admin::create_api_key(store, master_key, user.id, "first key", None, None, &config.webhook)

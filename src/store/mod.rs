@@ -1,6 +1,10 @@
-//! The store: every durable fact Easel keeps (users, API keys, generations, images, variations)
-//! behind one trait, so the rest of the server never sees SQL. `open` picks the implementation from
-//! the database URL's scheme.
+//! The store: every durable fact Easel keeps (users, API keys, generations and their images and
+//! variations, webhook deliveries and their attempts) behind one trait, so the rest of the server
+//! never sees SQL. One implementation, [`SqlStore`], serves SQLite (one node) and PostgreSQL
+//! (several): each operation is written once (`sql.rs`, with `$N` parameters both databases
+//! take), and compiled for each backend; only what really differs is written per backend, as
+//! small dialect pieces (`sqlite.rs`, `postgres.rs`): pools, claims and leases, notifications,
+//! batched attempt writes. `open` picks the backend from the database URL's scheme.
 //!
 //! Jobs are rows claimed with leases (`lease_owner`, `lease_expires_at`): a worker that dies leaves
 //! a lease that expires, and the job is claimed again. A job is finished only by the holder of its
@@ -8,34 +12,41 @@
 
 mod postgres;
 mod rows;
+mod sql;
 mod sqlite;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 
 use crate::clock::Millis;
 use crate::config::{Config, DatabaseUrl};
-use crate::generation::GenerationParams;
-use bytes::Bytes;
-
 use crate::ids::{ApiKeyId, DeliveryId, GenerationId, ImageId, UserId, VariationId};
-
-pub use postgres::PgStore;
-pub use sqlite::SqliteStore;
+pub use crate::records::*;
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// Why a store operation failed. Each variant means one thing.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The database failed or refused a statement (see [`StoreError::is_rejected_data`]).
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A row holds what Easel never writes.
     #[error("unreadable row in the database: {0}")]
     Corrupt(String),
+    #[error("the username {0:?} is taken")]
+    UsernameTaken(String),
+    #[error("there is no user with id {0}")]
+    UnknownUser(UserId),
+    /// The database URL names no backend Easel has.
     #[error("{0}")]
-    Conflict(String),
+    UnsupportedUrl(String),
+    #[error("cannot create the database directory {path}: {source}")]
+    Directory { path: std::path::PathBuf, source: std::io::Error },
 }
 
 impl StoreError {
@@ -72,348 +83,21 @@ impl StoreError {
 
 /// Opens the database the configuration names and brings its schema up to date.
 pub async fn open(config: &Config) -> StoreResult<Arc<dyn Store>> {
-    match DatabaseUrl::parse(&config.database_url()).map_err(StoreError::Conflict)? {
-        DatabaseUrl::Sqlite(path) => Ok(Arc::new(SqliteStore::open(&path).await?)),
-        DatabaseUrl::Postgres(url) => Ok(Arc::new(PgStore::open(&url, &config.database).await?)),
-    }
+    let backend = match DatabaseUrl::parse(&config.database_url()).map_err(StoreError::UnsupportedUrl)? {
+        DatabaseUrl::Sqlite(path) => Backend::Sqlite(sqlite::SqliteDb::open(&path).await?),
+        DatabaseUrl::Postgres(url) => Backend::Postgres(postgres::PgDb::open(&url, &config.database).await?),
+    };
+    Ok(Arc::new(SqlStore { backend }))
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum JobStatus {
-    Pending,
-    Complete,
-    Failed,
+/// The store on one of the two databases.
+pub struct SqlStore {
+    backend: Backend,
 }
 
-impl JobStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobStatus::Pending => "PENDING",
-            JobStatus::Complete => "COMPLETE",
-            JobStatus::Failed => "FAILED",
-        }
-    }
-
-    pub fn parse(text: &str) -> StoreResult<JobStatus> {
-        match text {
-            "PENDING" => Ok(JobStatus::Pending),
-            "COMPLETE" => Ok(JobStatus::Complete),
-            "FAILED" => Ok(JobStatus::Failed),
-            other => Err(StoreError::Corrupt(format!("unknown job status {other:?}"))),
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct User {
-    pub id: UserId,
-    pub username: String,
-    /// How many generations and variations may be pending at once (`apiConcurrencySlots`).
-    pub api_concurrency_slots: u32,
-    pub created_at: Millis,
-}
-
-/// A production API key's record. The key itself is not here: only its hash is stored.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ApiKey {
-    pub id: ApiKeyId,
-    pub user_id: UserId,
-    pub name: String,
-    pub created_at: Millis,
-    pub last_used_at: Option<Millis>,
-    /// The HTTPS URL callbacks go to; immutable.
-    pub webhook_url: Option<String>,
-    /// The webhook callback API key, sealed under the master key; immutable.
-    pub webhook_api_key_sealed: Option<Vec<u8>>,
-    /// The Standard Webhooks signing secret, sealed under the master key.
-    pub signing_secret_sealed: Vec<u8>,
-    /// Deleted keys no longer authenticate, but stay on record for the generations they made.
-    pub deleted_at: Option<Millis>,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct Generation {
-    pub id: GenerationId,
-    pub user_id: UserId,
-    pub api_key_id: ApiKeyId,
-    pub status: JobStatus,
-    pub params: GenerationParams,
-    pub failure_reason: Option<String>,
-    pub created_at: Millis,
-    pub updated_at: Millis,
-    /// In index order; empty until the generation is complete.
-    pub images: Vec<Image>,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct Image {
-    pub id: ImageId,
-    pub generation_id: GenerationId,
-    pub user_id: UserId,
-    pub index: u32,
-    /// Where the file is in image storage; also its path under `/cdn/`.
-    pub storage_key: String,
-    pub width: u32,
-    pub height: u32,
-    pub created_at: Millis,
-    pub variations: Vec<Variation>,
-}
-
-/// A variation job of one image (Easel implements `UPSCALE`).
-#[derive(Clone, Debug, PartialEq)]
-pub struct Variation {
-    pub id: VariationId,
-    pub image_id: ImageId,
-    pub generation_id: GenerationId,
-    pub user_id: UserId,
-    pub api_key_id: ApiKeyId,
-    pub transform_type: String,
-    pub status: JobStatus,
-    /// Set once complete.
-    pub storage_key: Option<String>,
-    pub failure_reason: Option<String>,
-    pub created_at: Millis,
-    pub updated_at: Millis,
-}
-
-/// A newly rendered image, recorded when its generation completes.
-#[derive(Clone, Debug, PartialEq)]
-pub struct NewImage {
-    pub id: ImageId,
-    pub index: u32,
-    pub storage_key: String,
-    pub width: u32,
-    pub height: u32,
-}
-
-/// A claimed job for the render workers.
-#[derive(Clone, Debug)]
-pub struct RenderJob {
-    pub work: RenderWork,
-    /// How many times the job has been claimed, this claim included (1 the first time).
-    pub attempt: u32,
-}
-
-#[derive(Clone, Debug)]
-pub enum RenderWork {
-    Generation(Generation),
-    Upscale { variation: Variation, source: Image },
-}
-
-impl RenderWork {
-    pub fn id(&self) -> RenderJobId {
-        match self {
-            RenderWork::Generation(generation) => RenderJobId::Generation(generation.id),
-            RenderWork::Upscale { variation, .. } => RenderJobId::Variation(variation.id),
-        }
-    }
-}
-
-/// Which job: a generation or a variation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RenderJobId {
-    Generation(GenerationId),
-    Variation(VariationId),
-}
-
-impl RenderJobId {
-    /// The table and id of the job's row.
-    fn row(self) -> (&'static str, String) {
-        match self {
-            RenderJobId::Generation(id) => ("generations", id.to_string()),
-            RenderJobId::Variation(id) => ("variations", id.to_string()),
-        }
-    }
-}
-
-/// How a render job ended.
-#[derive(Clone, Debug)]
-pub enum JobOutcome<T> {
-    Complete(T),
-    Failed { reason: String },
-}
-
-/// The result of asking for a job slot.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Admission {
-    Accepted,
-    /// What the job works on (the image to upscale) is not the user's, or was deleted meanwhile.
-    SourceMissing,
-    /// The user already has `slots` jobs pending.
-    SlotsFull {
-        slots: u32,
-    },
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DeliveryStatus {
-    Pending,
-    Succeeded,
-    Failed,
-}
-
-impl DeliveryStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeliveryStatus::Pending => "pending",
-            DeliveryStatus::Succeeded => "succeeded",
-            DeliveryStatus::Failed => "failed",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<DeliveryStatus> {
-        match text {
-            "pending" => Some(DeliveryStatus::Pending),
-            "succeeded" => Some(DeliveryStatus::Succeeded),
-            "failed" => Some(DeliveryStatus::Failed),
-            _ => None,
-        }
-    }
-}
-
-/// A webhook delivery to enqueue with a finished generation (the transactional outbox).
-#[derive(Clone, Debug)]
-pub struct NewDelivery {
-    pub id: DeliveryId,
-    pub generation_id: GenerationId,
-    pub user_id: UserId,
-    pub api_key_id: ApiKeyId,
-    pub event_type: String,
-    pub url: String,
-    /// `scheme://host:port` of `url`: the unit of per-receiver concurrency.
-    pub endpoint: String,
-    pub payload: Bytes,
-    pub created_at: Millis,
-    /// Claimed by the inserting node at once (`owner`, `expires_at`), so it can send straight from
-    /// memory without another round trip; `None` leaves it to whichever node claims it.
-    pub lease: Option<(String, Millis)>,
-}
-
-/// A claimed delivery, with everything needed to send it.
-#[derive(Clone, Debug)]
-pub struct DeliveryJob {
-    pub id: DeliveryId,
-    pub generation_id: GenerationId,
-    pub user_id: UserId,
-    pub api_key_id: ApiKeyId,
-    pub event_type: String,
-    pub url: String,
-    pub endpoint: String,
-    pub payload: Bytes,
-    /// Attempts made so far (all runs of the schedule).
-    pub attempt_count: u32,
-    /// Position in the retry schedule of the attempt about to be made.
-    pub schedule_index: u32,
-}
-
-impl DeliveryJob {
-    pub fn from_new(delivery: &NewDelivery) -> DeliveryJob {
-        DeliveryJob {
-            id: delivery.id,
-            generation_id: delivery.generation_id,
-            user_id: delivery.user_id,
-            api_key_id: delivery.api_key_id,
-            event_type: delivery.event_type.clone(),
-            url: delivery.url.clone(),
-            endpoint: delivery.endpoint.clone(),
-            payload: delivery.payload.clone(),
-            attempt_count: 0,
-            schedule_index: 0,
-        }
-    }
-}
-
-/// A delivery as the operator and the owner see it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Delivery {
-    pub id: DeliveryId,
-    pub generation_id: GenerationId,
-    pub user_id: UserId,
-    pub api_key_id: ApiKeyId,
-    pub event_type: String,
-    pub url: String,
-    pub status: DeliveryStatus,
-    pub attempt_count: u32,
-    /// When the next attempt is due (pending deliveries only).
-    pub next_attempt_at: Option<Millis>,
-    pub last_status_code: Option<u16>,
-    pub last_error: Option<String>,
-    pub created_at: Millis,
-    pub updated_at: Millis,
-    pub finished_at: Option<Millis>,
-}
-
-/// One attempt to deliver, as logged.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Attempt {
-    pub delivery_id: DeliveryId,
-    /// 1 for the first attempt.
-    pub attempt: u32,
-    pub started_at: Millis,
-    pub duration_ms: u32,
-    pub status_code: Option<u16>,
-    /// Why it failed, as a stable class (`connect_refused`, `tls`, `timeout`, `http_status`, ...).
-    pub error_class: Option<String>,
-    /// Why it failed, in words.
-    pub error_detail: Option<String>,
-    pub response_excerpt: Option<String>,
-}
-
-/// What happens to a delivery after an attempt.
-#[derive(Clone, Debug, PartialEq)]
-pub enum NextStep {
-    Succeeded,
-    /// Try again at `at`, as attempt `schedule_index` of the schedule.
-    Retry {
-        at: Millis,
-        schedule_index: u32,
-    },
-    /// Give up: the schedule is exhausted or the receiver said 410 Gone.
-    Failed,
-}
-
-/// The outcome of one attempt, to record.
-#[derive(Clone, Debug)]
-pub struct AttemptRecord {
-    pub attempt: Attempt,
-    pub lease_owner: String,
-    pub next: NextStep,
-}
-
-/// Deliveries wanted for one endpoint.
-#[derive(Clone, Debug, PartialEq)]
-pub struct EndpointClaim {
-    pub endpoint: String,
-    /// How many to claim.
-    pub want: u32,
-    /// How many of its deliveries the claiming node already holds (they are still due in the
-    /// store until their attempts are recorded).
-    pub held: u32,
-}
-
-/// A delivery is redelivered at most once in this time (milliseconds).
-pub const REDELIVERY_INTERVAL_MS: Millis = 1000;
-
-/// The result of asking for a redelivery.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Redelivery {
-    /// Pending again, due now.
-    Queued,
-    /// It was already due or in flight: nothing changed.
-    AlreadyQueued,
-    /// It was redelivered less than `REDELIVERY_INTERVAL_MS` ago: nothing changed.
-    TooSoon,
-    /// No such delivery (of this user).
-    Missing,
-}
-
-/// Which deliveries to list.
-#[derive(Clone, Debug, Default)]
-pub struct DeliveryFilter {
-    pub generation: Option<GenerationId>,
-    pub user: Option<UserId>,
-    pub status: Option<DeliveryStatus>,
-    pub limit: u32,
+enum Backend {
+    Sqlite(sqlite::SqliteDb),
+    Postgres(postgres::PgDb),
 }
 
 /// What wakes this node's workers when another node adds work.
@@ -548,35 +232,4 @@ pub trait Store: Send + Sync + 'static {
     async fn retry_delivery(&self, id: DeliveryId, user: Option<UserId>, now: Millis) -> StoreResult<Redelivery>;
     /// Retries every delivery that failed at or after `since`; returns how many.
     async fn retry_failed_deliveries(&self, since: Millis, now: Millis) -> StoreResult<u64>;
-}
-
-/// Migrations compiled into the binary, so `easel` needs no files beside it.
-#[derive(Debug)]
-struct EmbeddedMigrations(&'static [(i64, &'static str, &'static str)]);
-
-impl sqlx::migrate::MigrationSource<'static> for EmbeddedMigrations {
-    fn resolve(
-        self,
-    ) -> futures_util::future::BoxFuture<'static, Result<Vec<sqlx::migrate::Migration>, sqlx::error::BoxDynError>> {
-        let migrations = self
-            .0
-            .iter()
-            .map(|&(version, description, sql)| {
-                sqlx::migrate::Migration::new(
-                    version,
-                    description.into(),
-                    sqlx::migrate::MigrationType::Simple,
-                    sql.into(),
-                    false,
-                )
-            })
-            .collect();
-        Box::pin(async move { Ok(migrations) })
-    }
-}
-
-async fn embedded_migrator(
-    migrations: &'static [(i64, &'static str, &'static str)],
-) -> StoreResult<sqlx::migrate::Migrator> {
-    Ok(sqlx::migrate::Migrator::new(EmbeddedMigrations(migrations)).await?)
 }

@@ -50,6 +50,11 @@ macro_rules! columns_for {
 columns_for!(sqlx::sqlite::SqliteRow);
 columns_for!(sqlx::postgres::PgRow);
 
+fn job_status(row: &impl Columns) -> StoreResult<JobStatus> {
+    let text = row.text("status")?;
+    JobStatus::parse(&text).ok_or_else(|| StoreError::Corrupt(format!("unknown job status {text:?}")))
+}
+
 pub(super) fn parse<T: FromStr>(row: &impl Columns, column: &str) -> StoreResult<T> {
     let text = row.text(column)?;
     text.parse().map_err(|_| StoreError::Corrupt(format!("column {column} holds {text:?}")))
@@ -90,7 +95,7 @@ pub(super) fn generation_from_row(row: &impl Columns) -> StoreResult<Generation>
         id: parse(row, "id")?,
         user_id: parse(row, "user_id")?,
         api_key_id: parse(row, "api_key_id")?,
-        status: JobStatus::parse(&row.text("status")?)?,
+        status: job_status(row)?,
         params: serde_json::from_str(&params).map_err(|e| StoreError::Corrupt(format!("generation params: {e}")))?,
         failure_reason: row.opt_text("failure_reason")?,
         created_at: row.int("created_at")?,
@@ -126,7 +131,7 @@ pub(super) fn variation_from_row(row: &impl Columns) -> StoreResult<Variation> {
         user_id: parse(row, "user_id")?,
         api_key_id: parse(row, "api_key_id")?,
         transform_type: row.text("transform_type")?,
-        status: JobStatus::parse(&row.text("status")?)?,
+        status: job_status(row)?,
         storage_key: row.opt_text("storage_key")?,
         failure_reason: row.opt_text("failure_reason")?,
         created_at: row.int("created_at")?,
@@ -201,6 +206,17 @@ impl DeliveryUpdate {
         DeliveryUpdate { status, next_attempt_at, schedule_index, finished_at, at, error }
     }
 }
+
+/// How recording an attempt updates its delivery, from a row source `v` of `DeliveryUpdate`s
+/// (`id, owner, status, next_at, schedule_index, code, error, at, finished`).
+pub(super) const RECORD_ATTEMPT_SET: &str = "SET status = v.status, attempt_count = attempt_count + 1, \
+     schedule_index = COALESCE(v.schedule_index, webhook_deliveries.schedule_index), next_attempt_at = v.next_at, \
+     lease_owner = NULL, last_status_code = v.code, last_error = v.error, updated_at = v.at, finished_at = v.finished";
+
+/// Only the lease's holder moves a delivery on (an unleased one, claimed on SQLite where the
+/// engine's memory is the lease, too); the attempt is logged either way.
+pub(super) const RECORD_ATTEMPT_WHERE: &str = "WHERE webhook_deliveries.id = v.id \
+     AND (webhook_deliveries.lease_owner IS NULL OR webhook_deliveries.lease_owner = v.owner)";
 
 /// A claimed delivery from a row with the delivery's columns and `body` (its payload).
 pub(super) fn job_from_row(row: &impl Columns) -> StoreResult<DeliveryJob> {

@@ -1,0 +1,337 @@
+//! The domain records: users, API keys, generations and their images and variations, render
+//! jobs, webhook deliveries and their attempts, as the rest of Easel handles them. Plain data with
+//! no I/O; the store persists them, `http` and `wire` shape them for clients.
+
+use bytes::Bytes;
+
+use crate::clock::Millis;
+use crate::generation::GenerationParams;
+use crate::ids::{ApiKeyId, DeliveryId, GenerationId, ImageId, UserId, VariationId};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobStatus {
+    Pending,
+    Complete,
+    Failed,
+}
+
+impl JobStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Pending => "PENDING",
+            JobStatus::Complete => "COMPLETE",
+            JobStatus::Failed => "FAILED",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<JobStatus> {
+        match text {
+            "PENDING" => Some(JobStatus::Pending),
+            "COMPLETE" => Some(JobStatus::Complete),
+            "FAILED" => Some(JobStatus::Failed),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct User {
+    pub id: UserId,
+    pub username: String,
+    /// How many generations and variations may be pending at once (`apiConcurrencySlots`).
+    pub api_concurrency_slots: u32,
+    pub created_at: Millis,
+}
+
+/// A production API key's record. The key itself is not here: only its hash is stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ApiKey {
+    pub id: ApiKeyId,
+    pub user_id: UserId,
+    pub name: String,
+    pub created_at: Millis,
+    pub last_used_at: Option<Millis>,
+    /// The HTTPS URL callbacks go to; immutable.
+    pub webhook_url: Option<String>,
+    /// The webhook callback API key, sealed under the master key; immutable.
+    pub webhook_api_key_sealed: Option<Vec<u8>>,
+    /// The Standard Webhooks signing secret, sealed under the master key.
+    pub signing_secret_sealed: Vec<u8>,
+    /// Deleted keys no longer authenticate, but stay on record for the generations they made.
+    pub deleted_at: Option<Millis>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Generation {
+    pub id: GenerationId,
+    pub user_id: UserId,
+    pub api_key_id: ApiKeyId,
+    pub status: JobStatus,
+    pub params: GenerationParams,
+    pub failure_reason: Option<String>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+    /// In index order; empty until the generation is complete.
+    pub images: Vec<Image>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Image {
+    pub id: ImageId,
+    pub generation_id: GenerationId,
+    pub user_id: UserId,
+    pub index: u32,
+    /// Where the file is in image storage; also its path under `/cdn/`.
+    pub storage_key: String,
+    pub width: u32,
+    pub height: u32,
+    pub created_at: Millis,
+    pub variations: Vec<Variation>,
+}
+
+/// A variation job of one image (Easel implements `UPSCALE`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Variation {
+    pub id: VariationId,
+    pub image_id: ImageId,
+    pub generation_id: GenerationId,
+    pub user_id: UserId,
+    pub api_key_id: ApiKeyId,
+    pub transform_type: String,
+    pub status: JobStatus,
+    /// Set once complete.
+    pub storage_key: Option<String>,
+    pub failure_reason: Option<String>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+/// A newly rendered image, recorded when its generation completes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewImage {
+    pub id: ImageId,
+    pub index: u32,
+    pub storage_key: String,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// A claimed job for the render workers.
+#[derive(Clone, Debug)]
+pub struct RenderJob {
+    pub work: RenderWork,
+    /// How many times the job has been claimed, this claim included (1 the first time).
+    pub attempt: u32,
+}
+
+#[derive(Clone, Debug)]
+pub enum RenderWork {
+    Generation(Generation),
+    Upscale { variation: Variation, source: Image },
+}
+
+impl RenderWork {
+    pub fn id(&self) -> RenderJobId {
+        match self {
+            RenderWork::Generation(generation) => RenderJobId::Generation(generation.id),
+            RenderWork::Upscale { variation, .. } => RenderJobId::Variation(variation.id),
+        }
+    }
+}
+
+/// Which job: a generation or a variation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RenderJobId {
+    Generation(GenerationId),
+    Variation(VariationId),
+}
+
+/// How a render job ended.
+#[derive(Clone, Debug)]
+pub enum JobOutcome<T> {
+    Complete(T),
+    Failed { reason: String },
+}
+
+/// The result of asking for a job slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    Accepted,
+    /// What the job works on (the image to upscale) is not the user's, or was deleted meanwhile.
+    SourceMissing,
+    /// The user already has `slots` jobs pending.
+    SlotsFull {
+        slots: u32,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeliveryStatus {
+    Pending,
+    Succeeded,
+    Failed,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Succeeded => "succeeded",
+            DeliveryStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<DeliveryStatus> {
+        match text {
+            "pending" => Some(DeliveryStatus::Pending),
+            "succeeded" => Some(DeliveryStatus::Succeeded),
+            "failed" => Some(DeliveryStatus::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// A webhook delivery to enqueue with a finished generation (the transactional outbox).
+#[derive(Clone, Debug)]
+pub struct NewDelivery {
+    pub id: DeliveryId,
+    pub generation_id: GenerationId,
+    pub user_id: UserId,
+    pub api_key_id: ApiKeyId,
+    pub event_type: String,
+    pub url: String,
+    /// `scheme://host:port` of `url`: the unit of per-receiver concurrency.
+    pub endpoint: String,
+    pub payload: Bytes,
+    pub created_at: Millis,
+    /// Claimed by the inserting node at once (`owner`, `expires_at`), so it can send straight from
+    /// memory without another round trip; `None` leaves it to whichever node claims it.
+    pub lease: Option<(String, Millis)>,
+}
+
+/// A claimed delivery, with everything needed to send it.
+#[derive(Clone, Debug)]
+pub struct DeliveryJob {
+    pub id: DeliveryId,
+    pub generation_id: GenerationId,
+    pub user_id: UserId,
+    pub api_key_id: ApiKeyId,
+    pub event_type: String,
+    pub url: String,
+    pub endpoint: String,
+    pub payload: Bytes,
+    /// Attempts made so far (all runs of the schedule).
+    pub attempt_count: u32,
+    /// Position in the retry schedule of the attempt about to be made.
+    pub schedule_index: u32,
+}
+
+impl DeliveryJob {
+    pub fn from_new(delivery: &NewDelivery) -> DeliveryJob {
+        DeliveryJob {
+            id: delivery.id,
+            generation_id: delivery.generation_id,
+            user_id: delivery.user_id,
+            api_key_id: delivery.api_key_id,
+            event_type: delivery.event_type.clone(),
+            url: delivery.url.clone(),
+            endpoint: delivery.endpoint.clone(),
+            payload: delivery.payload.clone(),
+            attempt_count: 0,
+            schedule_index: 0,
+        }
+    }
+}
+
+/// A delivery as the operator and the owner see it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Delivery {
+    pub id: DeliveryId,
+    pub generation_id: GenerationId,
+    pub user_id: UserId,
+    pub api_key_id: ApiKeyId,
+    pub event_type: String,
+    pub url: String,
+    pub status: DeliveryStatus,
+    pub attempt_count: u32,
+    /// When the next attempt is due (pending deliveries only).
+    pub next_attempt_at: Option<Millis>,
+    pub last_status_code: Option<u16>,
+    pub last_error: Option<String>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+    pub finished_at: Option<Millis>,
+}
+
+/// One attempt to deliver, as logged.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Attempt {
+    pub delivery_id: DeliveryId,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    pub started_at: Millis,
+    pub duration_ms: u32,
+    pub status_code: Option<u16>,
+    /// Why it failed, as a stable class (`connect_refused`, `tls`, `timeout`, `http_status`, ...).
+    pub error_class: Option<String>,
+    /// Why it failed, in words.
+    pub error_detail: Option<String>,
+    pub response_excerpt: Option<String>,
+}
+
+/// What happens to a delivery after an attempt.
+#[derive(Clone, Debug, PartialEq)]
+pub enum NextStep {
+    Succeeded,
+    /// Try again at `at`, as attempt `schedule_index` of the schedule.
+    Retry {
+        at: Millis,
+        schedule_index: u32,
+    },
+    /// Give up: the schedule is exhausted or the receiver said 410 Gone.
+    Failed,
+}
+
+/// The outcome of one attempt, to record.
+#[derive(Clone, Debug)]
+pub struct AttemptRecord {
+    pub attempt: Attempt,
+    pub lease_owner: String,
+    pub next: NextStep,
+}
+
+/// Deliveries wanted for one endpoint.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EndpointClaim {
+    pub endpoint: String,
+    /// How many to claim.
+    pub want: u32,
+    /// How many of its deliveries the claiming node already holds (they are still due in the
+    /// store until their attempts are recorded).
+    pub held: u32,
+}
+
+/// A delivery is redelivered at most once in this time (milliseconds).
+pub const REDELIVERY_INTERVAL_MS: Millis = 1000;
+
+/// The result of asking for a redelivery.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Redelivery {
+    /// Pending again, due now.
+    Queued,
+    /// It was already due or in flight: nothing changed.
+    AlreadyQueued,
+    /// It was redelivered less than `REDELIVERY_INTERVAL_MS` ago: nothing changed.
+    TooSoon,
+    /// No such delivery (of this user).
+    Missing,
+}
+
+/// Which deliveries to list.
+#[derive(Clone, Debug, Default)]
+pub struct DeliveryFilter {
+    pub generation: Option<GenerationId>,
+    pub user: Option<UserId>,
+    pub status: Option<DeliveryStatus>,
+    pub limit: u32,
+}

@@ -1,0 +1,855 @@
+//! Every store operation, written once for both databases. The SQL uses `$N` parameters, which
+//! SQLite takes as well, and `CAST(... AS TEXT)` where PostgreSQL needs a type; each body is
+//! compiled once per backend by the macros below, so the code is shared while each backend keeps
+//! its own driver types. What differs between the backends is called on the dialect value the
+//! macros bind (`notify`, `lock_user`, `row_lock`) or lives in `sqlite.rs` and `postgres.rs`.
+
+use std::collections::HashSet;
+
+use sqlx::QueryBuilder;
+
+use super::postgres::{DELIVERY_CHANNEL, RENDER_CHANNEL};
+use super::rows::*;
+use super::*;
+
+/// Rows per multi-row statement: well under SQLite's 32766 bound parameters.
+pub(super) const ROWS_PER_STATEMENT: usize = 500;
+
+/// `read!(self, |db| body)`: `body` with `db` bound to the pool reads go to (SQLite's read-only
+/// pool, PostgreSQL's pool); `Db` names the backend's `sqlx::Database` inside it.
+macro_rules! read {
+    ($store:expr, |$db:ident| $body:expr) => {
+        match &$store.backend {
+            Backend::Sqlite(backend) => {
+                #[allow(unused)]
+                type Db = sqlx::Sqlite;
+                let $db = &backend.reader;
+                $body
+            }
+            Backend::Postgres(backend) => {
+                #[allow(unused)]
+                type Db = sqlx::Postgres;
+                let $db = &backend.pool;
+                $body
+            }
+        }
+    };
+}
+
+/// `write!(self, |db| body)`: one statement outside a transaction, on SQLite's writer or
+/// PostgreSQL's pool.
+macro_rules! write {
+    ($store:expr, |$db:ident| $body:expr) => {
+        match &$store.backend {
+            Backend::Sqlite(backend) => {
+                let $db = &backend.writer;
+                $body
+            }
+            Backend::Postgres(backend) => {
+                let $db = &backend.pool;
+                $body
+            }
+        }
+    };
+}
+
+/// `transaction!(self, |tx, dialect| body)`: `body` in a write transaction (`BEGIN IMMEDIATE` on
+/// SQLite), with the backend's dialect value; the body commits.
+macro_rules! transaction {
+    ($store:expr, |$tx:ident, $dialect:ident| $body:expr) => {
+        match &$store.backend {
+            Backend::Sqlite(backend) => {
+                #[allow(unused)]
+                type Db = sqlx::Sqlite;
+                let $dialect = backend;
+                let mut $tx = backend.writer.begin_with("BEGIN IMMEDIATE").await?;
+                $body
+            }
+            Backend::Postgres(backend) => {
+                #[allow(unused)]
+                type Db = sqlx::Postgres;
+                let $dialect = backend;
+                let mut $tx = backend.pool.begin().await?;
+                $body
+            }
+        }
+    };
+}
+
+/// Pending generations plus pending variations of user `$2`: what concurrency slots count.
+const PENDING_JOBS_OF_USER: &str = "(SELECT COUNT(*) FROM generations WHERE user_id = $2 AND status = 'PENDING') \
+     + (SELECT COUNT(*) FROM variations WHERE user_id = $2 AND status = 'PENDING')";
+
+/// The table and id of a job's row.
+fn job_row(job: RenderJobId) -> (&'static str, String) {
+    match job {
+        RenderJobId::Generation(id) => ("generations", id.to_string()),
+        RenderJobId::Variation(id) => ("variations", id.to_string()),
+    }
+}
+
+impl SqlStore {
+    /// Fills in the images (with their variations) of `generations`.
+    async fn attach_images(&self, generations: &mut [Generation]) -> StoreResult<()> {
+        if generations.is_empty() {
+            return Ok(());
+        }
+        let mut images: Vec<Image> = read!(self, |db| {
+            let mut query =
+                QueryBuilder::<Db>::new(format!("SELECT {IMAGE_COLUMNS} FROM images WHERE generation_id IN ("));
+            let mut list = query.separated(", ");
+            for generation in generations.iter() {
+                list.push_bind(generation.id.to_string());
+            }
+            query.push(") ORDER BY generation_id, idx");
+            query.build().fetch_all(db).await?.iter().map(image_from_row).collect::<StoreResult<_>>()?
+        });
+        if !images.is_empty() {
+            let variations: Vec<Variation> = read!(self, |db| {
+                let mut query =
+                    QueryBuilder::<Db>::new(format!("SELECT {VARIATION_COLUMNS} FROM variations WHERE image_id IN ("));
+                let mut list = query.separated(", ");
+                for image in images.iter() {
+                    list.push_bind(image.id.to_string());
+                }
+                query.push(") ORDER BY created_at, id");
+                query.build().fetch_all(db).await?.iter().map(variation_from_row).collect::<StoreResult<_>>()?
+            });
+            for variation in variations {
+                if let Some(image) = images.iter_mut().find(|i| i.id == variation.image_id) {
+                    image.variations.push(variation);
+                }
+            }
+        }
+        for image in images {
+            if let Some(generation) = generations.iter_mut().find(|g| g.id == image.generation_id) {
+                generation.images.push(image);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    fn backend(&self) -> &'static str {
+        match &self.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    fn watch(&self, wakeups: Wakeups, stop: tokio_util::sync::CancellationToken) {
+        // SQLite has no other nodes to hear from.
+        if let Backend::Postgres(pg) = &self.backend {
+            pg.watch(wakeups, stop);
+        }
+    }
+
+    async fn release_leases(&self, owner: Option<&str>, now: Millis) -> StoreResult<u64> {
+        transaction!(self, |tx, dialect| {
+            let mut released = 0;
+            for table in ["generations", "variations"] {
+                released += sqlx::query(&format!(
+                    // A job given back by a node that stops (not one that crashed) did not use up
+                    // an attempt.
+                    "UPDATE {table} SET lease_owner = NULL, lease_expires_at = 0, attempts = CASE \
+                     WHEN CAST($1 AS TEXT) IS NULL OR attempts = 0 THEN attempts ELSE attempts - 1 END \
+                     WHERE status = 'PENDING' AND lease_owner IS NOT NULL \
+                     AND (CAST($1 AS TEXT) IS NULL OR lease_owner = $1)"
+                ))
+                .bind(owner)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            }
+            released += sqlx::query(
+                "UPDATE webhook_deliveries SET lease_owner = NULL, next_attempt_at = $2 WHERE status = 'pending' \
+                 AND lease_owner IS NOT NULL AND (CAST($1 AS TEXT) IS NULL OR lease_owner = $1)",
+            )
+            .bind(owner)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if released > 0 {
+                dialect.notify(&mut tx, RENDER_CHANNEL).await?;
+                dialect.notify(&mut tx, DELIVERY_CHANNEL).await?;
+            }
+            tx.commit().await?;
+            Ok(released)
+        })
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        read!(self, |db| {
+            sqlx::query("SELECT 1").execute(db).await?;
+        });
+        Ok(())
+    }
+
+    async fn create_user(&self, user: &User) -> StoreResult<()> {
+        let result = write!(self, |db| {
+            sqlx::query(
+                "INSERT INTO users (id, username, api_concurrency_slots, created_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (username) DO NOTHING",
+            )
+            .bind(user.id.to_string())
+            .bind(&user.username)
+            .bind(i64::from(user.api_concurrency_slots))
+            .bind(user.created_at)
+            .execute(db)
+            .await?
+            .rows_affected()
+        });
+        if result == 0 {
+            return Err(StoreError::UsernameTaken(user.username.clone()));
+        }
+        Ok(())
+    }
+
+    async fn get_user(&self, id: UserId) -> StoreResult<Option<User>> {
+        read!(self, |db| {
+            let row = sqlx::query("SELECT * FROM users WHERE id = $1").bind(id.to_string()).fetch_optional(db).await?;
+            row.as_ref().map(user_from_row).transpose()
+        })
+    }
+
+    async fn list_users(&self) -> StoreResult<Vec<User>> {
+        read!(self, |db| {
+            let rows = sqlx::query("SELECT * FROM users ORDER BY created_at, username").fetch_all(db).await?;
+            rows.iter().map(user_from_row).collect()
+        })
+    }
+
+    async fn create_api_key(&self, key: &ApiKey, key_hash: &str) -> StoreResult<()> {
+        let result = write!(self, |db| {
+            sqlx::query(
+                "INSERT INTO api_keys (id, user_id, name, key_hash, webhook_url, webhook_api_key_sealed, \
+                 signing_secret_sealed, created_at) SELECT $1, $2, $3, $4, $5, $6, $7, $8 \
+                 WHERE EXISTS (SELECT 1 FROM users WHERE id = $2)",
+            )
+            .bind(key.id.to_string())
+            .bind(key.user_id.to_string())
+            .bind(&key.name)
+            .bind(key_hash)
+            .bind(&key.webhook_url)
+            .bind(&key.webhook_api_key_sealed)
+            .bind(&key.signing_secret_sealed)
+            .bind(key.created_at)
+            .execute(db)
+            .await?
+            .rows_affected()
+        });
+        if result == 0 {
+            return Err(StoreError::UnknownUser(key.user_id));
+        }
+        Ok(())
+    }
+
+    async fn authenticate(&self, key_hash: &str) -> StoreResult<Option<(User, ApiKey)>> {
+        read!(self, |db| {
+            let row = sqlx::query(&format!(
+                "SELECT {API_KEY_COLUMNS}, u.username, u.api_concurrency_slots, u.created_at AS user_created_at \
+                 FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.key_hash = $1 AND k.deleted_at IS NULL"
+            ))
+            .bind(key_hash)
+            .fetch_optional(db)
+            .await?;
+            let Some(row) = row else { return Ok(None) };
+            let key = api_key_from_row(&row)?;
+            let user = User {
+                id: key.user_id,
+                username: row.text("username")?,
+                api_concurrency_slots: row.int("api_concurrency_slots")? as u32,
+                created_at: row.int("user_created_at")?,
+            };
+            Ok(Some((user, key)))
+        })
+    }
+
+    async fn touch_api_key(&self, id: ApiKeyId, at: Millis) -> StoreResult<()> {
+        write!(self, |db| {
+            sqlx::query("UPDATE api_keys SET last_used_at = $2 WHERE id = $1")
+                .bind(id.to_string())
+                .bind(at)
+                .execute(db)
+                .await?;
+        });
+        Ok(())
+    }
+
+    async fn get_api_key(&self, id: ApiKeyId) -> StoreResult<Option<ApiKey>> {
+        read!(self, |db| {
+            let row = sqlx::query(&format!("SELECT {API_KEY_COLUMNS} FROM api_keys k WHERE k.id = $1"))
+                .bind(id.to_string())
+                .fetch_optional(db)
+                .await?;
+            row.as_ref().map(api_key_from_row).transpose()
+        })
+    }
+
+    async fn list_api_keys(&self, user: Option<UserId>) -> StoreResult<Vec<ApiKey>> {
+        read!(self, |db| {
+            let rows = sqlx::query(&format!(
+                "SELECT {API_KEY_COLUMNS} FROM api_keys k WHERE k.deleted_at IS NULL \
+                 AND (CAST($1 AS TEXT) IS NULL OR k.user_id = $1) ORDER BY k.created_at, k.id"
+            ))
+            .bind(user.map(|u| u.to_string()))
+            .fetch_all(db)
+            .await?;
+            rows.iter().map(api_key_from_row).collect()
+        })
+    }
+
+    async fn delete_api_key(&self, id: ApiKeyId, at: Millis) -> StoreResult<bool> {
+        let deleted = write!(self, |db| {
+            sqlx::query("UPDATE api_keys SET deleted_at = $2 WHERE id = $1 AND deleted_at IS NULL")
+                .bind(id.to_string())
+                .bind(at)
+                .execute(db)
+                .await?
+                .rows_affected()
+        });
+        Ok(deleted == 1)
+    }
+
+    async fn create_generation(&self, generation: &Generation, slots: u32) -> StoreResult<Admission> {
+        let params = serde_json::to_string(&generation.params).expect("params serialize");
+        transaction!(self, |tx, dialect| {
+            dialect.lock_user(&mut tx, generation.user_id).await?;
+            let inserted = sqlx::query(&format!(
+                "INSERT INTO generations (id, user_id, api_key_id, status, params, created_at, updated_at) \
+                 SELECT $1, $2, $3, 'PENDING', $4, $5, $5 WHERE {PENDING_JOBS_OF_USER} < $6"
+            ))
+            .bind(generation.id.to_string())
+            .bind(generation.user_id.to_string())
+            .bind(generation.api_key_id.to_string())
+            .bind(&params)
+            .bind(generation.created_at)
+            .bind(i64::from(slots))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if inserted == 0 {
+                return Ok(Admission::SlotsFull { slots });
+            }
+            dialect.notify(&mut tx, RENDER_CHANNEL).await?;
+            tx.commit().await?;
+            Ok(Admission::Accepted)
+        })
+    }
+
+    async fn get_generation(&self, user: UserId, id: GenerationId) -> StoreResult<Option<Generation>> {
+        let generation = read!(self, |db| {
+            let row =
+                sqlx::query(&format!("SELECT {GENERATION_COLUMNS} FROM generations WHERE id = $1 AND user_id = $2"))
+                    .bind(id.to_string())
+                    .bind(user.to_string())
+                    .fetch_optional(db)
+                    .await?;
+            row.as_ref().map(generation_from_row).transpose()?
+        });
+        let Some(generation) = generation else { return Ok(None) };
+        let mut generations = vec![generation];
+        self.attach_images(&mut generations).await?;
+        Ok(generations.pop())
+    }
+
+    async fn list_generations(&self, user: UserId, offset: u64, limit: u64) -> StoreResult<Vec<Generation>> {
+        let mut generations: Vec<Generation> = read!(self, |db| {
+            sqlx::query(&format!(
+                "SELECT {GENERATION_COLUMNS} FROM generations WHERE user_id = $1 \
+                 ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3"
+            ))
+            .bind(user.to_string())
+            .bind(limit.min(i64::MAX as u64) as i64)
+            .bind(offset.min(i64::MAX as u64) as i64)
+            .fetch_all(db)
+            .await?
+            .iter()
+            .map(generation_from_row)
+            .collect::<StoreResult<_>>()?
+        });
+        self.attach_images(&mut generations).await?;
+        Ok(generations)
+    }
+
+    async fn delete_generation(&self, user: UserId, id: GenerationId) -> StoreResult<Option<Vec<String>>> {
+        transaction!(self, |tx, dialect| {
+            let exists = sqlx::query(&format!(
+                "SELECT 1 FROM generations WHERE id = $1 AND user_id = $2{}",
+                dialect.row_lock(" FOR UPDATE")
+            ))
+            .bind(id.to_string())
+            .bind(user.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+            if exists.is_none() {
+                return Ok(None);
+            }
+            let keys: Vec<String> = sqlx::query_scalar(
+                "SELECT storage_key FROM images WHERE generation_id = $1 \
+                 UNION ALL SELECT storage_key FROM variations WHERE generation_id = $1 AND storage_key IS NOT NULL",
+            )
+            .bind(id.to_string())
+            .fetch_all(&mut *tx)
+            .await?;
+            // Images and their variations go with the generation (ON DELETE CASCADE).
+            sqlx::query("DELETE FROM generations WHERE id = $1").bind(id.to_string()).execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(Some(keys))
+        })
+    }
+
+    async fn get_image(&self, user: UserId, id: ImageId) -> StoreResult<Option<Image>> {
+        read!(self, |db| {
+            let row = sqlx::query(&format!("SELECT {IMAGE_COLUMNS} FROM images WHERE id = $1 AND user_id = $2"))
+                .bind(id.to_string())
+                .bind(user.to_string())
+                .fetch_optional(db)
+                .await?;
+            row.as_ref().map(image_from_row).transpose()
+        })
+    }
+
+    async fn create_variation(&self, variation: &Variation, slots: u32) -> StoreResult<Admission> {
+        transaction!(self, |tx, dialect| {
+            dialect.lock_user(&mut tx, variation.user_id).await?;
+            // Holds the image until the commit: a delete of its generation waits for this insert
+            // (and then removes the variation with the image), or has already happened and is
+            // seen here.
+            let image = sqlx::query(&format!(
+                "SELECT 1 FROM images WHERE id = $1 AND user_id = $2{}",
+                dialect.row_lock(" FOR KEY SHARE")
+            ))
+            .bind(variation.image_id.to_string())
+            .bind(variation.user_id.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+            if image.is_none() {
+                return Ok(Admission::SourceMissing);
+            }
+            let inserted = sqlx::query(&format!(
+                "INSERT INTO variations (id, image_id, generation_id, user_id, api_key_id, transform_type, status, \
+                 created_at, updated_at) SELECT $1, $3, $4, $2, $5, $6, 'PENDING', $7, $7 \
+                 WHERE {PENDING_JOBS_OF_USER} < $8"
+            ))
+            .bind(variation.id.to_string())
+            .bind(variation.user_id.to_string())
+            .bind(variation.image_id.to_string())
+            .bind(variation.generation_id.to_string())
+            .bind(variation.api_key_id.to_string())
+            .bind(&variation.transform_type)
+            .bind(variation.created_at)
+            .bind(i64::from(slots))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if inserted == 0 {
+                return Ok(Admission::SlotsFull { slots });
+            }
+            dialect.notify(&mut tx, RENDER_CHANNEL).await?;
+            tx.commit().await?;
+            Ok(Admission::Accepted)
+        })
+    }
+
+    async fn get_variation(&self, user: UserId, id: VariationId) -> StoreResult<Option<Variation>> {
+        read!(self, |db| {
+            let row =
+                sqlx::query(&format!("SELECT {VARIATION_COLUMNS} FROM variations WHERE id = $1 AND user_id = $2"))
+                    .bind(id.to_string())
+                    .bind(user.to_string())
+                    .fetch_optional(db)
+                    .await?;
+            row.as_ref().map(variation_from_row).transpose()
+        })
+    }
+
+    async fn claim_render_jobs(
+        &self,
+        owner: &str,
+        now: Millis,
+        lease_until: Millis,
+        limit: u32,
+    ) -> StoreResult<Vec<RenderJob>> {
+        transaction!(self, |tx, dialect| {
+            let claim = |table: &str, columns: &str| {
+                format!(
+                    "UPDATE {table} SET lease_owner = $1, lease_expires_at = $2, attempts = attempts + 1 WHERE id IN \
+                     (SELECT id FROM {table} WHERE status = 'PENDING' AND lease_expires_at <= $3 \
+                     ORDER BY created_at LIMIT $4{}) RETURNING {columns}, attempts",
+                    dialect.row_lock(" FOR UPDATE SKIP LOCKED")
+                )
+            };
+            let mut jobs = Vec::new();
+            for row in sqlx::query(&claim("generations", GENERATION_COLUMNS))
+                .bind(owner)
+                .bind(lease_until)
+                .bind(now)
+                .bind(i64::from(limit))
+                .fetch_all(&mut *tx)
+                .await?
+            {
+                jobs.push(render_job(RenderWork::Generation(generation_from_row(&row)?), &row)?);
+            }
+            let remaining = limit.saturating_sub(jobs.len() as u32);
+            if remaining > 0 {
+                let rows = sqlx::query(&claim("variations", VARIATION_COLUMNS))
+                    .bind(owner)
+                    .bind(lease_until)
+                    .bind(now)
+                    .bind(i64::from(remaining))
+                    .fetch_all(&mut *tx)
+                    .await?;
+                for row in rows {
+                    let variation = variation_from_row(&row)?;
+                    let source = sqlx::query(&format!("SELECT {IMAGE_COLUMNS} FROM images WHERE id = $1"))
+                        .bind(variation.image_id.to_string())
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    let work = RenderWork::Upscale { variation, source: image_from_row(&source)? };
+                    jobs.push(render_job(work, &row)?);
+                }
+            }
+            tx.commit().await?;
+            Ok(jobs)
+        })
+    }
+
+    async fn postpone_render_job(
+        &self,
+        job: RenderJobId,
+        owner: &str,
+        not_before: Millis,
+        at: Millis,
+    ) -> StoreResult<bool> {
+        let (table, id) = job_row(job);
+        let postponed = write!(self, |db| {
+            sqlx::query(&format!(
+                "UPDATE {table} SET lease_owner = NULL, lease_expires_at = $3, updated_at = $4 \
+                 WHERE id = $1 AND lease_owner = $2 AND status = 'PENDING'"
+            ))
+            .bind(&id)
+            .bind(owner)
+            .bind(not_before)
+            .bind(at)
+            .execute(db)
+            .await?
+            .rows_affected()
+        });
+        Ok(postponed == 1)
+    }
+
+    async fn finish_generation(
+        &self,
+        id: GenerationId,
+        owner: &str,
+        at: Millis,
+        outcome: &JobOutcome<Vec<NewImage>>,
+        delivery: Option<&NewDelivery>,
+    ) -> StoreResult<bool> {
+        let (status, reason) = match outcome {
+            JobOutcome::Complete(_) => ("COMPLETE", None),
+            JobOutcome::Failed { reason } => ("FAILED", Some(reason.as_str())),
+        };
+        transaction!(self, |tx, dialect| {
+            let row = sqlx::query(
+                "UPDATE generations SET status = $3, failure_reason = $4, updated_at = $5, lease_owner = NULL, \
+                 lease_expires_at = 0 WHERE id = $1 AND lease_owner = $2 AND status = 'PENDING' RETURNING user_id",
+            )
+            .bind(id.to_string())
+            .bind(owner)
+            .bind(status)
+            .bind(reason)
+            .bind(at)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(row) = row else { return Ok(false) };
+            let user_id = row.text("user_id")?;
+            if let JobOutcome::Complete(images) = outcome {
+                for image in images {
+                    sqlx::query(
+                        "INSERT INTO images (id, generation_id, user_id, idx, storage_key, width, height, created_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    )
+                    .bind(image.id.to_string())
+                    .bind(id.to_string())
+                    .bind(&user_id)
+                    .bind(i64::from(image.index))
+                    .bind(&image.storage_key)
+                    .bind(i64::from(image.width))
+                    .bind(i64::from(image.height))
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+            if let Some(delivery) = delivery {
+                // A delivery leased at birth is due when its lease runs out.
+                let (lease_owner, next_attempt_at) = match &delivery.lease {
+                    Some((owner, until)) => (Some(owner.as_str()), *until),
+                    None => (None, delivery.created_at),
+                };
+                sqlx::query(
+                    "INSERT INTO webhook_deliveries (id, generation_id, user_id, api_key_id, event_type, url, \
+                     endpoint, status, next_attempt_at, lease_owner, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $10, $9, $8, $8)",
+                )
+                .bind(delivery.id.to_string())
+                .bind(delivery.generation_id.to_string())
+                .bind(delivery.user_id.to_string())
+                .bind(delivery.api_key_id.to_string())
+                .bind(&delivery.event_type)
+                .bind(&delivery.url)
+                .bind(&delivery.endpoint)
+                .bind(delivery.created_at)
+                .bind(lease_owner)
+                .bind(next_attempt_at)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query("INSERT INTO webhook_payloads (delivery_id, body) VALUES ($1, $2)")
+                    .bind(delivery.id.to_string())
+                    .bind(delivery.payload.as_ref())
+                    .execute(&mut *tx)
+                    .await?;
+                if delivery.lease.is_none() {
+                    dialect.notify(&mut tx, DELIVERY_CHANNEL).await?;
+                }
+            }
+            tx.commit().await?;
+            Ok(true)
+        })
+    }
+
+    async fn finish_variation(
+        &self,
+        id: VariationId,
+        owner: &str,
+        at: Millis,
+        outcome: &JobOutcome<String>,
+    ) -> StoreResult<bool> {
+        let (status, key, reason) = match outcome {
+            JobOutcome::Complete(key) => ("COMPLETE", Some(key.as_str()), None),
+            JobOutcome::Failed { reason } => ("FAILED", None, Some(reason.as_str())),
+        };
+        let finished = write!(self, |db| {
+            sqlx::query(
+                "UPDATE variations SET status = $3, storage_key = $4, failure_reason = $5, updated_at = $6, \
+                 lease_owner = NULL, lease_expires_at = 0 WHERE id = $1 AND lease_owner = $2 AND status = 'PENDING'",
+            )
+            .bind(id.to_string())
+            .bind(owner)
+            .bind(status)
+            .bind(key)
+            .bind(reason)
+            .bind(at)
+            .execute(db)
+            .await?
+            .rows_affected()
+        });
+        Ok(finished == 1)
+    }
+
+    async fn claim_deliveries(
+        &self,
+        owner: &str,
+        now: Millis,
+        lease_until: Millis,
+        limit: u32,
+        skip_endpoints: &[String],
+        held: &HashSet<DeliveryId>,
+    ) -> StoreResult<Vec<DeliveryJob>> {
+        match &self.backend {
+            Backend::Sqlite(sqlite) => sqlite.claim_deliveries(now, limit, skip_endpoints, held).await,
+            Backend::Postgres(pg) => pg.claim_deliveries(owner, now, lease_until, limit, skip_endpoints).await,
+        }
+    }
+
+    async fn claim_endpoint_deliveries(
+        &self,
+        owner: &str,
+        now: Millis,
+        lease_until: Millis,
+        wanted: &[EndpointClaim],
+        held: &HashSet<DeliveryId>,
+    ) -> StoreResult<Vec<DeliveryJob>> {
+        match &self.backend {
+            Backend::Sqlite(sqlite) => sqlite.claim_endpoint_deliveries(now, wanted, held).await,
+            Backend::Postgres(pg) => pg.claim_endpoint_deliveries(owner, now, lease_until, wanted).await,
+        }
+    }
+
+    async fn record_attempts(&self, records: &[AttemptRecord]) -> StoreResult<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        match &self.backend {
+            Backend::Sqlite(sqlite) => sqlite.record_attempts(records).await,
+            Backend::Postgres(pg) => pg.record_attempts(records).await,
+        }
+    }
+
+    async fn count_deliveries(&self, status: DeliveryStatus) -> StoreResult<u64> {
+        let count: i64 = read!(self, |db| {
+            sqlx::query_scalar("SELECT COUNT(*) FROM webhook_deliveries WHERE status = $1")
+                .bind(status.as_str())
+                .fetch_one(db)
+                .await?
+        });
+        Ok(count as u64)
+    }
+
+    async fn next_delivery_due(&self) -> StoreResult<Option<Millis>> {
+        Ok(read!(self, |db| {
+            sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM webhook_deliveries WHERE status = 'pending'")
+                .fetch_one(db)
+                .await?
+        }))
+    }
+
+    async fn list_deliveries(&self, filter: &DeliveryFilter) -> StoreResult<Vec<Delivery>> {
+        read!(self, |db| {
+            sqlx::query(&format!(
+                "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE (CAST($1 AS TEXT) IS NULL OR generation_id = $1) \
+                 AND (CAST($2 AS TEXT) IS NULL OR user_id = $2) AND (CAST($3 AS TEXT) IS NULL OR status = $3) \
+                 ORDER BY created_at DESC, id DESC LIMIT $4"
+            ))
+            .bind(filter.generation.map(|g| g.to_string()))
+            .bind(filter.user.map(|u| u.to_string()))
+            .bind(filter.status.map(|s| s.as_str()))
+            .bind(i64::from(filter.limit))
+            .fetch_all(db)
+            .await?
+            .iter()
+            .map(delivery_from_row)
+            .collect()
+        })
+    }
+
+    async fn get_delivery(
+        &self,
+        id: DeliveryId,
+        user: Option<UserId>,
+    ) -> StoreResult<Option<(Delivery, Vec<Attempt>)>> {
+        read!(self, |db| {
+            let row = sqlx::query(&format!(
+                "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE id = $1 \
+                 AND (CAST($2 AS TEXT) IS NULL OR user_id = $2)"
+            ))
+            .bind(id.to_string())
+            .bind(user.map(|u| u.to_string()))
+            .fetch_optional(db)
+            .await?;
+            let Some(row) = row else { return Ok(None) };
+            let delivery = delivery_from_row(&row)?;
+            let attempts =
+                sqlx::query("SELECT * FROM webhook_attempts WHERE delivery_id = $1 ORDER BY attempt, started_at")
+                    .bind(id.to_string())
+                    .fetch_all(db)
+                    .await?
+                    .iter()
+                    .map(attempt_from_row)
+                    .collect::<StoreResult<_>>()?;
+            Ok(Some((delivery, attempts)))
+        })
+    }
+
+    async fn delivery_payload(&self, id: DeliveryId) -> StoreResult<Option<Bytes>> {
+        let body: Option<Vec<u8>> = read!(self, |db| {
+            sqlx::query_scalar("SELECT body FROM webhook_payloads WHERE delivery_id = $1")
+                .bind(id.to_string())
+                .fetch_optional(db)
+                .await?
+        });
+        Ok(body.map(Bytes::from))
+    }
+
+    async fn retry_delivery(&self, id: DeliveryId, user: Option<UserId>, now: Millis) -> StoreResult<Redelivery> {
+        transaction!(self, |tx, dialect| {
+            // A delivery already due (on SQLite a claim writes nothing, and a claimed delivery is
+            // due) or leased (in flight), or redelivered a moment ago, is left alone.
+            let queued = sqlx::query(
+                "UPDATE webhook_deliveries SET schedule_index = 0, updated_at = $3, finished_at = NULL, \
+                 next_attempt_at = $3, redelivered_at = $3, status = 'pending' \
+                 WHERE id = $1 AND (CAST($2 AS TEXT) IS NULL OR user_id = $2) \
+                 AND NOT (status = 'pending' AND (lease_owner IS NOT NULL OR next_attempt_at <= $3)) \
+                 AND (redelivered_at IS NULL OR redelivered_at <= $3 - $4)",
+            )
+            .bind(id.to_string())
+            .bind(user.map(|u| u.to_string()))
+            .bind(now)
+            .bind(REDELIVERY_INTERVAL_MS)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            let answer = if queued == 1 {
+                dialect.notify(&mut tx, DELIVERY_CHANNEL).await?;
+                Redelivery::Queued
+            } else {
+                let row = sqlx::query(
+                    "SELECT status, lease_owner IS NOT NULL AS leased, next_attempt_at, redelivered_at \
+                     FROM webhook_deliveries WHERE id = $1 AND (CAST($2 AS TEXT) IS NULL OR user_id = $2)",
+                )
+                .bind(id.to_string())
+                .bind(user.map(|u| u.to_string()))
+                .fetch_optional(&mut *tx)
+                .await?;
+                row.as_ref().map_or(Ok(Redelivery::Missing), |row| redelivery_refused(row, now))?
+            };
+            tx.commit().await?;
+            Ok(answer)
+        })
+    }
+
+    async fn retry_failed_deliveries(&self, since: Millis, now: Millis) -> StoreResult<u64> {
+        transaction!(self, |tx, dialect| {
+            let retried = sqlx::query(
+                "UPDATE webhook_deliveries SET status = 'pending', schedule_index = 0, next_attempt_at = $2, \
+                 updated_at = $2, finished_at = NULL, lease_owner = NULL WHERE status = 'failed' AND finished_at >= $1",
+            )
+            .bind(since)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if retried > 0 {
+                dialect.notify(&mut tx, DELIVERY_CHANNEL).await?;
+            }
+            tx.commit().await?;
+            Ok(retried)
+        })
+    }
+}
+
+/// Migrations compiled into the binary, so `easel` needs no files beside it.
+#[derive(Debug)]
+struct EmbeddedMigrations(&'static [(i64, &'static str, &'static str)]);
+
+impl sqlx::migrate::MigrationSource<'static> for EmbeddedMigrations {
+    fn resolve(
+        self,
+    ) -> futures_util::future::BoxFuture<'static, Result<Vec<sqlx::migrate::Migration>, sqlx::error::BoxDynError>> {
+        let migrations = self
+            .0
+            .iter()
+            .map(|&(version, description, sql)| {
+                sqlx::migrate::Migration::new(
+                    version,
+                    description.into(),
+                    sqlx::migrate::MigrationType::Simple,
+                    sql.into(),
+                    false,
+                )
+            })
+            .collect();
+        Box::pin(async move { Ok(migrations) })
+    }
+}
+
+pub(super) async fn embedded_migrator(
+    migrations: &'static [(i64, &'static str, &'static str)],
+) -> StoreResult<sqlx::migrate::Migrator> {
+    Ok(sqlx::migrate::Migrator::new(EmbeddedMigrations(migrations)).await?)
+}
