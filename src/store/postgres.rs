@@ -155,12 +155,14 @@ impl PgDb {
         .await?;
         sqlx::query(&format!(
             "UPDATE webhook_deliveries {RECORD_ATTEMPT_SET} \
-             FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::BIGINT[], $5::BIGINT[], $6::BIGINT[], $7::TEXT[], \
-             $8::BIGINT[], $9::BIGINT[]) AS v (id, owner, status, next_at, schedule_index, code, error, at, finished) \
+             FROM UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[], $4::TEXT[], $5::BIGINT[], $6::BIGINT[], $7::BIGINT[], \
+             $8::TEXT[], $9::BIGINT[], $10::BIGINT[]) \
+             AS v (id, owner, attempt, status, next_at, schedule_index, code, error, at, finished) \
              {RECORD_ATTEMPT_WHERE}"
         ))
         .bind(&columns.ids)
         .bind(&columns.owners)
+        .bind(&columns.attempts)
         .bind(&columns.statuses)
         .bind(&columns.next_at)
         .bind(&columns.schedule_indexes)

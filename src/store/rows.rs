@@ -208,15 +208,18 @@ impl DeliveryUpdate {
 }
 
 /// How recording an attempt updates its delivery, from a row source `v` of `DeliveryUpdate`s
-/// (`id, owner, status, next_at, schedule_index, code, error, at, finished`).
+/// (`id, owner, attempt, status, next_at, schedule_index, code, error, at, finished`).
 pub(super) const RECORD_ATTEMPT_SET: &str = "SET status = v.status, attempt_count = attempt_count + 1, \
      schedule_index = COALESCE(v.schedule_index, webhook_deliveries.schedule_index), next_attempt_at = v.next_at, \
      lease_owner = NULL, last_status_code = v.code, last_error = v.error, updated_at = v.at, finished_at = v.finished";
 
 /// Only the lease's holder moves a delivery on (an unleased one, claimed on SQLite where the
-/// engine's memory is the lease, too); the attempt is logged either way.
+/// engine's memory is the lease, too); the attempt is logged either way (once).
+/// An attempt recorded twice (a batch retried after a commit whose answer was lost) or out of
+/// order moves nothing: the delivery must not have counted it yet.
 pub(super) const RECORD_ATTEMPT_WHERE: &str = "WHERE webhook_deliveries.id = v.id \
-     AND (webhook_deliveries.lease_owner IS NULL OR webhook_deliveries.lease_owner = v.owner)";
+     AND (webhook_deliveries.lease_owner IS NULL OR webhook_deliveries.lease_owner = v.owner) \
+     AND webhook_deliveries.attempt_count < v.attempt";
 
 /// A claimed delivery from a row with the delivery's columns and `body` (its payload).
 pub(super) fn job_from_row(row: &impl Columns) -> StoreResult<DeliveryJob> {

@@ -188,12 +188,13 @@ impl SqliteDb {
             insert.build().execute(&mut *tx).await?;
 
             let mut update = QueryBuilder::<Sqlite>::new(
-                "WITH v (id, owner, status, next_at, schedule_index, code, error, at, finished) AS (",
+                "WITH v (id, owner, attempt, status, next_at, schedule_index, code, error, at, finished) AS (",
             );
             update.push_values(chunk, |mut row, record| {
                 let update = DeliveryUpdate::of(record);
                 row.push_bind(record.attempt.delivery_id.to_string())
                     .push_bind(record.lease_owner.clone())
+                    .push_bind(i64::from(record.attempt.attempt))
                     .push_bind(update.status)
                     .push_bind(update.next_attempt_at)
                     .push_bind(update.schedule_index)

@@ -39,6 +39,7 @@ impl EaselProcess {
             .env("EASEL_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        command.envs(database_env(data_dir));
         for (name, value) in env {
             command.env(name, value);
         }
@@ -108,6 +109,13 @@ impl Drop for EaselProcess {
     }
 }
 
+/// `EASEL_DATABASE_URL` for a child process on `data_dir`: the suite's database for that directory
+/// (noted by `test_dir` on PostgreSQL); none on SQLite, whose database lives in the directory.
+pub fn database_env(data_dir: &Path) -> Option<(&'static str, String)> {
+    let url = std::fs::read_to_string(data_dir.join(DATABASE_URL_FILE)).ok()?;
+    Some(("EASEL_DATABASE_URL", url))
+}
+
 /// Runs an operator command; returns (success, stdout, stderr).
 pub fn easel_cli(data_dir: &Path, args: &[&str]) -> (bool, String, String) {
     easel_cli_with(data_dir, args, &[])
@@ -116,7 +124,7 @@ pub fn easel_cli(data_dir: &Path, args: &[&str]) -> (bool, String, String) {
 /// Same, with extra environment variables.
 pub fn easel_cli_with(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
     let mut command = Command::new(EASEL);
-    command.args(args).env("EASEL_DATA_DIR", data_dir);
+    command.args(args).env("EASEL_DATA_DIR", data_dir).envs(database_env(data_dir));
     for (name, value) in env {
         command.env(name, value);
     }

@@ -51,11 +51,40 @@ pub fn announce_skip(message: &str) {
     let _ = writeln!(std::io::stderr(), "\n!!! SKIPPED {message}\n");
 }
 
-/// Which database the suite runs on: each test binary's `main.rs` says (`crate::BACKEND`).
+/// Which database the suite runs on (`crate::BACKEND`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
     Postgres,
+}
+
+impl Backend {
+    /// `it_postgres` runs on PostgreSQL, every other build of the suite on SQLite.
+    pub const fn of_target(name: &str) -> Backend {
+        let (name, postgres) = (name.as_bytes(), b"it_postgres");
+        if name.len() != postgres.len() {
+            return Backend::Sqlite;
+        }
+        let mut i = 0;
+        while i < name.len() {
+            if name[i] != postgres[i] {
+                return Backend::Sqlite;
+            }
+            i += 1;
+        }
+        Backend::Postgres
+    }
+}
+
+/// True (after saying so on stderr) when a test does not apply to the suite's backend: it tests
+/// what only the other backend has (SQLite's lock file, several PostgreSQL nodes).
+pub fn not_applicable(only_on: Backend, why: &str) -> bool {
+    if crate::BACKEND == only_on {
+        return false;
+    }
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "(not applicable on {:?}: {why})", crate::BACKEND);
+    true
 }
 
 /// A test's data directory and, on PostgreSQL, its own database (dropped with it).
@@ -70,6 +99,9 @@ impl TestDir {
     }
 }
 
+/// Where `test_dir` notes the test's database URL for child processes.
+pub const DATABASE_URL_FILE: &str = "test-database-url";
+
 /// A fresh data directory (and, on PostgreSQL, a fresh database) for one test.
 pub async fn test_dir() -> TestDir {
     let temp = tempfile::tempdir().expect("temporary directory");
@@ -77,6 +109,10 @@ pub async fn test_dir() -> TestDir {
         Backend::Sqlite => None,
         Backend::Postgres => Some(TestDatabase::create().await),
     };
+    if let Some(database) = &database {
+        // For `easel` child processes on this data directory (`child::database_env`).
+        std::fs::write(temp.path().join(DATABASE_URL_FILE), &database.url).expect("write the database URL");
+    }
     TestDir { temp, database }
 }
 

@@ -1,5 +1,9 @@
-//! Black-box tests: every test starts a real Easel (in-process on port 0, or the `easel` binary)
-//! with its own temporary data directory and talks to it over real sockets.
+// Black-box tests: every test starts a real Easel (in-process on port 0, or the `easel` binary)
+// with its own temporary data directory (and, on PostgreSQL, its own database) and talks to it
+// over real sockets. This suite is built twice: as `it` on SQLite, and as `it_postgres`
+// (`tests/it_postgres/main.rs` includes this file) on PostgreSQL, so every module listed here
+// runs on both backends. A test that cannot apply to one backend says so with
+// `helpers::not_applicable`, in its own code.
 
 mod api;
 mod child;
@@ -9,14 +13,15 @@ mod helpers;
 mod isolation;
 mod jobs;
 mod memory;
+mod multinode;
 mod process;
 mod receiver;
 mod sdk;
 mod security;
 mod storage;
+mod store;
 mod validation;
 mod webhooks;
 
-/// This binary runs the suite on SQLite, the embedded default (`tests/it_postgres` runs it on
-/// PostgreSQL).
-pub const BACKEND: helpers::Backend = helpers::Backend::Sqlite;
+/// The backend this build of the suite runs on, from the test target's name.
+pub const BACKEND: helpers::Backend = helpers::Backend::of_target(env!("CARGO_CRATE_NAME"));

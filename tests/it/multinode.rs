@@ -10,6 +10,8 @@ use crate::child::*;
 use crate::helpers::*;
 use crate::receiver::{Reply, TestCa, TestReceiver};
 
+const SEVERAL_NODES: &str = "several nodes share a PostgreSQL database; SQLite is single-node (process.rs)";
+
 /// A data directory shared by the nodes (images, master key) and the suite's database.
 struct Cluster {
     dir: TestDir,
@@ -76,6 +78,9 @@ impl Cluster {
 
 #[tokio::test]
 async fn three_nodes_share_the_work_and_survive_one_being_killed() {
+    if not_applicable(Backend::Postgres, SEVERAL_NODES) {
+        return;
+    }
     let ca = TestCa::new();
     let receiver = TestReceiver::https(&ca, |_| Reply { delay: Duration::from_millis(10), ..Reply::ok() }).await;
     let cluster = Cluster::new(&ca, &[("EASEL_RENDER__SIMULATED_DURATION", "40ms")]).await;
@@ -132,6 +137,9 @@ async fn three_nodes_share_the_work_and_survive_one_being_killed() {
 
 #[tokio::test]
 async fn api_only_and_worker_only_nodes_cooperate_and_wake_each_other() {
+    if not_applicable(Backend::Postgres, SEVERAL_NODES) {
+        return;
+    }
     let ca = TestCa::new();
     let receiver = TestReceiver::https(&ca, |_| Reply::ok()).await;
     // Polls so slow that only NOTIFY can explain a prompt pick-up.
@@ -172,6 +180,9 @@ async fn api_only_and_worker_only_nodes_cooperate_and_wake_each_other() {
 
 #[tokio::test]
 async fn a_lost_database_connection_is_survived() {
+    if not_applicable(Backend::Postgres, SEVERAL_NODES) {
+        return;
+    }
     let app = spawn_app_with(|config| config.render.poll_interval = Duration::from_millis(200)).await;
     let user = &app.admin;
     let first = app.create_generation(user, &small_generation("before")).await;
@@ -203,6 +214,9 @@ async fn a_lost_database_connection_is_survived() {
 
 #[tokio::test]
 async fn nodes_starting_together_on_a_fresh_database_make_one_first_user() {
+    if not_applicable(Backend::Postgres, SEVERAL_NODES) {
+        return;
+    }
     let ca = TestCa::new();
     let cluster = Cluster::new(&ca, &[]).await;
     let nodes: Vec<EaselProcess> = std::thread::scope(|scope| {

@@ -1,0 +1,295 @@
+//! The store's conformance suite: the `Store` trait itself, the same tests on SQLite and on
+//! PostgreSQL. Leases and their ownership, idempotent attempt records, slot admission under
+//! concurrency, claims by endpoint, deletion cascades.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use easel::clock::{Millis, now_ms};
+use easel::generation::GenerationParams;
+use easel::ids::{ApiKeyId, DeliveryId, GenerationId, ImageId, UserId, VariationId};
+use easel::models::Catalogue;
+use easel::store::*;
+
+use crate::helpers::*;
+
+/// A store on a fresh database of the suite's backend, with one user and one key.
+struct Fixture {
+    store: Arc<dyn Store>,
+    user: User,
+    key: ApiKey,
+    _dir: TestDir,
+}
+
+impl Fixture {
+    async fn new() -> Fixture {
+        let dir = test_dir().await;
+        let config = test_config(&dir);
+        let store = easel::store::open(&config).await.expect("the store opens");
+        let user =
+            User { id: UserId::random(), username: "conformance".into(), api_concurrency_slots: 100, created_at: 1 };
+        store.create_user(&user).await.unwrap();
+        let key = ApiKey {
+            id: ApiKeyId::random(),
+            user_id: user.id,
+            name: "k".into(),
+            created_at: 1,
+            last_used_at: None,
+            webhook_url: None,
+            webhook_api_key_sealed: None,
+            signing_secret_sealed: vec![1, 2, 3],
+            deleted_at: None,
+        };
+        store.create_api_key(&key, &format!("hash-{}", key.id)).await.unwrap();
+        Fixture { store, user, key, _dir: dir }
+    }
+
+    fn generation(&self, created_at: Millis) -> Generation {
+        let body = serde_json::json!({"prompt": "conformance", "width": 64, "height": 64, "num_images": 2});
+        let params = GenerationParams::parse(&body, &Catalogue::new(&[]).unwrap(), |_| 42).unwrap();
+        Generation {
+            id: GenerationId::random(),
+            user_id: self.user.id,
+            api_key_id: self.key.id,
+            status: JobStatus::Pending,
+            params,
+            failure_reason: None,
+            created_at,
+            updated_at: created_at,
+            images: Vec::new(),
+        }
+    }
+
+    async fn pending_generation(&self) -> Generation {
+        let generation = self.generation(now_ms());
+        assert_eq!(self.store.create_generation(&generation, 100).await.unwrap(), Admission::Accepted);
+        generation
+    }
+
+    /// A generation claimed by `owner` and finished with two images and a delivery to `endpoint`.
+    async fn completed_with_delivery(&self, owner: &str, endpoint: &str) -> (Generation, DeliveryId) {
+        let generation = self.pending_generation().await;
+        let now = now_ms();
+        let jobs = self.store.claim_render_jobs(owner, now, now + 60_000, 100).await.unwrap();
+        assert!(jobs.iter().any(|j| j.work.id() == RenderJobId::Generation(generation.id)));
+        let images = (0..2)
+            .map(|index| NewImage {
+                id: ImageId::random(),
+                index,
+                storage_key: format!("users/{}/{}/{index}.jpg", self.user.id, generation.id),
+                width: 64,
+                height: 64,
+            })
+            .collect();
+        let delivery = NewDelivery {
+            id: DeliveryId::random(),
+            generation_id: generation.id,
+            user_id: self.user.id,
+            api_key_id: self.key.id,
+            event_type: "image_generation.complete".into(),
+            url: format!("{endpoint}/hook"),
+            endpoint: endpoint.into(),
+            payload: Bytes::from_static(b"{}"),
+            created_at: now - 1,
+            lease: None,
+        };
+        let outcome = JobOutcome::Complete(images);
+        assert!(self.store.finish_generation(generation.id, owner, now, &outcome, Some(&delivery)).await.unwrap());
+        (generation, delivery.id)
+    }
+}
+
+fn record(delivery: DeliveryId, attempt: u32, owner: &str, next: NextStep) -> AttemptRecord {
+    AttemptRecord {
+        attempt: Attempt {
+            delivery_id: delivery,
+            attempt,
+            // Distinct for each owner, as two real sends are.
+            started_at: now_ms() + owner.len() as Millis * 1000 + i64::from(owner.as_bytes()[owner.len() - 1]),
+            duration_ms: 3,
+            status_code: Some(500),
+            error_class: Some("http_status".into()),
+            error_detail: Some("HTTP 500".into()),
+            response_excerpt: Some("down".into()),
+        },
+        lease_owner: owner.into(),
+        next,
+    }
+}
+
+#[tokio::test]
+async fn a_job_is_finished_only_by_the_holder_of_its_lease() {
+    let f = Fixture::new().await;
+    let generation = f.pending_generation().await;
+    let now = now_ms();
+    let claimed = f.store.claim_render_jobs("node-a", now, now + 60_000, 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].attempt, 1);
+    assert!(f.store.claim_render_jobs("node-b", now, now + 60_000, 10).await.unwrap().is_empty(), "leased");
+    let failed = JobOutcome::Failed { reason: "no".into() };
+    assert!(!f.store.finish_generation(generation.id, "node-b", now, &failed, None).await.unwrap());
+
+    // The lease expires: another node takes the job over, and the first can no longer finish it.
+    let later = now + 60_001;
+    let taken = f.store.claim_render_jobs("node-b", later, later + 60_000, 10).await.unwrap();
+    assert_eq!((taken.len(), taken[0].attempt), (1, 2));
+    assert!(!f.store.finish_generation(generation.id, "node-a", later, &failed, None).await.unwrap());
+
+    // Postponed: not claimable before its time, then claimed again as a further attempt.
+    let id = RenderJobId::Generation(generation.id);
+    assert!(!f.store.postpone_render_job(id, "node-a", later + 500, later).await.unwrap(), "not node-a's");
+    assert!(f.store.postpone_render_job(id, "node-b", later + 500, later).await.unwrap());
+    assert!(f.store.claim_render_jobs("node-c", later + 499, later + 60_000, 10).await.unwrap().is_empty());
+    let again = f.store.claim_render_jobs("node-c", later + 500, later + 60_000, 10).await.unwrap();
+    assert_eq!(again[0].attempt, 3);
+
+    // Given back at a graceful stop: claimable at once, and the attempt is not counted.
+    assert_eq!(f.store.release_leases(Some("node-c"), later + 501).await.unwrap(), 1);
+    let back = f.store.claim_render_jobs("node-d", later + 502, later + 60_000, 10).await.unwrap();
+    assert_eq!(back[0].attempt, 3);
+    assert!(f.store.finish_generation(generation.id, "node-d", later + 503, &failed, None).await.unwrap());
+    let stored = f.store.get_generation(f.user.id, generation.id).await.unwrap().unwrap();
+    assert_eq!((stored.status, stored.failure_reason.as_deref()), (JobStatus::Failed, Some("no")));
+    assert!(!f.store.finish_generation(generation.id, "node-d", later + 504, &failed, None).await.unwrap());
+}
+
+#[tokio::test]
+async fn an_attempt_recorded_twice_is_logged_and_counted_once() {
+    let f = Fixture::new().await;
+    let (_, delivery) = f.completed_with_delivery("node-a", "https://hooks.example:443").await;
+    let now = now_ms();
+    let jobs = f.store.claim_deliveries("node-a", now, now + 60_000, 10, &[], &HashSet::new()).await.unwrap();
+    assert_eq!(jobs.iter().map(|j| j.id).collect::<Vec<_>>(), vec![delivery]);
+    let retry = NextStep::Retry { at: now + 5_000, schedule_index: 1 };
+    let first = record(delivery, 1, "node-a", retry.clone());
+    f.store.record_attempts(std::slice::from_ref(&first)).await.unwrap();
+    // The same batch again, as after a commit whose answer was lost.
+    f.store.record_attempts(&[first]).await.unwrap();
+    let (stored, attempts) = f.store.get_delivery(delivery, Some(f.user.id)).await.unwrap().unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(stored.attempt_count, 1);
+    assert_eq!((stored.status, stored.next_attempt_at), (DeliveryStatus::Pending, Some(now + 5_000)));
+    assert_eq!(stored.last_error.as_deref(), Some("http_status: HTTP 500"));
+
+    // A stale attempt from a node whose lease was taken over is logged (it was sent) but moves
+    // nothing.
+    let later = now + 5_000;
+    let jobs = f.store.claim_deliveries("node-b", later, later + 60_000, 10, &[], &HashSet::new()).await.unwrap();
+    assert_eq!(jobs[0].attempt_count, 1);
+    f.store.record_attempts(&[record(delivery, 2, "node-b", NextStep::Succeeded)]).await.unwrap();
+    let stale = record(delivery, 2, "node-a", NextStep::Failed);
+    f.store.record_attempts(&[stale]).await.unwrap();
+    let (stored, attempts) = f.store.get_delivery(delivery, None).await.unwrap().unwrap();
+    assert_eq!((stored.status, stored.attempt_count, attempts.len()), (DeliveryStatus::Succeeded, 2, 3));
+    assert_eq!(f.store.count_deliveries(DeliveryStatus::Succeeded).await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn concurrent_admissions_never_exceed_the_slots() {
+    let f = Fixture::new().await;
+    let attempts = (0..40).map(|n| {
+        let store = f.store.clone();
+        let generation = f.generation(n);
+        tokio::spawn(async move { store.create_generation(&generation, 3).await.unwrap() })
+    });
+    let results = futures_util::future::join_all(attempts).await;
+    let accepted = results.iter().filter(|r| *r.as_ref().unwrap() == Admission::Accepted).count();
+    assert_eq!(accepted, 3);
+    assert!(
+        results.iter().all(|r| matches!(r.as_ref().unwrap(), Admission::Accepted | Admission::SlotsFull { slots: 3 }))
+    );
+    assert_eq!(f.store.list_generations(f.user.id, 0, 100).await.unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn deliveries_are_claimed_by_endpoint_and_skipped_by_endpoint() {
+    let f = Fixture::new().await;
+    let mut by_endpoint: Vec<(String, DeliveryId)> = Vec::new();
+    for endpoint in ["https://one.example:443", "https://two.example:443"] {
+        for _ in 0..3 {
+            let (_, id) = f.completed_with_delivery("node-a", endpoint).await;
+            by_endpoint.push((endpoint.into(), id));
+        }
+    }
+    let now = now_ms();
+    let wanted = [EndpointClaim { endpoint: "https://one.example:443".into(), want: 2, held: 0 }];
+    let claimed =
+        f.store.claim_endpoint_deliveries("node-a", now, now + 60_000, &wanted, &HashSet::new()).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    assert!(claimed.iter().all(|j| j.endpoint == "https://one.example:443"));
+    let held: HashSet<DeliveryId> = claimed.iter().map(|j| j.id).collect();
+
+    let skip = ["https://one.example:443".to_string()];
+    let others = f.store.claim_deliveries("node-a", now, now + 60_000, 10, &skip, &held).await.unwrap();
+    assert_eq!(others.len(), 3);
+    assert!(others.iter().all(|j| j.endpoint == "https://two.example:443"));
+    let mut held = held;
+    held.extend(others.iter().map(|j| j.id));
+    let rest = f.store.claim_deliveries("node-a", now, now + 60_000, 10, &[], &held).await.unwrap();
+    let expected: Vec<DeliveryId> =
+        by_endpoint.iter().filter(|(_, id)| !held.contains(id)).map(|(_, id)| *id).collect();
+    assert_eq!(rest.iter().map(|j| j.id).collect::<Vec<_>>(), expected, "the one left");
+    assert_eq!(rest[0].payload, Bytes::from_static(b"{}"));
+}
+
+#[tokio::test]
+async fn deleting_a_generation_removes_its_images_and_variations_and_keeps_its_deliveries() {
+    let f = Fixture::new().await;
+    let (generation, delivery) = f.completed_with_delivery("node-a", "https://hooks.example:443").await;
+    let stored = f.store.get_generation(f.user.id, generation.id).await.unwrap().unwrap();
+    assert_eq!(stored.images.len(), 2);
+    let image = stored.images[0].clone();
+    let now = now_ms();
+    let variation = Variation {
+        id: VariationId::random(),
+        image_id: image.id,
+        generation_id: generation.id,
+        user_id: f.user.id,
+        api_key_id: f.key.id,
+        transform_type: "UPSCALE".into(),
+        status: JobStatus::Pending,
+        storage_key: None,
+        failure_reason: None,
+        created_at: now,
+        updated_at: now,
+    };
+    assert_eq!(f.store.create_variation(&variation, 100).await.unwrap(), Admission::Accepted);
+    let claimed = f.store.claim_render_jobs("node-a", now, now + 60_000, 10).await.unwrap();
+    assert!(matches!(&claimed[0].work, RenderWork::Upscale { source, .. } if source.id == image.id));
+    let outcome = JobOutcome::Complete("users/x/variation.jpg".to_string());
+    assert!(f.store.finish_variation(variation.id, "node-a", now, &outcome).await.unwrap());
+
+    let stranger = UserId::random();
+    assert_eq!(f.store.delete_generation(stranger, generation.id).await.unwrap(), None, "not theirs");
+    let mut keys = f.store.delete_generation(f.user.id, generation.id).await.unwrap().unwrap();
+    keys.sort();
+    let mut expected: Vec<String> = stored.images.iter().map(|i| i.storage_key.clone()).collect();
+    expected.push("users/x/variation.jpg".into());
+    expected.sort();
+    assert_eq!(keys, expected);
+    assert_eq!(f.store.get_image(f.user.id, image.id).await.unwrap(), None);
+    assert_eq!(f.store.get_variation(f.user.id, variation.id).await.unwrap(), None);
+    assert_eq!(f.store.delete_generation(f.user.id, generation.id).await.unwrap(), None);
+    // An upscale of the deleted image is refused, not failed on a foreign key.
+    let late = Variation { id: VariationId::random(), ..variation };
+    assert_eq!(f.store.create_variation(&late, 100).await.unwrap(), Admission::SourceMissing);
+    // The callback it owed is still on record.
+    assert!(f.store.get_delivery(delivery, Some(f.user.id)).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn users_keys_and_their_conflicts() {
+    let f = Fixture::new().await;
+    let twin = User { id: UserId::random(), ..f.user.clone() };
+    assert!(matches!(f.store.create_user(&twin).await, Err(StoreError::UsernameTaken(name)) if name == "conformance"));
+    let orphan = ApiKey { id: ApiKeyId::random(), user_id: UserId::random(), ..f.key.clone() };
+    assert!(matches!(f.store.create_api_key(&orphan, "other-hash").await, Err(StoreError::UnknownUser(_))));
+    let (user, key) = f.store.authenticate(&format!("hash-{}", f.key.id)).await.unwrap().unwrap();
+    assert_eq!((user.id, key.id), (f.user.id, f.key.id));
+    assert!(f.store.delete_api_key(f.key.id, now_ms()).await.unwrap());
+    assert!(!f.store.delete_api_key(f.key.id, now_ms()).await.unwrap());
+    assert_eq!(f.store.authenticate(&format!("hash-{}", f.key.id)).await.unwrap(), None);
+    assert!(f.store.get_api_key(f.key.id).await.unwrap().unwrap().deleted_at.is_some(), "kept on record");
+    assert!(f.store.list_api_keys(Some(f.user.id)).await.unwrap().is_empty());
+}
