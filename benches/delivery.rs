@@ -303,7 +303,7 @@ fn sample_payload() -> Bytes {
 fn bench_webhook_config() -> WebhookConfig {
     WebhookConfig {
         allow_http: true,
-        allow_private_networks: vec!["127.0.0.0/8".into()],
+        allow_private_networks: vec!["127.0.0.0/8".parse().unwrap()],
         max_in_flight: 1024,
         per_endpoint_in_flight: 32,
         batch_size: 1000,
@@ -313,7 +313,7 @@ fn bench_webhook_config() -> WebhookConfig {
 
 fn start_engine(
     bench: &Bench,
-) -> (Arc<DeliveryEngine>, easel::webhook::outbox::DeliveryQueue, CancellationToken, tokio::task::JoinHandle<()>) {
+) -> (Arc<DeliveryEngine>, easel::webhook::engine::DeliveryQueue, CancellationToken, tokio::task::JoinHandle<()>) {
     let (engine, queue, inbox) = DeliveryEngine::new(
         bench.store.clone(),
         bench.config.webhook.clone(),

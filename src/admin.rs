@@ -5,7 +5,7 @@
 use crate::clock::now_ms;
 use crate::config::WebhookConfig;
 use crate::ids::{ApiKeyId, UserId};
-use crate::secrets::{self, MasterKey};
+use crate::secrets::{self, MasterKey, seal_context};
 use crate::store::{ApiKey, Store, StoreError, User};
 use crate::webhook::client::ErrorClass;
 use crate::webhook::guard::Guard;
@@ -29,11 +29,6 @@ impl std::fmt::Debug for CreatedKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CreatedKey").field("record", &self.record).finish_non_exhaustive()
     }
-}
-
-/// What a key's webhook secrets are bound to when sealed.
-pub fn seal_context(key: ApiKeyId, purpose: &str) -> Vec<u8> {
-    format!("api_key:{key}:{purpose}").into_bytes()
 }
 
 pub async fn create_user(store: &dyn Store, username: &str, slots: u32) -> Result<User, AdminError> {

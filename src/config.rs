@@ -37,7 +37,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Address the HTTP API listens on.
-    pub listen: String,
+    pub listen: SocketAddr,
     /// Directory for the embedded database, the image files and the master key file.
     pub data_dir: PathBuf,
     /// `sqlite://PATH`; default: `easel.db` in `data_dir`.
@@ -143,13 +143,13 @@ pub struct WebhookConfig {
     pub allow_http: bool,
     /// Networks callbacks may reach although they are private, loopback, link-local, ...
     /// (CIDR, such as "127.0.0.0/8"): for development and tests only.
-    pub allow_private_networks: Vec<String>,
+    pub allow_private_networks: Vec<ipnet::IpNet>,
     /// Local addresses every callback connection leaves from, taken in turn; receivers can
     /// allowlist exactly these. Each must be assigned to this machine.
     pub egress_ips: Vec<std::net::IpAddr>,
     /// An HTTP CONNECT proxy for callbacks (`http://HOST:PORT`, credentials allowed). Easel still
     /// resolves and checks the destination and asks the proxy for the checked address.
-    pub proxy_url: Option<String>,
+    pub proxy_url: Option<ProxyUrl>,
     /// DNS servers (`IP:PORT`) for callback hosts; default: the system resolver.
     pub dns_servers: Vec<SocketAddr>,
     /// Deliveries claimed from the database at once.
@@ -247,7 +247,7 @@ impl Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            listen: "127.0.0.1:8080".into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("./easel-data"),
             database_url: None,
             public_url: None,
@@ -337,9 +337,6 @@ impl Config {
     /// Checks what types alone cannot; each message names the setting.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let fail = |setting: &str, message: String| Err(ConfigError(format!("`{setting}`: {message}")));
-        if let Err(e) = SocketAddr::from_str(&self.listen) {
-            return fail("listen", format!("{:?} is not an address like 127.0.0.1:8080 ({e})", self.listen));
-        }
         if let Some(url) = &self.public_url {
             match url::Url::parse(url) {
                 Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
@@ -353,7 +350,7 @@ impl Config {
             return fail("database.max_connections", "must be at least 1".into());
         }
         if let Some(url) = &self.storage.url
-            && crate::images::parse_s3_url(url).is_none()
+            && parse_s3_url(url).is_none()
         {
             return fail("storage.url", format!("{url:?} is not s3://BUCKET or s3://BUCKET/PREFIX"));
         }
@@ -436,27 +433,10 @@ impl Config {
         if webhook.lease < webhook.timeout * 2 {
             return fail("webhook.lease", "must be at least twice webhook.timeout".into());
         }
-        for network in &webhook.allow_private_networks {
-            if let Err(e) = network.parse::<ipnet::IpNet>() {
-                return fail("webhook.allow_private_networks", format!("{network:?} is not a CIDR network ({e})"));
-            }
-        }
-        if let Some(Err(e)) = webhook.proxy_url.as_deref().map(crate::webhook::client::Proxy::parse) {
-            return fail("webhook.proxy_url", e);
-        }
-        if let Some(path) = &webhook.extra_ca_certs
-            && let Err(e) = crate::webhook::client::load_extra_roots(path)
-        {
-            return fail("webhook.extra_ca_certs", e);
-        }
         if let Err(e) = crate::models::Catalogue::new(&self.models) {
             return fail("models", e);
         }
         Ok(())
-    }
-
-    pub fn listen_addr(&self) -> SocketAddr {
-        self.listen.parse().expect("validated in Config::validate")
     }
 
     pub fn database_url(&self) -> String {
@@ -528,6 +508,64 @@ fn describe_figment_error(error: figment::Error) -> String {
     };
     let kind = error.kind.to_string();
     if setting.is_empty() { format!("{kind}{origin}") } else { format!("`{setting}`{origin}: {kind}") }
+}
+
+/// `webhook.proxy_url`: an HTTP CONNECT proxy, `http://[user:password@]HOST[:PORT]`. Checked when
+/// the configuration is read; the client only takes it apart.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ProxyUrl(url::Url);
+
+impl ProxyUrl {
+    pub fn url(&self) -> &url::Url {
+        &self.0
+    }
+}
+
+impl FromStr for ProxyUrl {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<ProxyUrl, String> {
+        let url = url::Url::parse(text).map_err(|e| format!("{:?} is not a URL ({e})", redact_url(text)))?;
+        if url.scheme() != "http" || url.host_str().is_none() {
+            return Err(format!("{:?} must be http://HOST:PORT (an HTTP CONNECT proxy)", redact_url(text)));
+        }
+        Ok(ProxyUrl(url))
+    }
+}
+
+impl TryFrom<String> for ProxyUrl {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<ProxyUrl, String> {
+        text.parse()
+    }
+}
+
+impl From<ProxyUrl> for String {
+    fn from(proxy: ProxyUrl) -> String {
+        proxy.0.into()
+    }
+}
+
+/// Without the password.
+impl std::fmt::Debug for ProxyUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", redact_url(self.0.as_str()))
+    }
+}
+
+/// `s3://bucket/some/prefix` to (`bucket`, `Some("some/prefix")`).
+pub fn parse_s3_url(url: &str) -> Option<(String, Option<String>)> {
+    let rest = url.strip_prefix("s3://")?;
+    let (bucket, prefix) = match rest.split_once('/') {
+        Some((bucket, prefix)) => (bucket, Some(prefix.trim_matches('/')).filter(|p| !p.is_empty())),
+        None => (rest, None),
+    };
+    if bucket.is_empty() {
+        return None;
+    }
+    Some((bucket.to_string(), prefix.map(str::to_string)))
 }
 
 /// Durations as human text in TOML and environment variables: "250ms", "5s", "2h", "1day".

@@ -10,62 +10,7 @@ use uuid::Uuid;
 
 use crate::ids::ImageId;
 use crate::models::{Catalogue, DEFAULT_MODEL_ID};
-
-pub const JOB_STATUSES: &[&str] = &["PENDING", "COMPLETE", "FAILED"];
-pub const SCHEDULERS: &[&str] =
-    &["KLMS", "EULER_ANCESTRAL_DISCRETE", "EULER_DISCRETE", "DDIM", "DPM_SOLVER", "PNDM", "LEONARDO"];
-pub const PRESET_STYLES: &[&str] = &[
-    "ANIME",
-    "BOKEH",
-    "CINEMATIC",
-    "CINEMATIC_CLOSEUP",
-    "CREATIVE",
-    "DYNAMIC",
-    "ENVIRONMENT",
-    "FASHION",
-    "FILM",
-    "FOOD",
-    "GENERAL",
-    "HDR",
-    "ILLUSTRATION",
-    "LEONARDO",
-    "LONG_EXPOSURE",
-    "MACRO",
-    "MINIMALISTIC",
-    "MONOCHROME",
-    "MOODY",
-    "NONE",
-    "NEUTRAL",
-    "PHOTOGRAPHY",
-    "PORTRAIT",
-    "RAYTRACED",
-    "RENDER_3D",
-    "RETRO",
-    "SKETCH_BW",
-    "SKETCH_COLOR",
-    "STOCK_PHOTO",
-    "VIBRANT",
-    "UNPROCESSED",
-];
-pub const SD_VERSIONS: &[&str] = &[
-    "v1_5",
-    "v2",
-    "v3",
-    "SDXL_0_8",
-    "SDXL_0_9",
-    "SDXL_1_0",
-    "SDXL_LIGHTNING",
-    "PHOENIX",
-    "FLUX",
-    "FLUX_DEV",
-    "KINO_2_0",
-];
-const TRANSPARENCY_TYPES: &[&str] = &["disabled", "foreground_only"];
-const CONTROLNET_TYPES: &[&str] = &["POSE", "CANNY", "DEPTH"];
-const CANVAS_REQUEST_TYPES: &[&str] = &["INPAINT", "OUTPAINT", "SKETCH2IMG", "IMG2IMG"];
-const CONTRAST_VALUES: &[f64] = &[1.0, 1.3, 1.8, 2.5, 3.0, 3.5, 4.0, 4.5];
-const PHOTO_REAL_STRENGTHS: &[f64] = &[0.55, 0.5, 0.45];
-pub const MAX_PROMPT_CHARS: usize = 1500;
+pub use crate::vocabulary::*;
 
 /// An invalid field in a request: the message names the field and what it allows.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]

@@ -12,7 +12,7 @@ use object_store::prefix::PrefixStore;
 use object_store::{ObjectStore, PutPayload};
 use sha2::{Digest, Sha256};
 
-use crate::config::Config;
+use crate::config::{Config, parse_s3_url};
 use crate::ids::{GenerationId, ImageId, UserId, VariationId};
 
 #[derive(Clone)]
@@ -117,19 +117,6 @@ impl ImageStore {
         }
         Ok(())
     }
-}
-
-/// `s3://bucket/some/prefix` to (`bucket`, `Some("some/prefix")`).
-pub fn parse_s3_url(url: &str) -> Option<(String, Option<String>)> {
-    let rest = url.strip_prefix("s3://")?;
-    let (bucket, prefix) = match rest.split_once('/') {
-        Some((bucket, prefix)) => (bucket, Some(prefix.trim_matches('/')).filter(|p| !p.is_empty())),
-        None => (rest, None),
-    };
-    if bucket.is_empty() {
-        return None;
-    }
-    Some((bucket.to_string(), prefix.map(str::to_string)))
 }
 
 /// Image ids are derived from the generation and the image's index, so a job rendered again after

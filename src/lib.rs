@@ -18,4 +18,5 @@ pub mod render;
 pub mod secrets;
 pub mod server;
 pub mod store;
+pub mod vocabulary;
 pub mod webhook;

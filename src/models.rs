@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::clock::Millis;
-use crate::generation::SD_VERSIONS;
+use crate::vocabulary::SD_VERSIONS;
 
 /// The model the SDKs send when the caller names none.
 pub const DEFAULT_MODEL_ID: &str = "b24e16ff-06e3-43eb-8d33-4416c2d75876";

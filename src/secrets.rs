@@ -16,6 +16,8 @@ use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use sha2::{Digest, Sha256};
 
+use crate::ids::ApiKeyId;
+
 /// Format version of sealed values: `1 || nonce (24 bytes) || ciphertext and tag`.
 const SEALED_V1: u8 = 1;
 const NONCE_LEN: usize = 24;
@@ -142,6 +144,11 @@ pub fn mask(secret: &str) -> String {
     } else {
         "********".to_string()
     }
+}
+
+/// What a key's webhook secrets are bound to when sealed.
+pub fn seal_context(key: ApiKeyId, purpose: &str) -> Vec<u8> {
+    format!("api_key:{key}:{purpose}").into_bytes()
 }
 
 #[cfg(test)]

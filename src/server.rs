@@ -82,7 +82,7 @@ pub async fn start(config: Config) -> Result<Easel, StartError> {
         }
     }
 
-    let listener = TcpListener::bind(config.listen_addr())
+    let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| StartError(format!("cannot listen on {} (`listen`): {e}", config.listen)))?;
     let addr = listener.local_addr().map_err(|e| StartError(e.to_string()))?;

@@ -233,3 +233,41 @@ pub trait Store: Send + Sync + 'static {
     /// Retries every delivery that failed at or after `since`; returns how many.
     async fn retry_failed_deliveries(&self, since: Millis, now: Millis) -> StoreResult<u64>;
 }
+
+/// Rows per multi-row statement: well under SQLite's 32766 bound parameters.
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// The notification channels for new work (PostgreSQL's `NOTIFY`; nothing on SQLite).
+const RENDER_CHANNEL: &str = "easel_render";
+const DELIVERY_CHANNEL: &str = "easel_deliveries";
+
+/// Migrations compiled into the binary, so `easel` needs no files beside it.
+#[derive(Debug)]
+struct EmbeddedMigrations(&'static [(i64, &'static str, &'static str)]);
+
+impl sqlx::migrate::MigrationSource<'static> for EmbeddedMigrations {
+    fn resolve(
+        self,
+    ) -> futures_util::future::BoxFuture<'static, Result<Vec<sqlx::migrate::Migration>, sqlx::error::BoxDynError>> {
+        let migrations = self
+            .0
+            .iter()
+            .map(|&(version, description, sql)| {
+                sqlx::migrate::Migration::new(
+                    version,
+                    description.into(),
+                    sqlx::migrate::MigrationType::Simple,
+                    sql.into(),
+                    false,
+                )
+            })
+            .collect();
+        Box::pin(async move { Ok(migrations) })
+    }
+}
+
+async fn embedded_migrator(
+    migrations: &'static [(i64, &'static str, &'static str)],
+) -> StoreResult<sqlx::migrate::Migrator> {
+    Ok(sqlx::migrate::Migrator::new(EmbeddedMigrations(migrations)).await?)
+}

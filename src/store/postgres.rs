@@ -22,9 +22,6 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (2, "attempts and redeliveries", include_str!("../../migrations/postgres/0002_attempts_and_redeliveries.sql")),
 ];
 
-pub(super) const RENDER_CHANNEL: &str = "easel_render";
-pub(super) const DELIVERY_CHANNEL: &str = "easel_deliveries";
-
 pub(super) struct PgDb {
     pub(super) pool: PgPool,
 }
@@ -37,7 +34,7 @@ impl PgDb {
             .acquire_timeout(settings.connect_timeout)
             .connect_with(options)
             .await?;
-        super::sql::embedded_migrator(MIGRATIONS).await?.run(&pool).await?;
+        super::embedded_migrator(MIGRATIONS).await?.run(&pool).await?;
         Ok(PgDb { pool })
     }
 

@@ -8,12 +8,8 @@ use std::collections::HashSet;
 
 use sqlx::QueryBuilder;
 
-use super::postgres::{DELIVERY_CHANNEL, RENDER_CHANNEL};
 use super::rows::*;
 use super::*;
-
-/// Rows per multi-row statement: well under SQLite's 32766 bound parameters.
-pub(super) const ROWS_PER_STATEMENT: usize = 500;
 
 /// `read!(self, |db| body)`: `body` with `db` bound to the pool reads go to (SQLite's read-only
 /// pool, PostgreSQL's pool); `Db` names the backend's `sqlx::Database` inside it.
@@ -821,35 +817,4 @@ impl Store for SqlStore {
             Ok(retried)
         })
     }
-}
-
-/// Migrations compiled into the binary, so `easel` needs no files beside it.
-#[derive(Debug)]
-struct EmbeddedMigrations(&'static [(i64, &'static str, &'static str)]);
-
-impl sqlx::migrate::MigrationSource<'static> for EmbeddedMigrations {
-    fn resolve(
-        self,
-    ) -> futures_util::future::BoxFuture<'static, Result<Vec<sqlx::migrate::Migration>, sqlx::error::BoxDynError>> {
-        let migrations = self
-            .0
-            .iter()
-            .map(|&(version, description, sql)| {
-                sqlx::migrate::Migration::new(
-                    version,
-                    description.into(),
-                    sqlx::migrate::MigrationType::Simple,
-                    sql.into(),
-                    false,
-                )
-            })
-            .collect();
-        Box::pin(async move { Ok(migrations) })
-    }
-}
-
-pub(super) async fn embedded_migrator(
-    migrations: &'static [(i64, &'static str, &'static str)],
-) -> StoreResult<sqlx::migrate::Migrator> {
-    Ok(sqlx::migrate::Migrator::new(EmbeddedMigrations(migrations)).await?)
 }

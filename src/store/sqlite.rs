@@ -65,7 +65,7 @@ impl SqliteDb {
             .acquire_timeout(Duration::from_secs(60))
             .connect_with(options.clone())
             .await?;
-        super::sql::embedded_migrator(MIGRATIONS).await?.run(&writer).await?;
+        super::embedded_migrator(MIGRATIONS).await?.run(&writer).await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(60))
@@ -96,7 +96,7 @@ impl SqliteDb {
     /// Claimed deliveries with their payloads, read on a reader (payloads never change).
     async fn load_jobs(&self, ids: &[DeliveryId]) -> StoreResult<Vec<DeliveryJob>> {
         let mut jobs = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(super::sql::ROWS_PER_STATEMENT) {
+        for chunk in ids.chunks(super::ROWS_PER_STATEMENT) {
             let mut query = QueryBuilder::<Sqlite>::new(format!(
                 "SELECT {JOB_COLUMNS} FROM webhook_deliveries d JOIN webhook_payloads p ON p.delivery_id = d.id \
                  WHERE d.id IN ("
@@ -168,7 +168,7 @@ impl SqliteDb {
     /// `UPDATE`, in chunks well under SQLite's bound-parameter limit.
     pub(super) async fn record_attempts(&self, records: &[AttemptRecord]) -> StoreResult<()> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        for chunk in records.chunks(super::sql::ROWS_PER_STATEMENT) {
+        for chunk in records.chunks(super::ROWS_PER_STATEMENT) {
             let mut insert = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO webhook_attempts (delivery_id, attempt, started_at, duration_ms, status_code, error_class, \
                  error_detail, response_excerpt) ",

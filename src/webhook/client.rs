@@ -3,7 +3,6 @@
 //! response bodies read up to a cap, and every failure classified precisely for the attempt log.
 
 use std::error::Error as StdError;
-use std::fmt;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -28,73 +27,15 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::TlsConnector;
 
+pub use super::attempt::{AttemptError, ErrorClass};
 use super::guard::Guard;
 use super::schedule::parse_retry_after;
 use super::tls::{DiagnosingVerifier, explain};
 use crate::clock::{Millis, now_ms};
-use crate::config::WebhookConfig;
+use crate::config::{ProxyUrl, WebhookConfig};
 
 /// How much of a response body the attempt log keeps.
 pub const EXCERPT_BYTES: usize = 1024;
-
-/// Why an attempt failed, as a stable class for the attempt log and for filtering.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ErrorClass {
-    InvalidUrl,
-    Dns,
-    ConnectRefused,
-    ConnectTimeout,
-    Connect,
-    Tls,
-    Timeout,
-    Connection,
-    HttpStatus,
-    Redirect,
-    Blocked,
-    Proxy,
-    Configuration,
-}
-
-impl ErrorClass {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorClass::InvalidUrl => "invalid_url",
-            ErrorClass::Dns => "dns",
-            ErrorClass::ConnectRefused => "connect_refused",
-            ErrorClass::ConnectTimeout => "connect_timeout",
-            ErrorClass::Connect => "connect",
-            ErrorClass::Tls => "tls",
-            ErrorClass::Timeout => "timeout",
-            ErrorClass::Connection => "connection",
-            ErrorClass::HttpStatus => "http_status",
-            ErrorClass::Redirect => "redirect",
-            ErrorClass::Blocked => "blocked",
-            ErrorClass::Proxy => "proxy",
-            ErrorClass::Configuration => "configuration",
-        }
-    }
-}
-
-/// A failed attempt: its class and a sentence a receiver's operator can act on.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AttemptError {
-    pub class: ErrorClass,
-    pub detail: String,
-}
-
-impl AttemptError {
-    pub fn new(class: ErrorClass, detail: impl Into<String>) -> AttemptError {
-        AttemptError { class, detail: detail.into() }
-    }
-}
-
-impl fmt::Display for AttemptError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.class.as_str(), self.detail)
-    }
-}
-
-impl StdError for AttemptError {}
 
 /// What one attempt produced.
 #[derive(Clone, Debug)]
@@ -111,13 +52,14 @@ pub struct AttemptResponse {
 
 /// Reads the PEM file of `[webhook] extra_ca_certs`.
 pub fn load_extra_roots(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let bytes =
+        std::fs::read(path).map_err(|e| format!("webhook.extra_ca_certs: cannot read {}: {e}", path.display()))?;
     let certificates: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_slice_iter(&bytes)
-            .collect::<Result<_, _>>()
-            .map_err(|e| format!("{} is not a PEM file of certificates: {e}", path.display()))?;
+        CertificateDer::pem_slice_iter(&bytes).collect::<Result<_, _>>().map_err(|e| {
+            format!("webhook.extra_ca_certs: {} is not a PEM file of certificates: {e}", path.display())
+        })?;
     if certificates.is_empty() {
-        return Err(format!("{} holds no PEM certificate", path.display()));
+        return Err(format!("webhook.extra_ca_certs: {} holds no PEM certificate", path.display()));
     }
     Ok(certificates)
 }
@@ -161,7 +103,7 @@ impl WebhookClient {
             connect_timeout: config.connect_timeout,
             guard: Guard::from_config(config)?,
             egress: Arc::new(Egress::new(&config.egress_ips)?),
-            proxy: config.proxy_url.as_deref().map(Proxy::parse).transpose()?.map(Arc::new),
+            proxy: config.proxy_url.as_ref().map(|proxy| Arc::new(Proxy::new(proxy))),
         };
         let http = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(config.per_endpoint_in_flight)
@@ -466,22 +408,18 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    pub fn parse(url: &str) -> Result<Proxy, String> {
-        let parsed = url::Url::parse(url).map_err(|e| format!("webhook.proxy_url {url:?}: {e}"))?;
-        if parsed.scheme() != "http" {
-            return Err(format!("webhook.proxy_url {url:?} must be http://HOST:PORT (an HTTP CONNECT proxy)"));
-        }
-        let host = parsed.host_str().ok_or_else(|| format!("webhook.proxy_url {url:?} has no host"))?;
-        let authorization = (!parsed.username().is_empty()).then(|| {
+    pub fn new(setting: &ProxyUrl) -> Proxy {
+        let url = setting.url();
+        let authorization = (!url.username().is_empty()).then(|| {
             use base64::Engine;
-            let credentials = format!("{}:{}", parsed.username(), parsed.password().unwrap_or(""));
+            let credentials = format!("{}:{}", url.username(), url.password().unwrap_or(""));
             format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(credentials))
         });
-        Ok(Proxy {
-            host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
-            port: parsed.port_or_known_default().unwrap_or(80),
+        Proxy {
+            host: url.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_string(),
+            port: url.port_or_known_default().unwrap_or(80),
             authorization,
-        })
+        }
     }
 
     /// Asks the proxy for a tunnel to `target`: the checked address, never the host name, so

@@ -25,14 +25,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::client::{AttemptError, ErrorClass, WebhookClient, printable_excerpt};
-use super::outbox::DeliveryQueue;
 use super::schedule::{RetryPolicy, Verdict, verdict_for_status};
 use super::signing::SigningKey;
-use crate::admin::seal_context;
 use crate::clock::{Millis, now_ms};
 use crate::config::WebhookConfig;
 use crate::ids::{ApiKeyId, DeliveryId};
-use crate::secrets::MasterKey;
+use crate::secrets::{MasterKey, seal_context};
 use crate::store::{Attempt, AttemptRecord, DeliveryJob, EndpointClaim, NextStep, Store};
 
 const USER_AGENT: &str = concat!("Easel/", env!("CARGO_PKG_VERSION"));
@@ -94,6 +92,23 @@ pub struct DeliveryEngine {
     starved: AtomicBool,
     sends: TaskTracker,
     cancel_sends: CancellationToken,
+}
+
+/// A handle to this node's delivery engine, for the fast path.
+#[derive(Clone)]
+pub struct DeliveryQueue {
+    pub(super) handoff: mpsc::Sender<DeliveryJob>,
+    pub(super) engine: std::sync::Weak<DeliveryEngine>,
+    pub(super) wake: Arc<Notify>,
+    pub(super) node_id: String,
+    pub(super) lease: Duration,
+}
+
+impl DeliveryQueue {
+    /// What wakes the engine to claim from the store (after a redelivery, say).
+    pub fn wakeup(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
 }
 
 /// The receiving ends of the engine's channels, consumed by `run`.

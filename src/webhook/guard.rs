@@ -11,7 +11,7 @@ use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfi
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use ipnet::IpNet;
 
-use super::client::{AttemptError, ErrorClass};
+use super::attempt::{AttemptError, ErrorClass};
 
 /// Why an address is blocked, or `None` if callbacks may reach it.
 pub fn blocked_reason(ip: IpAddr) -> Option<&'static str> {
@@ -117,14 +117,9 @@ pub struct Guard {
 
 impl Guard {
     pub fn from_config(config: &crate::config::WebhookConfig) -> Result<Guard, String> {
-        let allowed_networks = config
-            .allow_private_networks
-            .iter()
-            .map(|net| net.parse::<IpNet>().map_err(|e| format!("{net:?} is not a CIDR network: {e}")))
-            .collect::<Result<_, _>>()?;
         Ok(Guard {
             resolver: HostResolver::new(&config.dns_servers)?,
-            policy: Arc::new(DestinationPolicy { allowed_networks }),
+            policy: Arc::new(DestinationPolicy { allowed_networks: config.allow_private_networks.clone() }),
         })
     }
 

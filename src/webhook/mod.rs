@@ -7,9 +7,14 @@
 //! - [`payload`]: the body, key for key as the guide's sample;
 //! - [`signing`]: the `webhook-signature` header;
 //! - [`schedule`]: the one place that decides whether and when to retry;
+//! - [`attempt`]: the classes and sentences of failed attempts;
+//! - [`guard`]: the SSRF guard (blocked ranges, resolution to checked addresses);
+//! - [`tls`]: certificate verification with diagnoses;
 //! - [`client`]: the HTTP(S) client and the classification of failures;
-//! - [`engine`]: claiming, concurrency caps, sending and recording.
+//! - [`engine`]: claiming, concurrency caps, sending and recording; the hand-off queue;
+//! - [`report`]: deliveries and attempts as REST and the CLI show them.
 
+pub mod attempt;
 pub mod client;
 pub mod engine;
 pub mod guard;

@@ -3,35 +3,17 @@
 //! straight after the commit.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 
+use super::engine::DeliveryQueue;
 use super::payload;
-use crate::admin::seal_context;
 use crate::clock::Millis;
 use crate::ids::DeliveryId;
 use crate::images::ImageStore;
 use crate::models::{Catalogue, Model};
-use crate::secrets::{MasterKey, mask};
+use crate::secrets::{MasterKey, mask, seal_context};
 use crate::store::{DeliveryJob, Generation, NewDelivery, Store, StoreResult};
-
-/// A handle to this node's delivery engine, for the fast path.
-#[derive(Clone)]
-pub struct DeliveryQueue {
-    pub(super) handoff: mpsc::Sender<DeliveryJob>,
-    pub(super) engine: std::sync::Weak<super::engine::DeliveryEngine>,
-    pub(super) wake: Arc<Notify>,
-    pub(super) node_id: String,
-    pub(super) lease: Duration,
-}
-
-impl DeliveryQueue {
-    /// What wakes the engine to claim from the store (after a redelivery, say).
-    pub fn wakeup(&self) -> Arc<Notify> {
-        self.wake.clone()
-    }
-}
 
 /// Builds deliveries for finished generations.
 pub struct Outbox {

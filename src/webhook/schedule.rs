@@ -4,7 +4,7 @@
 use std::time::{Duration, SystemTime};
 
 use crate::clock::Millis;
-use crate::store::NextStep;
+use crate::records::NextStep;
 
 /// How an attempt ended, as far as retrying is concerned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

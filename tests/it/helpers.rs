@@ -119,7 +119,7 @@ pub async fn test_dir() -> TestDir {
 /// Settings for a test server on port 0 in `dir` (on its database).
 pub fn test_config(dir: &TestDir) -> Config {
     Config {
-        listen: "127.0.0.1:0".into(),
+        listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.path().to_path_buf(),
         database_url: dir.database.as_ref().map(|db| db.url.clone()),
         log: "warn".into(),
@@ -191,7 +191,7 @@ impl Drop for TestDatabase {
 pub fn fast_webhooks(config: &mut Config, ca: &crate::receiver::TestCa, schedule: &[&str]) {
     config.webhook.extra_ca_certs = Some(ca.pem_path.clone());
     // The receivers run on loopback, which the SSRF guard blocks unless told otherwise.
-    config.webhook.allow_private_networks = vec!["127.0.0.0/8".into()];
+    config.webhook.allow_private_networks = vec!["127.0.0.0/8".parse().unwrap()];
     config.webhook.retry_schedule =
         schedule.iter().map(|d| easel::config::duration_text::parse(d).expect("a duration")).collect();
     config.webhook.retry_jitter = 0.0;

@@ -108,7 +108,7 @@ async fn a_name_that_rebinds_to_a_blocked_address_is_blocked_at_delivery() {
     .await;
     let app = spawn_app_with(|config| {
         fast_webhooks(config, &ca, &["0s", "50ms"]);
-        config.webhook.allow_private_networks = vec!["127.0.0.1/32".into()];
+        config.webhook.allow_private_networks = vec!["127.0.0.1/32".parse().unwrap()];
         config.webhook.dns_servers = vec![dns.addr];
     })
     .await;
@@ -245,7 +245,7 @@ async fn callbacks_go_through_the_proxy_to_the_checked_address() {
     let app = spawn_app_with(|config| {
         fast_webhooks(config, &ca, &["0s"]);
         config.webhook.dns_servers = vec![dns.addr];
-        config.webhook.proxy_url = Some(format!("http://127.0.0.1:{}", proxy.port));
+        config.webhook.proxy_url = Some(format!("http://127.0.0.1:{}", proxy.port).parse().unwrap());
     })
     .await;
     let hooked =

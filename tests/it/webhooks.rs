@@ -378,7 +378,7 @@ async fn http_callback_urls_are_refused_unless_allowed() {
 
     let app = spawn_app_with(|config| {
         config.webhook.allow_http = true;
-        config.webhook.allow_private_networks = vec!["127.0.0.1/32".into()];
+        config.webhook.allow_private_networks = vec!["127.0.0.1/32".parse().unwrap()];
     })
     .await;
     let hooked = app.new_webhook_user("developer", &receiver.url, None).await;
