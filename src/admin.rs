@@ -16,6 +16,9 @@ pub enum AdminError {
     Invalid(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The webhook settings this check needs cannot work (a DNS server, say).
+    #[error(transparent)]
+    Setting(#[from] crate::setting::InvalidSetting),
 }
 
 /// A key just created: the only moment its secrets are known in plain text.
@@ -125,7 +128,7 @@ async fn check_destination(url: &str, policy: &WebhookConfig) -> Result<(), Admi
     let parsed = url::Url::parse(url).map_err(|e| AdminError::Invalid(e.to_string()))?;
     let host = parsed.host_str().unwrap_or("");
     let port = parsed.port_or_known_default().unwrap_or(443);
-    let guard = Guard::from_config(policy).map_err(AdminError::Invalid)?;
+    let guard = Guard::from_config(policy)?;
     match guard.resolve(host, port).await {
         Err(refused) if refused.class == ErrorClass::Blocked => {
             Err(AdminError::Invalid(format!("webhook callback URL {url:?} is refused: {}", refused.detail)))

@@ -13,6 +13,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 use crate::models::ModelConfig;
+use crate::setting::InvalidSetting;
 
 /// The top-level keys, so that `EASEL_` variables that are not settings (say `EASEL_TEST_...`)
 /// are ignored instead of rejected as unknown fields.
@@ -310,6 +311,12 @@ impl std::fmt::Debug for SecretText {
     }
 }
 
+impl From<InvalidSetting> for ConfigError {
+    fn from(error: InvalidSetting) -> ConfigError {
+        ConfigError(format!("`{}`: {}", error.setting, error.reason))
+    }
+}
+
 /// A configuration problem, worded for the operator: it names the setting and where it came from.
 #[derive(Debug, thiserror::Error)]
 #[error("configuration error: {0}")]
@@ -343,9 +350,7 @@ impl Config {
                 _ => return fail("public_url", format!("{url:?} is not an absolute http(s) URL")),
             }
         }
-        if let Err(e) = DatabaseUrl::parse(&self.database_url()) {
-            return fail("database_url", e);
-        }
+        DatabaseUrl::parse(&self.database_url())?;
         if self.database.max_connections == 0 {
             return fail("database.max_connections", "must be at least 1".into());
         }
@@ -433,9 +438,7 @@ impl Config {
         if webhook.lease < webhook.timeout * 2 {
             return fail("webhook.lease", "must be at least twice webhook.timeout".into());
         }
-        if let Err(e) = crate::models::Catalogue::new(&self.models) {
-            return fail("models", e);
-        }
+        crate::models::Catalogue::new(&self.models)?;
         Ok(())
     }
 
@@ -464,11 +467,14 @@ pub enum DatabaseUrl {
 }
 
 impl DatabaseUrl {
-    pub fn parse(url: &str) -> Result<DatabaseUrl, String> {
+    pub fn parse(url: &str) -> Result<DatabaseUrl, InvalidSetting> {
         if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
             let path = path.split('?').next().unwrap_or("");
             if path.is_empty() || path == ":memory:" {
-                return Err(format!("{url:?} must name a database file (sqlite://PATH)"));
+                return Err(InvalidSetting::new(
+                    "database_url",
+                    format!("{url:?} must name a database file (sqlite://PATH)"),
+                ));
             }
             return Ok(DatabaseUrl::Sqlite(PathBuf::from(path)));
         }
@@ -476,10 +482,11 @@ impl DatabaseUrl {
             return Ok(DatabaseUrl::Postgres(url.to_string()));
         }
         let scheme = url.split(':').next().unwrap_or("");
-        Err(format!(
+        let reason = format!(
             "{:?}: unsupported database scheme {scheme:?} (supported: sqlite://PATH, postgres://...)",
             redact_url(url)
-        ))
+        );
+        Err(InvalidSetting::new("database_url", reason))
     }
 }
 
@@ -523,21 +530,23 @@ impl ProxyUrl {
 }
 
 impl FromStr for ProxyUrl {
-    type Err = String;
+    type Err = InvalidSetting;
 
-    fn from_str(text: &str) -> Result<ProxyUrl, String> {
-        let url = url::Url::parse(text).map_err(|e| format!("{:?} is not a URL ({e})", redact_url(text)))?;
+    fn from_str(text: &str) -> Result<ProxyUrl, InvalidSetting> {
+        let invalid = |reason: String| InvalidSetting::new("webhook.proxy_url", reason);
+        let url = url::Url::parse(text)
+            .map_err(|e| invalid(format!("{:?} is not a URL ({e})", redact_url(text))).caused_by(e))?;
         if url.scheme() != "http" || url.host_str().is_none() {
-            return Err(format!("{:?} must be http://HOST:PORT (an HTTP CONNECT proxy)", redact_url(text)));
+            return Err(invalid(format!("{:?} must be http://HOST:PORT (an HTTP CONNECT proxy)", redact_url(text))));
         }
         Ok(ProxyUrl(url))
     }
 }
 
 impl TryFrom<String> for ProxyUrl {
-    type Error = String;
+    type Error = InvalidSetting;
 
-    fn try_from(text: String) -> Result<ProxyUrl, String> {
+    fn try_from(text: String) -> Result<ProxyUrl, InvalidSetting> {
         text.parse()
     }
 }
@@ -583,12 +592,18 @@ pub mod duration_text {
         parse(&text).map_err(D::Error::custom)
     }
 
-    pub fn parse(text: &str) -> Result<Duration, String> {
+    pub fn parse(text: &str) -> Result<Duration, InvalidDuration> {
         if text.trim() == "0" {
             return Ok(Duration::ZERO);
         }
-        humantime::parse_duration(text.trim())
-            .map_err(|e| format!("{text:?} is not a duration like \"500ms\", \"5s\" or \"2h\" ({e})"))
+        humantime::parse_duration(text.trim()).map_err(|source| InvalidDuration { text: text.to_string(), source })
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{text:?} is not a duration like \"500ms\", \"5s\" or \"2h\" ({source})")]
+    pub struct InvalidDuration {
+        text: String,
+        source: humantime::DurationError,
     }
 }
 
@@ -626,13 +641,13 @@ mod tests {
 
     #[test]
     fn database_url_scheme_selects_the_backend() {
-        assert_eq!(DatabaseUrl::parse("sqlite://data/e.db"), Ok(DatabaseUrl::Sqlite("data/e.db".into())));
-        assert_eq!(DatabaseUrl::parse("sqlite:e.db?mode=rwc"), Ok(DatabaseUrl::Sqlite("e.db".into())));
+        assert_eq!(DatabaseUrl::parse("sqlite://data/e.db").unwrap(), DatabaseUrl::Sqlite("data/e.db".into()));
+        assert_eq!(DatabaseUrl::parse("sqlite:e.db?mode=rwc").unwrap(), DatabaseUrl::Sqlite("e.db".into()));
         assert!(DatabaseUrl::parse("sqlite::memory:").is_err());
-        assert!(DatabaseUrl::parse("mysql://x").unwrap_err().contains("unsupported database scheme"));
+        assert!(DatabaseUrl::parse("mysql://x").unwrap_err().to_string().contains("unsupported database scheme"));
         assert_eq!(
-            DatabaseUrl::parse("postgres://easel@db/easel"),
-            Ok(DatabaseUrl::Postgres("postgres://easel@db/easel".into()))
+            DatabaseUrl::parse("postgres://easel@db/easel").unwrap(),
+            DatabaseUrl::Postgres("postgres://easel@db/easel".into())
         );
         assert_eq!(redact_url("postgres://easel:hunter2@db/easel"), "postgres://easel:***@db/easel");
     }

@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{Config, parse_s3_url};
 use crate::ids::{GenerationId, ImageId, UserId, VariationId};
+use crate::setting::InvalidSetting;
 
 #[derive(Clone)]
 pub struct ImageStore {
@@ -35,7 +36,7 @@ pub struct StorageFailure {
 impl ImageStore {
     /// The storage the configuration names: an S3-compatible bucket, or `<data_dir>/images`.
     /// Image URLs start with `storage.public_base_url` if set, else `{public_url}/cdn`.
-    pub fn from_config(config: &Config, public_url: &str) -> Result<ImageStore, String> {
+    pub fn from_config(config: &Config, public_url: &str) -> Result<ImageStore, InvalidSetting> {
         let cdn_base = match &config.storage.public_base_url {
             Some(base) => base.trim_end_matches('/').to_string(),
             None => format!("{}/cdn", public_url.trim_end_matches('/')),
@@ -43,12 +44,15 @@ impl ImageStore {
         let store: Arc<dyn ObjectStore> = match &config.storage.url {
             None => {
                 let dir = config.data_dir.join("images");
-                std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-                Arc::new(LocalFileSystem::new_with_prefix(&dir).map_err(|e| e.to_string())?)
+                let invalid = |e: &dyn std::fmt::Display| {
+                    InvalidSetting::new("data_dir", format!("cannot use {} for image files: {e}", dir.display()))
+                };
+                std::fs::create_dir_all(&dir).map_err(|e| invalid(&e).caused_by(e))?;
+                Arc::new(LocalFileSystem::new_with_prefix(&dir).map_err(|e| invalid(&e).caused_by(e))?)
             }
             Some(url) => {
-                let (bucket, prefix) =
-                    parse_s3_url(url).ok_or_else(|| format!("storage.url {url:?} is not s3://BUCKET"))?;
+                let (bucket, prefix) = parse_s3_url(url)
+                    .ok_or_else(|| InvalidSetting::new("storage.url", format!("{url:?} is not s3://BUCKET")))?;
                 let storage = &config.storage;
                 let mut builder =
                     AmazonS3Builder::from_env().with_bucket_name(bucket).with_allow_http(storage.allow_http);
@@ -64,8 +68,11 @@ impl ImageStore {
                 if let Some(secret) = &storage.secret_access_key {
                     builder = builder.with_secret_access_key(secret.expose());
                 }
-                let bucket_store: Arc<dyn ObjectStore> =
-                    Arc::new(builder.build().map_err(|e| format!("storage.url {url:?}: {e}"))?);
+                let bucket_store: Arc<dyn ObjectStore> = Arc::new(
+                    builder
+                        .build()
+                        .map_err(|e| InvalidSetting::new("storage.url", format!("{url:?}: {e}")).caused_by(e))?,
+                );
                 match prefix {
                     Some(prefix) => Arc::new(PrefixStore::new(bucket_store, prefix)),
                     None => bucket_store,

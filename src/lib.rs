@@ -17,6 +17,7 @@ pub mod records;
 pub mod render;
 pub mod secrets;
 pub mod server;
+pub mod setting;
 pub mod store;
 pub mod vocabulary;
 pub mod webhook;

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::clock::Millis;
+use crate::setting::InvalidSetting;
 use crate::vocabulary::SD_VERSIONS;
 
 /// The model the SDKs send when the caller names none.
@@ -89,27 +90,26 @@ pub struct Catalogue {
 
 impl Catalogue {
     /// The built-in models plus `extra` (an extra model with a built-in id replaces it).
-    pub fn new(extra: &[ModelConfig]) -> Result<Catalogue, String> {
+    pub fn new(extra: &[ModelConfig]) -> Result<Catalogue, InvalidSetting> {
         let mut models = BTreeMap::new();
         for builtin in builtin_models() {
             models.insert(builtin.id, builtin);
         }
         for (index, config) in extra.iter().enumerate() {
-            let id =
-                Uuid::parse_str(&config.id).map_err(|_| format!("models[{index}].id {:?} is not a UUID", config.id))?;
+            let setting = |field: &str| format!("models[{index}].{field}");
+            let id = Uuid::parse_str(&config.id).map_err(|e| {
+                InvalidSetting::new(setting("id"), format!("{:?} is not a UUID", config.id)).caused_by(e)
+            })?;
             if config.name.trim().is_empty() {
-                return Err(format!("models[{index}].name must not be empty"));
+                return Err(InvalidSetting::new(setting("name"), "must not be empty"));
             }
             if !SD_VERSIONS.contains(&config.sd_version.as_str()) {
-                return Err(format!(
-                    "models[{index}].sd_version {:?} is not one of {}",
-                    config.sd_version,
-                    SD_VERSIONS.join(", ")
-                ));
+                let reason = format!("{:?} is not one of {}", config.sd_version, SD_VERSIONS.join(", "));
+                return Err(InvalidSetting::new(setting("sd_version"), reason));
             }
             for (field, value) in [("width", config.width), ("height", config.height)] {
                 if !(32..=4096).contains(&value) {
-                    return Err(format!("models[{index}].{field} must be between 32 and 4096"));
+                    return Err(InvalidSetting::new(setting(field), "must be between 32 and 4096"));
                 }
             }
             models.insert(
@@ -223,6 +223,6 @@ mod tests {
         let house = catalogue.get(&Uuid::parse_str(new_id).unwrap()).unwrap();
         assert_eq!(house.max_seed(), 2_147_483_637);
         assert_eq!(catalogue.get(&Uuid::parse_str(DEFAULT_MODEL_ID).unwrap()).unwrap().name, "Renamed");
-        assert!(Catalogue::new(&[extra("nope", "x")]).unwrap_err().contains("models[0].id"));
+        assert!(Catalogue::new(&[extra("nope", "x")]).unwrap_err().to_string().contains("models[0].id"));
     }
 }

@@ -89,7 +89,7 @@ pub async fn start(config: Config) -> Result<Easel, StartError> {
     let public_url = config.public_url_or(addr);
     let images = ImageStore::from_config(&config, &public_url)
         .map_err(|e| StartError(format!("cannot use the image storage: {e}")))?;
-    let catalogue = Arc::new(Catalogue::new(&config.models).map_err(StartError)?);
+    let catalogue = Arc::new(Catalogue::new(&config.models).map_err(|e| StartError(e.to_string()))?);
 
     let shutdown = CancellationToken::new();
     let grace = config.shutdown_grace;
@@ -240,7 +240,9 @@ async fn serve_http(
 /// (the CLI may still open the database while the server runs).
 fn lock_single_node_database(config: &Config) -> Result<Option<File>, StartError> {
     let url = config.database_url();
-    let DatabaseUrl::Sqlite(path) = DatabaseUrl::parse(&url).map_err(StartError)? else { return Ok(None) };
+    let DatabaseUrl::Sqlite(path) = DatabaseUrl::parse(&url).map_err(|e| StartError(e.to_string()))? else {
+        return Ok(None);
+    };
     let mut lock_path = path.into_os_string();
     lock_path.push(".lock");
     let lock_path = PathBuf::from(lock_path);

@@ -43,8 +43,8 @@ pub enum StoreError {
     #[error("there is no user with id {0}")]
     UnknownUser(UserId),
     /// The database URL names no backend Easel has.
-    #[error("{0}")]
-    UnsupportedUrl(String),
+    #[error(transparent)]
+    UnsupportedUrl(#[from] crate::setting::InvalidSetting),
     #[error("cannot create the database directory {path}: {source}")]
     Directory { path: std::path::PathBuf, source: std::io::Error },
 }
@@ -83,7 +83,7 @@ impl StoreError {
 
 /// Opens the database the configuration names and brings its schema up to date.
 pub async fn open(config: &Config) -> StoreResult<Arc<dyn Store>> {
-    let backend = match DatabaseUrl::parse(&config.database_url()).map_err(StoreError::UnsupportedUrl)? {
+    let backend = match DatabaseUrl::parse(&config.database_url())? {
         DatabaseUrl::Sqlite(path) => Backend::Sqlite(sqlite::SqliteDb::open(&path).await?),
         DatabaseUrl::Postgres(url) => Backend::Postgres(postgres::PgDb::open(&url, &config.database).await?),
     };

@@ -33,6 +33,7 @@ use super::schedule::parse_retry_after;
 use super::tls::{DiagnosingVerifier, explain};
 use crate::clock::{Millis, now_ms};
 use crate::config::{ProxyUrl, WebhookConfig};
+use crate::setting::InvalidSetting;
 
 /// How much of a response body the attempt log keeps.
 pub const EXCERPT_BYTES: usize = 1024;
@@ -51,34 +52,38 @@ pub struct AttemptResponse {
 }
 
 /// Reads the PEM file of `[webhook] extra_ca_certs`.
-pub fn load_extra_roots(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+pub fn load_extra_roots(path: &Path) -> Result<Vec<CertificateDer<'static>>, InvalidSetting> {
+    let invalid = |reason: String| InvalidSetting::new("webhook.extra_ca_certs", reason);
     let bytes =
-        std::fs::read(path).map_err(|e| format!("webhook.extra_ca_certs: cannot read {}: {e}", path.display()))?;
+        std::fs::read(path).map_err(|e| invalid(format!("cannot read {}: {e}", path.display())).caused_by(e))?;
     let certificates: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_slice_iter(&bytes).collect::<Result<_, _>>().map_err(|e| {
-            format!("webhook.extra_ca_certs: {} is not a PEM file of certificates: {e}", path.display())
-        })?;
+        CertificateDer::pem_slice_iter(&bytes)
+            .collect::<Result<_, _>>()
+            .map_err(|e| invalid(format!("{} is not a PEM file of certificates: {e}", path.display())).caused_by(e))?;
     if certificates.is_empty() {
-        return Err(format!("webhook.extra_ca_certs: {} holds no PEM certificate", path.display()));
+        return Err(invalid(format!("{} holds no PEM certificate", path.display())));
     }
     Ok(certificates)
 }
 
 /// TLS settings for callbacks: the web PKI roots plus the configured extra roots.
-pub fn tls_config(config: &WebhookConfig) -> Result<rustls::ClientConfig, String> {
+pub fn tls_config(config: &WebhookConfig) -> Result<rustls::ClientConfig, InvalidSetting> {
+    let invalid = |reason: String| InvalidSetting::new("webhook.extra_ca_certs", reason);
     let mut roots = RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
     if let Some(path) = &config.extra_ca_certs {
         for certificate in load_extra_roots(path)? {
-            roots.add(certificate).map_err(|e| format!("{}: unusable root certificate: {e}", path.display()))?;
+            roots
+                .add(certificate)
+                .map_err(|e| invalid(format!("{}: unusable root certificate: {e}", path.display())).caused_by(e))?;
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| invalid(format!("cannot build a verifier for these roots: {e}")).caused_by(e))?;
     let mut tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .map_err(|e| InvalidSetting::new("webhook", format!("no usable TLS protocol version: {e}")).caused_by(e))?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(DiagnosingVerifier::new(verifier)))
         .with_no_client_auth();
@@ -97,7 +102,7 @@ pub struct WebhookClient {
 impl WebhookClient {
     /// Fails if the configuration cannot work here (an egress address not assigned to this
     /// machine, say).
-    pub fn new(config: &WebhookConfig) -> Result<WebhookClient, String> {
+    pub fn new(config: &WebhookConfig) -> Result<WebhookClient, InvalidSetting> {
         let connector = Connector {
             tls: TlsConnector::from(Arc::new(tls_config(config)?)),
             connect_timeout: config.connect_timeout,
@@ -356,10 +361,12 @@ pub struct Egress {
 
 impl Egress {
     /// Checks that every address is assigned to this machine (it can be bound).
-    pub fn new(addresses: &[IpAddr]) -> Result<Egress, String> {
+    pub fn new(addresses: &[IpAddr]) -> Result<Egress, InvalidSetting> {
         for address in addresses {
-            std::net::TcpListener::bind(SocketAddr::new(*address, 0))
-                .map_err(|e| format!("webhook.egress_ips: {address} is not an address of this machine ({e})"))?;
+            std::net::TcpListener::bind(SocketAddr::new(*address, 0)).map_err(|e| {
+                let reason = format!("{address} is not an address of this machine ({e})");
+                InvalidSetting::new("webhook.egress_ips", reason).caused_by(e)
+            })?;
         }
         Ok(Egress { addresses: addresses.to_vec(), next: AtomicUsize::new(0) })
     }

@@ -123,7 +123,7 @@ impl DeliveryEngine {
         config: WebhookConfig,
         master_key: MasterKey,
         node_id: String,
-    ) -> Result<(Arc<DeliveryEngine>, DeliveryQueue, EngineInbox), String> {
+    ) -> Result<(Arc<DeliveryEngine>, DeliveryQueue, EngineInbox), crate::setting::InvalidSetting> {
         let client = WebhookClient::new(&config)?;
         let (handoff_tx, handoff) = mpsc::channel(config.max_in_flight);
         let (records_tx, records) = mpsc::unbounded_channel();

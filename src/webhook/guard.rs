@@ -12,6 +12,7 @@ use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use ipnet::IpNet;
 
 use super::attempt::{AttemptError, ErrorClass};
+use crate::setting::InvalidSetting;
 
 /// Why an address is blocked, or `None` if callbacks may reach it.
 pub fn blocked_reason(ip: IpAddr) -> Option<&'static str> {
@@ -116,7 +117,7 @@ pub struct Guard {
 }
 
 impl Guard {
-    pub fn from_config(config: &crate::config::WebhookConfig) -> Result<Guard, String> {
+    pub fn from_config(config: &crate::config::WebhookConfig) -> Result<Guard, InvalidSetting> {
         Ok(Guard {
             resolver: HostResolver::new(&config.dns_servers)?,
             policy: Arc::new(DestinationPolicy { allowed_networks: config.allow_private_networks.clone() }),
@@ -138,7 +139,7 @@ pub enum HostResolver {
 }
 
 impl HostResolver {
-    pub fn new(dns_servers: &[SocketAddr]) -> Result<HostResolver, String> {
+    pub fn new(dns_servers: &[SocketAddr]) -> Result<HostResolver, InvalidSetting> {
         if dns_servers.is_empty() {
             return Ok(HostResolver::System);
         }
@@ -161,7 +162,9 @@ impl HostResolver {
         )
         .with_options(options)
         .build()
-        .map_err(|e| format!("cannot set up the DNS resolver: {e}"))?;
+        .map_err(|e| {
+            InvalidSetting::new("webhook.dns_servers", format!("cannot set up the DNS resolver: {e}")).caused_by(e)
+        })?;
         Ok(HostResolver::Dns(Arc::new(resolver)))
     }
 

@@ -125,7 +125,8 @@ async fn shutdown_completes_within_its_grace_while_the_database_refuses_writes()
         .await
         .expect("the server stops although the database refuses writes");
     let took = started.elapsed();
-    assert!(took < Duration::from_secs(4), "shutdown took {took:?} with a grace of 1 s");
+    // The grace, 1 s more for the recorder, at most 1 s to give leases back, and a loaded machine.
+    assert!(took < Duration::from_secs(5), "shutdown took {took:?} with a grace of 1 s");
 }
 
 #[tokio::test]
