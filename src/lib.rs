@@ -18,3 +18,4 @@ pub mod secrets;
 pub mod server;
 pub mod store;
 pub mod webhook;
+pub mod wire;

@@ -5,10 +5,10 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 use crate::generation::FieldError;
 use crate::store::StoreError;
+use crate::wire;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -54,8 +54,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        let mut response =
-            (status, Json(json!({"error": self.to_string(), "path": "$", "code": code}))).into_response();
+        let mut response = (status, Json(wire::ErrorBody::new(self.to_string(), code))).into_response();
         match self {
             ApiError::Unauthorized => {
                 response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

@@ -1,6 +1,6 @@
 //! The HTTP API: Leonardo's REST v1 under `/api/rest/v1`, images under `/cdn/`, `/healthz`.
-//! Only this module knows HTTP and the wire JSON shapes; handlers extract, validate, call the store
-//! and map the result. Each resource file exposes `router()`; they are merged here.
+//! Only this module knows HTTP; handlers extract, validate, call the store and answer with the
+//! shapes of [`crate::wire`]. Each resource file exposes `router()`; they are merged here.
 
 mod cdn;
 mod deliveries;
@@ -18,7 +18,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::json;
 use tokio::sync::Notify;
 use tower_http::catch_panic::CatchPanicLayer;
 
@@ -28,6 +27,7 @@ use crate::config::ApiConfig;
 use crate::images::ImageStore;
 use crate::models::Catalogue;
 use crate::store::Store;
+use crate::wire;
 
 /// What handlers share.
 pub struct AppState {
@@ -74,29 +74,23 @@ pub fn router(state: ApiContext, api: bool) -> Router {
 async fn health(State(state): State<ApiContext>) -> Response {
     match state.store.ping().await {
         Ok(()) => match state.images.failure() {
-            None => Json(json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")})).into_response(),
+            None => Json(wire::Health::ok()).into_response(),
             // Jobs cannot finish while their files cannot be written.
-            Some(failure) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({
-                    "status": "image storage failing",
-                    "storage": {"error": failure.error, "since": crate::clock::rfc3339_ms(failure.since)},
-                    "version": env!("CARGO_PKG_VERSION"),
-                })),
-            )
-                .into_response(),
+            Some(failure) => {
+                (StatusCode::SERVICE_UNAVAILABLE, Json(wire::Health::storage_failing(&failure))).into_response()
+            }
         },
         Err(e) => {
             tracing::error!(error.message = %e, "health check: database unreachable");
-            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "database unreachable"}))).into_response()
+            (StatusCode::SERVICE_UNAVAILABLE, Json(wire::Health::database_unreachable())).into_response()
         }
     }
 }
 
 /// Where callbacks come from, for receivers' firewall allowlists. Public, like the list in
 /// Leonardo's guide. An empty list means callbacks leave from whatever address the machine picks.
-async fn egress_ips(State(state): State<ApiContext>) -> Json<serde_json::Value> {
-    Json(json!({"egressIps": state.egress_ips}))
+async fn egress_ips(State(state): State<ApiContext>) -> Json<wire::EgressIps> {
+    Json(wire::EgressIps { egress_ips: state.egress_ips.clone() })
 }
 
 async fn route_not_found() -> ApiError {
