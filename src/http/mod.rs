@@ -64,10 +64,7 @@ pub fn router(state: ApiContext, api: bool) -> Router {
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.api.max_body_bytes))
-        .layer(CatchPanicLayer::custom(|_panic| {
-            tracing::error!("a request handler panicked");
-            ApiError::Internal.into_response()
-        }))
+        .layer(CatchPanicLayer::custom(answer_panic))
         .with_state(state)
 }
 
@@ -93,6 +90,16 @@ async fn egress_ips(State(state): State<ApiContext>) -> Json<wire::EgressIps> {
     Json(wire::EgressIps { egress_ips: state.egress_ips.clone() })
 }
 
+/// A handler that panicked gets the generic 500; the panic's message is logged with it.
+fn answer_panic(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let message = match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
+        (Some(message), _) => message.to_string(),
+        (None, Some(message)) => message.clone(),
+        (None, None) => "(no message)".into(),
+    };
+    ApiError::Panic(message).into_response()
+}
+
 async fn route_not_found() -> ApiError {
     ApiError::RouteNotFound
 }
@@ -112,5 +119,20 @@ impl AppState {
         if let Some(wakeup) = &self.delivery_wakeup {
             wakeup.notify_one();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use error::tests::{body_text, logged};
+
+    #[tokio::test]
+    async fn a_panic_is_answered_with_a_generic_500_and_logged_once_with_its_message() {
+        let (log, response) = logged(|| answer_panic(Box::new(format!("index {} out of range", 7))));
+        assert_eq!(log.lines().count(), 1, "{log}");
+        assert!(log.contains("a request handler panicked: index 7 out of range"), "{log}");
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(body_text(response).await.contains("\"Internal Server Error\""));
     }
 }
