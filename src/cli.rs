@@ -13,7 +13,7 @@ use tracing_subscriber::prelude::*;
 
 use crate::admin;
 use crate::clock::{parse_rfc3339, rfc3339_ms};
-use crate::config::Config;
+use crate::config::{Config, redact_url};
 use crate::ids::{ApiKeyId, DeliveryId, UserId};
 use crate::secrets::MasterKey;
 use crate::server;
@@ -198,7 +198,7 @@ async fn run(command: Command, config: Config) -> Result<(), Failure> {
         Command::Serve { .. } => serve(config).await,
         Command::Migrate => {
             let store = store::open(&config).await?;
-            println!("database {} is up to date ({})", config.database_url(), store.backend());
+            println!("database {} is up to date ({})", redact_url(&config.database_url()), store.backend());
             Ok(())
         }
         Command::Users(command) => users(command, &config).await,

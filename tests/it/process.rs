@@ -380,3 +380,20 @@ fn serve_fails_fast_when_the_database_is_unreachable() {
     assert!(stderr.contains("cannot open the database postgres://easel:***@127.0.0.1"), "{stderr}");
     assert!(!stderr.contains("hunter2"), "the password leaked: {stderr}");
 }
+
+#[tokio::test]
+async fn migrate_prints_the_database_url_without_its_password() {
+    let test = "migrate_prints_the_database_url_without_its_password";
+    let Some(database) = TestDatabase::create_or_skip(test).await else { return };
+    // The local server trusts its clients and ignores the password; a configured one keeps its own.
+    let mut url = url::Url::parse(&database.url).unwrap();
+    if url.password().is_none() {
+        url.set_password(Some("secret")).unwrap();
+    }
+    let password = url.password().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, stdout, stderr) = easel_cli_with(dir.path(), &["migrate"], &[("EASEL_DATABASE_URL", url.as_str())]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains(":***@") && stdout.contains("is up to date (postgres)"), "{stdout}");
+    assert!(!stdout.contains(&password) && !stderr.contains(&password), "the password leaked: {stdout} {stderr}");
+}
