@@ -425,7 +425,10 @@ async fn deliveries(command: DeliveriesCommand, config: &Config) -> Result<(), F
                     match store.retry_delivery(id, None, now).await? {
                         crate::store::Redelivery::Missing => return Err(Failure(format!("there is no delivery {id}"))),
                         crate::store::Redelivery::AlreadyQueued => {
-                            println!("delivery {id} is already due or in flight: it is not sent twice");
+                            // With --json, stdout holds the JSON document only.
+                            if !output.json {
+                                println!("delivery {id} is already due or in flight: it is not sent twice");
+                            }
                             0
                         }
                         crate::store::Redelivery::TooSoon => {
