@@ -7,18 +7,18 @@ use std::process::ExitCode;
 use std::str::FromStr;
 
 use clap::{Args, Parser, Subcommand};
-use serde_json::json;
+use serde::Serialize;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::prelude::*;
 
 use crate::admin;
 use crate::clock::{parse_rfc3339, rfc3339_ms};
-use crate::config::Config;
+use crate::config::{Config, redact_url};
 use crate::ids::{ApiKeyId, DeliveryId, UserId};
-use crate::secrets::{MasterKey, mask};
+use crate::secrets::MasterKey;
 use crate::server;
-use crate::store::{self, ApiKey, DeliveryFilter, DeliveryStatus};
-use crate::webhook::report::delivery_json;
+use crate::store::{self, DeliveryFilter, DeliveryStatus};
+use crate::wire;
 
 #[derive(Parser)]
 #[command(name = "easel", version, about = "Self-hosted image generation API with webhook callbacks")]
@@ -198,7 +198,7 @@ async fn run(command: Command, config: Config) -> Result<(), Failure> {
         Command::Serve { .. } => serve(config).await,
         Command::Migrate => {
             let store = store::open(&config).await?;
-            println!("database {} is up to date ({})", config.database_url(), store.backend());
+            println!("database {} is up to date ({})", redact_url(&config.database_url()), store.backend());
             Ok(())
         }
         Command::Users(command) => users(command, &config).await,
@@ -253,6 +253,11 @@ async fn shutdown_signal() {
     }
 }
 
+/// Prints one JSON document (compact, on one line) for `--json`.
+fn print_json(document: &impl Serialize) {
+    println!("{}", serde_json::to_string(document).expect("wire shapes serialize"));
+}
+
 fn parse_id<T: FromStr>(what: &str, text: &str) -> Result<T, Failure> {
     text.trim().parse().map_err(|_| Failure(format!("{what} {text:?} is not a UUID")))
 }
@@ -264,11 +269,7 @@ async fn users(command: UsersCommand, config: &Config) -> Result<(), Failure> {
             let slots = concurrency_slots.unwrap_or(config.api.default_concurrency_slots);
             let user = admin::create_user(&*store, &username, slots).await?;
             if output.json {
-                println!(
-                    "{}",
-                    json!({"id": user.id, "username": user.username, "apiConcurrencySlots": user.api_concurrency_slots,
-                           "createdAt": rfc3339_ms(user.created_at)})
-                );
+                print_json(&wire::User::new(&user));
             } else {
                 println!(
                     "created user {} ({}), {} concurrency slots",
@@ -279,14 +280,7 @@ async fn users(command: UsersCommand, config: &Config) -> Result<(), Failure> {
         UsersCommand::List { output } => {
             let users = store.list_users().await?;
             if output.json {
-                let list: Vec<_> = users
-                    .iter()
-                    .map(|u| {
-                        json!({"id": u.id, "username": u.username, "apiConcurrencySlots": u.api_concurrency_slots,
-                                    "createdAt": rfc3339_ms(u.created_at)})
-                    })
-                    .collect();
-                println!("{}", serde_json::Value::Array(list));
+                print_json(&users.iter().map(wire::User::new).collect::<Vec<_>>());
             } else {
                 for u in users {
                     println!(
@@ -301,18 +295,6 @@ async fn users(command: UsersCommand, config: &Config) -> Result<(), Failure> {
         }
     }
     Ok(())
-}
-
-fn key_json(key: &ApiKey) -> serde_json::Value {
-    json!({
-        "id": key.id,
-        "userId": key.user_id,
-        "name": key.name,
-        "createdAt": rfc3339_ms(key.created_at),
-        "lastUsed": key.last_used_at.map(rfc3339_ms),
-        "webhookCallbackUrl": key.webhook_url,
-        "webhookCallbackApiKey": key.webhook_api_key_sealed.as_ref().map(|_| mask("")),
-    })
 }
 
 async fn keys(command: KeysCommand, config: &Config) -> Result<(), Failure> {
@@ -335,10 +317,11 @@ async fn keys(command: KeysCommand, config: &Config) -> Result<(), Failure> {
             )
             .await?;
             if output.json {
-                let mut value = key_json(&created.record);
-                value["key"] = json!(created.key);
-                value["signingSecret"] = json!(created.signing_secret);
-                println!("{value}");
+                print_json(&wire::CreatedApiKey {
+                    record: wire::ApiKey::new(&created.record),
+                    key: created.key.clone(),
+                    signing_secret: created.signing_secret.clone(),
+                });
             } else {
                 println!("created API key {} ({}) for user {}", created.record.id, created.record.name, user);
                 println!("  api key:        {}", created.key);
@@ -353,7 +336,7 @@ async fn keys(command: KeysCommand, config: &Config) -> Result<(), Failure> {
             let user: Option<UserId> = user.map(|u| parse_id("user id", &u)).transpose()?;
             let keys = store.list_api_keys(user).await?;
             if output.json {
-                println!("{}", serde_json::Value::Array(keys.iter().map(key_json).collect()));
+                print_json(&keys.iter().map(wire::ApiKey::new).collect::<Vec<_>>());
             } else {
                 for key in keys {
                     println!(
@@ -374,7 +357,7 @@ async fn keys(command: KeysCommand, config: &Config) -> Result<(), Failure> {
                 return Err(Failure(format!("there is no live API key with id {id}")));
             }
             if output.json {
-                println!("{}", json!({"id": id, "deleted": true}));
+                print_json(&wire::DeletedApiKey { id, deleted: true });
             } else {
                 println!("deleted API key {id}");
             }
@@ -397,7 +380,7 @@ async fn deliveries(command: DeliveriesCommand, config: &Config) -> Result<(), F
             let filter = DeliveryFilter { generation, user: None, status, limit };
             let list = store.list_deliveries(&filter).await?;
             if output.json {
-                println!("{}", serde_json::Value::Array(list.iter().map(|d| delivery_json(d, None)).collect()));
+                print_json(&list.iter().map(wire::Delivery::new).collect::<Vec<_>>());
             } else {
                 for d in list {
                     println!(
@@ -417,7 +400,7 @@ async fn deliveries(command: DeliveriesCommand, config: &Config) -> Result<(), F
             let (delivery, attempts) =
                 store.get_delivery(id, None).await?.ok_or_else(|| Failure(format!("there is no delivery {id}")))?;
             if output.json {
-                println!("{}", delivery_json(&delivery, Some(&attempts)));
+                print_json(&wire::Delivery::with_attempts(&delivery, &attempts));
             } else {
                 println!("delivery {} ({}) of generation {}", delivery.id, delivery.event_type, delivery.generation_id);
                 println!("  to:      {}", delivery.url);
@@ -442,7 +425,10 @@ async fn deliveries(command: DeliveriesCommand, config: &Config) -> Result<(), F
                     match store.retry_delivery(id, None, now).await? {
                         crate::store::Redelivery::Missing => return Err(Failure(format!("there is no delivery {id}"))),
                         crate::store::Redelivery::AlreadyQueued => {
-                            println!("delivery {id} is already due or in flight: it is not sent twice");
+                            // With --json, stdout holds the JSON document only.
+                            if !output.json {
+                                println!("delivery {id} is already due or in flight: it is not sent twice");
+                            }
                             0
                         }
                         crate::store::Redelivery::TooSoon => {
@@ -462,7 +448,7 @@ async fn deliveries(command: DeliveriesCommand, config: &Config) -> Result<(), F
                 (None, None) => unreachable!("clap requires one of them"),
             };
             if output.json {
-                println!("{}", json!({"retried": count}));
+                print_json(&wire::Retried { retried: count });
             } else {
                 println!(
                     "{count} deliveries scheduled for redelivery now (a running server sends them within its poll interval)"

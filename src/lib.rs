@@ -21,3 +21,4 @@ pub mod setting;
 pub mod store;
 pub mod vocabulary;
 pub mod webhook;
+pub mod wire;

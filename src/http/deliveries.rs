@@ -4,7 +4,6 @@
 use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::{Value, json};
 
 use super::ApiContext;
 use super::error::{ApiError, ApiResult};
@@ -12,7 +11,8 @@ use super::extract::{Caller, PathText, parse_id};
 use crate::clock::now_ms;
 use crate::ids::{DeliveryId, GenerationId};
 use crate::store::{DeliveryFilter, Redelivery};
-use crate::webhook::report::delivery_json;
+use crate::webhook::report::delivery_report;
+use crate::wire;
 
 pub fn router() -> Router<ApiContext> {
     Router::new()
@@ -25,26 +25,26 @@ async fn list_generation_deliveries(
     State(state): State<ApiContext>,
     caller: Caller,
     PathText(id): PathText,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<wire::DeliveryList>> {
     let id: GenerationId = parse_id("id", &id)?;
     let filter = DeliveryFilter { generation: Some(id), user: Some(caller.user.id), status: None, limit: 100 };
-    let mut list = Vec::new();
+    let mut deliveries = Vec::new();
     for delivery in state.store.list_deliveries(&filter).await? {
-        if let Some((delivery, attempts)) = state.store.get_delivery(delivery.id, Some(caller.user.id)).await? {
-            list.push(delivery_json(&delivery, Some(&attempts)));
+        if let Some(report) = delivery_report(&*state.store, delivery.id, Some(caller.user.id)).await? {
+            deliveries.push(report);
         }
     }
-    Ok(Json(json!({ "deliveries": list })))
+    Ok(Json(wire::DeliveryList { deliveries }))
 }
 
 async fn get_delivery(
     State(state): State<ApiContext>,
     caller: Caller,
     PathText(id): PathText,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<wire::DeliveryResponse>> {
     let id: DeliveryId = parse_id("id", &id)?;
-    let delivery = state.store.get_delivery(id, Some(caller.user.id)).await?;
-    Ok(Json(json!({"delivery": delivery.map(|(delivery, attempts)| delivery_json(&delivery, Some(&attempts)))})))
+    let delivery = delivery_report(&*state.store, id, Some(caller.user.id)).await?;
+    Ok(Json(wire::DeliveryResponse { delivery }))
 }
 
 /// Sends the delivery again from the start of the retry schedule, with the same `webhook-id`. A
@@ -53,14 +53,14 @@ async fn retry_delivery(
     State(state): State<ApiContext>,
     caller: Caller,
     PathText(id): PathText,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<wire::DeliveryResponse>> {
     let id: DeliveryId = parse_id("id", &id)?;
     match state.store.retry_delivery(id, Some(caller.user.id), now_ms()).await? {
-        Redelivery::Missing => return Ok(Json(json!({ "delivery": null }))),
+        Redelivery::Missing => return Ok(Json(wire::DeliveryResponse { delivery: None })),
         Redelivery::AlreadyQueued => {}
         Redelivery::TooSoon => return Err(ApiError::TooSoon { retry_after_seconds: 1 }),
         Redelivery::Queued => state.wake_delivery_engine(),
     }
-    let delivery = state.store.get_delivery(id, Some(caller.user.id)).await?;
-    Ok(Json(json!({"delivery": delivery.map(|(delivery, attempts)| delivery_json(&delivery, Some(&attempts)))})))
+    let delivery = delivery_report(&*state.store, id, Some(caller.user.id)).await?;
+    Ok(Json(wire::DeliveryResponse { delivery }))
 }

@@ -3,17 +3,16 @@
 use axum::extract::{Query, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::{Value, json};
 use std::collections::HashMap;
 
 use super::ApiContext;
 use super::error::{ApiError, ApiResult};
 use super::extract::{Caller, JsonBody, PathText, parse_id};
-use crate::clock::{now_ms, rfc3339_ms};
+use crate::clock::now_ms;
 use crate::generation::{FieldError, GenerationParams};
 use crate::ids::{GenerationId, UserId};
-use crate::images::ImageStore;
-use crate::store::{Admission, Generation, JobStatus, Variation};
+use crate::store::{Admission, Generation, JobStatus};
+use crate::wire;
 
 /// Largest `limit` of `GET /generations/user/{userId}`.
 pub const MAX_PAGE: u64 = 100;
@@ -29,7 +28,7 @@ async fn create_generation(
     State(state): State<ApiContext>,
     caller: Caller,
     JsonBody(body): JsonBody,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<wire::SdGenerationJobResponse>> {
     let body = body.ok_or_else(|| FieldError::new("$", "a JSON body with at least `prompt` is required"))?;
     let params = GenerationParams::parse(&body, &state.catalogue, |max| fastrand::u64(0..=max))?;
     if let Some(init) = params.init_generation_image_id
@@ -42,7 +41,6 @@ async fn create_generation(
         .into());
     }
     let now = now_ms();
-    let cost = params.api_credit_cost();
     let generation = Generation {
         id: GenerationId::random(),
         user_id: caller.user.id,
@@ -65,38 +63,34 @@ async fn create_generation(
     }
     state.wake_render_workers();
     tracing::info!(generation.id = %generation.id, user.id = %caller.user.id, "generation queued");
-    Ok(Json(json!({"sdGenerationJob": {
-        "generationId": generation.id,
-        "apiCreditCost": cost,
-        "cost": {"amount": cost.to_string(), "unit": "CREDITS"},
-    }})))
+    Ok(Json(wire::SdGenerationJobResponse::new(&generation)))
 }
 
 async fn get_generation(
     State(state): State<ApiContext>,
     caller: Caller,
     PathText(id): PathText,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<wire::GenerationsByPk>> {
     let id: GenerationId = parse_id("id", &id)?;
     let generation = state.store.get_generation(caller.user.id, id).await?;
-    Ok(Json(json!({"generations_by_pk": generation.map(|g| generation_json(&g, &state.images))})))
+    Ok(Json(wire::GenerationsByPk { generations_by_pk: generation.map(|g| wire::Generation::new(&g, &state.images)) }))
 }
 
 async fn delete_generation(
     State(state): State<ApiContext>,
     caller: Caller,
     PathText(id): PathText,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<wire::DeleteGenerationsByPk>> {
     let id: GenerationId = parse_id("id", &id)?;
     let Some(storage_keys) = state.store.delete_generation(caller.user.id, id).await? else {
-        return Ok(Json(json!({"delete_generations_by_pk": null})));
+        return Ok(Json(wire::DeleteGenerationsByPk { delete_generations_by_pk: None }));
     };
     if let Err(e) = state.images.delete(&storage_keys).await {
         // The generation is gone; a file left behind is only wasted space, so the delete succeeds.
         tracing::warn!(generation.id = %id, error.message = %e, "cannot delete the images of a deleted generation");
     }
     tracing::info!(generation.id = %id, "generation deleted");
-    Ok(Json(json!({"delete_generations_by_pk": {"id": id}})))
+    Ok(Json(wire::DeleteGenerationsByPk { delete_generations_by_pk: Some(wire::DeletedGeneration { id }) }))
 }
 
 async fn list_generations(
@@ -104,7 +98,7 @@ async fn list_generations(
     caller: Caller,
     PathText(user_id): PathText,
     Query(query): Query<HashMap<String, String>>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<wire::GenerationList>> {
     let user_id: UserId = parse_id("userId", &user_id)?;
     let number = |name: &str, default: u64, min: u64, max: u64| -> Result<u64, FieldError> {
         match query.get(name) {
@@ -122,61 +116,6 @@ async fn list_generations(
     } else {
         Vec::new()
     };
-    let list: Vec<Value> = generations.iter().map(|g| generation_json(g, &state.images)).collect();
-    Ok(Json(json!({ "generations": list })))
-}
-
-/// A generation as `generations_by_pk` and `generations[]` show it: only keys the SDKs know, `null`
-/// only where they allow it, `seed` an integer.
-fn generation_json(generation: &Generation, images: &ImageStore) -> Value {
-    let p = &generation.params;
-    let mut value = json!({
-        "id": generation.id,
-        "status": generation.status.as_str(),
-        "createdAt": rfc3339_ms(generation.created_at),
-        "prompt": p.prompt,
-        "negativePrompt": p.negative_prompt,
-        "modelId": p.model_id,
-        "imageHeight": p.height,
-        "imageWidth": p.width,
-        "inferenceSteps": p.inference_steps,
-        "guidanceScale": p.guidance_scale,
-        "seed": p.seed,
-        "public": p.public,
-        "scheduler": p.scheduler,
-        "sdVersion": p.sd_version,
-        "presetStyle": p.preset_style,
-        "initStrength": p.init_strength,
-        "photoReal": p.photo_real,
-        "photoRealStrength": p.photo_real_strength,
-        "promptMagic": p.prompt_magic,
-        "promptMagicStrength": p.prompt_magic_strength,
-        "promptMagicVersion": p.prompt_magic_version,
-        "ultra": p.ultra,
-        "generated_images": generation.images.iter().map(|image| json!({
-            "id": image.id,
-            "url": images.url(&image.storage_key),
-            "nsfw": false,
-            "likeCount": 0,
-            "motionMP4URL": null,
-            "generated_image_variation_generics":
-                image.variations.iter().map(|v| variation_json(v, images)).collect::<Vec<_>>(),
-        })).collect::<Vec<_>>(),
-        "generation_elements": [],
-    });
-    if let Some(reason) = &generation.failure_reason {
-        value["failureReason"] = json!(reason);
-    }
-    value
-}
-
-/// A variation as `generated_image_variation_generic(s)` shows it.
-pub fn variation_json(variation: &Variation, images: &ImageStore) -> Value {
-    json!({
-        "id": variation.id,
-        "createdAt": rfc3339_ms(variation.created_at),
-        "status": variation.status.as_str(),
-        "transformType": variation.transform_type,
-        "url": variation.storage_key.as_deref().map(|key| images.url(key)),
-    })
+    let generations = generations.iter().map(|g| wire::Generation::new(g, &state.images)).collect();
+    Ok(Json(wire::GenerationList { generations }))
 }

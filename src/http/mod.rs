@@ -1,6 +1,6 @@
 //! The HTTP API: Leonardo's REST v1 under `/api/rest/v1`, images under `/cdn/`, `/healthz`.
-//! Only this module knows HTTP and the wire JSON shapes; handlers extract, validate, call the store
-//! and map the result. Each resource file exposes `router()`; they are merged here.
+//! Only this module knows HTTP; handlers extract, validate, call the store and answer with the
+//! shapes of [`crate::wire`]. Each resource file exposes `router()`; they are merged here.
 
 mod cdn;
 mod deliveries;
@@ -18,7 +18,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::json;
 use tokio::sync::Notify;
 use tower_http::catch_panic::CatchPanicLayer;
 
@@ -28,6 +27,7 @@ use crate::config::ApiConfig;
 use crate::images::ImageStore;
 use crate::models::Catalogue;
 use crate::store::Store;
+use crate::wire;
 
 /// What handlers share.
 pub struct AppState {
@@ -64,39 +64,40 @@ pub fn router(state: ApiContext, api: bool) -> Router {
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.api.max_body_bytes))
-        .layer(CatchPanicLayer::custom(|_panic| {
-            tracing::error!("a request handler panicked");
-            ApiError::Internal.into_response()
-        }))
+        .layer(CatchPanicLayer::custom(answer_panic))
         .with_state(state)
 }
 
 async fn health(State(state): State<ApiContext>) -> Response {
     match state.store.ping().await {
         Ok(()) => match state.images.failure() {
-            None => Json(json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")})).into_response(),
+            None => Json(wire::Health::ok()).into_response(),
             // Jobs cannot finish while their files cannot be written.
-            Some(failure) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({
-                    "status": "image storage failing",
-                    "storage": {"error": failure.error, "since": crate::clock::rfc3339_ms(failure.since)},
-                    "version": env!("CARGO_PKG_VERSION"),
-                })),
-            )
-                .into_response(),
+            Some(failure) => {
+                (StatusCode::SERVICE_UNAVAILABLE, Json(wire::Health::storage_failing(&failure))).into_response()
+            }
         },
         Err(e) => {
             tracing::error!(error.message = %e, "health check: database unreachable");
-            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "database unreachable"}))).into_response()
+            (StatusCode::SERVICE_UNAVAILABLE, Json(wire::Health::database_unreachable())).into_response()
         }
     }
 }
 
 /// Where callbacks come from, for receivers' firewall allowlists. Public, like the list in
 /// Leonardo's guide. An empty list means callbacks leave from whatever address the machine picks.
-async fn egress_ips(State(state): State<ApiContext>) -> Json<serde_json::Value> {
-    Json(json!({"egressIps": state.egress_ips}))
+async fn egress_ips(State(state): State<ApiContext>) -> Json<wire::EgressIps> {
+    Json(wire::EgressIps { egress_ips: state.egress_ips.clone() })
+}
+
+/// A handler that panicked gets the generic 500; the panic's message is logged with it.
+fn answer_panic(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let message = match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
+        (Some(message), _) => message.to_string(),
+        (None, Some(message)) => message.clone(),
+        (None, None) => "(no message)".into(),
+    };
+    ApiError::Panic(message).into_response()
 }
 
 async fn route_not_found() -> ApiError {
@@ -118,5 +119,20 @@ impl AppState {
         if let Some(wakeup) = &self.delivery_wakeup {
             wakeup.notify_one();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use error::tests::{body_text, logged};
+
+    #[tokio::test]
+    async fn a_panic_is_answered_with_a_generic_500_and_logged_once_with_its_message() {
+        let (log, response) = logged(|| answer_panic(Box::new(format!("index {} out of range", 7))));
+        assert_eq!(log.lines().count(), 1, "{log}");
+        assert!(log.contains("a request handler panicked: index 7 out of range"), "{log}");
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(body_text(response).await.contains("\"Internal Server Error\""));
     }
 }

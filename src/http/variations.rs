@@ -3,16 +3,16 @@
 use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::ApiContext;
 use super::error::{ApiError, ApiResult};
 use super::extract::{Caller, JsonBody, PathText, parse_id};
-use super::generations::variation_json;
 use crate::clock::now_ms;
 use crate::generation::FieldError;
 use crate::ids::{ImageId, VariationId};
 use crate::store::{Admission, JobStatus, Variation};
+use crate::wire;
 
 /// API credits an upscale costs.
 const UPSCALE_COST: u64 = 1;
@@ -25,7 +25,7 @@ async fn create_upscale(
     State(state): State<ApiContext>,
     caller: Caller,
     JsonBody(body): JsonBody,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<wire::SdUpscaleJobResponse>> {
     let id_field = body.as_ref().and_then(|b| b.get("id")).filter(|v| !v.is_null());
     let image_id: ImageId = match id_field {
         None => return Err(FieldError::new("id", "`id` (the id of the image to upscale) is required").into()),
@@ -60,20 +60,16 @@ async fn create_upscale(
         }
     }
     state.wake_render_workers();
-    Ok(Json(json!({"sdUpscaleJob": {
-        "id": variation.id,
-        "apiCreditCost": UPSCALE_COST,
-        "cost": {"amount": UPSCALE_COST.to_string(), "unit": "CREDITS"},
-    }})))
+    Ok(Json(wire::SdUpscaleJobResponse::new(&variation, UPSCALE_COST)))
 }
 
 async fn get_variation(
     State(state): State<ApiContext>,
     caller: Caller,
     PathText(id): PathText,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<wire::VariationList>> {
     let id: VariationId = parse_id("id", &id)?;
     let variation = state.store.get_variation(caller.user.id, id).await?;
-    let list: Vec<Value> = variation.iter().map(|v| variation_json(v, &state.images)).collect();
-    Ok(Json(json!({ "generated_image_variation_generic": list })))
+    let list = variation.iter().map(|v| wire::Variation::new(v, &state.images)).collect();
+    Ok(Json(wire::VariationList { generated_image_variation_generic: list }))
 }

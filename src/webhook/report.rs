@@ -1,42 +1,18 @@
-//! Deliveries and their attempts as JSON, the same for the REST extension and `easel deliveries
-//! ... --json`, so operators and users read one shape.
+//! The delivery report: a delivery read with its attempt log, in the shape [`wire::Delivery`] that
+//! the REST extension and `easel deliveries ... --json` both print, so users and operators read
+//! one shape.
 
-use serde_json::{Value, json};
+use crate::ids::{DeliveryId, UserId};
+use crate::store::{Store, StoreResult};
+use crate::wire;
 
-use crate::clock::rfc3339_ms;
-use crate::store::{Attempt, Delivery};
-
-pub fn delivery_json(delivery: &Delivery, attempts: Option<&[Attempt]>) -> Value {
-    let mut value = json!({
-        "id": delivery.id,
-        "webhookId": delivery.id,
-        "generationId": delivery.generation_id,
-        "apiKeyId": delivery.api_key_id,
-        "eventType": delivery.event_type,
-        "url": delivery.url,
-        "status": delivery.status.as_str(),
-        "attemptCount": delivery.attempt_count,
-        "nextAttemptAt": delivery.next_attempt_at.map(rfc3339_ms),
-        "lastStatusCode": delivery.last_status_code,
-        "lastError": delivery.last_error,
-        "createdAt": rfc3339_ms(delivery.created_at),
-        "updatedAt": rfc3339_ms(delivery.updated_at),
-        "finishedAt": delivery.finished_at.map(rfc3339_ms),
-    });
-    if let Some(attempts) = attempts {
-        value["attempts"] = attempts.iter().map(attempt_json).collect();
-    }
-    value
-}
-
-pub fn attempt_json(attempt: &Attempt) -> Value {
-    json!({
-        "attempt": attempt.attempt,
-        "startedAt": rfc3339_ms(attempt.started_at),
-        "durationMs": attempt.duration_ms,
-        "statusCode": attempt.status_code,
-        "errorClass": attempt.error_class,
-        "errorDetail": attempt.error_detail,
-        "responseExcerpt": attempt.response_excerpt,
-    })
+/// The delivery `id` with every attempt; `None` if there is none (of `user`, when given: another
+/// user's delivery is answered exactly like a missing one).
+pub async fn delivery_report(
+    store: &dyn Store,
+    id: DeliveryId,
+    user: Option<UserId>,
+) -> StoreResult<Option<wire::Delivery>> {
+    let delivery = store.get_delivery(id, user).await?;
+    Ok(delivery.map(|(delivery, attempts)| wire::Delivery::with_attempts(&delivery, &attempts)))
 }

@@ -143,29 +143,39 @@ impl TestDatabase {
     /// Without a reachable PostgreSQL server the whole suite ends here, loudly, as skipped; under
     /// CI (`CI=true`) that is a failure instead.
     pub async fn create() -> TestDatabase {
+        match TestDatabase::create_or_skip("the PostgreSQL suite").await {
+            Some(database) => database,
+            None => std::process::exit(0),
+        }
+    }
+
+    /// For one test that needs PostgreSQL in a suite that does not: `None` after announcing the
+    /// skip when no server is reachable (a failure under CI).
+    pub async fn create_or_skip(test: &str) -> Option<TestDatabase> {
+        match TestDatabase::try_create().await {
+            Ok(database) => Some(database),
+            Err(why) if std::env::var("CI").as_deref() == Ok("true") => panic!("{test}: {why} under CI"),
+            Err(why) => {
+                announce_skip(&format!("{test}: {why}. Start one, or set EASEL_TEST_POSTGRES_URL, to run it."));
+                None
+            }
+        }
+    }
+
+    async fn try_create() -> Result<TestDatabase, String> {
         let admin = postgres_admin_url();
-        let connect = sqlx::postgres::PgPoolOptions::new()
+        let pool = sqlx::postgres::PgPoolOptions::new()
             .max_connections(1)
             .acquire_timeout(std::time::Duration::from_secs(5))
-            .connect(&admin);
-        let pool = match connect.await {
-            Ok(pool) => pool,
-            Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
-                panic!("PostgreSQL at {admin} is not reachable under CI: {e}")
-            }
-            Err(e) => {
-                announce_skip(&format!(
-                    "the PostgreSQL suite: no PostgreSQL at {admin} ({e}). Start one, or set EASEL_TEST_POSTGRES_URL, to run it."
-                ));
-                std::process::exit(0);
-            }
-        };
+            .connect(&admin)
+            .await
+            .map_err(|e| format!("no PostgreSQL at {admin} ({e})"))?;
         let name = format!("easel_test_{}", uuid::Uuid::new_v4().simple());
         sqlx::query(&format!("CREATE DATABASE {name}")).execute(&pool).await.expect("create the test database");
         pool.close().await;
         let mut url = url::Url::parse(&admin).expect("a URL");
         url.set_path(&name);
-        TestDatabase { name, url: url.to_string() }
+        Ok(TestDatabase { name, url: url.to_string() })
     }
 }
 

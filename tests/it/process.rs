@@ -391,3 +391,42 @@ fn serve_fails_fast_when_the_database_is_unreachable() {
     assert!(stderr.contains("cannot open the database postgres://easel:***@127.0.0.1"), "{stderr}");
     assert!(!stderr.contains("hunter2"), "the password leaked: {stderr}");
 }
+
+#[tokio::test]
+async fn migrate_prints_the_database_url_without_its_password() {
+    let test = "migrate_prints_the_database_url_without_its_password";
+    let Some(database) = TestDatabase::create_or_skip(test).await else { return };
+    // The local server trusts its clients and ignores the password; a configured one keeps its own.
+    let mut url = url::Url::parse(&database.url).unwrap();
+    if url.password().is_none() {
+        url.set_password(Some("secret")).unwrap();
+    }
+    let password = url.password().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, stdout, stderr) = easel_cli_with(dir.path(), &["migrate"], &[("EASEL_DATABASE_URL", url.as_str())]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains(":***@") && stdout.contains("is up to date (postgres)"), "{stdout}");
+    assert!(!stdout.contains(&password) && !stderr.contains(&password), "the password leaked: {stdout} {stderr}");
+}
+
+#[tokio::test]
+async fn retry_json_prints_only_json_when_the_delivery_is_already_due() {
+    let ca = TestCa::new();
+    let receiver = TestReceiver::https(&ca, |_| Reply::status(500)).await;
+    let app = spawn_app_with(|config| fast_webhooks(config, &ca, &["0s", "1h"])).await;
+    let hooked = app.new_webhook_user("due", &receiver.url, None).await;
+    let generation = app.create_generation(&hooked.user, &small_generation("due")).await;
+    let delivery = eventually(Duration::from_secs(30), || async {
+        let deliveries = app.deliveries_of(&hooked.user, &generation).await;
+        deliveries.first().filter(|d| d["attemptCount"] == 1).cloned()
+    })
+    .await;
+    let id = delivery["id"].as_str().unwrap().to_string();
+    // With no server to send it, a redelivery stays due.
+    let (dir, _) = app.stop().await;
+    assert_eq!(easel_json(dir.path(), &["deliveries", "retry", &id, "--json"])["retried"], 1);
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(easel_json(dir.path(), &["deliveries", "retry", &id, "--json"])["retried"], 0);
+    let (ok, text, _) = easel_cli(dir.path(), &["deliveries", "retry", &id]);
+    assert!(ok && text.contains("already due or in flight"), "{text}");
+}

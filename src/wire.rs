@@ -1,0 +1,932 @@
+//! Every JSON document Easel emits, as typed shapes built from the store's records: the REST
+//! responses, the webhook callback body and the command line's `--json` output. A shape is defined
+//! once here, so changing it changes it everywhere it is printed (`GET /deliveries/{id}` and
+//! `easel deliveries show --json` print the same [`Delivery`]).
+//!
+//! The field order is the key order on the wire (`serde_json` preserves it), and the order, the
+//! types and `null` versus absent follow what the official SDKs parse (`leonardo-rest-v1.md`) and,
+//! for the callback, the webhook guide's sample request key for key. A field of type [`Null`] is a
+//! key the SDKs know that Easel has no value for; an `Option` skipped when `None` is a key that
+//! only some documents have.
+
+use std::net::IpAddr;
+
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::clock::{Millis, rfc3339_ms};
+use crate::ids::{ApiKeyId, DeliveryId, GenerationId, ImageId, UserId, VariationId};
+use crate::images::{ImageStore, StorageFailure};
+use crate::models::Model;
+use crate::secrets::mask;
+use crate::store;
+
+/// A key the SDKs (or the guide's sample) have but Easel has no value for: always `null`.
+pub type Null = ();
+
+/// A list the SDKs have but Easel never fills: always `[]`.
+pub type EmptyList = [Null; 0];
+
+/// Stands in for the API key in callbacks: Easel stores only its hash.
+pub const MASKED_API_KEY: &str = "XXXXXXXX-XXXX-XXXX-XXXX-XXXXXXXXXXXX";
+/// The owner of platform models in callbacks.
+pub const PLATFORM_USER_ID: &str = "00000000-0000-0000-0000-000000000000";
+
+// ---------------------------------------------------------------------------------------------
+// REST v1: generations and variations
+// ---------------------------------------------------------------------------------------------
+
+/// What a job costs, in API credits: `{"amount": "2", "unit": "CREDITS"}`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Cost {
+    pub amount: String,
+    pub unit: &'static str,
+}
+
+impl Cost {
+    pub fn credits(credits: u64) -> Cost {
+        Cost { amount: credits.to_string(), unit: "CREDITS" }
+    }
+}
+
+/// The answer to `POST /generations`.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SdGenerationJobResponse {
+    pub sd_generation_job: SdGenerationJob,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SdGenerationJob {
+    pub generation_id: GenerationId,
+    pub api_credit_cost: u64,
+    pub cost: Cost,
+}
+
+impl SdGenerationJobResponse {
+    pub fn new(generation: &store::Generation) -> SdGenerationJobResponse {
+        let credits = generation.params.api_credit_cost();
+        SdGenerationJobResponse {
+            sd_generation_job: SdGenerationJob {
+                generation_id: generation.id,
+                api_credit_cost: credits,
+                cost: Cost::credits(credits),
+            },
+        }
+    }
+}
+
+/// The answer to `POST /variations/upscale`.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SdUpscaleJobResponse {
+    pub sd_upscale_job: SdUpscaleJob,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SdUpscaleJob {
+    pub id: VariationId,
+    pub api_credit_cost: u64,
+    pub cost: Cost,
+}
+
+impl SdUpscaleJobResponse {
+    pub fn new(variation: &store::Variation, credits: u64) -> SdUpscaleJobResponse {
+        SdUpscaleJobResponse {
+            sd_upscale_job: SdUpscaleJob { id: variation.id, api_credit_cost: credits, cost: Cost::credits(credits) },
+        }
+    }
+}
+
+/// `GET /generations/{id}`: the generation, or `null` when the caller has none by that id.
+#[derive(Clone, Debug, Serialize)]
+pub struct GenerationsByPk {
+    pub generations_by_pk: Option<Generation>,
+}
+
+/// `GET /generations/user/{userId}`.
+#[derive(Clone, Debug, Serialize)]
+pub struct GenerationList {
+    pub generations: Vec<Generation>,
+}
+
+/// `DELETE /generations/{id}`: the id deleted, or `null` when there was nothing to delete.
+#[derive(Clone, Debug, Serialize)]
+pub struct DeleteGenerationsByPk {
+    pub delete_generations_by_pk: Option<DeletedGeneration>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct DeletedGeneration {
+    pub id: GenerationId,
+}
+
+/// A generation as `generations_by_pk` and `generations[]` show it: only keys the SDKs know, `null`
+/// only where they allow it, `seed` an integer. `failureReason` (an Easel extension) only on
+/// failed generations.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Generation {
+    pub id: GenerationId,
+    pub status: &'static str,
+    pub created_at: String,
+    pub prompt: String,
+    pub negative_prompt: String,
+    pub model_id: Uuid,
+    pub image_height: u32,
+    pub image_width: u32,
+    pub inference_steps: u32,
+    pub guidance_scale: f64,
+    pub seed: u64,
+    pub public: bool,
+    pub scheduler: String,
+    pub sd_version: String,
+    pub preset_style: Option<String>,
+    pub init_strength: Option<f64>,
+    pub photo_real: bool,
+    pub photo_real_strength: Option<f64>,
+    pub prompt_magic: bool,
+    pub prompt_magic_strength: Option<f64>,
+    pub prompt_magic_version: Option<String>,
+    pub ultra: Option<bool>,
+    #[serde(rename = "generated_images")]
+    pub generated_images: Vec<GeneratedImage>,
+    #[serde(rename = "generation_elements")]
+    pub generation_elements: EmptyList,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure_reason: Option<String>,
+}
+
+impl Generation {
+    pub fn new(generation: &store::Generation, images: &ImageStore) -> Generation {
+        let p = &generation.params;
+        Generation {
+            id: generation.id,
+            status: generation.status.as_str(),
+            created_at: rfc3339_ms(generation.created_at),
+            prompt: p.prompt.clone(),
+            negative_prompt: p.negative_prompt.clone(),
+            model_id: p.model_id,
+            image_height: p.height,
+            image_width: p.width,
+            inference_steps: p.inference_steps,
+            guidance_scale: p.guidance_scale,
+            seed: p.seed,
+            public: p.public,
+            scheduler: p.scheduler.clone(),
+            sd_version: p.sd_version.clone(),
+            preset_style: p.preset_style.clone(),
+            init_strength: p.init_strength,
+            photo_real: p.photo_real,
+            photo_real_strength: p.photo_real_strength,
+            prompt_magic: p.prompt_magic,
+            prompt_magic_strength: p.prompt_magic_strength,
+            prompt_magic_version: p.prompt_magic_version.clone(),
+            ultra: p.ultra,
+            generated_images: generation.images.iter().map(|image| GeneratedImage::new(image, images)).collect(),
+            generation_elements: [],
+            failure_reason: generation.failure_reason.clone(),
+        }
+    }
+}
+
+/// An image of a generation in REST (`generated_images[]`), with its variations.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GeneratedImage {
+    pub id: ImageId,
+    pub url: String,
+    pub nsfw: bool,
+    pub like_count: u32,
+    #[serde(rename = "motionMP4URL")]
+    pub motion_mp4_url: Null,
+    #[serde(rename = "generated_image_variation_generics")]
+    pub generated_image_variation_generics: Vec<Variation>,
+}
+
+impl GeneratedImage {
+    pub fn new(image: &store::Image, images: &ImageStore) -> GeneratedImage {
+        GeneratedImage {
+            id: image.id,
+            url: images.url(&image.storage_key),
+            nsfw: false,
+            like_count: 0,
+            motion_mp4_url: (),
+            generated_image_variation_generics: image.variations.iter().map(|v| Variation::new(v, images)).collect(),
+        }
+    }
+}
+
+/// `GET /variations/{id}`: a list of one variation, or empty.
+#[derive(Clone, Debug, Serialize)]
+pub struct VariationList {
+    pub generated_image_variation_generic: Vec<Variation>,
+}
+
+/// A variation as `generated_image_variation_generic(s)` shows it; `url` is `null` until done.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Variation {
+    pub id: VariationId,
+    pub created_at: String,
+    pub status: &'static str,
+    pub transform_type: String,
+    pub url: Option<String>,
+}
+
+impl Variation {
+    pub fn new(variation: &store::Variation, images: &ImageStore) -> Variation {
+        Variation {
+            id: variation.id,
+            created_at: rfc3339_ms(variation.created_at),
+            status: variation.status.as_str(),
+            transform_type: variation.transform_type.clone(),
+            url: variation.storage_key.as_deref().map(|key| images.url(key)),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// REST v1: the user and the models
+// ---------------------------------------------------------------------------------------------
+
+/// `GET /me`. Easel does not meter tokens: balances are 0 and renewal dates `null`.
+/// `apiConcurrencySlots` is real: the number of jobs the user may have pending at once.
+#[derive(Clone, Debug, Serialize)]
+pub struct UserDetailsResponse {
+    pub user_details: [UserDetails; 1],
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserDetails {
+    pub user: UserRef,
+    pub token_renewal_date: Null,
+    pub paid_tokens: u64,
+    pub subscription_tokens: u64,
+    pub subscription_gpt_tokens: u64,
+    pub subscription_model_tokens: u64,
+    pub api_concurrency_slots: u32,
+    pub api_paid_tokens: u64,
+    pub api_subscription_tokens: u64,
+    pub api_plan_token_renewal_date: Null,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct UserRef {
+    pub id: UserId,
+    pub username: String,
+}
+
+impl UserDetailsResponse {
+    pub fn new(user: &store::User) -> UserDetailsResponse {
+        UserDetailsResponse {
+            user_details: [UserDetails {
+                user: UserRef { id: user.id, username: user.username.clone() },
+                token_renewal_date: (),
+                paid_tokens: 0,
+                subscription_tokens: 0,
+                subscription_gpt_tokens: 0,
+                subscription_model_tokens: 0,
+                api_concurrency_slots: user.api_concurrency_slots,
+                api_paid_tokens: 0,
+                api_subscription_tokens: 0,
+                api_plan_token_renewal_date: (),
+            }],
+        }
+    }
+}
+
+/// `GET /platformModels`.
+#[derive(Clone, Debug, Serialize)]
+pub struct PlatformModels {
+    pub custom_models: Vec<PlatformModel>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PlatformModel {
+    pub id: Uuid,
+    pub name: String,
+    pub description: String,
+    pub nsfw: bool,
+    pub featured: bool,
+    pub generated_image: Null,
+}
+
+impl PlatformModel {
+    pub fn new(model: &Model) -> PlatformModel {
+        PlatformModel {
+            id: model.id,
+            name: model.name.clone(),
+            description: model.description.clone(),
+            nsfw: model.nsfw,
+            featured: model.featured,
+            generated_image: (),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Deliveries: REST (`/generations/{id}/deliveries`, `/deliveries/{id}`) and `easel deliveries`
+// ---------------------------------------------------------------------------------------------
+
+/// `GET /generations/{id}/deliveries`.
+#[derive(Clone, Debug, Serialize)]
+pub struct DeliveryList {
+    pub deliveries: Vec<Delivery>,
+}
+
+/// `GET /deliveries/{id}` and `POST /deliveries/{id}/retry`: the delivery, or `null`.
+#[derive(Clone, Debug, Serialize)]
+pub struct DeliveryResponse {
+    pub delivery: Option<Delivery>,
+}
+
+/// A webhook delivery, the same for the REST extension and `easel deliveries ... --json`, so
+/// operators and users read one shape. `attempts` only where the attempt log was read (it is
+/// absent from `easel deliveries list`).
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Delivery {
+    pub id: DeliveryId,
+    /// The `webhook-id` header of every attempt: the delivery's id.
+    pub webhook_id: DeliveryId,
+    pub generation_id: GenerationId,
+    pub api_key_id: ApiKeyId,
+    pub event_type: String,
+    pub url: String,
+    pub status: &'static str,
+    pub attempt_count: u32,
+    pub next_attempt_at: Option<String>,
+    pub last_status_code: Option<u16>,
+    pub last_error: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub finished_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<Vec<Attempt>>,
+}
+
+impl Delivery {
+    /// The delivery without its attempt log.
+    pub fn new(delivery: &store::Delivery) -> Delivery {
+        Delivery {
+            id: delivery.id,
+            webhook_id: delivery.id,
+            generation_id: delivery.generation_id,
+            api_key_id: delivery.api_key_id,
+            event_type: delivery.event_type.clone(),
+            url: delivery.url.clone(),
+            status: delivery.status.as_str(),
+            attempt_count: delivery.attempt_count,
+            next_attempt_at: delivery.next_attempt_at.map(rfc3339_ms),
+            last_status_code: delivery.last_status_code,
+            last_error: delivery.last_error.clone(),
+            created_at: rfc3339_ms(delivery.created_at),
+            updated_at: rfc3339_ms(delivery.updated_at),
+            finished_at: delivery.finished_at.map(rfc3339_ms),
+            attempts: None,
+        }
+    }
+
+    /// The delivery with its attempt log.
+    pub fn with_attempts(delivery: &store::Delivery, attempts: &[store::Attempt]) -> Delivery {
+        Delivery { attempts: Some(attempts.iter().map(Attempt::new).collect()), ..Delivery::new(delivery) }
+    }
+}
+
+/// One attempt of a delivery, as logged.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Attempt {
+    pub attempt: u32,
+    pub started_at: String,
+    pub duration_ms: u32,
+    pub status_code: Option<u16>,
+    pub error_class: Option<String>,
+    pub error_detail: Option<String>,
+    pub response_excerpt: Option<String>,
+}
+
+impl Attempt {
+    pub fn new(attempt: &store::Attempt) -> Attempt {
+        Attempt {
+            attempt: attempt.attempt,
+            started_at: rfc3339_ms(attempt.started_at),
+            duration_ms: attempt.duration_ms,
+            status_code: attempt.status_code,
+            error_class: attempt.error_class.clone(),
+            error_detail: attempt.error_detail.clone(),
+            response_excerpt: attempt.response_excerpt.clone(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Outside the REST API: errors, `/healthz`, `/egress-ips`
+// ---------------------------------------------------------------------------------------------
+
+/// Every error, in Leonardo's (Hasura's) shape: `{"error": "...", "path": "$", "code": "..."}`.
+#[derive(Clone, Debug, Serialize)]
+pub struct ErrorBody {
+    pub error: String,
+    pub path: &'static str,
+    pub code: &'static str,
+}
+
+impl ErrorBody {
+    pub fn new(error: String, code: &'static str) -> ErrorBody {
+        ErrorBody { error, path: "$", code }
+    }
+}
+
+/// `GET /healthz`: `{"status": "ok", "version"}`; while image storage fails
+/// `{"status": "image storage failing", "storage": {"error", "since"}, "version"}`; without the
+/// database `{"status": "database unreachable"}`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Health {
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageHealth>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<&'static str>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct StorageHealth {
+    pub error: String,
+    pub since: String,
+}
+
+impl Health {
+    pub fn ok() -> Health {
+        Health { status: "ok", storage: None, version: Some(env!("CARGO_PKG_VERSION")) }
+    }
+
+    pub fn storage_failing(failure: &StorageFailure) -> Health {
+        Health {
+            status: "image storage failing",
+            storage: Some(StorageHealth { error: failure.error.clone(), since: rfc3339_ms(failure.since) }),
+            version: Some(env!("CARGO_PKG_VERSION")),
+        }
+    }
+
+    pub fn database_unreachable() -> Health {
+        Health { status: "database unreachable", storage: None, version: None }
+    }
+}
+
+/// `GET /egress-ips`: the addresses callbacks leave from.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EgressIps {
+    pub egress_ips: Vec<IpAddr>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The webhook callback body
+// ---------------------------------------------------------------------------------------------
+
+/// The callback body: the guide's sample request, key for key and in the same order, with the
+/// generation's values. `seed` is a string here (an integer in REST). Secrets never travel in the
+/// body: `apiKey.key` and `apiKey.webhookCallbackApiKey` are present but masked.
+#[derive(Clone, Debug, Serialize)]
+pub struct CallbackEvent {
+    #[serde(rename = "type")]
+    pub event_type: &'static str,
+    pub object: &'static str,
+    /// Milliseconds since the epoch.
+    pub timestamp: Millis,
+    pub api_version: &'static str,
+    pub data: CallbackData,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct CallbackData {
+    pub object: CallbackGeneration,
+}
+
+/// A number that is a JSON integer when it is integral (`7`, as in the guide's sample), and as it
+/// is otherwise (`7.5`).
+#[derive(Clone, Copy, Debug, Serialize)]
+#[serde(untagged)]
+pub enum Number {
+    Integer(i64),
+    Float(f64),
+}
+
+impl From<f64> for Number {
+    fn from(value: f64) -> Number {
+        if value.fract() == 0.0 && value.abs() < 1e15 { Number::Integer(value as i64) } else { Number::Float(value) }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CallbackGeneration {
+    pub id: GenerationId,
+    pub created_at: String,
+    pub updated_at: String,
+    pub user_id: UserId,
+    pub public: bool,
+    pub flagged: bool,
+    pub nsfw: bool,
+    pub status: &'static str,
+    pub core_model: &'static str,
+    pub guidance_scale: Number,
+    pub image_height: u32,
+    pub image_width: u32,
+    pub inference_steps: u32,
+    pub init_generated_image_id: Option<ImageId>,
+    pub init_image_id: Null,
+    pub init_strength: Option<f64>,
+    pub init_type: Option<&'static str>,
+    pub init_upscaled_image_id: Null,
+    pub model_id: Uuid,
+    pub negative_prompt: String,
+    pub prompt: String,
+    pub quantity: u32,
+    pub sd_version: String,
+    pub tiling: bool,
+    pub image_aspect_ratio: Null,
+    pub token_cost: u32,
+    pub negative_style_prompt: &'static str,
+    pub seed: String,
+    pub scheduler: String,
+    pub preset_style: Option<String>,
+    pub prompt_magic: bool,
+    pub canvas_init_image_id: Null,
+    pub canvas_mask_image_id: Null,
+    pub canvas_request: bool,
+    pub api: bool,
+    pub pose_image2_image: bool,
+    pub image_prompt_strength: Null,
+    pub category: Null,
+    pub pose_image2_image_type: Null,
+    pub high_contrast: bool,
+    pub api_dollar_cost: String,
+    pub pose_image2_image_weight: Null,
+    pub alchemy: Option<bool>,
+    pub contrast_ratio: Option<f64>,
+    pub high_resolution: Option<bool>,
+    pub expanded_domain: Option<bool>,
+    pub prompt_magic_version: Option<String>,
+    pub unzoom: Null,
+    pub unzoom_amount: Null,
+    pub api_key_id: ApiKeyId,
+    pub photo_real: bool,
+    pub prompt_magic_strength: Option<f64>,
+    pub photo_real_strength: Option<f64>,
+    pub image_to_image: bool,
+    pub controlnets_used: bool,
+    pub model: CallbackModel,
+    pub images: Vec<CallbackImage>,
+    pub api_key: CallbackApiKey,
+}
+
+impl CallbackEvent {
+    /// The callback for a finished generation (images filled in), of type `event_type`, sent at
+    /// `at`. `webhook_api_key_masked` is `Some` when the key has a webhook callback API key.
+    pub fn new(
+        event_type: &'static str,
+        generation: &store::Generation,
+        api_key: &store::ApiKey,
+        webhook_api_key_masked: Option<&str>,
+        model: &Model,
+        images: &ImageStore,
+        at: Millis,
+    ) -> CallbackEvent {
+        let p = &generation.params;
+        let complete = generation.status == store::JobStatus::Complete;
+        let init_image = p.init_generation_image_id;
+        let object = CallbackGeneration {
+            id: generation.id,
+            created_at: rfc3339_ms(generation.created_at),
+            updated_at: rfc3339_ms(generation.updated_at),
+            user_id: generation.user_id,
+            public: p.public,
+            flagged: false,
+            nsfw: false,
+            status: generation.status.as_str(),
+            core_model: "SD",
+            guidance_scale: p.guidance_scale.into(),
+            image_height: p.height,
+            image_width: p.width,
+            inference_steps: p.inference_steps,
+            init_generated_image_id: init_image,
+            init_image_id: (),
+            init_strength: p.init_strength,
+            init_type: init_image.map(|_| "GENERATED"),
+            init_upscaled_image_id: (),
+            model_id: p.model_id,
+            negative_prompt: p.negative_prompt.clone(),
+            prompt: p.prompt.clone(),
+            quantity: p.num_images,
+            sd_version: p.sd_version.clone(),
+            tiling: p.tiling,
+            image_aspect_ratio: (),
+            token_cost: 0,
+            negative_style_prompt: "",
+            seed: p.seed.to_string(),
+            scheduler: p.scheduler.clone(),
+            preset_style: p.preset_style.clone(),
+            prompt_magic: p.prompt_magic,
+            canvas_init_image_id: (),
+            canvas_mask_image_id: (),
+            canvas_request: false,
+            api: true,
+            pose_image2_image: false,
+            image_prompt_strength: (),
+            category: (),
+            pose_image2_image_type: (),
+            high_contrast: p.high_contrast,
+            api_dollar_cost: p.api_credit_cost().to_string(),
+            pose_image2_image_weight: (),
+            alchemy: p.alchemy,
+            contrast_ratio: p.contrast_ratio,
+            high_resolution: p.high_resolution,
+            expanded_domain: p.expanded_domain,
+            prompt_magic_version: p.prompt_magic_version.clone(),
+            unzoom: (),
+            unzoom_amount: (),
+            api_key_id: api_key.id,
+            photo_real: p.photo_real,
+            prompt_magic_strength: p.prompt_magic_strength,
+            photo_real_strength: p.photo_real_strength,
+            image_to_image: init_image.is_some(),
+            controlnets_used: false,
+            model: CallbackModel::new(model),
+            images: if complete {
+                generation.images.iter().map(|image| CallbackImage::new(image, generation, images)).collect()
+            } else {
+                Vec::new()
+            },
+            api_key: CallbackApiKey {
+                id: api_key.id,
+                created_at: rfc3339_ms(api_key.created_at),
+                user_id: api_key.user_id,
+                key: MASKED_API_KEY,
+                last_used: rfc3339_ms(api_key.last_used_at.unwrap_or(generation.created_at)),
+                name: api_key.name.clone(),
+                key_type: "PRODUCTION",
+                webhook_callback_url: api_key.webhook_url.clone(),
+                webhook_callback_api_key: webhook_api_key_masked.map(str::to_string),
+            },
+        };
+        CallbackEvent {
+            event_type,
+            object: "generation",
+            timestamp: at,
+            api_version: "v1",
+            data: CallbackData { object },
+        }
+    }
+}
+
+/// An image of a complete generation in the callback.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CallbackImage {
+    pub id: ImageId,
+    pub created_at: String,
+    pub updated_at: String,
+    pub user_id: UserId,
+    pub url: String,
+    pub generation_id: GenerationId,
+    pub nobg_id: Null,
+    pub nsfw: bool,
+    pub like_count: u32,
+    pub trending_score: u32,
+    pub public: bool,
+}
+
+impl CallbackImage {
+    pub fn new(image: &store::Image, generation: &store::Generation, images: &ImageStore) -> CallbackImage {
+        CallbackImage {
+            id: image.id,
+            created_at: rfc3339_ms(image.created_at),
+            updated_at: rfc3339_ms(image.created_at),
+            user_id: image.user_id,
+            url: images.url(&image.storage_key),
+            generation_id: generation.id,
+            nobg_id: (),
+            nsfw: false,
+            like_count: 0,
+            trending_score: 0,
+            public: generation.params.public,
+        }
+    }
+}
+
+/// The generation's model in the callback.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CallbackModel {
+    pub id: Uuid,
+    pub created_at: String,
+    pub updated_at: String,
+    pub name: String,
+    pub description: String,
+    pub public: bool,
+    pub user_id: &'static str,
+    pub flagged: bool,
+    pub nsfw: bool,
+    pub official: bool,
+    pub status: &'static str,
+    pub class_prompt: Null,
+    pub core_model: &'static str,
+    pub init_dataset_id: Null,
+    pub instance_prompt: Null,
+    pub sd_version: String,
+    pub training_epoch: Null,
+    pub training_steps: Null,
+    pub token_cost: Null,
+    pub batch_size: u32,
+    pub learning_rate: Null,
+    #[serde(rename = "type")]
+    pub model_type: &'static str,
+    pub model_height: u32,
+    pub model_width: u32,
+    pub leonardo_instance_prompt: Null,
+    pub training_strength: &'static str,
+    pub featured: bool,
+    pub featured_image_id: Null,
+    pub featured_position: u32,
+    pub api: bool,
+    pub favourite_count: u32,
+    pub image_count: u32,
+    pub enhanced_moderation: bool,
+    pub api_dollar_cost: Null,
+    pub api_key_id: Null,
+    #[serde(rename = "modelLRN")]
+    pub model_lrn: Null,
+}
+
+impl CallbackModel {
+    pub fn new(model: &Model) -> CallbackModel {
+        CallbackModel {
+            id: model.id,
+            created_at: rfc3339_ms(model.created_at),
+            updated_at: rfc3339_ms(model.created_at),
+            name: model.name.clone(),
+            description: model.description.clone(),
+            public: true,
+            user_id: PLATFORM_USER_ID,
+            flagged: false,
+            nsfw: model.nsfw,
+            official: true,
+            status: "COMPLETE",
+            class_prompt: (),
+            core_model: "SD",
+            init_dataset_id: (),
+            instance_prompt: (),
+            sd_version: model.sd_version.clone(),
+            training_epoch: (),
+            training_steps: (),
+            token_cost: (),
+            batch_size: 4,
+            learning_rate: (),
+            model_type: "GENERAL",
+            model_height: model.height,
+            model_width: model.width,
+            leonardo_instance_prompt: (),
+            training_strength: "MEDIUM",
+            featured: model.featured,
+            featured_image_id: (),
+            featured_position: u32::from(model.featured),
+            api: false,
+            favourite_count: 0,
+            image_count: 0,
+            enhanced_moderation: false,
+            api_dollar_cost: (),
+            api_key_id: (),
+            model_lrn: (),
+        }
+    }
+}
+
+/// The API key that made the generation, in the callback, its secrets masked.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CallbackApiKey {
+    pub id: ApiKeyId,
+    pub created_at: String,
+    pub user_id: UserId,
+    pub key: &'static str,
+    pub last_used: String,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub key_type: &'static str,
+    pub webhook_callback_url: Option<String>,
+    pub webhook_callback_api_key: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The command line's `--json` output
+// ---------------------------------------------------------------------------------------------
+
+/// A user, as `easel users create|list --json` print it.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct User {
+    pub id: UserId,
+    pub username: String,
+    pub api_concurrency_slots: u32,
+    pub created_at: String,
+}
+
+impl User {
+    pub fn new(user: &store::User) -> User {
+        User {
+            id: user.id,
+            username: user.username.clone(),
+            api_concurrency_slots: user.api_concurrency_slots,
+            created_at: rfc3339_ms(user.created_at),
+        }
+    }
+}
+
+/// An API key, as `easel keys list --json` prints it: never a secret, only whether a webhook
+/// callback API key is set (masked).
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKey {
+    pub id: ApiKeyId,
+    pub user_id: UserId,
+    pub name: String,
+    pub created_at: String,
+    pub last_used: Option<String>,
+    pub webhook_callback_url: Option<String>,
+    pub webhook_callback_api_key: Option<String>,
+}
+
+impl ApiKey {
+    pub fn new(key: &store::ApiKey) -> ApiKey {
+        ApiKey {
+            id: key.id,
+            user_id: key.user_id,
+            name: key.name.clone(),
+            created_at: rfc3339_ms(key.created_at),
+            last_used: key.last_used_at.map(rfc3339_ms),
+            webhook_callback_url: key.webhook_url.clone(),
+            webhook_callback_api_key: key.webhook_api_key_sealed.as_ref().map(|_| mask("")),
+        }
+    }
+}
+
+/// A new API key, as `easel keys create --json` prints it: the listing's keys, then the key and
+/// its signing secret (shown this once).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedApiKey {
+    #[serde(flatten)]
+    pub record: ApiKey,
+    pub key: String,
+    pub signing_secret: String,
+}
+
+impl std::fmt::Debug for CreatedApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedApiKey").field("record", &self.record).finish_non_exhaustive()
+    }
+}
+
+/// `easel keys delete --json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct DeletedApiKey {
+    pub id: ApiKeyId,
+    pub deleted: bool,
+}
+
+/// `easel deliveries retry --json`: how many deliveries were scheduled again.
+#[derive(Clone, Debug, Serialize)]
+pub struct Retried {
+    pub retried: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_integers_when_integral() {
+        let json = |n: f64| serde_json::to_string(&Number::from(n)).unwrap();
+        assert_eq!(json(7.0), "7");
+        assert_eq!(json(7.5), "7.5");
+        assert_eq!(json(-3.0), "-3");
+        // Beyond 1e15 a number is printed as it is.
+        assert_eq!(json(1e20), serde_json::to_string(&1e20).unwrap());
+    }
+
+    #[test]
+    fn null_and_empty_list_print_as_json_null_and_empty_array() {
+        #[derive(Serialize)]
+        struct Shape {
+            nothing: Null,
+            none: EmptyList,
+        }
+        assert_eq!(serde_json::to_string(&Shape { nothing: (), none: [] }).unwrap(), r#"{"nothing":null,"none":[]}"#);
+    }
+}
