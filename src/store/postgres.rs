@@ -1,6 +1,5 @@
 //! PostgreSQL, for several `easel serve` nodes on one database. What differs from SQLite: the
-//! pool, row locks, delivery claims with leases, `LISTEN`/`NOTIFY`, and batched attempt writes
-//! with `UNNEST`.
+//! pool, row locks, delivery claims with leases, and `LISTEN`/`NOTIFY`.
 //!
 //! Jobs and deliveries are claimed with `FOR UPDATE SKIP LOCKED` and leases, so each is worked on
 //! by one node at a time and a dead node's work is taken over when its leases expire. Inserting
@@ -13,7 +12,6 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
 use tokio_util::sync::CancellationToken;
 
-use super::rows::*;
 use super::*;
 use crate::config::DatabaseConfig;
 
@@ -61,20 +59,6 @@ impl PgDb {
         tokio::spawn(relay_notifications(self.pool.clone(), wakeups, stop));
     }
 
-    async fn load_jobs(&self, ids: &[String]) -> StoreResult<Vec<DeliveryJob>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let rows = sqlx::query(&format!(
-            "SELECT {JOB_COLUMNS} FROM webhook_deliveries d JOIN webhook_payloads p ON p.delivery_id = d.id \
-             WHERE d.id = ANY($1) ORDER BY d.next_attempt_at"
-        ))
-        .bind(ids)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(job_from_row).collect()
-    }
-
     /// Leases due deliveries (moving `next_attempt_at` to the lease's expiry), skipping rows other
     /// nodes are claiming and the endpoints in `skip_endpoints`.
     pub(super) async fn claim_deliveries(
@@ -84,8 +68,8 @@ impl PgDb {
         lease_until: Millis,
         limit: u32,
         skip_endpoints: &[String],
-    ) -> StoreResult<Vec<DeliveryJob>> {
-        let ids: Vec<String> = sqlx::query_scalar(
+    ) -> StoreResult<Vec<String>> {
+        Ok(sqlx::query_scalar(
             "UPDATE webhook_deliveries SET lease_owner = $1, next_attempt_at = $2 WHERE id IN \
              (SELECT id FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= $3 \
              AND NOT (endpoint = ANY($4)) ORDER BY next_attempt_at LIMIT $5 FOR UPDATE SKIP LOCKED) RETURNING id",
@@ -96,8 +80,7 @@ impl PgDb {
         .bind(skip_endpoints)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
-        .await?;
-        self.load_jobs(&ids).await
+        .await?)
     }
 
     pub(super) async fn claim_endpoint_deliveries(
@@ -106,7 +89,7 @@ impl PgDb {
         now: Millis,
         lease_until: Millis,
         wanted: &[EndpointClaim],
-    ) -> StoreResult<Vec<DeliveryJob>> {
+    ) -> StoreResult<Vec<String>> {
         let mut ids = Vec::new();
         for claim in wanted {
             let claimed: Vec<String> = sqlx::query_scalar(
@@ -123,54 +106,7 @@ impl PgDb {
             .await?;
             ids.extend(claimed);
         }
-        self.load_jobs(&ids).await
-    }
-
-    /// Attempts as arrays, one `INSERT ... SELECT FROM UNNEST` and one `UPDATE ... FROM UNNEST`
-    /// for the whole batch (no bound-parameter limit, one plan).
-    pub(super) async fn record_attempts(&self, records: &[AttemptRecord]) -> StoreResult<()> {
-        let mut columns = RecordColumns::default();
-        for record in records {
-            columns.push(record);
-        }
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO webhook_attempts (delivery_id, attempt, started_at, duration_ms, status_code, error_class, \
-             error_detail, response_excerpt) \
-             SELECT * FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::BIGINT[], $4::BIGINT[], $5::BIGINT[], $6::TEXT[], \
-             $7::TEXT[], $8::TEXT[]) ON CONFLICT DO NOTHING",
-        )
-        .bind(&columns.ids)
-        .bind(&columns.attempts)
-        .bind(&columns.started)
-        .bind(&columns.durations)
-        .bind(&columns.codes)
-        .bind(&columns.classes)
-        .bind(&columns.details)
-        .bind(&columns.excerpts)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(&format!(
-            "UPDATE webhook_deliveries {RECORD_ATTEMPT_SET} \
-             FROM UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[], $4::TEXT[], $5::BIGINT[], $6::BIGINT[], $7::BIGINT[], \
-             $8::TEXT[], $9::BIGINT[], $10::BIGINT[]) \
-             AS v (id, owner, attempt, status, next_at, schedule_index, code, error, at, finished) \
-             {RECORD_ATTEMPT_WHERE}"
-        ))
-        .bind(&columns.ids)
-        .bind(&columns.owners)
-        .bind(&columns.attempts)
-        .bind(&columns.statuses)
-        .bind(&columns.next_at)
-        .bind(&columns.schedule_indexes)
-        .bind(&columns.codes)
-        .bind(&columns.errors)
-        .bind(&columns.ended_at)
-        .bind(&columns.finished)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        Ok(ids)
     }
 }
 
@@ -204,47 +140,5 @@ async fn relay_notifications(pool: PgPool, wakeups: Wakeups, stop: CancellationT
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
-    }
-}
-
-/// Attempt records as columns, for `UNNEST`.
-#[derive(Default)]
-struct RecordColumns {
-    ids: Vec<String>,
-    owners: Vec<String>,
-    attempts: Vec<i64>,
-    started: Vec<i64>,
-    durations: Vec<i64>,
-    codes: Vec<Option<i64>>,
-    classes: Vec<Option<String>>,
-    details: Vec<Option<String>>,
-    excerpts: Vec<Option<String>>,
-    statuses: Vec<String>,
-    next_at: Vec<i64>,
-    schedule_indexes: Vec<Option<i64>>,
-    errors: Vec<Option<String>>,
-    ended_at: Vec<i64>,
-    finished: Vec<Option<i64>>,
-}
-
-impl RecordColumns {
-    fn push(&mut self, record: &AttemptRecord) {
-        let a = &record.attempt;
-        let update = DeliveryUpdate::of(record);
-        self.ids.push(a.delivery_id.to_string());
-        self.owners.push(record.lease_owner.clone());
-        self.attempts.push(i64::from(a.attempt));
-        self.started.push(a.started_at);
-        self.durations.push(i64::from(a.duration_ms));
-        self.codes.push(a.status_code.map(i64::from));
-        self.classes.push(a.error_class.clone());
-        self.details.push(a.error_detail.clone());
-        self.excerpts.push(a.response_excerpt.clone());
-        self.statuses.push(update.status.to_string());
-        self.next_at.push(update.next_attempt_at);
-        self.schedule_indexes.push(update.schedule_index);
-        self.errors.push(update.error);
-        self.ended_at.push(update.at);
-        self.finished.push(update.finished_at);
     }
 }

@@ -84,7 +84,81 @@ fn job_row(job: RenderJobId) -> (&'static str, String) {
     }
 }
 
+/// A value to bind to a statement assembled at run time.
+enum Value {
+    Text(String),
+    Int(i64),
+}
+
 impl SqlStore {
+    /// Inserts a PENDING job (`insert`: an `INSERT ... SELECT` of `values`, user id at `$2`) unless
+    /// the user's slots are all taken, or `source_image` is given and is not the user's (deleted
+    /// a moment ago, say). The check and the insert are atomic: the user's row is locked
+    /// (PostgreSQL) or the database's one writer held (SQLite), and the image is held until the
+    /// commit, so a delete of its generation waits for the insert (and then removes the job with
+    /// the image) or has already happened and is seen here.
+    async fn admit(
+        &self,
+        user: UserId,
+        slots: u32,
+        source_image: Option<ImageId>,
+        insert: &str,
+        values: Vec<Value>,
+    ) -> StoreResult<Admission> {
+        transaction!(self, |tx, dialect| {
+            dialect.lock_user(&mut tx, user).await?;
+            if let Some(image) = source_image {
+                let held = sqlx::query(&format!(
+                    "SELECT 1 FROM images WHERE id = $1 AND user_id = $2{}",
+                    dialect.row_lock(" FOR KEY SHARE")
+                ))
+                .bind(image.to_string())
+                .bind(user.to_string())
+                .fetch_optional(&mut *tx)
+                .await?;
+                if held.is_none() {
+                    return Ok(Admission::SourceMissing);
+                }
+            }
+            let sql = format!("{insert} WHERE {PENDING_JOBS_OF_USER} < ${}", values.len() + 1);
+            let mut query = sqlx::query(&sql);
+            for value in values {
+                query = match value {
+                    Value::Text(text) => query.bind(text),
+                    Value::Int(int) => query.bind(int),
+                };
+            }
+            if query.bind(i64::from(slots)).execute(&mut *tx).await?.rows_affected() == 0 {
+                return Ok(Admission::SlotsFull { slots });
+            }
+            dialect.notify(&mut tx, RENDER_CHANNEL).await?;
+            tx.commit().await?;
+            Ok(Admission::Accepted)
+        })
+    }
+
+    /// Claimed deliveries with their payloads (read on a reader: payloads never change).
+    async fn load_jobs(&self, ids: &[String]) -> StoreResult<Vec<DeliveryJob>> {
+        let mut jobs = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            read!(self, |db| {
+                let mut query = QueryBuilder::<Db>::new(format!(
+                    "SELECT {JOB_COLUMNS} FROM webhook_deliveries d JOIN webhook_payloads p ON p.delivery_id = d.id \
+                     WHERE d.id IN ("
+                ));
+                let mut list = query.separated(", ");
+                for id in chunk {
+                    list.push_bind(id);
+                }
+                query.push(") ORDER BY d.next_attempt_at");
+                for row in query.build().fetch_all(db).await? {
+                    jobs.push(job_from_row(&row)?);
+                }
+            });
+        }
+        Ok(jobs)
+    }
+
     /// Fills in the images (with their variations) of `generations`.
     async fn attach_images(&self, generations: &mut [Generation]) -> StoreResult<()> {
         if generations.is_empty() {
@@ -311,29 +385,16 @@ impl Store for SqlStore {
     }
 
     async fn create_generation(&self, generation: &Generation, slots: u32) -> StoreResult<Admission> {
-        let params = serde_json::to_string(&generation.params).expect("params serialize");
-        transaction!(self, |tx, dialect| {
-            dialect.lock_user(&mut tx, generation.user_id).await?;
-            let inserted = sqlx::query(&format!(
-                "INSERT INTO generations (id, user_id, api_key_id, status, params, created_at, updated_at) \
-                 SELECT $1, $2, $3, 'PENDING', $4, $5, $5 WHERE {PENDING_JOBS_OF_USER} < $6"
-            ))
-            .bind(generation.id.to_string())
-            .bind(generation.user_id.to_string())
-            .bind(generation.api_key_id.to_string())
-            .bind(&params)
-            .bind(generation.created_at)
-            .bind(i64::from(slots))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if inserted == 0 {
-                return Ok(Admission::SlotsFull { slots });
-            }
-            dialect.notify(&mut tx, RENDER_CHANNEL).await?;
-            tx.commit().await?;
-            Ok(Admission::Accepted)
-        })
+        let insert = "INSERT INTO generations (id, user_id, api_key_id, status, params, created_at, updated_at) \
+             SELECT $1, $2, $3, 'PENDING', $4, $5, $5";
+        let values = vec![
+            Value::Text(generation.id.to_string()),
+            Value::Text(generation.user_id.to_string()),
+            Value::Text(generation.api_key_id.to_string()),
+            Value::Text(serde_json::to_string(&generation.params).expect("params serialize")),
+            Value::Int(generation.created_at),
+        ];
+        self.admit(generation.user_id, slots, None, insert, values).await
     }
 
     async fn get_generation(&self, user: UserId, id: GenerationId) -> StoreResult<Option<Generation>> {
@@ -410,45 +471,18 @@ impl Store for SqlStore {
     }
 
     async fn create_variation(&self, variation: &Variation, slots: u32) -> StoreResult<Admission> {
-        transaction!(self, |tx, dialect| {
-            dialect.lock_user(&mut tx, variation.user_id).await?;
-            // Holds the image until the commit: a delete of its generation waits for this insert
-            // (and then removes the variation with the image), or has already happened and is
-            // seen here.
-            let image = sqlx::query(&format!(
-                "SELECT 1 FROM images WHERE id = $1 AND user_id = $2{}",
-                dialect.row_lock(" FOR KEY SHARE")
-            ))
-            .bind(variation.image_id.to_string())
-            .bind(variation.user_id.to_string())
-            .fetch_optional(&mut *tx)
-            .await?;
-            if image.is_none() {
-                return Ok(Admission::SourceMissing);
-            }
-            let inserted = sqlx::query(&format!(
-                "INSERT INTO variations (id, image_id, generation_id, user_id, api_key_id, transform_type, status, \
-                 created_at, updated_at) SELECT $1, $3, $4, $2, $5, $6, 'PENDING', $7, $7 \
-                 WHERE {PENDING_JOBS_OF_USER} < $8"
-            ))
-            .bind(variation.id.to_string())
-            .bind(variation.user_id.to_string())
-            .bind(variation.image_id.to_string())
-            .bind(variation.generation_id.to_string())
-            .bind(variation.api_key_id.to_string())
-            .bind(&variation.transform_type)
-            .bind(variation.created_at)
-            .bind(i64::from(slots))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if inserted == 0 {
-                return Ok(Admission::SlotsFull { slots });
-            }
-            dialect.notify(&mut tx, RENDER_CHANNEL).await?;
-            tx.commit().await?;
-            Ok(Admission::Accepted)
-        })
+        let insert = "INSERT INTO variations (id, user_id, image_id, generation_id, api_key_id, transform_type, \
+             status, created_at, updated_at) SELECT $1, $2, $3, $4, $5, $6, 'PENDING', $7, $7";
+        let values = vec![
+            Value::Text(variation.id.to_string()),
+            Value::Text(variation.user_id.to_string()),
+            Value::Text(variation.image_id.to_string()),
+            Value::Text(variation.generation_id.to_string()),
+            Value::Text(variation.api_key_id.to_string()),
+            Value::Text(variation.transform_type.clone()),
+            Value::Int(variation.created_at),
+        ];
+        self.admit(variation.user_id, slots, Some(variation.image_id), insert, values).await
     }
 
     async fn get_variation(&self, user: UserId, id: VariationId) -> StoreResult<Option<Variation>> {
@@ -657,10 +691,14 @@ impl Store for SqlStore {
         skip_endpoints: &[String],
         held: &HashSet<DeliveryId>,
     ) -> StoreResult<Vec<DeliveryJob>> {
-        match &self.backend {
-            Backend::Sqlite(sqlite) => sqlite.claim_deliveries(now, limit, skip_endpoints, held).await,
-            Backend::Postgres(pg) => pg.claim_deliveries(owner, now, lease_until, limit, skip_endpoints).await,
-        }
+        let ids: Vec<String> = match &self.backend {
+            Backend::Sqlite(sqlite) => {
+                let ids = sqlite.claim_deliveries(now, limit, skip_endpoints, held).await?;
+                ids.iter().map(DeliveryId::to_string).collect()
+            }
+            Backend::Postgres(pg) => pg.claim_deliveries(owner, now, lease_until, limit, skip_endpoints).await?,
+        };
+        self.load_jobs(&ids).await
     }
 
     async fn claim_endpoint_deliveries(
@@ -671,20 +709,64 @@ impl Store for SqlStore {
         wanted: &[EndpointClaim],
         held: &HashSet<DeliveryId>,
     ) -> StoreResult<Vec<DeliveryJob>> {
-        match &self.backend {
-            Backend::Sqlite(sqlite) => sqlite.claim_endpoint_deliveries(now, wanted, held).await,
-            Backend::Postgres(pg) => pg.claim_endpoint_deliveries(owner, now, lease_until, wanted).await,
-        }
+        let ids: Vec<String> = match &self.backend {
+            Backend::Sqlite(sqlite) => {
+                let ids = sqlite.claim_endpoint_deliveries(now, wanted, held).await?;
+                ids.iter().map(DeliveryId::to_string).collect()
+            }
+            Backend::Postgres(pg) => pg.claim_endpoint_deliveries(owner, now, lease_until, wanted).await?,
+        };
+        self.load_jobs(&ids).await
     }
 
+    /// Attempts in multi-row `INSERT`s and a `VALUES` table driving one `UPDATE` per chunk, all in
+    /// one transaction (one commit for the batch).
     async fn record_attempts(&self, records: &[AttemptRecord]) -> StoreResult<()> {
         if records.is_empty() {
             return Ok(());
         }
-        match &self.backend {
-            Backend::Sqlite(sqlite) => sqlite.record_attempts(records).await,
-            Backend::Postgres(pg) => pg.record_attempts(records).await,
-        }
+        transaction!(self, |tx, _dialect| {
+            for chunk in records.chunks(ROWS_PER_STATEMENT) {
+                let mut insert = QueryBuilder::<Db>::new(
+                    "INSERT INTO webhook_attempts (delivery_id, attempt, started_at, duration_ms, status_code, \
+                     error_class, error_detail, response_excerpt) ",
+                );
+                insert.push_values(chunk, |mut row, record| {
+                    let a = &record.attempt;
+                    row.push_bind(a.delivery_id.to_string())
+                        .push_bind(i64::from(a.attempt))
+                        .push_bind(a.started_at)
+                        .push_bind(i64::from(a.duration_ms))
+                        .push_bind(a.status_code.map(i64::from))
+                        .push_bind(a.error_class.clone())
+                        .push_bind(a.error_detail.clone())
+                        .push_bind(a.response_excerpt.clone());
+                });
+                insert.push(" ON CONFLICT DO NOTHING");
+                insert.build().execute(&mut *tx).await?;
+
+                let mut update = QueryBuilder::<Db>::new(
+                    "WITH v (id, owner, attempt, status, next_at, schedule_index, code, error, at, finished) AS (",
+                );
+                update.push_values(chunk, |mut row, record| {
+                    let update = DeliveryUpdate::of(record);
+                    row.push_bind(record.attempt.delivery_id.to_string())
+                        .push_bind(record.lease_owner.clone())
+                        .push_bind(i64::from(record.attempt.attempt))
+                        .push_bind(update.status)
+                        .push_bind(update.next_attempt_at)
+                        .push_bind(update.schedule_index)
+                        .push_bind(record.attempt.status_code.map(i64::from))
+                        .push_bind(update.error)
+                        .push_bind(update.at)
+                        .push_bind(update.finished_at);
+                });
+                update.push(format!(") UPDATE webhook_deliveries {RECORD_ATTEMPT_SET} FROM v {RECORD_ATTEMPT_WHERE}"));
+                update.build().execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
     }
 
     async fn count_deliveries(&self, status: DeliveryStatus) -> StoreResult<u64> {

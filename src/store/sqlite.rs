@@ -1,6 +1,5 @@
 //! SQLite, the embedded default: one database file in WAL mode, one node. What differs from
-//! PostgreSQL: the pools, the checkpointer, delivery claims (which write nothing) and the batched
-//! attempt writes.
+//! PostgreSQL: the pools, the checkpointer and delivery claims (which write nothing).
 //!
 //! Writes go through a pool of exactly one connection, so writers queue in-process instead of
 //! sleeping in SQLite's busy handler; reads use their own pool and run beside the writer (WAL).
@@ -93,37 +92,17 @@ impl SqliteDb {
         ""
     }
 
-    /// Claimed deliveries with their payloads, read on a reader (payloads never change).
-    async fn load_jobs(&self, ids: &[DeliveryId]) -> StoreResult<Vec<DeliveryJob>> {
-        let mut jobs = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(super::ROWS_PER_STATEMENT) {
-            let mut query = QueryBuilder::<Sqlite>::new(format!(
-                "SELECT {JOB_COLUMNS} FROM webhook_deliveries d JOIN webhook_payloads p ON p.delivery_id = d.id \
-                 WHERE d.id IN ("
-            ));
-            let mut list = query.separated(", ");
-            for id in chunk {
-                list.push_bind(id.to_string());
-            }
-            query.push(") ORDER BY d.next_attempt_at");
-            for row in query.build().fetch_all(&self.reader).await? {
-                jobs.push(job_from_row(&row)?);
-            }
-        }
-        Ok(jobs)
-    }
-
     /// SQLite is single-node (`serve` holds the database's lock file), so a claim writes nothing:
     /// the engine's set of deliveries in hand (`held`) is the lease, and start-up releases what a
-    /// crashed process held. The due ids are read on the writer connection (so no attempt recorded
-    /// a moment ago is read as still pending); the rest, payloads included, on a reader.
+    /// crashed process held. The due ids are read on the writer connection, so no attempt recorded
+    /// a moment ago is read as still pending.
     pub(super) async fn claim_deliveries(
         &self,
         now: Millis,
         limit: u32,
         skip_endpoints: &[String],
         held: &HashSet<DeliveryId>,
-    ) -> StoreResult<Vec<DeliveryJob>> {
+    ) -> StoreResult<Vec<DeliveryId>> {
         let mut query = QueryBuilder::<Sqlite>::new(
             "SELECT id FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= ",
         );
@@ -138,8 +117,7 @@ impl SqliteDb {
         }
         query.push(" ORDER BY next_attempt_at LIMIT ").push_bind(i64::from(limit) + held.len() as i64);
         let rows = query.build().fetch_all(&self.writer).await?;
-        let ids = unheld_ids(&rows, held, limit as usize)?;
-        self.load_jobs(&ids).await
+        unheld_ids(&rows, held, limit as usize)
     }
 
     pub(super) async fn claim_endpoint_deliveries(
@@ -147,7 +125,7 @@ impl SqliteDb {
         now: Millis,
         wanted: &[EndpointClaim],
         held: &HashSet<DeliveryId>,
-    ) -> StoreResult<Vec<DeliveryJob>> {
+    ) -> StoreResult<Vec<DeliveryId>> {
         let mut ids = Vec::new();
         for claim in wanted {
             let rows = sqlx::query(
@@ -161,53 +139,7 @@ impl SqliteDb {
             .await?;
             ids.extend(unheld_ids(&rows, held, claim.want as usize)?);
         }
-        self.load_jobs(&ids).await
-    }
-
-    /// Attempts as multi-row `INSERT`s and a `VALUES` common table expression driving one
-    /// `UPDATE`, in chunks well under SQLite's bound-parameter limit.
-    pub(super) async fn record_attempts(&self, records: &[AttemptRecord]) -> StoreResult<()> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        for chunk in records.chunks(super::ROWS_PER_STATEMENT) {
-            let mut insert = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO webhook_attempts (delivery_id, attempt, started_at, duration_ms, status_code, error_class, \
-                 error_detail, response_excerpt) ",
-            );
-            insert.push_values(chunk, |mut row, record| {
-                let a = &record.attempt;
-                row.push_bind(a.delivery_id.to_string())
-                    .push_bind(i64::from(a.attempt))
-                    .push_bind(a.started_at)
-                    .push_bind(i64::from(a.duration_ms))
-                    .push_bind(a.status_code.map(i64::from))
-                    .push_bind(a.error_class.clone())
-                    .push_bind(a.error_detail.clone())
-                    .push_bind(a.response_excerpt.clone());
-            });
-            insert.push(" ON CONFLICT DO NOTHING");
-            insert.build().execute(&mut *tx).await?;
-
-            let mut update = QueryBuilder::<Sqlite>::new(
-                "WITH v (id, owner, attempt, status, next_at, schedule_index, code, error, at, finished) AS (",
-            );
-            update.push_values(chunk, |mut row, record| {
-                let update = DeliveryUpdate::of(record);
-                row.push_bind(record.attempt.delivery_id.to_string())
-                    .push_bind(record.lease_owner.clone())
-                    .push_bind(i64::from(record.attempt.attempt))
-                    .push_bind(update.status)
-                    .push_bind(update.next_attempt_at)
-                    .push_bind(update.schedule_index)
-                    .push_bind(record.attempt.status_code.map(i64::from))
-                    .push_bind(update.error)
-                    .push_bind(update.at)
-                    .push_bind(update.finished_at);
-            });
-            update.push(format!(") UPDATE webhook_deliveries {RECORD_ATTEMPT_SET} FROM v {RECORD_ATTEMPT_WHERE}"));
-            update.build().execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        Ok(ids)
     }
 }
 

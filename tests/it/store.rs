@@ -100,13 +100,14 @@ impl Fixture {
     }
 }
 
-fn record(delivery: DeliveryId, attempt: u32, owner: &str, next: NextStep) -> AttemptRecord {
+/// An attempt `attempt` of `delivery` by `owner`, started at `started_at` (two real sends never
+/// share their start, the attempt log's key).
+fn record(delivery: DeliveryId, attempt: u32, owner: &str, started_at: Millis, next: NextStep) -> AttemptRecord {
     AttemptRecord {
         attempt: Attempt {
             delivery_id: delivery,
             attempt,
-            // Distinct for each owner, as two real sends are.
-            started_at: now_ms() + owner.len() as Millis * 1000 + i64::from(owner.as_bytes()[owner.len() - 1]),
+            started_at,
             duration_ms: 3,
             status_code: Some(500),
             error_class: Some("http_status".into()),
@@ -162,7 +163,7 @@ async fn an_attempt_recorded_twice_is_logged_and_counted_once() {
     let jobs = f.store.claim_deliveries("node-a", now, now + 60_000, 10, &[], &HashSet::new()).await.unwrap();
     assert_eq!(jobs.iter().map(|j| j.id).collect::<Vec<_>>(), vec![delivery]);
     let retry = NextStep::Retry { at: now + 5_000, schedule_index: 1 };
-    let first = record(delivery, 1, "node-a", retry.clone());
+    let first = record(delivery, 1, "node-a", now, retry.clone());
     f.store.record_attempts(std::slice::from_ref(&first)).await.unwrap();
     // The same batch again, as after a commit whose answer was lost.
     f.store.record_attempts(&[first]).await.unwrap();
@@ -177,8 +178,8 @@ async fn an_attempt_recorded_twice_is_logged_and_counted_once() {
     let later = now + 5_000;
     let jobs = f.store.claim_deliveries("node-b", later, later + 60_000, 10, &[], &HashSet::new()).await.unwrap();
     assert_eq!(jobs[0].attempt_count, 1);
-    f.store.record_attempts(&[record(delivery, 2, "node-b", NextStep::Succeeded)]).await.unwrap();
-    let stale = record(delivery, 2, "node-a", NextStep::Failed);
+    f.store.record_attempts(&[record(delivery, 2, "node-b", later, NextStep::Succeeded)]).await.unwrap();
+    let stale = record(delivery, 2, "node-a", later + 1, NextStep::Failed);
     f.store.record_attempts(&[stale]).await.unwrap();
     let (stored, attempts) = f.store.get_delivery(delivery, None).await.unwrap().unwrap();
     assert_eq!((stored.status, stored.attempt_count, attempts.len()), (DeliveryStatus::Succeeded, 2, 3));
