@@ -3,8 +3,8 @@
 //! never sees SQL. One implementation, [`SqlStore`], serves SQLite (one node) and PostgreSQL
 //! (several): each operation is written once (`sql.rs`, with `$N` parameters both databases
 //! take), and compiled for each backend; only what really differs is written per backend, as
-//! small dialect pieces (`sqlite.rs`, `postgres.rs`): pools, claims and leases, notifications,
-//! batched attempt writes. `open` picks the backend from the database URL's scheme.
+//! small dialect pieces (`sqlite.rs`, `postgres.rs`): pools, delivery claims and leases, row
+//! locks, notifications. `open` picks the backend from the database URL's scheme.
 //!
 //! Jobs are rows claimed with leases (`lease_owner`, `lease_expires_at`): a worker that dies leaves
 //! a lease that expires, and the job is claimed again. A job is finished only by the holder of its
