@@ -169,7 +169,7 @@ pub fn main() -> ExitCode {
         config.roles = roles.clone();
     }
     let serving = matches!(cli.command, Command::Serve { .. });
-    init_logging(if serving { &config.log } else { "warn" });
+    init_logging(if serving { &config.log } else { "warn" }, config.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime starts");
     match runtime.block_on(run(cli.command, config)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -180,17 +180,16 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging(filter: &str) {
+fn init_logging(filter: &str, format: crate::config::LogFormat) {
     let filter = Targets::from_str(filter).unwrap_or_else(|_| Targets::from_str("info").expect("valid filter"));
-    tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                .with_target(false),
-        )
-        .with(filter)
-        .init();
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let layer = match format {
+        crate::config::LogFormat::Text => {
+            layer.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).with_target(false).boxed()
+        }
+        crate::config::LogFormat::Json => layer.json().with_current_span(false).boxed(),
+    };
+    tracing_subscriber::registry().with(layer).with(filter).init();
 }
 
 async fn run(command: Command, config: Config) -> Result<(), Failure> {

@@ -25,6 +25,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "master_key",
     "shutdown_grace",
     "log",
+    "log_format",
     "api",
     "render",
     "webhook",
@@ -54,6 +55,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Log filter: a level (`info`) or per-target directives (`easel=debug,sqlx=warn`).
     pub log: String,
+    /// `text` (for people) or `json` (one object per line, for log collectors).
+    pub log_format: LogFormat,
     pub api: ApiConfig,
     pub render: RenderConfig,
     pub webhook: WebhookConfig,
@@ -227,6 +230,17 @@ pub struct StorageConfig {
     pub public_base_url: Option<String>,
 }
 
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// `2026-11-29T09:00:00.000Z  INFO message key=value`, coloured on a terminal.
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, `fields` (with `message` and the
+    /// event's ids, such as `delivery.id`) and the enclosing spans.
+    Json,
+}
+
 /// A part of `serve` that a node may run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -255,6 +269,7 @@ impl Default for Config {
             master_key: None,
             shutdown_grace: Duration::from_secs(10),
             log: "info".into(),
+            log_format: LogFormat::Text,
             api: ApiConfig::default(),
             render: RenderConfig::default(),
             webhook: WebhookConfig::default(),

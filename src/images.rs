@@ -99,6 +99,14 @@ impl ImageStore {
         written.map(|_| ())
     }
 
+    /// Writes and removes a small file under `.readyz/` (named by `probe`): whether image files
+    /// can be written right now.
+    pub async fn probe(&self, probe: &str) -> object_store::Result<()> {
+        let key = format!(".readyz/{probe}");
+        self.put(&key, Bytes::from_static(b"ready")).await?;
+        self.delete(&[key]).await
+    }
+
     /// `Some` while writes fail: the last error and since when.
     pub fn failure(&self) -> Option<StorageFailure> {
         self.failing.lock().expect("lock").clone()

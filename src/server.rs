@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin;
 use crate::config::{Config, DatabaseUrl, Role};
-use crate::http::{self, AppState};
+use crate::http::{self, AppState, Running, RunningGuard};
 use crate::images::ImageStore;
 use crate::models::Catalogue;
 use crate::render::builtin::BuiltinRenderer;
@@ -106,6 +106,7 @@ pub async fn start(config: Config) -> Result<Easel, StartError> {
     });
     let node_id = format!("node-{}", uuid::Uuid::new_v4().simple());
     let mut wakeups = store::Wakeups::default();
+    let mut running = Running::default();
 
     // The delivery engine first: render workers on this node hand it their callbacks.
     let engine_shutdown = CancellationToken::new();
@@ -114,7 +115,16 @@ pub async fn start(config: Config) -> Result<Easel, StartError> {
             DeliveryEngine::new(store.clone(), config.webhook.clone(), master_key.clone(), node_id.clone())
                 .map_err(|e| StartError(format!("cannot set up webhook delivery: {e}")))?;
         wakeups.deliveries = Some(queue.wakeup());
-        (Some(tokio::spawn(engine.run(inbox, engine_shutdown.clone(), deadline.clone()))), Some(queue))
+        let (guard, flag) = RunningGuard::new();
+        running.deliver = Some(flag);
+        let run = engine.run(inbox, engine_shutdown.clone(), deadline.clone());
+        (
+            Some(tokio::spawn(async move {
+                let _running = guard;
+                run.await
+            })),
+            Some(queue),
+        )
     } else {
         (None, None)
     };
@@ -136,7 +146,13 @@ pub async fn start(config: Config) -> Result<Easel, StartError> {
                 queue: delivery_queue.clone(),
             },
         });
-        Some(tokio::spawn(workers.run(shutdown.clone(), grace)))
+        let (guard, flag) = RunningGuard::new();
+        running.render = Some(flag);
+        let run = workers.run(shutdown.clone(), grace);
+        Some(tokio::spawn(async move {
+            let _running = guard;
+            run.await
+        }))
     } else {
         None
     };
@@ -149,6 +165,8 @@ pub async fn start(config: Config) -> Result<Easel, StartError> {
         render_wakeup: wakeups.render,
         delivery_wakeup: wakeups.deliveries,
         egress_ips: config.webhook.egress_ips.clone(),
+        running,
+        node_id: node_id.clone(),
     });
     let app = http::router(state, config.runs(Role::Api));
     let http = tokio::spawn(serve_http(listener, app, config.api.clone(), shutdown.clone(), grace));

@@ -454,6 +454,24 @@ pub struct Health {
     pub version: Option<&'static str>,
 }
 
+/// `GET /readyz`: `{"status": "ready" | "not ready", "checks": {"database", "storage", "render",
+/// "deliver"}}`, each check `"ok"` or what fails; roles this node does not run are absent.
+#[derive(Clone, Debug, Serialize)]
+pub struct Readiness {
+    pub status: &'static str,
+    pub checks: ReadinessChecks,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ReadinessChecks {
+    pub database: String,
+    pub storage: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub render: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deliver: Option<String>,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct StorageHealth {
     pub error: String,

@@ -39,6 +39,10 @@ pub struct AppState {
     pub render_wakeup: Option<Arc<Notify>>,
     /// Wakes this node's delivery engine when a delivery is retried (`None` where it does not run).
     pub delivery_wakeup: Option<Arc<Notify>>,
+    /// Whether the worker roles this node runs are still running (`None`: not run here).
+    pub running: Running,
+    /// This node's name (lease owner), for its storage probe.
+    pub node_id: String,
     /// The addresses callbacks leave from (`webhook.egress_ips`), published at `/egress-ips`.
     pub egress_ips: Vec<std::net::IpAddr>,
 }
@@ -60,6 +64,7 @@ pub fn router(state: ApiContext, api: bool) -> Router {
     }
     router
         .route("/healthz", get(health))
+        .route("/readyz", get(ready))
         .route("/egress-ips", get(egress_ips))
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -81,6 +86,57 @@ async fn health(State(state): State<ApiContext>) -> Response {
             tracing::error!(error.message = %e, "health check: database unreachable");
             (StatusCode::SERVICE_UNAVAILABLE, Json(wire::Health::database_unreachable())).into_response()
         }
+    }
+}
+
+/// Readiness, for load balancers and orchestrators: the database answers, image storage takes a
+/// write (a small probe file, written and removed on each call), and the render workers and the
+/// delivery engine this node runs are running. 503 names what fails. `/healthz` is liveness.
+async fn ready(State(state): State<ApiContext>) -> Response {
+    let mut checks = wire::ReadinessChecks::default();
+    let mut ready = true;
+    let mut check = |outcome: Result<(), String>| match outcome {
+        Ok(()) => "ok".to_string(),
+        Err(why) => {
+            ready = false;
+            why
+        }
+    };
+    checks.database = check(state.store.ping().await.map_err(|e| format!("unreachable: {e}")));
+    checks.storage = check(state.images.probe(&state.node_id).await.map_err(|e| format!("not writable: {e}")));
+    let role = |flag: &Arc<std::sync::atomic::AtomicBool>| {
+        if flag.load(std::sync::atomic::Ordering::SeqCst) { Ok(()) } else { Err("stopped".to_string()) }
+    };
+    checks.render = state.running.render.as_ref().map(|flag| check(role(flag)));
+    checks.deliver = state.running.deliver.as_ref().map(|flag| check(role(flag)));
+    let (status, code) = if ready { ("ready", StatusCode::OK) } else { ("not ready", StatusCode::SERVICE_UNAVAILABLE) };
+    if !ready {
+        tracing::warn!(?checks, "not ready");
+    }
+    (code, Json(wire::Readiness { status, checks })).into_response()
+}
+
+/// The worker roles of this node: each flag is true while the role's task runs (it holds a
+/// [`RunningGuard`], which clears the flag when the task ends, by panic too).
+#[derive(Clone, Default)]
+pub struct Running {
+    pub render: Option<Arc<std::sync::atomic::AtomicBool>>,
+    pub deliver: Option<Arc<std::sync::atomic::AtomicBool>>,
+}
+
+/// Held by a role's task; clears its flag when dropped.
+pub struct RunningGuard(pub Arc<std::sync::atomic::AtomicBool>);
+
+impl RunningGuard {
+    pub fn new() -> (RunningGuard, Arc<std::sync::atomic::AtomicBool>) {
+        let flag = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        (RunningGuard(flag.clone()), flag)
+    }
+}
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::SeqCst);
     }
 }
 

@@ -14,6 +14,7 @@ mod isolation;
 mod jobs;
 mod memory;
 mod multinode;
+mod operations;
 mod process;
 mod receiver;
 mod sdk;
