@@ -104,7 +104,7 @@ impl RenderWorkers {
         let id = job.work.id();
         let result = match &job.work {
             RenderWork::Generation(generation) => self.run_generation(generation, job.attempt).await,
-            RenderWork::Upscale { variation, source } => self.run_upscale(variation, source, job.attempt).await,
+            RenderWork::Upscale { variation, source } => self.run_upscale(variation, source).await,
         };
         let result = match result {
             Err(JobError::Storage(error)) => self.storage_failed(&job, error).await,
@@ -233,7 +233,7 @@ impl RenderWorkers {
         Ok(Finished::Abandoned)
     }
 
-    async fn run_upscale(&self, variation: &Variation, source: &Image, _attempt: u32) -> Result<Finished, JobError> {
+    async fn run_upscale(&self, variation: &Variation, source: &Image) -> Result<Finished, JobError> {
         let outcome = match self.images.get(&source.storage_key).await? {
             None => JobOutcome::Failed { reason: "the source image no longer exists".into() },
             Some(bytes) => match self.renderer.upscale(bytes).await {

@@ -246,14 +246,16 @@ pub(super) fn render_job(work: RenderWork, row: &impl Columns) -> StoreResult<Re
     Ok(RenderJob { work, attempt: row.int("attempts")?.clamp(0, i64::from(u32::MAX)) as u32 })
 }
 
-/// Why a delivery that exists was not redelivered, from its `status`, `leased`, `next_attempt_at`
-/// and `redelivered_at`.
-pub(super) fn redelivery_refused(row: &impl Columns, now: Millis) -> StoreResult<Redelivery> {
+/// What asking to redeliver a delivery does, from its `status`, `leased`, `next_attempt_at` and
+/// `redelivered_at`: nothing if it is already due (on SQLite a claim writes nothing, and a claimed
+/// delivery is due) or leased (in flight), nothing if it was redelivered a moment ago, else queue it.
+pub(super) fn redelivery_of(row: &impl Columns, now: Millis) -> StoreResult<Redelivery> {
     let pending = row.text("status")? == "pending";
-    let leased = row.boolean("leased")?;
-    if pending && (leased || row.int("next_attempt_at")? <= now) {
+    if pending && (row.boolean("leased")? || row.int("next_attempt_at")? <= now) {
         return Ok(Redelivery::AlreadyQueued);
     }
-    let recently = row.opt_int("redelivered_at")?.is_some_and(|at| at > now - REDELIVERY_INTERVAL_MS);
-    Ok(if recently { Redelivery::TooSoon } else { Redelivery::AlreadyQueued })
+    if row.opt_int("redelivered_at")?.is_some_and(|at| at > now - REDELIVERY_INTERVAL_MS) {
+        return Ok(Redelivery::TooSoon);
+    }
+    Ok(Redelivery::Queued)
 }

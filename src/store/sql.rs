@@ -692,10 +692,7 @@ impl Store for SqlStore {
         held: &HashSet<DeliveryId>,
     ) -> StoreResult<Vec<DeliveryJob>> {
         let ids: Vec<String> = match &self.backend {
-            Backend::Sqlite(sqlite) => {
-                let ids = sqlite.claim_deliveries(now, limit, skip_endpoints, held).await?;
-                ids.iter().map(DeliveryId::to_string).collect()
-            }
+            Backend::Sqlite(sqlite) => sqlite.claim_deliveries(now, limit, skip_endpoints, held).await?,
             Backend::Postgres(pg) => pg.claim_deliveries(owner, now, lease_until, limit, skip_endpoints).await?,
         };
         self.load_jobs(&ids).await
@@ -710,10 +707,7 @@ impl Store for SqlStore {
         held: &HashSet<DeliveryId>,
     ) -> StoreResult<Vec<DeliveryJob>> {
         let ids: Vec<String> = match &self.backend {
-            Backend::Sqlite(sqlite) => {
-                let ids = sqlite.claim_endpoint_deliveries(now, wanted, held).await?;
-                ids.iter().map(DeliveryId::to_string).collect()
-            }
+            Backend::Sqlite(sqlite) => sqlite.claim_endpoint_deliveries(now, wanted, held).await?,
             Backend::Postgres(pg) => pg.claim_endpoint_deliveries(owner, now, lease_until, wanted).await?,
         };
         self.load_jobs(&ids).await
@@ -846,36 +840,29 @@ impl Store for SqlStore {
 
     async fn retry_delivery(&self, id: DeliveryId, user: Option<UserId>, now: Millis) -> StoreResult<Redelivery> {
         transaction!(self, |tx, dialect| {
-            // A delivery already due (on SQLite a claim writes nothing, and a claimed delivery is
-            // due) or leased (in flight), or redelivered a moment ago, is left alone.
-            let queued = sqlx::query(
-                "UPDATE webhook_deliveries SET schedule_index = 0, updated_at = $3, finished_at = NULL, \
-                 next_attempt_at = $3, redelivered_at = $3, status = 'pending' \
-                 WHERE id = $1 AND (CAST($2 AS TEXT) IS NULL OR user_id = $2) \
-                 AND NOT (status = 'pending' AND (lease_owner IS NOT NULL OR next_attempt_at <= $3)) \
-                 AND (redelivered_at IS NULL OR redelivered_at <= $3 - $4)",
-            )
+            // The row is held until the commit, so concurrent requests decide one after another.
+            let row = sqlx::query(&format!(
+                "SELECT status, lease_owner IS NOT NULL AS leased, next_attempt_at, redelivered_at \
+                 FROM webhook_deliveries WHERE id = $1 AND (CAST($2 AS TEXT) IS NULL OR user_id = $2){}",
+                dialect.row_lock(" FOR UPDATE")
+            ))
             .bind(id.to_string())
             .bind(user.map(|u| u.to_string()))
-            .bind(now)
-            .bind(REDELIVERY_INTERVAL_MS)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            let answer = if queued == 1 {
-                dialect.notify(&mut tx, DELIVERY_CHANNEL).await?;
-                Redelivery::Queued
-            } else {
-                let row = sqlx::query(
-                    "SELECT status, lease_owner IS NOT NULL AS leased, next_attempt_at, redelivered_at \
-                     FROM webhook_deliveries WHERE id = $1 AND (CAST($2 AS TEXT) IS NULL OR user_id = $2)",
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(row) = row else { return Ok(Redelivery::Missing) };
+            let answer = redelivery_of(&row, now)?;
+            if answer == Redelivery::Queued {
+                sqlx::query(
+                    "UPDATE webhook_deliveries SET schedule_index = 0, updated_at = $2, finished_at = NULL, \
+                     next_attempt_at = $2, redelivered_at = $2, status = 'pending' WHERE id = $1",
                 )
                 .bind(id.to_string())
-                .bind(user.map(|u| u.to_string()))
-                .fetch_optional(&mut *tx)
+                .bind(now)
+                .execute(&mut *tx)
                 .await?;
-                row.as_ref().map_or(Ok(Redelivery::Missing), |row| redelivery_refused(row, now))?
-            };
+                dialect.notify(&mut tx, DELIVERY_CHANNEL).await?;
+            }
             tx.commit().await?;
             Ok(answer)
         })

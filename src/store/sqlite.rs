@@ -102,7 +102,7 @@ impl SqliteDb {
         limit: u32,
         skip_endpoints: &[String],
         held: &HashSet<DeliveryId>,
-    ) -> StoreResult<Vec<DeliveryId>> {
+    ) -> StoreResult<Vec<String>> {
         let mut query = QueryBuilder::<Sqlite>::new(
             "SELECT id FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= ",
         );
@@ -125,7 +125,7 @@ impl SqliteDb {
         now: Millis,
         wanted: &[EndpointClaim],
         held: &HashSet<DeliveryId>,
-    ) -> StoreResult<Vec<DeliveryId>> {
+    ) -> StoreResult<Vec<String>> {
         let mut ids = Vec::new();
         for claim in wanted {
             let rows = sqlx::query(
@@ -159,12 +159,12 @@ async fn checkpoint_wal(pool: SqlitePool, stop: tokio_util::sync::CancellationTo
 }
 
 /// The first `limit` ids in `rows` that this node does not already hold.
-fn unheld_ids(rows: &[SqliteRow], held: &HashSet<DeliveryId>, limit: usize) -> StoreResult<Vec<DeliveryId>> {
+fn unheld_ids(rows: &[SqliteRow], held: &HashSet<DeliveryId>, limit: usize) -> StoreResult<Vec<String>> {
     let mut ids = Vec::with_capacity(limit.min(rows.len()));
     for row in rows {
         let id: DeliveryId = parse(row, "id")?;
         if !held.contains(&id) {
-            ids.push(id);
+            ids.push(id.to_string());
             if ids.len() == limit {
                 break;
             }

@@ -234,8 +234,7 @@ impl DeliveryEngine {
     /// store, and the endpoint is marked as having a backlog so it is fed from there as its queue
     /// drains.
     pub(super) fn has_room_for(&self, endpoint: &str) -> bool {
-        let capacity = self.config.max_in_flight * HELD_PER_SLOT;
-        if self.in_memory.lock().expect("lock").len() >= capacity {
+        if self.in_memory.lock().expect("lock").len() >= self.capacity() {
             self.starved.store(true, Ordering::SeqCst);
             self.set_backlogged(endpoint, true);
             return false;
@@ -247,6 +246,11 @@ impl DeliveryEngine {
         }
         state.backlogged = true;
         false
+    }
+
+    /// How many deliveries this node holds in memory at most.
+    fn capacity(&self) -> usize {
+        self.config.max_in_flight * HELD_PER_SLOT
     }
 
     /// How many queued deliveries make an endpoint skipped by the claimer.
@@ -462,7 +466,7 @@ impl DeliveryEngine {
     /// endpoint, as their queues run low; a scan of everything due (skipping endpoints with full
     /// queues) finds the rest, on request and at least every poll interval.
     async fn claim(self: Arc<Self>, shutdown: CancellationToken) {
-        let capacity = self.config.max_in_flight * HELD_PER_SLOT;
+        let capacity = self.capacity();
         let mut scan_requested = true;
         let mut last_scan = tokio::time::Instant::now();
         while !shutdown.is_cancelled() {
