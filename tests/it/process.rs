@@ -290,7 +290,9 @@ fn crash_test_server(dir: &Path, ca: &TestCa) -> EaselProcess {
     )
 }
 
-#[tokio::test]
+// Two worker threads: the receiver must read (and timestamp) requests while the test thread
+// blocks in kill -9, or a request sent just before a kill is stamped after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_callback_arrives_despite_kill_9_and_duplicates_only_straddle_a_kill() {
     if not_applicable(Backend::Sqlite, "on PostgreSQL, nodes killed mid-stream are tested in multinode.rs") {
         return;
