@@ -49,6 +49,19 @@ enum Command {
     /// Inspect and redeliver webhook callbacks.
     #[command(subcommand)]
     Deliveries(DeliveriesCommand),
+    /// The inference backends of `[[backends]]`.
+    #[command(subcommand)]
+    Backends(BackendsCommand),
+}
+
+#[derive(Subcommand)]
+enum BackendsCommand {
+    /// Each backend's health (as every node last saw it), jobs running on it and jobs waiting for
+    /// its models, and its last error.
+    List {
+        #[command(flatten)]
+        output: Output,
+    },
 }
 
 #[derive(Subcommand)]
@@ -203,6 +216,7 @@ async fn run(command: Command, config: Config) -> Result<(), Failure> {
         Command::Users(command) => users(command, &config).await,
         Command::Keys(command) => keys(command, &config).await,
         Command::Deliveries(command) => deliveries(command, &config).await,
+        Command::Backends(BackendsCommand::List { output }) => backends_list(&config, output).await,
     }
 }
 
@@ -360,6 +374,37 @@ async fn keys(command: KeysCommand, config: &Config) -> Result<(), Failure> {
             } else {
                 println!("deleted API key {id}");
             }
+        }
+    }
+    Ok(())
+}
+
+async fn backends_list(config: &Config, output: Output) -> Result<(), Failure> {
+    let catalogue = crate::models::Catalogue::new(&config.models)?;
+    let store = store::open(config).await?;
+    let overview = store.backend_overview(crate::clock::now_ms()).await?;
+    let statuses = wire::BackendStatus::all(&config.backends, &catalogue, &overview);
+    if output.json {
+        print_json(&statuses);
+        return Ok(());
+    }
+    if statuses.is_empty() {
+        println!("no [[backends]] are configured: every model uses the built-in renderer");
+    }
+    for status in statuses {
+        println!(
+            "{}  {:<7}  {:<9}  running {}/{}  queued {}  {}",
+            status.name, status.kind, status.health, status.running, status.max_concurrent, status.queued, status.url
+        );
+        for model in &status.models {
+            println!("    model {} ({}): {} queued", model.name, model.id, model.queued);
+        }
+        for node in &status.nodes {
+            let health = if node.healthy { "healthy" } else { "unhealthy" };
+            println!("    {} saw it {health} at {}", node.node_id, node.checked_at);
+        }
+        if let (Some(error), Some(at)) = (&status.last_error, &status.last_error_at) {
+            println!("    last error at {at}: {error}");
         }
     }
     Ok(())

@@ -33,6 +33,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "storage",
     "roles",
     "models",
+    "backends",
 ];
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -66,6 +67,77 @@ pub struct Config {
     pub roles: Vec<Role>,
     /// Extra platform models (or overrides of built-in ones, by id).
     pub models: Vec<ModelConfig>,
+    /// Inference servers that models may route their jobs to (`[[backends]]`).
+    pub backends: Vec<BackendConfig>,
+}
+
+/// An inference server (`[[backends]]`): where it is, what protocol it speaks, how many jobs it
+/// runs at once. Models name backends in their `backends` list.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    /// Unique; models refer to it, and logs, `/healthz` and `easel backends list` show it.
+    pub name: String,
+    pub kind: BackendKind,
+    /// The server's base URL (`http://10.0.0.5:7860`); paths are appended to it.
+    pub url: String,
+    /// Jobs this server runs at once, counted across every node (one per GPU is typical).
+    #[serde(default = "one")]
+    pub max_concurrent: u32,
+    /// One job, end to end; past it the job is cancelled on the server and FAILED.
+    #[serde(default = "five_minutes", with = "duration_text")]
+    pub timeout: Duration,
+    /// Sent as `authorization: Bearer <api_key>` (OpenAI-compatible services, secured proxies).
+    #[serde(default, skip_serializing)]
+    pub api_key: Option<SecretText>,
+    /// Extra request headers, such as a gateway's credentials.
+    #[serde(default, skip_serializing)]
+    pub headers: std::collections::BTreeMap<String, SecretText>,
+    /// How often a healthy server is probed; an unhealthy one is probed sooner, backing off up
+    /// to this.
+    #[serde(default = "thirty_seconds", with = "duration_text")]
+    pub health_interval: Duration,
+    /// `comfyui`: the workflow in ComfyUI's API format (a JSON file) whose `{{placeholders}}` Easel
+    /// fills in; see the README.
+    #[serde(default)]
+    pub workflow: Option<PathBuf>,
+}
+
+/// The protocol an inference server speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// AUTOMATIC1111's `/sdapi/v1/txt2img` and `/img2img` (Forge, SD.Next, stable-diffusion.cpp).
+    Sdapi,
+    /// OpenAI's `/v1/images/generations` and `/v1/images/edits`.
+    Openai,
+    /// A Cog predictor's `/predictions`.
+    Cog,
+    /// ComfyUI's `/prompt`, `/history`, `/view` and `/upload/image`.
+    Comfyui,
+}
+
+impl BackendKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Sdapi => "sdapi",
+            BackendKind::Openai => "openai",
+            BackendKind::Cog => "cog",
+            BackendKind::Comfyui => "comfyui",
+        }
+    }
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn five_minutes() -> Duration {
+    Duration::from_secs(300)
+}
+
+fn thirty_seconds() -> Duration {
+    Duration::from_secs(30)
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -112,6 +184,10 @@ pub struct RenderConfig {
     /// to `lease`.
     #[serde(with = "duration_text")]
     pub retry_backoff: Duration,
+    /// A job of a model served by `[[backends]]` that has waited this long while none of the
+    /// model's backends was available (all failing their health checks) is FAILED.
+    #[serde(with = "duration_text")]
+    pub no_backend_timeout: Duration,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -277,6 +353,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             roles: vec![Role::Api, Role::Render, Role::Deliver],
             models: Vec::new(),
+            backends: Vec::new(),
         }
     }
 }
@@ -305,6 +382,7 @@ impl Default for RenderConfig {
             lease: Duration::from_secs(300),
             max_attempts: 8,
             retry_backoff: Duration::from_secs(5),
+            no_backend_timeout: Duration::from_secs(600),
         }
     }
 }
@@ -453,7 +531,67 @@ impl Config {
         if webhook.lease < webhook.timeout * 2 {
             return fail("webhook.lease", "must be at least twice webhook.timeout".into());
         }
+        self.validate_backends()?;
         crate::models::Catalogue::new(&self.models)?;
+        Ok(())
+    }
+
+    fn validate_backends(&self) -> Result<(), ConfigError> {
+        let mut names = std::collections::BTreeSet::new();
+        for (index, backend) in self.backends.iter().enumerate() {
+            let fail =
+                |field: &str, message: String| Err(ConfigError(format!("`backends[{index}].{field}`: {message}")));
+            let name = backend.name.trim();
+            if name.is_empty()
+                || name.len() > 64
+                || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                return fail("name", format!("{:?} must be 1 to 64 letters, digits, '-', '_' or '.'", backend.name));
+            }
+            if !names.insert(name) {
+                return fail("name", format!("{name:?} names two backends"));
+            }
+            match url::Url::parse(&backend.url) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+                _ => return fail("url", format!("{:?} is not an absolute http(s) URL", redact_url(&backend.url))),
+            }
+            if !(1..=1024).contains(&backend.max_concurrent) {
+                return fail("max_concurrent", "must be between 1 and 1024".into());
+            }
+            if backend.timeout < Duration::from_secs(1) {
+                return fail("timeout", "must be at least 1s".into());
+            }
+            if backend.health_interval < Duration::from_millis(100) {
+                return fail("health_interval", "must be at least 100ms".into());
+            }
+            for header in backend.headers.keys() {
+                if axum::http::HeaderName::from_bytes(header.as_bytes()).is_err() {
+                    return fail("headers", format!("{header:?} is not a header name"));
+                }
+            }
+            match (backend.kind, &backend.workflow) {
+                (BackendKind::Comfyui, None) => {
+                    return fail("workflow", "a comfyui backend needs its workflow (API format JSON file)".into());
+                }
+                (BackendKind::Comfyui, Some(_)) => {}
+                (kind, Some(_)) => {
+                    return fail("workflow", format!("only comfyui backends take a workflow, not {}", kind.as_str()));
+                }
+                (_, None) => {}
+            }
+        }
+        for (index, model) in self.models.iter().enumerate() {
+            for name in &model.backends {
+                if !names.contains(name.as_str()) {
+                    return Err(ConfigError(format!(
+                        "`models[{index}].backends`: {name:?} is not the name of one of the [[backends]]"
+                    )));
+                }
+            }
+        }
+        if self.render.no_backend_timeout < Duration::from_secs(1) {
+            return Err(ConfigError("`render.no_backend_timeout`: must be at least 1s".into()));
+        }
         Ok(())
     }
 

@@ -34,6 +34,13 @@ pub struct ModelConfig {
     pub featured: bool,
     #[serde(default)]
     pub nsfw: bool,
+    /// Names of the `[[backends]]` that run this model; empty: the built-in renderer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backends: Vec<String>,
+    /// The checkpoint or model name on those backends (`sd_xl_base_1.0.safetensors`); unset: the
+    /// server's loaded model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_model: Option<String>,
 }
 
 impl ModelConfig {
@@ -48,6 +55,8 @@ impl ModelConfig {
             height: default_model_size(),
             featured: false,
             nsfw: false,
+            backends: Vec::new(),
+            backend_model: None,
         }
     }
 }
@@ -73,6 +82,10 @@ pub struct Model {
     pub nsfw: bool,
     /// When the model entered the catalogue (`createdAt`); fixed for built-ins.
     pub created_at: Millis,
+    /// The `[[backends]]` that run it, by name; empty: the built-in renderer.
+    pub backends: Vec<String>,
+    /// The model's name on those backends.
+    pub backend_model: Option<String>,
 }
 
 impl Model {
@@ -124,6 +137,8 @@ impl Catalogue {
                     featured: config.featured,
                     nsfw: config.nsfw,
                     created_at: BUILTIN_CREATED_AT,
+                    backends: config.backends.clone(),
+                    backend_model: config.backend_model.clone(),
                 },
             );
         }
@@ -156,6 +171,8 @@ fn builtin_models() -> Vec<Model> {
         featured,
         nsfw: false,
         created_at: BUILTIN_CREATED_AT,
+        backends: Vec::new(),
+        backend_model: None,
     };
     vec![
         model(

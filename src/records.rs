@@ -335,3 +335,39 @@ pub struct DeliveryFilter {
     pub status: Option<DeliveryStatus>,
     pub limit: u32,
 }
+
+/// A claim of jobs for one inference backend (`[[backends]]`).
+#[derive(Clone, Debug)]
+pub struct BackendClaim<'a> {
+    pub owner: &'a str,
+    /// The backend's name, recorded on each claimed job while it holds its lease.
+    pub backend: &'a str,
+    /// At most this many leased jobs on the backend, all nodes together.
+    pub max_concurrent: u32,
+    /// The models the backend serves: only their jobs are claimed.
+    pub models: &'a [uuid::Uuid],
+    pub now: Millis,
+    pub lease_until: Millis,
+    /// Most jobs this claim takes (this node's free capacity).
+    pub limit: u32,
+}
+
+/// What one node last saw of one backend's health.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BackendHealth {
+    pub name: String,
+    pub node_id: String,
+    pub healthy: bool,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<Millis>,
+    pub checked_at: Millis,
+}
+
+/// The backends as the database sees them: health by node, jobs running on each backend, and
+/// jobs waiting for each model.
+#[derive(Clone, Debug, Default)]
+pub struct BackendOverview {
+    pub health: Vec<BackendHealth>,
+    pub running: std::collections::BTreeMap<String, u64>,
+    pub pending_by_model: std::collections::BTreeMap<String, u64>,
+}

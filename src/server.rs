@@ -17,6 +17,7 @@ use crate::http::{self, AppState, Running, RunningGuard};
 use crate::images::ImageStore;
 use crate::models::Catalogue;
 use crate::render::builtin::BuiltinRenderer;
+use crate::render::dispatch::Backends;
 use crate::render::worker::RenderWorkers;
 use crate::secrets::MasterKey;
 use crate::store::{self, Store};
@@ -90,6 +91,10 @@ pub async fn start(config: Config) -> Result<Easel, StartError> {
     let images = ImageStore::from_config(&config, &public_url)
         .map_err(|e| StartError(format!("cannot use the image storage: {e}")))?;
     let catalogue = Arc::new(Catalogue::new(&config.models).map_err(|e| StartError(e.to_string()))?);
+    let backends = Arc::new(
+        Backends::new(&config.backends, &catalogue)
+            .map_err(|e| StartError(format!("cannot set up the inference backends: {e}")))?,
+    );
 
     let shutdown = CancellationToken::new();
     let grace = config.shutdown_grace;
@@ -131,6 +136,7 @@ pub async fn start(config: Config) -> Result<Easel, StartError> {
     let render = if config.runs(Role::Render) {
         let wakeup = Arc::new(Notify::new());
         wakeups.render = Some(wakeup.clone());
+        backends.monitor(store.clone(), node_id.clone(), wakeup.clone(), shutdown.clone());
         let workers = Arc::new(RenderWorkers {
             store: store.clone(),
             renderer: Arc::new(BuiltinRenderer::new(config.render.workers)),
@@ -145,6 +151,7 @@ pub async fn start(config: Config) -> Result<Easel, StartError> {
                 catalogue: catalogue.clone(),
                 queue: delivery_queue.clone(),
             },
+            backends: backends.clone(),
         });
         let (guard, flag) = RunningGuard::new();
         running.render = Some(flag);
@@ -165,6 +172,7 @@ pub async fn start(config: Config) -> Result<Easel, StartError> {
         render_wakeup: wakeups.render,
         delivery_wakeup: wakeups.deliveries,
         egress_ips: config.webhook.egress_ips.clone(),
+        backends: config.backends.clone(),
         running,
         node_id: node_id.clone(),
     });

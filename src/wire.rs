@@ -452,6 +452,10 @@ pub struct Health {
     pub storage: Option<StorageHealth>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<&'static str>,
+    /// The inference backends (`[[backends]]`), when there are any; their health does not change
+    /// the status (a model without a working backend fails its jobs, not the node).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub backends: Vec<BackendStatus>,
 }
 
 /// `GET /readyz`: `{"status": "ready" | "not ready", "checks": {"database", "storage", "render",
@@ -480,7 +484,7 @@ pub struct StorageHealth {
 
 impl Health {
     pub fn ok() -> Health {
-        Health { status: "ok", storage: None, version: Some(env!("CARGO_PKG_VERSION")) }
+        Health { status: "ok", storage: None, version: Some(env!("CARGO_PKG_VERSION")), backends: Vec::new() }
     }
 
     pub fn storage_failing(failure: &StorageFailure) -> Health {
@@ -488,11 +492,12 @@ impl Health {
             status: "image storage failing",
             storage: Some(StorageHealth { error: failure.error.clone(), since: rfc3339_ms(failure.since) }),
             version: Some(env!("CARGO_PKG_VERSION")),
+            backends: Vec::new(),
         }
     }
 
     pub fn database_unreachable() -> Health {
-        Health { status: "database unreachable", storage: None, version: None }
+        Health { status: "database unreachable", storage: None, version: None, backends: Vec::new() }
     }
 }
 
@@ -946,5 +951,102 @@ mod tests {
             none: EmptyList,
         }
         assert_eq!(serde_json::to_string(&Shape { nothing: (), none: [] }).unwrap(), r#"{"nothing":null,"none":[]}"#);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Inference backends: `easel backends list --json` and the `backends` of `/healthz`
+// ---------------------------------------------------------------------------------------------
+
+/// One `[[backends]]` entry as the database sees it (every node's view).
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendStatus {
+    pub name: String,
+    pub kind: &'static str,
+    /// Without any password.
+    pub url: String,
+    /// `healthy` when the last check of every node that checked it passed, `unhealthy` when one
+    /// failed, `unknown` before any node checked it.
+    pub health: &'static str,
+    /// Jobs running on it now, all nodes together, and how many it may run.
+    pub running: u64,
+    pub max_concurrent: u32,
+    /// Jobs waiting for its models (shared with their other backends).
+    pub queued: u64,
+    pub models: Vec<BackendModel>,
+    pub nodes: Vec<BackendNodeHealth>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendModel {
+    pub id: Uuid,
+    pub name: String,
+    pub queued: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendNodeHealth {
+    pub node_id: String,
+    pub healthy: bool,
+    pub checked_at: String,
+}
+
+impl BackendStatus {
+    /// The status of each of `backends` from `overview`.
+    pub fn all(
+        backends: &[crate::config::BackendConfig],
+        catalogue: &crate::models::Catalogue,
+        overview: &store::BackendOverview,
+    ) -> Vec<BackendStatus> {
+        backends
+            .iter()
+            .map(|backend| {
+                let models: Vec<BackendModel> = catalogue
+                    .list()
+                    .into_iter()
+                    .filter(|model| model.backends.contains(&backend.name))
+                    .map(|model| BackendModel {
+                        id: model.id,
+                        name: model.name.clone(),
+                        queued: overview.pending_by_model.get(&model.id.to_string()).copied().unwrap_or(0),
+                    })
+                    .collect();
+                let rows: Vec<&store::BackendHealth> =
+                    overview.health.iter().filter(|row| row.name == backend.name).collect();
+                let health = if rows.is_empty() {
+                    "unknown"
+                } else if rows.iter().all(|row| row.healthy) {
+                    "healthy"
+                } else {
+                    "unhealthy"
+                };
+                let last = rows.iter().filter(|row| row.last_error_at.is_some()).max_by_key(|row| row.last_error_at);
+                BackendStatus {
+                    name: backend.name.clone(),
+                    kind: backend.kind.as_str(),
+                    url: crate::config::redact_url(&backend.url),
+                    health,
+                    running: overview.running.get(&backend.name).copied().unwrap_or(0),
+                    max_concurrent: backend.max_concurrent,
+                    queued: models.iter().map(|model| model.queued).sum(),
+                    models,
+                    nodes: rows
+                        .iter()
+                        .map(|row| BackendNodeHealth {
+                            node_id: row.node_id.clone(),
+                            healthy: row.healthy,
+                            checked_at: rfc3339_ms(row.checked_at),
+                        })
+                        .collect(),
+                    last_error: last.and_then(|row| row.last_error.clone()),
+                    last_error_at: last.and_then(|row| row.last_error_at).map(rfc3339_ms),
+                }
+            })
+            .collect()
     }
 }

@@ -45,6 +45,8 @@ pub struct AppState {
     pub node_id: String,
     /// The addresses callbacks leave from (`webhook.egress_ips`), published at `/egress-ips`.
     pub egress_ips: Vec<std::net::IpAddr>,
+    /// The inference backends, shown by `/healthz`.
+    pub backends: Vec<crate::config::BackendConfig>,
 }
 
 pub type ApiContext = Arc<AppState>;
@@ -76,7 +78,18 @@ pub fn router(state: ApiContext, api: bool) -> Router {
 async fn health(State(state): State<ApiContext>) -> Response {
     match state.store.ping().await {
         Ok(()) => match state.images.failure() {
-            None => Json(wire::Health::ok()).into_response(),
+            None => {
+                let mut health = wire::Health::ok();
+                if !state.backends.is_empty() {
+                    match state.store.backend_overview(crate::clock::now_ms()).await {
+                        Ok(overview) => {
+                            health.backends = wire::BackendStatus::all(&state.backends, &state.catalogue, &overview)
+                        }
+                        Err(e) => tracing::warn!(error.message = %e, "health check: cannot read the backends' state"),
+                    }
+                }
+                Json(health).into_response()
+            }
             // Jobs cannot finish while their files cannot be written.
             Some(failure) => {
                 (StatusCode::SERVICE_UNAVAILABLE, Json(wire::Health::storage_failing(&failure))).into_response()

@@ -68,7 +68,7 @@ pub fn render_one(request: &GenerateRequest, index: u32) -> Result<RenderedImage
     Ok(RenderedImage { jpeg: encode_jpeg(&picture)?, width: params.width, height: params.height })
 }
 
-fn encode_jpeg(picture: &RgbImage) -> Result<Bytes, RenderError> {
+pub(super) fn encode_jpeg(picture: &RgbImage) -> Result<Bytes, RenderError> {
     let mut jpeg = Vec::with_capacity((picture.width() * picture.height() / 4) as usize);
     JpegEncoder::new_with_quality(&mut jpeg, JPEG_QUALITY)
         .encode(picture.as_raw(), picture.width(), picture.height(), ExtendedColorType::Rgb8)

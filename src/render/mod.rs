@@ -4,7 +4,9 @@
 //! [`worker`] claim jobs from the store, call the renderer, store the files and record the outcome.
 //! The built-in renderer ([`builtin`]) needs no GPU and is deterministic.
 
+pub mod backends;
 pub mod builtin;
+pub mod dispatch;
 pub mod worker;
 
 use async_trait::async_trait;
@@ -40,4 +42,14 @@ pub trait Renderer: Send + Sync + 'static {
     async fn generate(&self, request: GenerateRequest) -> Result<Vec<RenderedImage>, RenderError>;
     /// A 2x upscale of `source` (JPEG).
     async fn upscale(&self, source: Bytes) -> Result<RenderedImage, RenderError>;
+}
+
+/// Any PNG, JPEG or WebP picture as the JPEG Easel stores (backends send PNG mostly).
+pub fn to_jpeg(bytes: &[u8]) -> Result<RenderedImage, image::ImageError> {
+    let picture = image::load_from_memory(bytes)?.to_rgb8();
+    let (width, height) = picture.dimensions();
+    let jpeg = builtin::encode_jpeg(&picture).map_err(|e| {
+        image::ImageError::Encoding(image::error::EncodingError::new(image::error::ImageFormatHint::Unknown, e.0))
+    })?;
+    Ok(RenderedImage { jpeg, width, height })
 }

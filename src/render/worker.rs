@@ -10,13 +10,18 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::{GenerateRequest, Renderer};
+use super::backends::{BackendError, BackendImage, BackendJob};
+use super::dispatch::{BackendSlot, Backends};
+use super::{GenerateRequest, RenderError, RenderedImage, Renderer};
 use crate::clock::Millis;
 use crate::clock::now_ms;
 use crate::config::RenderConfig;
 use crate::images::{self, ImageStore};
 use crate::models::Catalogue;
-use crate::store::{Generation, Image, JobOutcome, JobStatus, NewImage, RenderJob, RenderWork, Store, Variation};
+use crate::store::{
+    BackendClaim, Generation, Image, JobOutcome, JobStatus, NewImage, RenderJob, RenderJobId, RenderWork, Store,
+    Variation,
+};
 use crate::webhook::outbox::Outbox;
 
 /// Everything a render worker needs; shared by all of this node's jobs.
@@ -32,7 +37,22 @@ pub struct RenderWorkers {
     pub wakeup: Arc<Notify>,
     /// Builds the webhook delivery of each finished generation.
     pub outbox: Outbox,
+    /// The inference servers of `[[backends]]` and the models they run.
+    pub backends: Arc<Backends>,
 }
+
+/// Where a claimed job runs.
+#[derive(Clone)]
+enum Route {
+    Builtin,
+    Backend(Arc<BackendSlot>),
+    /// No backend of the job's model has been available for `no_backend_timeout`: it fails.
+    Stranded,
+}
+
+/// How often a job running on a backend checks that its generation still exists (a delete
+/// cancels it on the server).
+const DELETE_POLL: Duration = Duration::from_millis(500);
 
 /// What happened to one job, for logs and tests.
 #[derive(Debug, PartialEq, Eq)]
@@ -55,11 +75,11 @@ impl RenderWorkers {
             let free = slots.available_permits() as u32;
             let claimed = if free > 0 { self.claim(free).await } else { Vec::new() };
             let claimed_any = !claimed.is_empty();
-            for job in claimed {
+            for (job, route) in claimed {
                 let permit = slots.clone().acquire_owned().await.expect("semaphore is never closed");
                 let workers = self.clone();
                 running.spawn(async move {
-                    workers.run_job(job).await;
+                    workers.run_routed(job, route).await;
                     drop(permit);
                 });
             }
@@ -81,15 +101,84 @@ impl RenderWorkers {
         }
     }
 
-    async fn claim(&self, limit: u32) -> Vec<RenderJob> {
+    /// Claims up to `limit` jobs: for each healthy backend with a free slot, jobs of its models;
+    /// jobs whose models have had no backend for too long (to fail them); then built-in jobs.
+    async fn claim(&self, limit: u32) -> Vec<(RenderJob, Route)> {
         let now = now_ms();
-        let lease_until = now + self.config.lease.as_millis() as i64;
-        match self.store.claim_render_jobs(&self.node_id, now, lease_until, limit).await {
-            Ok(jobs) => jobs,
-            Err(e) => {
-                tracing::error!(error.message = %e, "cannot claim render jobs; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                Vec::new()
+        let mut claimed = Vec::new();
+        let result = async {
+            for backend in &self.backends.list {
+                let room = backend.room().min(limit - claimed.len() as u32);
+                if room == 0 || !backend.is_healthy() {
+                    continue;
+                }
+                let lease_until = now + self.backend_lease(backend).as_millis() as i64;
+                let claim = BackendClaim {
+                    owner: &self.node_id,
+                    backend: backend.name(),
+                    max_concurrent: backend.config.max_concurrent,
+                    models: &backend.models,
+                    now,
+                    lease_until,
+                    limit: room,
+                };
+                for job in self.store.claim_backend_jobs(&claim).await? {
+                    claimed.push((job, Route::Backend(backend.clone())));
+                }
+            }
+            let lease_until = now + self.config.lease.as_millis() as i64;
+            let waited_since = now - self.config.no_backend_timeout.as_millis() as i64;
+            let stranded = self.backends.models_unavailable_since(waited_since);
+            let room = limit - claimed.len() as u32;
+            if !stranded.is_empty() && room > 0 {
+                for job in self
+                    .store
+                    .claim_stranded_jobs(&self.node_id, now, lease_until, &stranded, waited_since, room)
+                    .await?
+                {
+                    claimed.push((job, Route::Stranded));
+                }
+            }
+            let room = limit - claimed.len() as u32;
+            if room > 0 {
+                let skip = self.backends.served_models();
+                for job in self.store.claim_render_jobs(&self.node_id, now, lease_until, room, skip).await? {
+                    claimed.push((job, Route::Builtin));
+                }
+            }
+            Ok::<(), crate::store::StoreError>(())
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::error!(error.message = %e, "cannot claim render jobs; retrying");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        claimed
+    }
+
+    /// A job on `backend` holds its lease for the backend's timeout and a minute more, so no
+    /// other node takes it over while the server works on it.
+    fn backend_lease(&self, backend: &BackendSlot) -> Duration {
+        self.config.lease.max(backend.config.timeout + Duration::from_secs(60))
+    }
+
+    async fn run_routed(&self, job: RenderJob, route: Route) -> Option<Finished> {
+        match route {
+            Route::Builtin => self.run_job(job).await,
+            route => {
+                let RenderWork::Generation(generation) = &job.work else {
+                    unreachable!("only generations are claimed for backends")
+                };
+                let result = self.run_generation_on(generation, job.attempt, route).await;
+                let result = match result {
+                    Err(JobError::Storage(error)) => self.storage_failed(&job, error).await,
+                    other => other,
+                };
+                result
+                    .inspect_err(|e| {
+                        tracing::error!(generation.id = %generation.id, error.message = %e, "render job could not be recorded; it will be retried");
+                    })
+                    .ok()
             }
         }
     }
@@ -103,7 +192,7 @@ impl RenderWorkers {
         }
         let id = job.work.id();
         let result = match &job.work {
-            RenderWork::Generation(generation) => self.run_generation(generation, job.attempt).await,
+            RenderWork::Generation(generation) => self.run_generation_on(generation, job.attempt, Route::Builtin).await,
             RenderWork::Upscale { variation, source } => self.run_upscale(variation, source).await,
         };
         let result = match result {
@@ -149,8 +238,21 @@ impl RenderWorkers {
         Ok(Finished::Postponed)
     }
 
-    async fn run_generation(&self, generation: &Generation, attempt: u32) -> Result<Finished, JobError> {
+    async fn run_generation_on(
+        &self,
+        generation: &Generation,
+        attempt: u32,
+        route: Route,
+    ) -> Result<Finished, JobError> {
         let params = &generation.params;
+        if let Route::Stranded = route {
+            let waited = humantime::format_duration(self.config.no_backend_timeout);
+            let reason = format!(
+                "no backend of this model has been available for {waited}: {}",
+                self.backends.errors_of_model(&params.model_id)
+            );
+            return self.finish_generation(generation, &JobOutcome::Failed { reason }, &[]).await;
+        }
         let model_name = self.catalogue.get(&params.model_id).map(|m| m.name.clone()).unwrap_or_else(|| "Model".into());
         let init_image = match params.init_generation_image_id {
             Some(id) => match self.store.get_image(generation.user_id, id).await? {
@@ -163,7 +265,23 @@ impl RenderWorkers {
             let outcome = JobOutcome::Failed { reason: "the init image no longer exists".into() };
             return self.finish_generation(generation, &outcome, &[]).await;
         }
-        let rendered = self.renderer.generate(GenerateRequest { params: params.clone(), init_image }).await;
+        let mut generation = std::borrow::Cow::Borrowed(generation);
+        let rendered = match &route {
+            Route::Backend(backend) => match self.on_backend(backend, &generation, init_image, attempt).await? {
+                BackendRun::Images(images, seed) => {
+                    if let Some(seed) = seed.filter(|seed| *seed != generation.params.seed) {
+                        generation.to_mut().params.seed = seed;
+                        self.store.update_generation_params(generation.id, &self.node_id, &generation.params).await?;
+                    }
+                    Ok(images)
+                }
+                BackendRun::Failed(reason) => Err(RenderError(reason)),
+                BackendRun::Done(finished) => return Ok(finished),
+            },
+            _ => self.renderer.generate(GenerateRequest { params: params.clone(), init_image }).await,
+        };
+        let generation = generation.as_ref();
+        let params = &generation.params;
         let outcome = match rendered {
             Ok(rendered) => {
                 let mut new_images = Vec::with_capacity(rendered.len());
@@ -197,6 +315,86 @@ impl RenderWorkers {
             JobOutcome::Failed { .. } => Vec::new(),
         };
         self.finish_generation(generation, &outcome, &keys).await
+    }
+
+    /// Runs `generation` on `backend`: within its timeout, cancelled there if the generation is
+    /// deleted meanwhile, and given back for another backend if this one is not working.
+    async fn on_backend(
+        &self,
+        backend: &Arc<BackendSlot>,
+        generation: &Generation,
+        init_image: Option<bytes::Bytes>,
+        attempt: u32,
+    ) -> Result<BackendRun, JobError> {
+        let params = &generation.params;
+        let model = self.catalogue.get(&params.model_id);
+        let job = BackendJob {
+            id: generation.id.to_string(),
+            model: model.and_then(|m| m.backend_model.clone()),
+            prompt: params.prompt.clone(),
+            negative_prompt: params.negative_prompt.clone(),
+            width: params.width,
+            height: params.height,
+            num_images: params.num_images,
+            seed: params.seed,
+            steps: params.inference_steps,
+            guidance: params.guidance_scale,
+            scheduler: params.scheduler.clone(),
+            init_image,
+            init_strength: params.init_strength,
+        };
+        let timeout = backend.config.timeout;
+        let result = {
+            let _running = backend.start_job();
+            tokio::select! {
+                result = tokio::time::timeout(timeout, backend.adapter.generate(&job)) => Some(result),
+                () = self.deleted(generation) => None,
+            }
+        };
+        self.wakeup.notify_one();
+        let name = backend.name();
+        match result {
+            None => {
+                tracing::info!(generation.id = %generation.id, backend = name, "generation deleted while it ran; cancelling it on the backend");
+                backend.adapter.cancel(&job).await;
+                Ok(BackendRun::Done(Finished::Abandoned))
+            }
+            Some(Err(_elapsed)) => {
+                backend.adapter.cancel(&job).await;
+                let waited = humantime::format_duration(timeout);
+                Ok(BackendRun::Failed(format!(
+                    "{name} did not finish the generation within its timeout of {waited}; it was cancelled there"
+                )))
+            }
+            Some(Ok(Ok(images))) => match convert_images(images, job.num_images, name).await {
+                Ok((images, seed)) => Ok(BackendRun::Images(images, seed)),
+                Err(reason) => Ok(BackendRun::Failed(reason)),
+            },
+            Some(Ok(Err(BackendError::Failed(reason)))) => Ok(BackendRun::Failed(reason)),
+            Some(Ok(Err(BackendError::Unavailable(reason)))) => {
+                backend.failed(&reason);
+                if attempt >= self.config.max_attempts {
+                    return Ok(BackendRun::Failed(format!(
+                        "no backend could run the generation in {attempt} attempts; the last error: {reason}"
+                    )));
+                }
+                tracing::warn!(generation.id = %generation.id, backend = name, attempt, error.message = %reason, "backend not working; the generation goes back to the queue");
+                let now = now_ms();
+                self.store.postpone_render_job(RenderJobId::Generation(generation.id), &self.node_id, now, now).await?;
+                self.wakeup.notify_one();
+                Ok(BackendRun::Done(Finished::Postponed))
+            }
+        }
+    }
+
+    /// Resolves when `generation` no longer exists (deleted by its owner).
+    async fn deleted(&self, generation: &Generation) {
+        loop {
+            tokio::time::sleep(DELETE_POLL).await;
+            if let Ok(None) = self.store.get_generation(generation.user_id, generation.id).await {
+                return;
+            }
+        }
     }
 
     async fn finish_generation(
@@ -263,6 +461,41 @@ impl RenderWorkers {
         }
         Ok(Finished::Abandoned)
     }
+}
+
+/// How a job on a backend went.
+enum BackendRun {
+    /// The images, as JPEG, and the seed the backend reports for the first.
+    Images(Vec<RenderedImage>, Option<u64>),
+    /// The generation fails with this reason.
+    Failed(String),
+    /// Nothing more to record (deleted meanwhile, or given back for another backend).
+    Done(Finished),
+}
+
+/// A backend's pictures as the JPEG files Easel serves, on a blocking thread.
+async fn convert_images(
+    images: Vec<BackendImage>,
+    expected: u32,
+    backend: &str,
+) -> Result<(Vec<RenderedImage>, Option<u64>), String> {
+    if images.len() < expected as usize {
+        return Err(format!("{backend} returned {} of the {expected} images asked for", images.len()));
+    }
+    let seed = images.first().and_then(|image| image.seed);
+    let backend = backend.to_string();
+    tokio::task::spawn_blocking(move || {
+        images
+            .iter()
+            .map(|image| {
+                super::to_jpeg(&image.bytes)
+                    .map_err(|e| format!("{backend} returned an image that cannot be decoded: {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(|images| (images, seed))
+    })
+    .await
+    .map_err(|e| format!("converting the images failed: {e}"))?
 }
 
 /// Why a job could not run to its end.

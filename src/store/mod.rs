@@ -151,14 +151,43 @@ pub trait Store: Send + Sync + 'static {
     async fn create_variation(&self, variation: &Variation, slots: u32) -> StoreResult<Admission>;
     async fn get_variation(&self, user: UserId, id: VariationId) -> StoreResult<Option<Variation>>;
 
-    /// Claims up to `limit` pending jobs (oldest first) whose leases are free or expired.
+    /// Claims up to `limit` pending jobs for the built-in renderer (oldest first) whose leases are
+    /// free or expired: upscales, and generations of every model but `skip_models` (those that
+    /// `[[backends]]` run).
     async fn claim_render_jobs(
         &self,
         owner: &str,
         now: Millis,
         lease_until: Millis,
         limit: u32,
+        skip_models: &[uuid::Uuid],
     ) -> StoreResult<Vec<RenderJob>>;
+    /// Claims pending generations of `claim.models` for `claim.backend`, so that at most
+    /// `claim.max_concurrent` of them hold leases on it, all nodes counted; users take turns (each
+    /// user's oldest job first), so one user's queue does not hold up another's.
+    async fn claim_backend_jobs(&self, claim: &BackendClaim<'_>) -> StoreResult<Vec<RenderJob>>;
+    /// Claims up to `limit` pending generations of `models` created before `created_before` (and
+    /// not leased), whatever backend: to fail them when no backend of theirs is available.
+    async fn claim_stranded_jobs(
+        &self,
+        owner: &str,
+        now: Millis,
+        lease_until: Millis,
+        models: &[uuid::Uuid],
+        created_before: Millis,
+        limit: u32,
+    ) -> StoreResult<Vec<RenderJob>>;
+    /// Replaces the parameters of a generation `owner` holds (the seed a backend actually used).
+    async fn update_generation_params(
+        &self,
+        id: GenerationId,
+        owner: &str,
+        params: &crate::generation::GenerationParams,
+    ) -> StoreResult<bool>;
+    /// Records what `health.node_id` sees of a backend now.
+    async fn record_backend_health(&self, health: &BackendHealth) -> StoreResult<()>;
+    /// Health by node, running jobs by backend and pending jobs by model.
+    async fn backend_overview(&self, now: Millis) -> StoreResult<BackendOverview>;
     /// Gives a claimed job back, not to be claimed again before `not_before` (after a failure that
     /// may pass, such as image storage refusing writes). Returns false if `owner` no longer holds it.
     async fn postpone_render_job(

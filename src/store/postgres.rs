@@ -18,6 +18,7 @@ use crate::config::DatabaseConfig;
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "schema", include_str!("../../migrations/postgres/0001_schema.sql")),
     (2, "attempts and redeliveries", include_str!("../../migrations/postgres/0002_attempts_and_redeliveries.sql")),
+    (3, "backends", include_str!("../../migrations/postgres/0003_backends.sql")),
 ];
 
 pub(super) struct PgDb {
@@ -46,6 +47,13 @@ impl PgDb {
     /// concurrency-slot check and the insert cannot interleave with another request's.
     pub(super) async fn lock_user(&self, tx: &mut PgConnection, user: UserId) -> StoreResult<()> {
         sqlx::query("SELECT 1 FROM users WHERE id = $1 FOR UPDATE").bind(user.to_string()).execute(tx).await?;
+        Ok(())
+    }
+
+    /// Serializes claims for one inference backend until the commit (all nodes), so counting the
+    /// jobs running on it and claiming more cannot interleave.
+    pub(super) async fn lock_backend(&self, tx: &mut PgConnection, backend: &str) -> StoreResult<()> {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('easel.backend.' || $1))").bind(backend).execute(tx).await?;
         Ok(())
     }
 

@@ -84,6 +84,16 @@ fn job_row(job: RenderJobId) -> (&'static str, String) {
     }
 }
 
+/// Claimed generation rows (with their `attempts`) as render jobs.
+fn generation_jobs(rows: &[impl Columns]) -> StoreResult<Vec<RenderJob>> {
+    rows.iter().map(|row| render_job(RenderWork::Generation(generation_from_row(row)?), row)).collect()
+}
+
+/// `$first, $first+1, ...`: `count` numbered placeholders, for an `IN (...)` list.
+fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ")
+}
+
 /// A value to bind to a statement assembled at run time.
 enum Value {
     Text(String),
@@ -385,14 +395,15 @@ impl Store for SqlStore {
     }
 
     async fn create_generation(&self, generation: &Generation, slots: u32) -> StoreResult<Admission> {
-        let insert = "INSERT INTO generations (id, user_id, api_key_id, status, params, created_at, updated_at) \
-             SELECT $1, $2, $3, 'PENDING', $4, $5, $5";
+        let insert = "INSERT INTO generations (id, user_id, api_key_id, status, params, created_at, updated_at, \
+             model_id) SELECT $1, $2, $3, 'PENDING', $4, $5, $5, $6";
         let values = vec![
             Value::Text(generation.id.to_string()),
             Value::Text(generation.user_id.to_string()),
             Value::Text(generation.api_key_id.to_string()),
             Value::Text(serde_json::to_string(&generation.params).expect("params serialize")),
             Value::Int(generation.created_at),
+            Value::Text(generation.params.model_id.to_string()),
         ];
         self.admit(generation.user_id, slots, None, insert, values).await
     }
@@ -503,30 +514,31 @@ impl Store for SqlStore {
         now: Millis,
         lease_until: Millis,
         limit: u32,
+        skip_models: &[uuid::Uuid],
     ) -> StoreResult<Vec<RenderJob>> {
         transaction!(self, |tx, dialect| {
-            let claim = |table: &str, columns: &str| {
+            let claim = |table: &str, columns: &str, filter: &str| {
                 format!(
                     "UPDATE {table} SET lease_owner = $1, lease_expires_at = $2, attempts = attempts + 1 WHERE id IN \
-                     (SELECT id FROM {table} WHERE status = 'PENDING' AND lease_expires_at <= $3 \
+                     (SELECT id FROM {table} WHERE status = 'PENDING' AND lease_expires_at <= $3{filter} \
                      ORDER BY created_at LIMIT $4{}) RETURNING {columns}, attempts",
                     dialect.row_lock(" FOR UPDATE SKIP LOCKED")
                 )
             };
-            let mut jobs = Vec::new();
-            for row in sqlx::query(&claim("generations", GENERATION_COLUMNS))
-                .bind(owner)
-                .bind(lease_until)
-                .bind(now)
-                .bind(i64::from(limit))
-                .fetch_all(&mut *tx)
-                .await?
-            {
-                jobs.push(render_job(RenderWork::Generation(generation_from_row(&row)?), &row)?);
+            let filter = if skip_models.is_empty() {
+                String::new()
+            } else {
+                format!(" AND model_id NOT IN ({})", placeholders(5, skip_models.len()))
+            };
+            let sql = claim("generations", GENERATION_COLUMNS, &filter);
+            let mut query = sqlx::query(&sql).bind(owner).bind(lease_until).bind(now).bind(i64::from(limit));
+            for model in skip_models {
+                query = query.bind(model.to_string());
             }
+            let mut jobs = generation_jobs(&query.fetch_all(&mut *tx).await?)?;
             let remaining = limit.saturating_sub(jobs.len() as u32);
             if remaining > 0 {
-                let rows = sqlx::query(&claim("variations", VARIATION_COLUMNS))
+                let rows = sqlx::query(&claim("variations", VARIATION_COLUMNS, ""))
                     .bind(owner)
                     .bind(lease_until)
                     .bind(now)
@@ -546,6 +558,169 @@ impl Store for SqlStore {
             tx.commit().await?;
             Ok(jobs)
         })
+    }
+
+    async fn claim_backend_jobs(&self, claim: &BackendClaim<'_>) -> StoreResult<Vec<RenderJob>> {
+        if claim.models.is_empty() || claim.limit == 0 {
+            return Ok(Vec::new());
+        }
+        transaction!(self, |tx, dialect| {
+            // Claims for one backend are serialized (all nodes), so the count and the claim
+            // cannot interleave with another node's.
+            dialect.lock_backend(&mut tx, claim.backend).await?;
+            let running = sqlx::query(
+                "SELECT COUNT(*) AS n FROM generations WHERE status = 'PENDING' AND backend = $1 \
+                 AND lease_owner IS NOT NULL AND lease_expires_at > $2",
+            )
+            .bind(claim.backend)
+            .bind(claim.now)
+            .fetch_one(&mut *tx)
+            .await?
+            .int("n")?;
+            let free = (i64::from(claim.max_concurrent) - running).clamp(0, i64::from(claim.limit));
+            if free == 0 {
+                return Ok(Vec::new());
+            }
+            // Each user's oldest job first, then their second, ...: users take turns. The outer
+            // conditions are checked again on a row another claim changed meanwhile (PostgreSQL),
+            // so a row is never claimed twice.
+            let sql = format!(
+                "UPDATE generations SET lease_owner = $1, lease_expires_at = $2, attempts = attempts + 1, backend = $3 \
+                 WHERE id IN (SELECT id FROM (SELECT id, created_at, ROW_NUMBER() OVER \
+                 (PARTITION BY user_id ORDER BY created_at) AS turn FROM generations \
+                 WHERE status = 'PENDING' AND lease_expires_at <= $4 AND model_id IN ({})) ranked \
+                 ORDER BY turn, created_at LIMIT $5) AND status = 'PENDING' AND lease_expires_at <= $4 \
+                 RETURNING {GENERATION_COLUMNS}, attempts",
+                placeholders(6, claim.models.len())
+            );
+            let mut query = sqlx::query(&sql)
+                .bind(claim.owner)
+                .bind(claim.lease_until)
+                .bind(claim.backend)
+                .bind(claim.now)
+                .bind(free);
+            for model in claim.models {
+                query = query.bind(model.to_string());
+            }
+            let jobs = generation_jobs(&query.fetch_all(&mut *tx).await?)?;
+            tx.commit().await?;
+            Ok(jobs)
+        })
+    }
+
+    async fn claim_stranded_jobs(
+        &self,
+        owner: &str,
+        now: Millis,
+        lease_until: Millis,
+        models: &[uuid::Uuid],
+        created_before: Millis,
+        limit: u32,
+    ) -> StoreResult<Vec<RenderJob>> {
+        if models.is_empty() || limit == 0 {
+            return Ok(Vec::new());
+        }
+        transaction!(self, |tx, dialect| {
+            let sql = format!(
+                "UPDATE generations SET lease_owner = $1, lease_expires_at = $2, attempts = attempts + 1, backend = NULL \
+                 WHERE id IN (SELECT id FROM generations WHERE status = 'PENDING' AND lease_expires_at <= $3 \
+                 AND created_at < $4 AND model_id IN ({}) ORDER BY created_at LIMIT $5{}) \
+                 RETURNING {GENERATION_COLUMNS}, attempts",
+                placeholders(6, models.len()),
+                dialect.row_lock(" FOR UPDATE SKIP LOCKED")
+            );
+            let mut query =
+                sqlx::query(&sql).bind(owner).bind(lease_until).bind(now).bind(created_before).bind(i64::from(limit));
+            for model in models {
+                query = query.bind(model.to_string());
+            }
+            let jobs = generation_jobs(&query.fetch_all(&mut *tx).await?)?;
+            tx.commit().await?;
+            Ok(jobs)
+        })
+    }
+
+    async fn update_generation_params(
+        &self,
+        id: GenerationId,
+        owner: &str,
+        params: &crate::generation::GenerationParams,
+    ) -> StoreResult<bool> {
+        let text = serde_json::to_string(params).expect("params serialize");
+        let updated = write!(self, |db| {
+            sqlx::query("UPDATE generations SET params = $3 WHERE id = $1 AND lease_owner = $2 AND status = 'PENDING'")
+                .bind(id.to_string())
+                .bind(owner)
+                .bind(&text)
+                .execute(db)
+                .await?
+                .rows_affected()
+        });
+        Ok(updated == 1)
+    }
+
+    async fn record_backend_health(&self, health: &BackendHealth) -> StoreResult<()> {
+        write!(self, |db| {
+            sqlx::query(
+                "INSERT INTO backend_health (name, node_id, healthy, last_error, last_error_at, checked_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name, node_id) DO UPDATE SET healthy = $3, \
+                 last_error = COALESCE($4, backend_health.last_error), \
+                 last_error_at = COALESCE($5, backend_health.last_error_at), checked_at = $6",
+            )
+            .bind(&health.name)
+            .bind(&health.node_id)
+            .bind(health.healthy)
+            .bind(health.last_error.as_deref())
+            .bind(health.last_error_at)
+            .bind(health.checked_at)
+            .execute(db)
+            .await?;
+        });
+        Ok(())
+    }
+
+    async fn backend_overview(&self, now: Millis) -> StoreResult<BackendOverview> {
+        let overview = read!(self, |db| {
+            let mut overview = BackendOverview::default();
+            for row in sqlx::query(
+                "SELECT name, node_id, healthy, last_error, last_error_at, checked_at FROM backend_health \
+                 ORDER BY name, node_id",
+            )
+            .fetch_all(db)
+            .await?
+            {
+                overview.health.push(BackendHealth {
+                    name: row.text("name")?,
+                    node_id: row.text("node_id")?,
+                    healthy: row.boolean("healthy")?,
+                    last_error: row.opt_text("last_error")?,
+                    last_error_at: row.opt_int("last_error_at")?,
+                    checked_at: row.int("checked_at")?,
+                });
+            }
+            for row in sqlx::query(
+                "SELECT backend, COUNT(*) AS n FROM generations WHERE status = 'PENDING' AND backend IS NOT NULL \
+                 AND lease_owner IS NOT NULL AND lease_expires_at > $1 GROUP BY backend",
+            )
+            .bind(now)
+            .fetch_all(db)
+            .await?
+            {
+                overview.running.insert(row.text("backend")?, row.int("n")? as u64);
+            }
+            for row in sqlx::query(
+                "SELECT model_id, COUNT(*) AS n FROM generations WHERE status = 'PENDING' AND model_id IS NOT NULL \
+                 AND (lease_owner IS NULL OR lease_expires_at <= $1) GROUP BY model_id",
+            )
+            .bind(now)
+            .fetch_all(db)
+            .await?
+            {
+                overview.pending_by_model.insert(row.text("model_id")?, row.int("n")? as u64);
+            }
+            overview
+        });
+        Ok(overview)
     }
 
     async fn postpone_render_job(

@@ -36,6 +36,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "foundation", include_str!("../../migrations/sqlite/0001_foundation.sql")),
     (2, "webhook deliveries", include_str!("../../migrations/sqlite/0002_webhook_deliveries.sql")),
     (3, "attempts and redeliveries", include_str!("../../migrations/sqlite/0003_attempts_and_redeliveries.sql")),
+    (4, "backends", include_str!("../../migrations/sqlite/0004_backends.sql")),
 ];
 
 impl SqliteDb {
@@ -83,6 +84,11 @@ impl SqliteDb {
 
     /// Nothing to lock: the transaction holds the database's one write lock (`BEGIN IMMEDIATE`).
     pub(super) async fn lock_user(&self, _tx: &mut SqliteConnection, _user: UserId) -> StoreResult<()> {
+        Ok(())
+    }
+
+    /// Nothing to lock: the transaction holds the database's one write lock.
+    pub(super) async fn lock_backend(&self, _tx: &mut SqliteConnection, _backend: &str) -> StoreResult<()> {
         Ok(())
     }
 

@@ -73,6 +73,8 @@ impl Outbox {
             featured: false,
             nsfw: false,
             created_at: generation.created_at,
+            backends: Vec::new(),
+            backend_model: None,
         });
         let body = payload::generation_event(generation, &api_key, masked.as_deref(), &model, &self.images, at);
         let endpoint = endpoint_of(&url);

@@ -6,7 +6,10 @@
 // `helpers::not_applicable`, in its own code.
 
 mod api;
+mod backend_comfyui;
+mod backends;
 mod child;
+mod comfyui_api;
 mod dns;
 mod hardening;
 mod helpers;

@@ -71,7 +71,7 @@ impl Fixture {
     async fn completed_with_delivery(&self, owner: &str, endpoint: &str) -> (Generation, DeliveryId) {
         let generation = self.pending_generation().await;
         let now = now_ms();
-        let jobs = self.store.claim_render_jobs(owner, now, now + 60_000, 100).await.unwrap();
+        let jobs = self.store.claim_render_jobs(owner, now, now + 60_000, 100, &[]).await.unwrap();
         assert!(jobs.iter().any(|j| j.work.id() == RenderJobId::Generation(generation.id)));
         let images = (0..2)
             .map(|index| NewImage {
@@ -124,16 +124,16 @@ async fn a_job_is_finished_only_by_the_holder_of_its_lease() {
     let f = Fixture::new().await;
     let generation = f.pending_generation().await;
     let now = now_ms();
-    let claimed = f.store.claim_render_jobs("node-a", now, now + 60_000, 10).await.unwrap();
+    let claimed = f.store.claim_render_jobs("node-a", now, now + 60_000, 10, &[]).await.unwrap();
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].attempt, 1);
-    assert!(f.store.claim_render_jobs("node-b", now, now + 60_000, 10).await.unwrap().is_empty(), "leased");
+    assert!(f.store.claim_render_jobs("node-b", now, now + 60_000, 10, &[]).await.unwrap().is_empty(), "leased");
     let failed = JobOutcome::Failed { reason: "no".into() };
     assert!(!f.store.finish_generation(generation.id, "node-b", now, &failed, None).await.unwrap());
 
     // The lease expires: another node takes the job over, and the first can no longer finish it.
     let later = now + 60_001;
-    let taken = f.store.claim_render_jobs("node-b", later, later + 60_000, 10).await.unwrap();
+    let taken = f.store.claim_render_jobs("node-b", later, later + 60_000, 10, &[]).await.unwrap();
     assert_eq!((taken.len(), taken[0].attempt), (1, 2));
     assert!(!f.store.finish_generation(generation.id, "node-a", later, &failed, None).await.unwrap());
 
@@ -141,13 +141,13 @@ async fn a_job_is_finished_only_by_the_holder_of_its_lease() {
     let id = RenderJobId::Generation(generation.id);
     assert!(!f.store.postpone_render_job(id, "node-a", later + 500, later).await.unwrap(), "not node-a's");
     assert!(f.store.postpone_render_job(id, "node-b", later + 500, later).await.unwrap());
-    assert!(f.store.claim_render_jobs("node-c", later + 499, later + 60_000, 10).await.unwrap().is_empty());
-    let again = f.store.claim_render_jobs("node-c", later + 500, later + 60_000, 10).await.unwrap();
+    assert!(f.store.claim_render_jobs("node-c", later + 499, later + 60_000, 10, &[]).await.unwrap().is_empty());
+    let again = f.store.claim_render_jobs("node-c", later + 500, later + 60_000, 10, &[]).await.unwrap();
     assert_eq!(again[0].attempt, 3);
 
     // Given back at a graceful stop: claimable at once, and the attempt is not counted.
     assert_eq!(f.store.release_leases(Some("node-c"), later + 501).await.unwrap(), 1);
-    let back = f.store.claim_render_jobs("node-d", later + 502, later + 60_000, 10).await.unwrap();
+    let back = f.store.claim_render_jobs("node-d", later + 502, later + 60_000, 10, &[]).await.unwrap();
     assert_eq!(back[0].attempt, 3);
     assert!(f.store.finish_generation(generation.id, "node-d", later + 503, &failed, None).await.unwrap());
     let stored = f.store.get_generation(f.user.id, generation.id).await.unwrap().unwrap();
@@ -256,7 +256,7 @@ async fn deleting_a_generation_removes_its_images_and_variations_and_keeps_its_d
         updated_at: now,
     };
     assert_eq!(f.store.create_variation(&variation, 100).await.unwrap(), Admission::Accepted);
-    let claimed = f.store.claim_render_jobs("node-a", now, now + 60_000, 10).await.unwrap();
+    let claimed = f.store.claim_render_jobs("node-a", now, now + 60_000, 10, &[]).await.unwrap();
     assert!(matches!(&claimed[0].work, RenderWork::Upscale { source, .. } if source.id == image.id));
     let outcome = JobOutcome::Complete("users/x/variation.jpg".to_string());
     assert!(f.store.finish_variation(variation.id, "node-a", now, &outcome).await.unwrap());
@@ -293,4 +293,90 @@ async fn users_keys_and_their_conflicts() {
     assert_eq!(f.store.authenticate(&format!("hash-{}", f.key.id)).await.unwrap(), None);
     assert!(f.store.get_api_key(f.key.id).await.unwrap().unwrap().deleted_at.is_some(), "kept on record");
     assert!(f.store.list_api_keys(Some(f.user.id)).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn backend_claims_respect_max_concurrent_across_owners_and_let_users_take_turns() {
+    let f = Fixture::new().await;
+    let other_user =
+        User { id: UserId::random(), username: "second".into(), api_concurrency_slots: 100, created_at: 1 };
+    f.store.create_user(&other_user).await.unwrap();
+    let model = easel::models::DEFAULT_MODEL_ID.parse::<uuid::Uuid>().unwrap();
+    let base = now_ms() - 10_000;
+    // The first user queues three jobs, then the second user one.
+    let mut first = Vec::new();
+    for n in 0..3 {
+        let generation = f.generation(base + n);
+        assert_eq!(f.store.create_generation(&generation, 100).await.unwrap(), Admission::Accepted);
+        first.push(generation.id);
+    }
+    let mut late = f.generation(base + 10);
+    late.user_id = other_user.id;
+    assert_eq!(f.store.create_generation(&late, 100).await.unwrap(), Admission::Accepted);
+
+    let now = now_ms();
+    let claim = |owner: &'static str, max_concurrent: u32, limit: u32, now: Millis| BackendClaim {
+        owner,
+        backend: "gpu-a",
+        max_concurrent,
+        models: std::slice::from_ref(&model),
+        now,
+        lease_until: now + 60_000,
+        limit,
+    };
+    let ids = |jobs: Vec<RenderJob>| -> Vec<RenderJobId> { jobs.iter().map(|job| job.work.id()).collect() };
+    // Two slots: the first user's oldest job, then the second user's (users take turns).
+    let taken = ids(f.store.claim_backend_jobs(&claim("node-a", 2, 10, now)).await.unwrap());
+    assert_eq!(taken, vec![RenderJobId::Generation(first[0]), RenderJobId::Generation(late.id)]);
+    // Both slots are held: no node gets more, whatever its own limit.
+    assert!(f.store.claim_backend_jobs(&claim("node-b", 2, 10, now)).await.unwrap().is_empty());
+    assert!(f.store.claim_backend_jobs(&claim("node-a", 2, 10, now)).await.unwrap().is_empty());
+    // Another backend of the model has its own slots.
+    let mut elsewhere = claim("node-b", 1, 10, now);
+    elsewhere.backend = "gpu-b";
+    assert_eq!(ids(f.store.claim_backend_jobs(&elsewhere).await.unwrap()), vec![RenderJobId::Generation(first[1])]);
+    // A finished job frees its slot.
+    let outcome = JobOutcome::Failed { reason: "test".into() };
+    assert!(f.store.finish_generation(first[0], "node-a", now, &outcome, None).await.unwrap());
+    assert_eq!(
+        ids(f.store.claim_backend_jobs(&claim("node-b", 2, 10, now)).await.unwrap()),
+        vec![RenderJobId::Generation(first[2])]
+    );
+    // The built-in renderer does not take jobs of models that backends run.
+    assert!(f.store.claim_render_jobs("node-c", now, now + 60_000, 10, &[model]).await.unwrap().is_empty());
+    // Expired leases free their slots: the jobs go back to the queue.
+    let later = now + 60_001;
+    assert_eq!(f.store.claim_backend_jobs(&claim("node-c", 3, 10, later)).await.unwrap().len(), 3);
+    let overview = f.store.backend_overview(later).await.unwrap();
+    assert_eq!(overview.running.get("gpu-a"), Some(&3));
+    assert_eq!(overview.pending_by_model.get(&model.to_string()), None, "every pending job is running");
+}
+
+#[tokio::test]
+async fn concurrent_backend_claims_never_exceed_max_concurrent() {
+    let f = Fixture::new().await;
+    let model = easel::models::DEFAULT_MODEL_ID.parse::<uuid::Uuid>().unwrap();
+    for _ in 0..20 {
+        f.pending_generation().await;
+    }
+    let now = now_ms();
+    let models = [model];
+    let claims = (0..8).map(|n| {
+        let store = f.store.clone();
+        async move {
+            let owner = format!("node-{n}");
+            let claim = BackendClaim {
+                owner: &owner,
+                backend: "gpu-a",
+                max_concurrent: 3,
+                models: &models,
+                now,
+                lease_until: now + 60_000,
+                limit: 3,
+            };
+            store.claim_backend_jobs(&claim).await.unwrap().len()
+        }
+    });
+    let total: usize = futures_util::future::join_all(claims).await.into_iter().sum();
+    assert_eq!(total, 3, "eight nodes claiming at once share the backend's three slots");
 }

@@ -1,0 +1,99 @@
+//! OpenAI's image API (`/v1/images/generations`, and `/v1/images/edits` for image-to-image), as
+//! stable-diffusion.cpp's server, LocalAI and hosted services speak it: `n` images of `size`,
+//! returned as `b64_json` or as a `url` that is then downloaded. The API has no seed or step
+//! fields; Easel sends only what it defines, so hosted services accept the request.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+use super::{Adapter, BackendError, BackendImage, BackendJob, Http, decode_base64_image};
+
+pub struct OpenAi {
+    http: Http,
+}
+
+impl OpenAi {
+    pub fn new(http: Http) -> OpenAi {
+        OpenAi { http }
+    }
+
+    async fn images(&self, answer: &Value, job: &BackendJob) -> Result<Vec<BackendImage>, BackendError> {
+        let data = answer["data"].as_array().ok_or_else(|| self.http.malformed("no `data` list"))?;
+        let mut images = Vec::with_capacity(data.len());
+        for item in data.iter().take(job.num_images as usize) {
+            let bytes = if let Some(b64) = item["b64_json"].as_str() {
+                decode_base64_image(b64).ok_or_else(|| self.http.malformed("`b64_json` that is not valid base64"))?
+            } else if let Some(url) = item["url"].as_str() {
+                self.download(url).await?
+            } else {
+                return Err(self.http.malformed("an image with neither `b64_json` nor `url`"));
+            };
+            images.push(BackendImage { bytes, seed: None });
+        }
+        Ok(images)
+    }
+
+    async fn download(&self, url: &str) -> Result<Bytes, BackendError> {
+        let url = self.http.base.join(url).map_err(|_| self.http.malformed(format!("image URL {url:?}")))?;
+        self.http.send(self.http.client.get(url)).await
+    }
+}
+
+/// The JSON body of `/v1/images/generations`.
+pub fn generation_body(job: &BackendJob) -> Value {
+    let mut body = json!({
+        "prompt": job.prompt,
+        "n": job.num_images,
+        "size": format!("{}x{}", job.width, job.height),
+        "response_format": "b64_json",
+    });
+    if let Some(model) = &job.model {
+        body["model"] = json!(model);
+    }
+    body
+}
+
+#[async_trait]
+impl Adapter for OpenAi {
+    async fn health(&self) -> Result<(), BackendError> {
+        self.http.send_json(self.http.get("v1/models")).await.map(drop)
+    }
+
+    async fn generate(&self, job: &BackendJob) -> Result<Vec<BackendImage>, BackendError> {
+        let answer = match &job.init_image {
+            None => self.http.send_json(self.http.post("v1/images/generations").json(&generation_body(job))).await?,
+            Some(init) => {
+                let image = reqwest::multipart::Part::bytes(init.to_vec())
+                    .file_name("init.jpg")
+                    .mime_str("image/jpeg")
+                    .expect("a valid MIME type");
+                let mut form = reqwest::multipart::Form::new()
+                    .part("image", image)
+                    .text("prompt", job.prompt.clone())
+                    .text("n", job.num_images.to_string())
+                    .text("size", format!("{}x{}", job.width, job.height))
+                    .text("response_format", "b64_json");
+                if let Some(model) = &job.model {
+                    form = form.text("model", model.clone());
+                }
+                match self.http.send_json(self.http.post("v1/images/edits").multipart(form)).await {
+                    Err(BackendError::Unavailable(message))
+                        if message.contains(" 404 ") || message.contains(" 405 ") =>
+                    {
+                        return Err(BackendError::Failed(format!(
+                            "{} does not offer image edits (/v1/images/edits), so it cannot do image-to-image",
+                            self.http.name
+                        )));
+                    }
+                    other => other?,
+                }
+            }
+        };
+        self.images(&answer, job).await
+    }
+
+    async fn cancel(&self, _job: &BackendJob) {
+        // The API has no cancel: dropping the request is all a client can do.
+    }
+}

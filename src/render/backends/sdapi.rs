@@ -1,0 +1,103 @@
+//! AUTOMATIC1111's API (`/sdapi/v1/...`), also spoken by Forge, SD.Next and stable-diffusion.cpp's
+//! `sd-server`: `txt2img` and `img2img` take the parameters as JSON and answer with base64 images
+//! and an `info` JSON string that holds the seeds used. `interrupt` stops the running job.
+
+use async_trait::async_trait;
+use serde_json::{Value, json};
+
+use super::{Adapter, BackendError, BackendImage, BackendJob, Http, Scheduler, decode_base64_image, encode_base64};
+
+pub struct Sdapi {
+    http: Http,
+}
+
+impl Sdapi {
+    pub fn new(http: Http) -> Sdapi {
+        Sdapi { http }
+    }
+}
+
+/// The sampler names of AUTOMATIC1111 (and the servers that copy its API).
+fn sampler_name(scheduler: Scheduler) -> Option<&'static str> {
+    Some(match scheduler {
+        Scheduler::Klms => "LMS",
+        Scheduler::EulerAncestral => "Euler a",
+        Scheduler::Euler => "Euler",
+        Scheduler::Ddim => "DDIM",
+        Scheduler::DpmSolver => "DPM++ 2M",
+        Scheduler::Pndm => "PLMS",
+        Scheduler::Default => return None,
+    })
+}
+
+/// The request body of `txt2img` (or `img2img` when the job has an init image).
+pub fn request_body(job: &BackendJob) -> Value {
+    let mut body = json!({
+        "prompt": job.prompt,
+        "negative_prompt": job.negative_prompt,
+        "width": job.width,
+        "height": job.height,
+        "steps": job.steps,
+        "cfg_scale": job.guidance,
+        "seed": job.seed,
+        "batch_size": job.num_images,
+        "n_iter": 1,
+        "send_images": true,
+        "save_images": false,
+    });
+    if let Some(sampler) = sampler_name(Scheduler::of(&job.scheduler)) {
+        body["sampler_name"] = json!(sampler);
+    }
+    if let Some(model) = &job.model {
+        body["override_settings"] = json!({ "sd_model_checkpoint": model });
+        body["override_settings_restore_afterwards"] = json!(false);
+    }
+    if let Some(init) = &job.init_image {
+        body["init_images"] = json!([encode_base64(init)]);
+        body["denoising_strength"] = json!(job.denoising_strength());
+    }
+    body
+}
+
+/// The images and seeds of a `txt2img` / `img2img` answer.
+pub fn parse_answer(http: &Http, answer: &Value, job: &BackendJob) -> Result<Vec<BackendImage>, BackendError> {
+    let images = answer["images"].as_array().ok_or_else(|| http.malformed("no `images` list"))?;
+    // `info` is a JSON document inside a string: `seed` and `all_seeds` are the seeds used.
+    let info: Value = match &answer["info"] {
+        Value::String(text) => serde_json::from_str(text).unwrap_or(Value::Null),
+        other => other.clone(),
+    };
+    let seeds: Vec<Option<u64>> = match info["all_seeds"].as_array() {
+        Some(all) => all.iter().map(Value::as_u64).collect(),
+        None => vec![info["seed"].as_u64()],
+    };
+    let mut out = Vec::with_capacity(images.len());
+    // A1111 appends grids and extra images (ControlNet maps) after the batch: keep the batch.
+    for (index, image) in images.iter().take(job.num_images as usize).enumerate() {
+        let text = image.as_str().ok_or_else(|| http.malformed("an image that is not a base64 string"))?;
+        let bytes = decode_base64_image(text).ok_or_else(|| http.malformed("an image that is not valid base64"))?;
+        let seed =
+            seeds.get(index).copied().flatten().or_else(|| seeds.first().copied().flatten().map(|s| s + index as u64));
+        out.push(BackendImage { bytes, seed });
+    }
+    Ok(out)
+}
+
+#[async_trait]
+impl Adapter for Sdapi {
+    async fn health(&self) -> Result<(), BackendError> {
+        self.http.send_json(self.http.get("sdapi/v1/samplers")).await.map(drop)
+    }
+
+    async fn generate(&self, job: &BackendJob) -> Result<Vec<BackendImage>, BackendError> {
+        let path = if job.init_image.is_some() { "sdapi/v1/img2img" } else { "sdapi/v1/txt2img" };
+        let answer = self.http.send_json(self.http.post(path).json(&request_body(job))).await?;
+        parse_answer(&self.http, &answer, job)
+    }
+
+    async fn cancel(&self, _job: &BackendJob) {
+        if let Err(e) = self.http.send(self.http.post("sdapi/v1/interrupt")).await {
+            tracing::warn!(backend = self.http.name, error.message = %e, "cannot interrupt the job on the server");
+        }
+    }
+}
