@@ -101,6 +101,16 @@ pub struct BackendConfig {
     /// fills in; see the README.
     #[serde(default)]
     pub workflow: Option<PathBuf>,
+    /// Widths and heights of its models' generations must be multiples of this (8, 16, 32 or 64):
+    /// requests with other sizes are refused with 400 instead of being silently changed by the
+    /// server (stable-diffusion.cpp rounds sizes up to a multiple of 64).
+    #[serde(default = "eight")]
+    pub size_multiple: u32,
+    /// `openai` only: the server is stable-diffusion.cpp's, which takes the seed, steps, guidance
+    /// and negative prompt (that OpenAI's API has no fields for) in an `<sd_cpp_extra_args>` tag
+    /// at the end of the prompt.
+    #[serde(default)]
+    pub sd_cpp_extra_args: bool,
 }
 
 /// The protocol an inference server speaks.
@@ -130,6 +140,10 @@ impl BackendKind {
 
 fn one() -> u32 {
     1
+}
+
+fn eight() -> u32 {
+    8
 }
 
 fn five_minutes() -> Duration {
@@ -568,6 +582,12 @@ impl Config {
                 if axum::http::HeaderName::from_bytes(header.as_bytes()).is_err() {
                     return fail("headers", format!("{header:?} is not a header name"));
                 }
+            }
+            if ![8, 16, 32, 64].contains(&backend.size_multiple) {
+                return fail("size_multiple", "must be 8, 16, 32 or 64".into());
+            }
+            if backend.sd_cpp_extra_args && backend.kind != BackendKind::Openai {
+                return fail("sd_cpp_extra_args", "only openai backends take it".into());
             }
             match (backend.kind, &backend.workflow) {
                 (BackendKind::Comfyui, None) => {

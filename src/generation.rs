@@ -96,6 +96,17 @@ impl GenerationParams {
 
         let width = body.dimension("width")?.unwrap_or(1024);
         let height = body.dimension("height")?.unwrap_or(768);
+        for (field, value) in [("width", width), ("height", height)] {
+            if value % model.size_multiple != 0 {
+                return Err(FieldError::new(
+                    field,
+                    format!(
+                        "`{field}` must be a multiple of {} for model {:?}, whose inference servers need it (got {value})",
+                        model.size_multiple, model.name
+                    ),
+                ));
+            }
+        }
         let max_images = if width > 768 || height > 768 { 4 } else { 8 };
         let num_images = body.integer("num_images", 1, 8)?.unwrap_or(4) as u32;
         if num_images > max_images {

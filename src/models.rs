@@ -86,6 +86,8 @@ pub struct Model {
     pub backends: Vec<String>,
     /// The model's name on those backends.
     pub backend_model: Option<String>,
+    /// Widths and heights must be multiples of this (8, or what its backends need).
+    pub size_multiple: u32,
 }
 
 impl Model {
@@ -139,10 +141,20 @@ impl Catalogue {
                     created_at: BUILTIN_CREATED_AT,
                     backends: config.backends.clone(),
                     backend_model: config.backend_model.clone(),
+                    size_multiple: 8,
                 },
             );
         }
         Ok(Catalogue { models })
+    }
+
+    /// Makes the models that `backend` runs take only sizes that are multiples of `multiple`.
+    pub fn require_size_multiple(&mut self, backend: &str, multiple: u32) {
+        for model in self.models.values_mut() {
+            if model.backends.iter().any(|name| name == backend) {
+                model.size_multiple = model.size_multiple.max(multiple);
+            }
+        }
     }
 
     pub fn get(&self, id: &Uuid) -> Option<&Model> {
@@ -173,6 +185,7 @@ fn builtin_models() -> Vec<Model> {
         created_at: BUILTIN_CREATED_AT,
         backends: Vec::new(),
         backend_model: None,
+        size_multiple: 8,
     };
     vec![
         model(

@@ -90,7 +90,11 @@ pub async fn start(config: Config) -> Result<Easel, StartError> {
     let public_url = config.public_url_or(addr);
     let images = ImageStore::from_config(&config, &public_url)
         .map_err(|e| StartError(format!("cannot use the image storage: {e}")))?;
-    let catalogue = Arc::new(Catalogue::new(&config.models).map_err(|e| StartError(e.to_string()))?);
+    let mut catalogue = Catalogue::new(&config.models).map_err(|e| StartError(e.to_string()))?;
+    for backend in &config.backends {
+        catalogue.require_size_multiple(&backend.name, backend.size_multiple);
+    }
+    let catalogue = Arc::new(catalogue);
     let backends = Arc::new(
         Backends::new(&config.backends, &catalogue)
             .map_err(|e| StartError(format!("cannot set up the inference backends: {e}")))?,

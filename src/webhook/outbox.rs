@@ -75,6 +75,7 @@ impl Outbox {
             created_at: generation.created_at,
             backends: Vec::new(),
             backend_model: None,
+            size_multiple: 8,
         });
         let body = payload::generation_event(generation, &api_key, masked.as_deref(), &model, &self.images, at);
         let endpoint = endpoint_of(&url);

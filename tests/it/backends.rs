@@ -38,6 +38,8 @@ pub fn backend(name: &str, kind: BackendKind, url: &str) -> BackendConfig {
         headers: Default::default(),
         health_interval: Duration::from_millis(500),
         workflow: None,
+        size_multiple: 8,
+        sd_cpp_extra_args: false,
     }
 }
 
@@ -403,11 +405,155 @@ fn toml_of(config: &Config) -> String {
     text
 }
 
-#[allow(dead_code)]
+/// Where the sd-server binary and the random weights are cached, outside the repository:
+/// `EASEL_TEST_CACHE`, else `~/.cache/easel-test`.
 fn cache_dir() -> PathBuf {
     std::env::var_os("EASEL_TEST_CACHE").map(PathBuf::from).unwrap_or_else(|| {
         PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into())).join(".cache/easel-test")
     })
+}
+
+// ---------------------------------------------------------------------------------------------
+// stable-diffusion.cpp's sd-server, for the sdapi and openai kinds
+// ---------------------------------------------------------------------------------------------
+
+/// Runs a provisioning step; its failure is a skip (a failure under CI).
+fn provision(test: &str, what: &str, command: &mut Command) -> Option<()> {
+    let output = command.output().map_err(|e| e.to_string());
+    let failure = match output {
+        Ok(output) if output.status.success() => return Some(()),
+        Ok(output) => format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)),
+        Err(e) => e,
+    };
+    let tail: String =
+        failure.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{test}: {what} failed under CI:\n{tail}");
+    }
+    announce_skip(&format!("{test}: {what} failed:\n{tail}"));
+    None
+}
+
+/// stable-diffusion.cpp's `sd-server`, built once from the PyPI source distribution (about 7
+/// minutes on two cores; cached), on SD 1.5-shaped random weights (generated once, cached), or
+/// `None` after announcing the skip.
+pub fn start_sd_server(test: &str) -> Option<ServerProcess> {
+    let python = python_or_skip("sdserver", test)?;
+    let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdserver");
+    let cache = cache_dir();
+    let binary_dir = cache.join("sd-server-0.4.7");
+    let weights = cache.join("sd15-random");
+    provision(
+        test,
+        "building sd-server",
+        Command::new("bash").arg(scripts.join("build.sh")).arg(&python).arg(&binary_dir),
+    )?;
+    provision(
+        test,
+        "writing the random weights",
+        Command::new(&python)
+            .arg(scripts.join("random_weights.py"))
+            .arg(scripts.join("sd15-random-weights-manifest.json.gz"))
+            .arg(&weights),
+    )?;
+    let dir = tempfile::tempdir().unwrap();
+    let port = StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = Command::new(binary_dir.join("sd-server"))
+        .arg("-m")
+        .arg(&weights)
+        .args(["--listen-ip", "127.0.0.1", "--listen-port", &port.to_string(), "-t", "2"])
+        // It scans this folder for LoRAs on some requests; the default is the working directory.
+        .arg("--lora-model-dir")
+        .arg(dir.path())
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sd-server starts");
+    let mut process = ServerProcess { child, url: format!("http://127.0.0.1:{port}"), _dir: dir };
+    // It loads the model before it listens; then `/` answers 200.
+    wait_ready(&mut process, "sd-server", Duration::from_secs(120), |url| {
+        http_get(&format!("{url}/")).is_some_and(|(status, _)| status == 200)
+    });
+    Some(process)
+}
+
+fn sd_backend(name: &str, kind: BackendKind, url: &str) -> BackendConfig {
+    let mut config = backend(name, kind, url);
+    // stable-diffusion.cpp rounds other sizes up to a multiple of 64.
+    config.size_multiple = 64;
+    config.sd_cpp_extra_args = kind == BackendKind::Openai;
+    config.timeout = Duration::from_secs(240);
+    config
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sdapi_generates_on_stable_diffusion_cpp_text_to_image_and_image_to_image() {
+    if not_applicable(Backend::Sqlite, "the adapters do not depend on the database; run once") {
+        return;
+    }
+    let test = "sdapi on sd-server";
+    let Some(server) = tokio::task::spawn_blocking(move || start_sd_server(test)).await.unwrap() else { return };
+    let ca = TestCa::new();
+    let receiver = TestReceiver::https(&ca, |_| Reply::ok()).await;
+    let app = easel_with(vec![sd_backend("sd", BackendKind::Sdapi, &server.url)], &["sd"], &ca, |_| {}).await;
+    let user = app.new_webhook_user("sdapi", &receiver.url, None).await;
+    let Some(generation) = generate_with_sdk(&app, &user.user, "a red fox in the snow", 2).await else { return };
+    assert_eq!(generation["status"], "COMPLETE", "{generation}");
+    assert_images(&app, &generation, 2, 64, 64).await;
+    // The seed the server reports using (in its PNGs) is the one Easel sent.
+    assert_eq!(generation["seed"], 4242);
+    assert_eq!(receiver.wait_for(1).await[0].json()["type"], "image_generation.complete");
+    // Image-to-image from the first image, through /sdapi/v1/img2img.
+    let init = generation["images"][0]["id"].as_str().unwrap();
+    let id = app
+        .create_generation(
+            &user.user,
+            &json!({"prompt": "the same fox at night", "modelId": MODEL, "width": 64, "height": 64, "num_images": 1,
+                    "num_inference_steps": 10, "guidance_scale": 1, "init_generation_image_id": init,
+                    "init_strength": 0.6}),
+        )
+        .await;
+    let second = finished_within(&app, &user.user, &id, Duration::from_secs(240)).await;
+    assert_eq!(second["status"], "COMPLETE", "{second}");
+    assert_eq!(second["generated_images"].as_array().unwrap().len(), 1);
+    // A size the server would silently change is refused before it gets there.
+    let reply = app
+        .post(&user.user, "/generations", &json!({"prompt": "odd", "modelId": MODEL, "width": 72, "height": 64}))
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert!(reply.text.contains("`width` must be a multiple of 64"), "{}", reply.text);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn openai_images_generate_on_stable_diffusion_cpp() {
+    if not_applicable(Backend::Sqlite, "the adapters do not depend on the database; run once") {
+        return;
+    }
+    let test = "openai on sd-server";
+    let Some(server) = tokio::task::spawn_blocking(move || start_sd_server(test)).await.unwrap() else { return };
+    let ca = TestCa::new();
+    let mut openai = sd_backend("sd-openai", BackendKind::Openai, &server.url);
+    openai.api_key = Some(serde_json::from_value(json!("sk-local-test")).unwrap());
+    let app = easel_with(vec![openai], &["sd-openai"], &ca, |_| {}).await;
+    let user = app.new_user("openai").await;
+    let Some(generation) = generate_with_sdk(&app, &user, "a blue whale", 1).await else { return };
+    assert_eq!(generation["status"], "COMPLETE", "{generation}");
+    assert_images(&app, &generation, 1, 64, 64).await;
+    // The seed went through stable-diffusion.cpp's prompt extension and came back in the PNG.
+    assert_eq!(generation["seed"], 4242);
+    // The server's own error, in words: it refuses a malformed prompt extension.
+    let id = app
+        .create_generation(
+            &user,
+            &json!({"prompt": "<sd_cpp_extra_args>{broken</sd_cpp_extra_args>", "modelId": MODEL,
+                                          "width": 64, "height": 64, "num_images": 1}),
+        )
+        .await;
+    let failed = finished_within(&app, &user, &id, Duration::from_secs(120)).await;
+    assert_eq!(failed["status"], "FAILED", "{failed}");
+    let reason = failed["failureReason"].as_str().unwrap();
+    assert_eq!(reason, "sd-openai answered 400 Bad Request: invalid sd_cpp_extra_args");
 }
 
 // ---------------------------------------------------------------------------------------------

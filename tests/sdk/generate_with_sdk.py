@@ -25,6 +25,7 @@ def main():
         "height": int(os.environ.get("HEIGHT", "64")),
         "num_images": int(os.environ.get("NUM_IMAGES", "1")),
         "num_inference_steps": 10,
+        "guidance_scale": int(os.environ.get("GUIDANCE", "1")),
     }
     if os.environ.get("SEED"):
         request["seed"] = int(os.environ["SEED"])

@@ -93,7 +93,7 @@ pub fn adapter(config: &BackendConfig) -> Result<Arc<dyn Adapter>, InvalidSettin
     let http = Http::new(config)?;
     Ok(match config.kind {
         BackendKind::Sdapi => Arc::new(sdapi::Sdapi::new(http)),
-        BackendKind::Openai => Arc::new(openai::OpenAi::new(http)),
+        BackendKind::Openai => Arc::new(openai::OpenAi::new(http, config.sd_cpp_extra_args)),
         BackendKind::Cog => Arc::new(cog::Cog::new(http)),
         BackendKind::Comfyui => {
             let path = config.workflow.as_ref().expect("validated: comfyui backends have a workflow");
@@ -271,7 +271,7 @@ pub fn error_message(body: &[u8]) -> String {
 fn json_message(json: &Value) -> Option<String> {
     match json {
         Value::String(text) if !text.trim().is_empty() => Some(text.trim().to_string()),
-        Value::Object(map) => ["error", "detail", "message", "errors", "msg", "exception_message"]
+        Value::Object(map) => ["message", "detail", "error", "errors", "msg", "exception_message"]
             .iter()
             .find_map(|key| map.get(*key).and_then(json_message)),
         Value::Array(items) => {
@@ -303,6 +303,32 @@ pub fn decode_base64_image(text: &str) -> Option<Bytes> {
     base64::engine::general_purpose::STANDARD.decode(data.trim()).ok().map(Bytes::from)
 }
 
+/// The seed written into a PNG's `parameters` text chunk (`..., Seed: 42, ...`), as AUTOMATIC1111
+/// and stable-diffusion.cpp record their generation parameters.
+pub fn png_parameters_seed(png: &[u8]) -> Option<u64> {
+    let mut rest = png.strip_prefix(b"\x89PNG\r\n\x1a\n")?;
+    while rest.len() >= 12 {
+        let length = u32::from_be_bytes(rest[..4].try_into().ok()?) as usize;
+        let kind = &rest[4..8];
+        let data = rest.get(8..8 + length)?;
+        if kind == b"tEXt"
+            && let Some(text) = data.strip_prefix(b"parameters\0")
+        {
+            let text = String::from_utf8_lossy(text);
+            let seed = text.split([',', '\n']).find_map(|part| part.trim().strip_prefix("Seed:"))?;
+            return seed.trim().parse().ok();
+        }
+        if kind == b"IDAT" || kind == b"IEND" {
+            // sd.cpp and A1111 write their text before the image data; don't read further.
+            if kind == b"IEND" {
+                return None;
+            }
+        }
+        rest = rest.get(12 + length..)?;
+    }
+    None
+}
+
 /// Base64 of `bytes` (for servers that take images inline).
 pub fn encode_base64(bytes: &[u8]) -> String {
     use base64::Engine;
@@ -325,6 +351,22 @@ mod tests {
         assert_eq!(error_message(b""), "no message");
         assert_eq!(error_message("x".repeat(400).as_bytes()).chars().count(), 301);
         assert_eq!(error_message(b"line one\n\tline two"), "line one line two");
+    }
+
+    #[test]
+    fn seeds_are_read_from_png_parameters() {
+        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+        let text = b"parameters\0a cat\nNegative prompt: \nSteps: 2, CFG scale: 7.0, Seed: 4242, Size: 64x64";
+        png.extend_from_slice(&(text.len() as u32).to_be_bytes());
+        png.extend_from_slice(b"tEXt");
+        png.extend_from_slice(text);
+        png.extend_from_slice(&[0, 0, 0, 0]);
+        png.extend_from_slice(&[0, 0, 0, 0]);
+        png.extend_from_slice(b"IEND");
+        png.extend_from_slice(&[0, 0, 0, 0]);
+        assert_eq!(png_parameters_seed(&png), Some(4242));
+        assert_eq!(png_parameters_seed(b"not a png"), None);
+        assert_eq!(png_parameters_seed(&png[..20]), None);
     }
 
     #[test]

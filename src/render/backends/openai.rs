@@ -1,21 +1,41 @@
 //! OpenAI's image API (`/v1/images/generations`, and `/v1/images/edits` for image-to-image), as
 //! stable-diffusion.cpp's server, LocalAI and hosted services speak it: `n` images of `size`,
-//! returned as `b64_json` or as a `url` that is then downloaded. The API has no seed or step
-//! fields; Easel sends only what it defines, so hosted services accept the request.
+//! returned as `b64_json` or as a `url` that is then downloaded. The API has no seed, step or
+//! negative prompt fields; Easel sends only what it defines, so hosted services accept the
+//! request, and with `sd_cpp_extra_args` passes them in stable-diffusion.cpp's prompt extension.
+//! The seed used is read from the PNG's parameters where the server writes them.
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use super::{Adapter, BackendError, BackendImage, BackendJob, Http, decode_base64_image};
+use super::{Adapter, BackendError, BackendImage, BackendJob, Http, decode_base64_image, png_parameters_seed};
 
 pub struct OpenAi {
     http: Http,
+    /// stable-diffusion.cpp's prompt extension for the parameters OpenAI's API lacks.
+    sd_cpp_extra_args: bool,
 }
 
 impl OpenAi {
-    pub fn new(http: Http) -> OpenAi {
-        OpenAi { http }
+    pub fn new(http: Http, sd_cpp_extra_args: bool) -> OpenAi {
+        OpenAi { http, sd_cpp_extra_args }
+    }
+
+    /// The prompt, with stable-diffusion.cpp's `<sd_cpp_extra_args>` tag where the server takes it.
+    fn prompt(&self, job: &BackendJob) -> String {
+        if !self.sd_cpp_extra_args {
+            return job.prompt.clone();
+        }
+        let mut extra = json!({
+            "seed": job.seed,
+            "negative_prompt": job.negative_prompt,
+            "sample_params": {"sample_steps": job.steps, "guidance": {"txt_cfg": job.guidance}},
+        });
+        if job.init_image.is_some() {
+            extra["strength"] = json!(job.denoising_strength());
+        }
+        format!("{}<sd_cpp_extra_args>{extra}</sd_cpp_extra_args>", job.prompt)
     }
 
     async fn images(&self, answer: &Value, job: &BackendJob) -> Result<Vec<BackendImage>, BackendError> {
@@ -29,7 +49,8 @@ impl OpenAi {
             } else {
                 return Err(self.http.malformed("an image with neither `b64_json` nor `url`"));
             };
-            images.push(BackendImage { bytes, seed: None });
+            let seed = png_parameters_seed(&bytes);
+            images.push(BackendImage { bytes, seed });
         }
         Ok(images)
     }
@@ -41,9 +62,9 @@ impl OpenAi {
 }
 
 /// The JSON body of `/v1/images/generations`.
-pub fn generation_body(job: &BackendJob) -> Value {
+pub fn generation_body(job: &BackendJob, prompt: String) -> Value {
     let mut body = json!({
-        "prompt": job.prompt,
+        "prompt": prompt,
         "n": job.num_images,
         "size": format!("{}x{}", job.width, job.height),
         "response_format": "b64_json",
@@ -62,7 +83,11 @@ impl Adapter for OpenAi {
 
     async fn generate(&self, job: &BackendJob) -> Result<Vec<BackendImage>, BackendError> {
         let answer = match &job.init_image {
-            None => self.http.send_json(self.http.post("v1/images/generations").json(&generation_body(job))).await?,
+            None => {
+                self.http
+                    .send_json(self.http.post("v1/images/generations").json(&generation_body(job, self.prompt(job))))
+                    .await?
+            }
             Some(init) => {
                 let image = reqwest::multipart::Part::bytes(init.to_vec())
                     .file_name("init.jpg")
@@ -70,7 +95,7 @@ impl Adapter for OpenAi {
                     .expect("a valid MIME type");
                 let mut form = reqwest::multipart::Form::new()
                     .part("image", image)
-                    .text("prompt", job.prompt.clone())
+                    .text("prompt", self.prompt(job))
                     .text("n", job.num_images.to_string())
                     .text("size", format!("{}x{}", job.width, job.height))
                     .text("response_format", "b64_json");

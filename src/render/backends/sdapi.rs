@@ -1,11 +1,16 @@
 //! AUTOMATIC1111's API (`/sdapi/v1/...`), also spoken by Forge, SD.Next and stable-diffusion.cpp's
 //! `sd-server`: `txt2img` and `img2img` take the parameters as JSON and answer with base64 images
-//! and an `info` JSON string that holds the seeds used. `interrupt` stops the running job.
+//! and an `info` JSON string that holds the seeds used (stable-diffusion.cpp leaves it empty and
+//! writes the seed into each PNG's `parameters` text instead). `interrupt` stops the running job
+//! (stable-diffusion.cpp has none: a cancelled job runs to its end there).
 
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
-use super::{Adapter, BackendError, BackendImage, BackendJob, Http, Scheduler, decode_base64_image, encode_base64};
+use super::{
+    Adapter, BackendError, BackendImage, BackendJob, Http, Scheduler, decode_base64_image, encode_base64,
+    png_parameters_seed,
+};
 
 pub struct Sdapi {
     http: Http,
@@ -76,8 +81,13 @@ pub fn parse_answer(http: &Http, answer: &Value, job: &BackendJob) -> Result<Vec
     for (index, image) in images.iter().take(job.num_images as usize).enumerate() {
         let text = image.as_str().ok_or_else(|| http.malformed("an image that is not a base64 string"))?;
         let bytes = decode_base64_image(text).ok_or_else(|| http.malformed("an image that is not valid base64"))?;
-        let seed =
-            seeds.get(index).copied().flatten().or_else(|| seeds.first().copied().flatten().map(|s| s + index as u64));
+        // A1111 reports seeds in `info`; stable-diffusion.cpp only in each PNG's parameters.
+        let seed = seeds
+            .get(index)
+            .copied()
+            .flatten()
+            .or_else(|| seeds.first().copied().flatten().map(|s| s + index as u64))
+            .or_else(|| png_parameters_seed(&bytes));
         out.push(BackendImage { bytes, seed });
     }
     Ok(out)
