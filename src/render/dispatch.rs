@@ -187,6 +187,11 @@ impl Backends {
         models
     }
 
+    /// Whether a backend other than `backend` runs `model`.
+    pub fn others_serve(&self, model: &Uuid, backend: &str) -> bool {
+        self.by_model.get(model).is_some_and(|list| list.iter().any(|&index| self.list[index].name() != backend))
+    }
+
     /// The last errors of a model's backends, for a failure reason.
     pub fn errors_of_model(&self, model: &Uuid) -> String {
         let errors: Vec<String> = self

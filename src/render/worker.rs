@@ -362,9 +362,16 @@ impl RenderWorkers {
             Some(Err(_elapsed)) => {
                 backend.adapter.cancel(&job).await;
                 let waited = humantime::format_duration(timeout);
-                Ok(BackendRun::Failed(format!(
+                let reason = format!(
                     "{name} did not finish the generation within its timeout of {waited}; it was cancelled there"
-                )))
+                );
+                // A hung server leaves the rotation until a probe passes; the job tries another
+                // backend of its model, if it has one.
+                backend.failed(&reason);
+                if self.backends.others_serve(&params.model_id, name) && attempt < self.config.max_attempts {
+                    return self.give_back(generation, name, attempt, &reason).await;
+                }
+                Ok(BackendRun::Failed(reason))
             }
             Some(Ok(Ok(images))) => match convert_images(images, job.num_images, name).await {
                 Ok((images, seed)) => Ok(BackendRun::Images(images, seed)),
@@ -378,13 +385,24 @@ impl RenderWorkers {
                         "no backend could run the generation in {attempt} attempts; the last error: {reason}"
                     )));
                 }
-                tracing::warn!(generation.id = %generation.id, backend = name, attempt, error.message = %reason, "backend not working; the generation goes back to the queue");
-                let now = now_ms();
-                self.store.postpone_render_job(RenderJobId::Generation(generation.id), &self.node_id, now, now).await?;
-                self.wakeup.notify_one();
-                Ok(BackendRun::Done(Finished::Postponed))
+                self.give_back(generation, name, attempt, &reason).await
             }
         }
+    }
+
+    /// Puts a job back in the queue at once, for another backend (or this one once it works).
+    async fn give_back(
+        &self,
+        generation: &Generation,
+        backend: &str,
+        attempt: u32,
+        reason: &str,
+    ) -> Result<BackendRun, JobError> {
+        tracing::warn!(generation.id = %generation.id, backend, attempt, error.message = %reason, "backend not working; the generation goes back to the queue");
+        let now = now_ms();
+        self.store.postpone_render_job(RenderJobId::Generation(generation.id), &self.node_id, now, now).await?;
+        self.wakeup.notify_one();
+        Ok(BackendRun::Done(Finished::Postponed))
     }
 
     /// Resolves when `generation` no longer exists (deleted by its owner).

@@ -676,3 +676,31 @@ async fn nodes_sharing_postgresql_share_a_backends_slots() {
     assert_eq!(comfy.max_in_flight(), 1, "max_concurrent = 1 holds across nodes");
     second.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_that_hangs_past_the_timeout_is_cancelled_and_runs_on_another_backend() {
+    let (hung, healthy) = (crate::comfyui_api::start().await, crate::comfyui_api::start().await);
+    hung.hang(true);
+    let ca = TestCa::new();
+    let mut first = comfy_backend("hung", &hung.url);
+    first.timeout = Duration::from_secs(1);
+    let backends = vec![first, comfy_backend("healthy", &healthy.url)];
+    let app = easel_with(backends, &[], &ca, |config| {
+        config.models = vec![comfy_model(MODEL, "Failover", &["hung", "healthy"])];
+    })
+    .await;
+    let user = app.new_user("hang-failover").await;
+    // Both backends in the rotation first, so the job goes to the first one, which hangs.
+    eventually(Duration::from_secs(10), || async {
+        let health: Value =
+            app.client.get(format!("{}/healthz", app.origin)).send().await.unwrap().json().await.unwrap();
+        health["backends"].as_array().unwrap().iter().all(|b| b["health"] == "healthy").then_some(())
+    })
+    .await;
+    let id = generate(&app, &user, MODEL, "hang then move", 1).await;
+    let generation = finished_within(&app, &user, &id, Duration::from_secs(20)).await;
+    assert_eq!(generation["status"], "COMPLETE", "{generation}");
+    assert_eq!(hung.requests_to("/prompt").len(), 1, "tried on the hung server first");
+    assert!(!hung.interrupts().is_empty() || !hung.deletes().is_empty(), "cancelled on the hung server");
+    assert_eq!(healthy.requests_to("/prompt").len(), 1, "then run on the other backend");
+}

@@ -111,3 +111,45 @@ impl Adapter for Sdapi {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job() -> BackendJob {
+        BackendJob {
+            id: "g".into(),
+            model: Some("sd_xl_base_1.0.safetensors".into()),
+            prompt: "a cat".into(),
+            negative_prompt: "blurry".into(),
+            width: 64,
+            height: 128,
+            num_images: 2,
+            seed: 7,
+            steps: 12,
+            guidance: 6.5,
+            scheduler: "EULER_ANCESTRAL_DISCRETE".into(),
+            init_image: None,
+            init_strength: None,
+        }
+    }
+
+    #[test]
+    fn leonardos_parameters_map_to_automatic1111s() {
+        let body = request_body(&job());
+        assert_eq!(body["width"], 64);
+        assert_eq!(body["height"], 128);
+        assert_eq!(body["batch_size"], 2);
+        assert_eq!(body["cfg_scale"], 6.5);
+        assert_eq!(body["sampler_name"], "Euler a");
+        assert_eq!(body["override_settings"]["sd_model_checkpoint"], "sd_xl_base_1.0.safetensors");
+        assert!(body.get("init_images").is_none());
+        let img2img = request_body(&BackendJob {
+            init_image: Some(bytes::Bytes::from_static(b"jpeg")),
+            init_strength: Some(0.7),
+            ..job()
+        });
+        assert_eq!(img2img["init_images"][0], "anBlZw==");
+        assert!((img2img["denoising_strength"].as_f64().unwrap() - 0.3).abs() < 1e-9);
+    }
+}
