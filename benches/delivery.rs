@@ -319,6 +319,7 @@ fn start_engine(
         bench.config.webhook.clone(),
         bench.master_key.clone(),
         "bench-node".into(),
+        Arc::new(easel::metrics::Metrics::new()),
     )
     .unwrap();
     let shutdown = CancellationToken::new();

@@ -34,6 +34,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "roles",
     "models",
     "backends",
+    "metrics",
 ];
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -69,6 +70,24 @@ pub struct Config {
     pub models: Vec<ModelConfig>,
     /// Inference servers that models may route their jobs to (`[[backends]]`).
     pub backends: Vec<BackendConfig>,
+    pub metrics: MetricsConfig,
+}
+
+/// `GET /metrics` (Prometheus / OpenMetrics text).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve `/metrics` on the API's address.
+    pub enabled: bool,
+    /// When set, `/metrics` answers only requests with `authorization: Bearer <token>`.
+    #[serde(skip_serializing)]
+    pub token: Option<SecretText>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { enabled: true, token: None }
+    }
 }
 
 /// An inference server (`[[backends]]`): where it is, what protocol it speaks, how many jobs it
@@ -368,6 +387,7 @@ impl Default for Config {
             roles: vec![Role::Api, Role::Render, Role::Deliver],
             models: Vec::new(),
             backends: Vec::new(),
+            metrics: MetricsConfig::default(),
         }
     }
 }

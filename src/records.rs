@@ -371,3 +371,21 @@ pub struct BackendOverview {
     pub running: std::collections::BTreeMap<String, u64>,
     pub pending_by_model: std::collections::BTreeMap<String, u64>,
 }
+
+/// Queue sizes read at each metrics scrape.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct QueueStats {
+    /// Generations and variations PENDING and not claimed.
+    pub render_queue: u64,
+    /// Deliveries `pending`.
+    pub deliveries_pending: u64,
+    /// When the oldest delivery that is due (and not leased) came due.
+    pub oldest_due_at: Option<Millis>,
+}
+
+/// The database pool(s): connections open and idle.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    pub open: u32,
+    pub idle: u32,
+}

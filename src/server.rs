@@ -114,15 +114,21 @@ pub async fn start(config: Config) -> Result<Easel, StartError> {
         }
     });
     let node_id = format!("node-{}", uuid::Uuid::new_v4().simple());
+    let metrics = Arc::new(crate::metrics::Metrics::new());
     let mut wakeups = store::Wakeups::default();
     let mut running = Running::default();
 
     // The delivery engine first: render workers on this node hand it their callbacks.
     let engine_shutdown = CancellationToken::new();
     let (deliver, delivery_queue) = if config.runs(Role::Deliver) {
-        let (engine, queue, inbox) =
-            DeliveryEngine::new(store.clone(), config.webhook.clone(), master_key.clone(), node_id.clone())
-                .map_err(|e| StartError(format!("cannot set up webhook delivery: {e}")))?;
+        let (engine, queue, inbox) = DeliveryEngine::new(
+            store.clone(),
+            config.webhook.clone(),
+            master_key.clone(),
+            node_id.clone(),
+            metrics.clone(),
+        )
+        .map_err(|e| StartError(format!("cannot set up webhook delivery: {e}")))?;
         wakeups.deliveries = Some(queue.wakeup());
         let (guard, flag) = RunningGuard::new();
         running.deliver = Some(flag);
@@ -156,6 +162,7 @@ pub async fn start(config: Config) -> Result<Easel, StartError> {
                 queue: delivery_queue.clone(),
             },
             backends: backends.clone(),
+            metrics: metrics.clone(),
         });
         let (guard, flag) = RunningGuard::new();
         running.render = Some(flag);
@@ -177,6 +184,9 @@ pub async fn start(config: Config) -> Result<Easel, StartError> {
         delivery_wakeup: wakeups.deliveries,
         egress_ips: config.webhook.egress_ips.clone(),
         backends: config.backends.clone(),
+        metrics,
+        metrics_config: config.metrics.clone(),
+        delivery_queue: delivery_queue.clone(),
         running,
         node_id: node_id.clone(),
     });

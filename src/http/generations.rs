@@ -53,7 +53,9 @@ async fn create_generation(
         images: Vec::new(),
     };
     match state.store.create_generation(&generation, caller.user.api_concurrency_slots).await? {
-        Admission::Accepted => {}
+        Admission::Accepted => {
+            state.metrics.generations_created.inc();
+        }
         Admission::SourceMissing => {
             return Err(FieldError::new("init_generation_image_id", "the init image no longer exists").into());
         }

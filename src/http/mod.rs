@@ -8,6 +8,7 @@ mod error;
 mod extract;
 mod generations;
 mod me;
+mod metrics;
 mod models;
 mod variations;
 
@@ -47,6 +48,10 @@ pub struct AppState {
     pub egress_ips: Vec<std::net::IpAddr>,
     /// The inference backends, shown by `/healthz`.
     pub backends: Vec<crate::config::BackendConfig>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    pub metrics_config: crate::config::MetricsConfig,
+    /// This node's delivery engine, for the deliveries it holds (`None` where it does not run).
+    pub delivery_queue: Option<crate::webhook::engine::DeliveryQueue>,
 }
 
 pub type ApiContext = Arc<AppState>;
@@ -64,6 +69,9 @@ pub fn router(state: ApiContext, api: bool) -> Router {
             .merge(models::router());
         router = router.nest("/api/rest/v1", rest).merge(cdn::router());
     }
+    if state.metrics_config.enabled {
+        router = router.route("/metrics", get(metrics::scrape));
+    }
     router
         .route("/healthz", get(health))
         .route("/readyz", get(ready))
@@ -71,6 +79,7 @@ pub fn router(state: ApiContext, api: bool) -> Router {
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.api.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), metrics::track))
         .layer(CatchPanicLayer::custom(answer_panic))
         .with_state(state)
 }

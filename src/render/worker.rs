@@ -39,6 +39,7 @@ pub struct RenderWorkers {
     pub outbox: Outbox,
     /// The inference servers of `[[backends]]` and the models they run.
     pub backends: Arc<Backends>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Where a claimed job runs.
@@ -244,6 +245,26 @@ impl RenderWorkers {
         attempt: u32,
         route: Route,
     ) -> Result<Finished, JobError> {
+        let started = std::time::Instant::now();
+        let finished = self.render_generation(generation, attempt, &route).await;
+        let backend = match &route {
+            Route::Builtin => Some("builtin"),
+            Route::Backend(backend) => Some(backend.name()),
+            Route::Stranded => None,
+        };
+        if let (Some(backend), Ok(Finished::Complete | Finished::Failed)) = (backend, &finished) {
+            let labels = crate::metrics::BackendLabels { backend: backend.to_string() };
+            self.metrics.render_duration.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+        }
+        finished
+    }
+
+    async fn render_generation(
+        &self,
+        generation: &Generation,
+        attempt: u32,
+        route: &Route,
+    ) -> Result<Finished, JobError> {
         let params = &generation.params;
         if let Route::Stranded = route {
             let waited = humantime::format_duration(self.config.no_backend_timeout);
@@ -266,7 +287,7 @@ impl RenderWorkers {
             return self.finish_generation(generation, &outcome, &[]).await;
         }
         let mut generation = std::borrow::Cow::Borrowed(generation);
-        let rendered = match &route {
+        let rendered = match route {
             Route::Backend(backend) => match self.on_backend(backend, &generation, init_image, attempt).await? {
                 BackendRun::Images(images, seed) => {
                     if let Some(seed) = seed.filter(|seed| *seed != generation.params.seed) {
@@ -429,6 +450,10 @@ impl RenderWorkers {
             if let Some(prepared) = prepared {
                 prepared.dispatch();
             }
+            self.metrics.generation_finished(match outcome {
+                JobOutcome::Complete(_) => "COMPLETE",
+                JobOutcome::Failed { .. } => "FAILED",
+            });
             let finished = match outcome {
                 JobOutcome::Complete(_) => Finished::Complete,
                 JobOutcome::Failed { reason } => {

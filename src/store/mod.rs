@@ -188,6 +188,10 @@ pub trait Store: Send + Sync + 'static {
     async fn record_backend_health(&self, health: &BackendHealth) -> StoreResult<()>;
     /// Health by node, running jobs by backend and pending jobs by model.
     async fn backend_overview(&self, now: Millis) -> StoreResult<BackendOverview>;
+    /// Queue sizes for the metrics.
+    async fn queue_stats(&self, now: Millis) -> StoreResult<QueueStats>;
+    /// Connections of the pool(s).
+    fn pool_stats(&self) -> PoolStats;
     /// Gives a claimed job back, not to be claimed again before `not_before` (after a failure that
     /// may pass, such as image storage refusing writes). Returns false if `owner` no longer holds it.
     async fn postpone_render_job(

@@ -679,6 +679,40 @@ impl Store for SqlStore {
         Ok(())
     }
 
+    async fn queue_stats(&self, now: Millis) -> StoreResult<QueueStats> {
+        let stats = read!(self, |db| {
+            let row = sqlx::query(
+                "SELECT (SELECT COUNT(*) FROM generations WHERE status = 'PENDING' AND lease_expires_at <= $1) \
+                 + (SELECT COUNT(*) FROM variations WHERE status = 'PENDING' AND lease_expires_at <= $1) AS queue, \
+                 (SELECT COUNT(*) FROM webhook_deliveries WHERE status = 'pending') AS pending, \
+                 (SELECT MIN(next_attempt_at) FROM webhook_deliveries WHERE status = 'pending' \
+                 AND lease_owner IS NULL AND next_attempt_at <= $1) AS oldest_due",
+            )
+            .bind(now)
+            .fetch_one(db)
+            .await?;
+            QueueStats {
+                render_queue: row.int("queue")?.max(0) as u64,
+                deliveries_pending: row.int("pending")?.max(0) as u64,
+                oldest_due_at: row.opt_int("oldest_due")?,
+            }
+        });
+        Ok(stats)
+    }
+
+    fn pool_stats(&self) -> PoolStats {
+        let pools = match &self.backend {
+            Backend::Sqlite(db) => {
+                vec![(db.writer.size(), db.writer.num_idle()), (db.reader.size(), db.reader.num_idle())]
+            }
+            Backend::Postgres(db) => vec![(db.pool.size(), db.pool.num_idle())],
+        };
+        pools.into_iter().fold(PoolStats::default(), |total, (open, idle)| PoolStats {
+            open: total.open + open,
+            idle: total.idle + idle as u32,
+        })
+    }
+
     async fn backend_overview(&self, now: Millis) -> StoreResult<BackendOverview> {
         let overview = read!(self, |db| {
             let mut overview = BackendOverview::default();

@@ -92,6 +92,7 @@ pub struct DeliveryEngine {
     starved: AtomicBool,
     sends: TaskTracker,
     cancel_sends: CancellationToken,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// A handle to this node's delivery engine, for the fast path.
@@ -105,6 +106,11 @@ pub struct DeliveryQueue {
 }
 
 impl DeliveryQueue {
+    /// Deliveries the engine holds in memory now (`None` once it has stopped).
+    pub fn held(&self) -> Option<usize> {
+        self.engine.upgrade().map(|engine| engine.in_memory.lock().expect("lock").len())
+    }
+
     /// What wakes the engine to claim from the store (after a redelivery, say).
     pub fn wakeup(&self) -> Arc<Notify> {
         self.wake.clone()
@@ -123,6 +129,7 @@ impl DeliveryEngine {
         config: WebhookConfig,
         master_key: MasterKey,
         node_id: String,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Result<(Arc<DeliveryEngine>, DeliveryQueue, EngineInbox), crate::setting::InvalidSetting> {
         let client = WebhookClient::new(&config)?;
         let (handoff_tx, handoff) = mpsc::channel(config.max_in_flight);
@@ -151,6 +158,7 @@ impl DeliveryEngine {
             starved: AtomicBool::new(false),
             sends: TaskTracker::new(),
             cancel_sends: CancellationToken::new(),
+            metrics,
         });
         let queue = DeliveryQueue {
             handoff: handoff_tx,
@@ -336,6 +344,7 @@ impl DeliveryEngine {
                 (attempt, Verdict::Retry { retry_after: None })
             }
         };
+        self.metrics.attempt(attempt.error_class.as_deref(), f64::from(attempt.duration_ms) / 1000.0);
         let next = self.policy.next_step(verdict, job.schedule_index, now_ms(), fastrand::f64());
         if let Some(class) = &attempt.error_class {
             tracing::warn!(

@@ -94,3 +94,73 @@ async fn json_logs_are_one_object_per_line_with_fields() {
         if crate::BACKEND == Backend::Postgres { "postgres" } else { "sqlite" }
     );
 }
+
+/// The value of the sample `series` (a metric name with its labels, as printed) in `text`, or 0.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.split(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+async fn scrape(app: &TestApp) -> String {
+    let reply = app.send(app.client.get(format!("{}/metrics", app.origin))).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert!(reply.headers["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
+    reply.text
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_count_real_traffic_with_bounded_labels() {
+    let ca = crate::receiver::TestCa::new();
+    let receiver = crate::receiver::TestReceiver::https(&ca, |_| crate::receiver::Reply::ok()).await;
+    let app = spawn_app_with(|config| fast_webhooks(config, &ca, &["0s"])).await;
+    let hooked = app.new_webhook_user("metrics", &receiver.url, None).await;
+    let before = scrape(&app).await;
+    let post = r#"easel_http_requests_total{route="/api/rest/v1/generations",method="POST",status="200"}"#;
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        ids.push(app.create_generation(&hooked.user, &small_generation(&format!("metric {n}"))).await);
+    }
+    for id in &ids {
+        assert_eq!(app.finished_generation(&hooked.user, id).await["status"], "COMPLETE");
+    }
+    receiver.wait_for(3).await;
+    // An unknown id: counted under the route's pattern, never the raw path.
+    let missing = app.get(&hooked.user, "/generations/00000000-0000-4000-8000-000000000000").await;
+    assert_eq!(missing.status, StatusCode::OK);
+    let after = eventually(Duration::from_secs(10), || async {
+        let text = scrape(&app).await;
+        let delivered = r#"easel_webhook_attempts_total{outcome="delivered",error_class="none"}"#;
+        (sample(&text, delivered) - sample(&before, delivered) == 3.0).then_some(text)
+    })
+    .await;
+    let delta = |series: &str| sample(&after, series) - sample(&before, series);
+    assert_eq!(delta("easel_generations_created_total"), 3.0, "{after}");
+    assert_eq!(delta(r#"easel_generations_finished_total{status="COMPLETE"}"#), 3.0);
+    assert_eq!(delta(post), 3.0);
+    assert_eq!(delta(r#"easel_render_duration_seconds_count{backend="builtin"}"#), 3.0);
+    assert_eq!(delta("easel_webhook_attempt_duration_seconds_count"), 3.0);
+    assert!(after.contains(r#"route="/api/rest/v1/generations/{id}",method="GET",status="200""#), "{after}");
+    assert!(!after.contains("00000000-0000-4000-8000-000000000000") && !after.contains(&receiver.url));
+    assert_eq!(sample(&after, "easel_render_queue_depth"), 0.0);
+    assert_eq!(sample(&after, "easel_webhook_deliveries_pending"), 0.0);
+    assert!(sample(&after, r#"easel_database_connections{state="idle"}"#) >= 1.0, "{after}");
+    assert!(after.ends_with("# EOF\n"));
+}
+
+#[tokio::test]
+async fn metrics_can_require_a_bearer_token() {
+    let app = spawn_app_with(|config| {
+        config.metrics.token = Some(serde_json::from_value(serde_json::json!("scrape-secret")).unwrap());
+    })
+    .await;
+    let url = format!("{}/metrics", app.origin);
+    assert_eq!(app.send(app.client.get(&url)).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(app.send(app.client.get(&url).bearer_auth("wrong")).await.status, StatusCode::UNAUTHORIZED);
+    let reply = app.send(app.client.get(&url).bearer_auth("scrape-secret")).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(reply.text.contains("easel_generations_created_total 0"), "{}", reply.text);
+    let disabled = spawn_app_with(|config| config.metrics.enabled = false).await;
+    let reply = disabled.send(disabled.client.get(format!("{}/metrics", disabled.origin))).await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+}
