@@ -382,8 +382,9 @@ async fn keys(command: KeysCommand, config: &Config) -> Result<(), Failure> {
 async fn backends_list(config: &Config, output: Output) -> Result<(), Failure> {
     let catalogue = crate::models::Catalogue::new(&config.models)?;
     let store = store::open(config).await?;
-    let overview = store.backend_overview(crate::clock::now_ms()).await?;
-    let statuses = wire::BackendStatus::all(&config.backends, &catalogue, &overview);
+    let now = crate::clock::now_ms();
+    let overview = store.backend_overview(now).await?;
+    let statuses = wire::BackendStatus::all(&config.backends, &catalogue, &overview, now);
     if output.json {
         print_json(&statuses);
         return Ok(());

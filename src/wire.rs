@@ -997,11 +997,14 @@ pub struct BackendNodeHealth {
 }
 
 impl BackendStatus {
-    /// The status of each of `backends` from `overview`.
+    /// The status of each of `backends` from `overview`, at `now`. A node's view counts while it
+    /// is fresh (checked within three health intervals, and at least a minute): nodes that
+    /// stopped or restarted (under a new node id) drop out.
     pub fn all(
         backends: &[crate::config::BackendConfig],
         catalogue: &crate::models::Catalogue,
         overview: &store::BackendOverview,
+        now: Millis,
     ) -> Vec<BackendStatus> {
         backends
             .iter()
@@ -1016,8 +1019,12 @@ impl BackendStatus {
                         queued: overview.pending_by_model.get(&model.id.to_string()).copied().unwrap_or(0),
                     })
                     .collect();
-                let rows: Vec<&store::BackendHealth> =
-                    overview.health.iter().filter(|row| row.name == backend.name).collect();
+                let fresh = (backend.health_interval * 3).max(std::time::Duration::from_secs(60)).as_millis() as Millis;
+                let rows: Vec<&store::BackendHealth> = overview
+                    .health
+                    .iter()
+                    .filter(|row| row.name == backend.name && now - row.checked_at <= fresh)
+                    .collect();
                 let health = if rows.is_empty() {
                     "unknown"
                 } else if rows.iter().all(|row| row.healthy) {
@@ -1048,5 +1055,37 @@ impl BackendStatus {
                 }
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod backend_status_tests {
+    use super::*;
+
+    #[test]
+    fn only_fresh_node_views_count() {
+        let backend: crate::config::BackendConfig =
+            serde_json::from_value(serde_json::json!({"name": "gpu", "kind": "sdapi", "url": "http://10.0.0.5:7860"}))
+                .unwrap();
+        let catalogue = crate::models::Catalogue::new(&[]).unwrap();
+        let now = 10_000_000;
+        let row = |node: &str, healthy: bool, checked_at: Millis| store::BackendHealth {
+            name: "gpu".into(),
+            node_id: node.into(),
+            healthy,
+            last_error: (!healthy).then(|| "gpu cannot be reached".into()),
+            last_error_at: (!healthy).then_some(checked_at),
+            checked_at,
+        };
+        // A node that stopped an hour ago last saw it down; the live node sees it up.
+        let mut overview = store::BackendOverview {
+            health: vec![row("node-old", false, now - 3_600_000), row("node-live", true, now - 1_000)],
+            ..Default::default()
+        };
+        let status = &BackendStatus::all(std::slice::from_ref(&backend), &catalogue, &overview, now)[0];
+        assert_eq!(status.health, "healthy");
+        assert_eq!(status.nodes.len(), 1);
+        overview.health.clear();
+        assert_eq!(BackendStatus::all(&[backend], &catalogue, &overview, now)[0].health, "unknown");
     }
 }

@@ -57,7 +57,7 @@ pub async fn scrape(State(state): State<ApiContext>, headers: HeaderMap) -> Resu
     }
     if !state.backends.is_empty() {
         let overview = state.store.backend_overview(now).await?;
-        for status in crate::wire::BackendStatus::all(&state.backends, &state.catalogue, &overview) {
+        for status in crate::wire::BackendStatus::all(&state.backends, &state.catalogue, &overview, now) {
             let labels = BackendLabels { backend: status.name.clone() };
             metrics.backends_healthy.get_or_create(&labels).set(i64::from(status.health == "healthy"));
             metrics.backend_jobs.get_or_create(&labels).set(status.running as i64);

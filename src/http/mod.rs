@@ -90,9 +90,11 @@ async fn health(State(state): State<ApiContext>) -> Response {
             None => {
                 let mut health = wire::Health::ok();
                 if !state.backends.is_empty() {
-                    match state.store.backend_overview(crate::clock::now_ms()).await {
+                    let now = crate::clock::now_ms();
+                    match state.store.backend_overview(now).await {
                         Ok(overview) => {
-                            health.backends = wire::BackendStatus::all(&state.backends, &state.catalogue, &overview)
+                            health.backends =
+                                wire::BackendStatus::all(&state.backends, &state.catalogue, &overview, now)
                         }
                         Err(e) => tracing::warn!(error.message = %e, "health check: cannot read the backends' state"),
                     }

@@ -660,6 +660,14 @@ impl Store for SqlStore {
     }
 
     async fn record_backend_health(&self, health: &BackendHealth) -> StoreResult<()> {
+        // Rows of nodes gone for a day (each start is a new node id) are removed.
+        write!(self, |db| {
+            sqlx::query("DELETE FROM backend_health WHERE name = $1 AND checked_at < $2")
+                .bind(&health.name)
+                .bind(health.checked_at - 86_400_000)
+                .execute(db)
+                .await?;
+        });
         write!(self, |db| {
             sqlx::query(
                 "INSERT INTO backend_health (name, node_id, healthy, last_error, last_error_at, checked_at) \
