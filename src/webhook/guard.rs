@@ -88,6 +88,37 @@ fn blocked_v6(ip: Ipv6Addr) -> Option<&'static str> {
     RANGES.iter().find(|(network, prefix, _)| in_v6(*network, *prefix)).map(|(_, _, why)| *why)
 }
 
+/// A special-use domain name (RFC 6761, RFC 6762, RFC 8375): one that can only mean a local host
+/// or nothing at all, whatever a DNS server says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpecialUse {
+    /// `localhost` and `*.localhost`: the loopback addresses, always (RFC 6761 section 6.3).
+    Loopback,
+    /// A name that cannot be a public receiver; the text says why.
+    Refused(&'static str),
+}
+
+/// Judges `host` by its name alone, case-insensitively and with or without the final dot.
+pub fn special_use(host: &str) -> Option<SpecialUse> {
+    let name = host.trim_end_matches('.').to_ascii_lowercase();
+    let is = |suffix: &str| name == suffix || name.ends_with(&format!(".{suffix}"));
+    if is("localhost") {
+        Some(SpecialUse::Loopback)
+    } else if is("local") {
+        Some(SpecialUse::Refused(
+            "is a multicast DNS name (.local, RFC 6762): it names a machine on the local network of whoever looks it up, not a public receiver",
+        ))
+    } else if is("home.arpa") {
+        Some(SpecialUse::Refused(
+            "is a home network name (.home.arpa, RFC 8375): it only means something inside one private network",
+        ))
+    } else if is("invalid") {
+        Some(SpecialUse::Refused("is under .invalid (RFC 6761): such names never resolve"))
+    } else {
+        None
+    }
+}
+
 /// Where callbacks may go: everything public, plus the networks `allow_private_networks` lists.
 #[derive(Clone, Debug, Default)]
 pub struct DestinationPolicy {
@@ -168,11 +199,24 @@ impl HostResolver {
         Ok(HostResolver::Dns(Arc::new(resolver)))
     }
 
-    /// Every address `host` resolves to (an IP literal resolves to itself).
+    /// Every address `host` resolves to (an IP literal resolves to itself; special-use names are
+    /// judged without DNS, see [`special_use`]).
     pub async fn resolve(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, AttemptError> {
         let host = host.trim_start_matches('[').trim_end_matches(']');
         if let Ok(ip) = host.parse::<IpAddr>() {
             return Ok(vec![SocketAddr::new(ip, port)]);
+        }
+        match special_use(host) {
+            Some(SpecialUse::Loopback) => {
+                return Ok(vec![
+                    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
+                    SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), port),
+                ]);
+            }
+            Some(SpecialUse::Refused(why)) => {
+                return Err(AttemptError::new(ErrorClass::Blocked, format!("{host} {why}")));
+            }
+            None => {}
         }
         let failed =
             |e: &dyn std::fmt::Display| AttemptError::new(ErrorClass::Dns, format!("cannot resolve {host}: {e}"));
@@ -336,6 +380,31 @@ mod tests {
         assert!(policy.refusal("10.0.0.1".parse().unwrap()).is_some());
         assert!(policy.refusal("::1".parse().unwrap()).is_some());
         assert!(policy.refusal("169.254.169.254".parse().unwrap()).unwrap().contains("metadata"));
+    }
+
+    #[tokio::test]
+    async fn special_use_names_are_judged_without_dns() {
+        assert_eq!(special_use("localhost."), Some(SpecialUse::Loopback));
+        assert_eq!(special_use("API.LocalHost"), Some(SpecialUse::Loopback));
+        assert_eq!(special_use("notlocalhost"), None);
+        assert!(matches!(special_use("printer.local"), Some(SpecialUse::Refused(_))));
+        assert!(matches!(special_use("nas.home.arpa."), Some(SpecialUse::Refused(_))));
+        assert!(matches!(special_use("x.invalid"), Some(SpecialUse::Refused(_))));
+        assert_eq!(special_use("example.com"), None);
+        let resolver = HostResolver::System;
+        let refused = resolver.resolve_allowed(&DestinationPolicy::default(), "localhost.", 443).await.unwrap_err();
+        assert_eq!(refused.class, ErrorClass::Blocked);
+        assert!(
+            refused.detail.contains("localhost. resolves only to blocked addresses: 127.0.0.1 (loopback"),
+            "{}",
+            refused.detail
+        );
+        let loopback = DestinationPolicy { allowed_networks: vec!["127.0.0.0/8".parse().unwrap()] };
+        let allowed = resolver.resolve_allowed(&loopback, "api.localhost", 8443).await.unwrap();
+        assert_eq!(allowed, vec!["127.0.0.1:8443".parse().unwrap()]);
+        let mdns = resolver.resolve("printer.local", 443).await.unwrap_err();
+        assert_eq!(mdns.class, ErrorClass::Blocked);
+        assert!(mdns.detail.starts_with("printer.local is a multicast DNS name"), "{}", mdns.detail);
     }
 
     #[tokio::test]

@@ -143,6 +143,16 @@ fn diagnose(error: &Error, end_entity: &CertificateDer<'_>, intermediates: &[Cer
                 )
             }
         }
+        CertificateError::BadSignature => {
+            let last = intermediates.last().unwrap_or(end_entity);
+            let (_, issuer) = names(last)?;
+            format!(
+                "the certificate names \"{issuer}\" as its issuer, and a trusted authority has that name, but that \
+                 authority's key did not sign it: the authority was regenerated with a new key, or another CA took \
+                 its name. Reissue the server's certificate from the authority that is trusted (or trust the one that \
+                 signed it)"
+            )
+        }
         CertificateError::ExpiredContext { time: now, not_after } => {
             format!("the certificate expired at {} (it is now {})", time(not_after), time(now))
         }

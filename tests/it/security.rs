@@ -84,6 +84,22 @@ async fn keys_for_blocked_destinations_are_refused_in_every_spelling() {
         let error = create_key(&app, url).await.expect_err(url);
         assert!(error.contains("is refused") && error.contains("blocked"), "{url}: {error}");
     }
+    // Special-use names are judged by their name alone: the DNS server (which knows nothing of
+    // them here) is not asked.
+    let special = [
+        ("https://localhost./h", "localhost. resolves only to blocked addresses: 127.0.0.1 (loopback"),
+        ("https://api.localhost:8443/hook", "api.localhost resolves only to blocked addresses: 127.0.0.1 (loopback"),
+        ("https://printer.local/hook", "printer.local is a multicast DNS name (.local, RFC 6762)"),
+        ("https://nas.home.arpa/hook", "nas.home.arpa is a home network name (.home.arpa, RFC 8375)"),
+        ("https://hooks.invalid/hook", "hooks.invalid is under .invalid (RFC 6761): such names never resolve"),
+    ];
+    for (url, words) in special {
+        let error = create_key(&app, url).await.expect_err(url);
+        assert!(error.contains("is refused") && error.contains(words), "{url}: {error}");
+    }
+    for name in ["localhost", "api.localhost", "printer.local", "nas.home.arpa", "hooks.invalid"] {
+        assert_eq!(dns.queries_for(name), 0, "{name} was looked up");
+    }
     // A public address, literal or by name, is fine; so is a name that does not resolve yet.
     for url in ["https://8.8.8.8/hook", "https://public.example.test/hook", "https://not-yet.example.test/hook"] {
         create_key(&app, url).await.unwrap_or_else(|e| panic!("{url}: {e}"));
@@ -332,6 +348,20 @@ async fn tls_failures_are_explained() {
         TestReceiver::https_with(identity, "127.0.0.1:0", |_| Reply::ok()).await
     };
     let plain_http = TestReceiver::http(|_| Reply::ok()).await;
+    // A CA with the trusted root's name but another key (regenerated, or an impostor).
+    let same_name_other_key = {
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(DnType::CommonName, "Easel Test Root CA");
+        let ca_key = KeyPair::generate().unwrap();
+        let impostor = rcgen::Issuer::new(ca_params, ca_key);
+        let mut params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, "localhost");
+        let key = KeyPair::generate().unwrap();
+        let leaf = params.signed_by(&key, &impostor).unwrap();
+        let identity = ServerIdentity { chain: vec![leaf.der().clone()], key: key.serialize_der() };
+        TestReceiver::https_with(identity, "127.0.0.1:0", |_| Reply::ok()).await
+    };
 
     let app = spawn_app_with(|config| {
         fast_webhooks(config, &pki.root, &["0s"]);
@@ -352,6 +382,12 @@ async fn tls_failures_are_explained() {
         (https(&expired), Some("the certificate expired at 2021-01-01T00:00:00.000Z")),
         (https(&wrong_name), Some("the certificate is for other.example, www.other.example, not localhost")),
         (plain_http.url.replace("http://127.0.0.1", "https://localhost"), Some("the server did not answer with TLS")),
+        (
+            https(&same_name_other_key),
+            Some(
+                "the certificate names \"CN=Easel Test Root CA\" as its issuer, and a trusted authority has that name, but that authority's key did not sign it",
+            ),
+        ),
     ];
     for (n, (url, expected)) in cases.iter().enumerate() {
         let hooked = app.new_webhook_user(&format!("tls-{n}"), url, None).await;
