@@ -37,6 +37,9 @@ pub enum ApiError {
     SlotsFull { slots: u32, retry_after_seconds: u32 },
     #[error("this delivery was redelivered a moment ago; ask again in {retry_after_seconds} s")]
     TooSoon { retry_after_seconds: u32 },
+    /// A Leonardo operation this server does not serve (the message names it).
+    #[error("{0}")]
+    NotSupported(String),
     /// The database failed: an outage or a bug.
     #[error("store error while serving a request")]
     Store(#[from] StoreError),
@@ -59,6 +62,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed"),
             ApiError::SlotsFull { .. } => (StatusCode::TOO_MANY_REQUESTS, "concurrency-limit"),
             ApiError::TooSoon { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate-limited"),
+            ApiError::NotSupported(_) => (StatusCode::NOT_IMPLEMENTED, "not-supported"),
             ApiError::Store(_) | ApiError::Storage(_) | ApiError::Panic(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "unexpected")
             }

@@ -10,6 +10,7 @@ mod generations;
 mod me;
 mod metrics;
 mod models;
+mod unsupported;
 mod variations;
 
 use std::sync::Arc;
@@ -66,7 +67,8 @@ pub fn router(state: ApiContext, api: bool) -> Router {
             .merge(deliveries::router())
             .merge(variations::router())
             .merge(me::router())
-            .merge(models::router());
+            .merge(models::router())
+            .merge(unsupported::router());
         router = router.nest("/api/rest/v1", rest).merge(cdn::router());
     }
     if state.metrics_config.enabled {

@@ -315,3 +315,49 @@ async fn sdk_headers_including_an_empty_cookie_are_accepted() {
         .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
 }
+
+#[tokio::test]
+async fn operations_not_served_say_so_by_name_after_authentication() {
+    let app = spawn_app().await;
+    let cases = [
+        ("POST", "/generations-text-to-video", "createTextToVideoGeneration"),
+        ("POST", "/variations/nobg", "createVariationNoBG"),
+        ("POST", "/variations/unzoom", "createVariationUnzoom"),
+        ("GET", "/elements", "listElements"),
+        ("GET", "/elements/3f1c0a52-0000-4000-8000-000000000001", "getElementById"),
+        ("DELETE", "/elements/3f1c0a52-0000-4000-8000-000000000001", "deleteElementById"),
+        ("GET", "/models/3f1c0a52-0000-4000-8000-000000000001", "getModelById"),
+        ("POST", "/prompt/random", "promptRandom"),
+        ("POST", "/init-image", "uploadInitImage"),
+    ];
+    for (method, path, operation) in cases {
+        let request = |key: Option<&str>| {
+            let builder = app.client.request(method.parse().unwrap(), app.api(path)).json(&json!({}));
+            match key {
+                Some(key) => builder.bearer_auth(key),
+                None => builder,
+            }
+        };
+        let anonymous = app.send(request(None)).await;
+        assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED, "{method} {path}");
+        let reply = app.send(request(Some(&app.admin.key))).await;
+        assert_eq!(reply.status, StatusCode::NOT_IMPLEMENTED, "{method} {path}: {}", reply.text);
+        assert_eq!(reply.body["code"], "not-supported");
+        let message = reply.body["error"].as_str().unwrap();
+        assert!(
+            message.starts_with(&format!(
+                "{operation} ({method} {path_pattern}) is not supported by this server",
+                path_pattern = easel_pattern(path)
+            )),
+            "{message}"
+        );
+    }
+    // What is served is untouched: GET /variations/{id} next to POST /variations/nobg.
+    let reply = app.get(&app.admin, "/variations/3f1c0a52-0000-4000-8000-000000000001").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+}
+
+/// The route pattern of a concrete test path (ids back to `{id}`).
+fn easel_pattern(path: &str) -> String {
+    path.replace("3f1c0a52-0000-4000-8000-000000000001", "{id}")
+}

@@ -150,6 +150,15 @@ def main():
         gone = leo.image.get_generation_by_id(id=generation_id)
         check(gone.object.generations_by_pk is None, "deleted generation still readable")
 
+    # An operation Easel does not serve says so by name (501 in the error shape).
+    with LeonardoAiSDK(bearer_auth=KEY, server_url=f"{BASE}/api/rest/v1") as leo:
+        try:
+            leo.prompt.prompt_random()
+            fail("promptRandom: an unserved operation answered 2xx")
+        except errors.SDKError as error:
+            check(error.status_code == 501, f"promptRandom: status {error.status_code}")
+            check("promptRandom" in error.body and "not supported" in error.body, f"promptRandom: body {error.body}")
+
     with LeonardoAiSDK(bearer_auth="not-a-key", server_url=f"{BASE}/api/rest/v1") as stranger:
         try:
             stranger.user.get_user_self()
