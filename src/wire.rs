@@ -1089,3 +1089,21 @@ mod backend_status_tests {
         assert_eq!(BackendStatus::all(&[backend], &catalogue, &overview, now)[0].health, "unknown");
     }
 }
+
+/// `POST /pricing-calculator`: `{"calculateProductionApiServiceCost": {"cost"}}`.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PricingResponse {
+    pub calculate_production_api_service_cost: PricingCost,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PricingCost {
+    pub cost: u64,
+}
+
+impl PricingResponse {
+    pub fn new(cost: u64) -> PricingResponse {
+        PricingResponse { calculate_production_api_service_cost: PricingCost { cost } }
+    }
+}

@@ -10,6 +10,7 @@ mod generations;
 mod me;
 mod metrics;
 mod models;
+mod pricing;
 mod unsupported;
 mod variations;
 
@@ -68,6 +69,7 @@ pub fn router(state: ApiContext, api: bool) -> Router {
             .merge(variations::router())
             .merge(me::router())
             .merge(models::router())
+            .merge(pricing::router())
             .merge(unsupported::router());
         router = router.nest("/api/rest/v1", rest).merge(cdn::router());
     }

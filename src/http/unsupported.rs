@@ -52,7 +52,6 @@ pub const UNSUPPORTED: &[(&str, &str, &str, &str)] = &[
     ("GET", "/models/{id}", "getModelById", "model lookups"),
     ("DELETE", "/models/{id}", "deleteModelById", "model training"),
     ("GET", "/motion-variations/{id}", "getMotionVariationById", "video"),
-    ("POST", "/pricing-calculator", "pricingCalculator", "the pricing calculator"),
     ("POST", "/prompt/improve", "promptImprove", "prompt tools"),
     ("POST", "/prompt/random", "promptRandom", "prompt tools"),
     ("POST", "/variations/nobg", "createVariationNoBG", "background removal"),

@@ -361,3 +361,46 @@ async fn operations_not_served_say_so_by_name_after_authentication() {
 fn easel_pattern(path: &str) -> String {
     path.replace("3f1c0a52-0000-4000-8000-000000000001", "{id}")
 }
+
+#[tokio::test]
+async fn the_pricing_calculator_prices_generations_as_they_are_charged() {
+    let app = spawn_app().await;
+    let user = &app.admin;
+    for (width, height, count) in [(512, 512, 2), (1024, 768, 4), (1536, 1536, 1), (64, 64, 8)] {
+        let priced = app
+            .post(
+                user,
+                "/pricing-calculator",
+                &json!({"service": "IMAGE_GENERATION",
+                        "serviceParams": {"IMAGE_GENERATION": {"imageWidth": width, "imageHeight": height, "numImages": count}}}),
+            )
+            .await;
+        assert_eq!(priced.status, StatusCode::OK, "{}", priced.text);
+        let created = app
+            .post(
+                user,
+                "/generations",
+                &json!({"prompt": "priced", "width": width, "height": height, "num_images": count}),
+            )
+            .await;
+        assert_eq!(created.status, StatusCode::OK, "{}", created.text);
+        assert_eq!(
+            priced.body["calculateProductionApiServiceCost"]["cost"], created.body["sdGenerationJob"]["apiCreditCost"],
+            "{width}x{height}x{count}"
+        );
+    }
+    let bad = app
+        .post(user, "/pricing-calculator", &json!({"serviceParams": {"IMAGE_GENERATION": {"imageWidth": 33}}}))
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.text.contains("`serviceParams.IMAGE_GENERATION.imageWidth` must be"), "{}", bad.text);
+    let video = app.post(user, "/pricing-calculator", &json!({"service": "MOTION_VIDEO_GENERATION"})).await;
+    assert_eq!(video.status, StatusCode::BAD_REQUEST);
+    assert!(
+        video.text.contains("MOTION_VIDEO_GENERATION") && video.text.contains("only IMAGE_GENERATION"),
+        "{}",
+        video.text
+    );
+    let anonymous = app.send(app.client.post(app.api("/pricing-calculator")).json(&json!({}))).await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+}

@@ -150,6 +150,29 @@ def main():
         gone = leo.image.get_generation_by_id(id=generation_id)
         check(gone.object.generations_by_pk is None, "deleted generation still readable")
 
+    # The pricing calculator agrees with the apiCreditCost of a real job.
+    with LeonardoAiSDK(bearer_auth=KEY, server_url=f"{BASE}/api/rest/v1") as leo:
+        for width, height, count in [(512, 512, 2), (1024, 768, 4), (64, 64, 1)]:
+            priced = checked(
+                leo.pricing_calculator.pricing_calculator(
+                    request={
+                        "service": "IMAGE_GENERATION",
+                        "serviceParams": {
+                            "IMAGE_GENERATION": {"imageWidth": width, "imageHeight": height, "numImages": count}
+                        },
+                    }
+                ),
+                "pricingCalculator",
+            )
+            created = checked(
+                leo.image.create_generation(
+                    request={"prompt": "priced", "width": width, "height": height, "num_images": count}
+                ),
+                "createGeneration",
+            )
+            cost = priced.calculate_production_api_service_cost.cost
+            check(cost == created.sd_generation_job.api_credit_cost, f"pricing {cost} != apiCreditCost at {width}x{height}x{count}")
+
     # An operation Easel does not serve says so by name (501 in the error shape).
     with LeonardoAiSDK(bearer_auth=KEY, server_url=f"{BASE}/api/rest/v1") as leo:
         try:
