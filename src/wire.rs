@@ -328,6 +328,50 @@ impl PlatformModel {
     }
 }
 
+/// `GET /models/{id}`: `{"custom_models_by_pk": {...}}` or `null`.
+#[derive(Clone, Debug, Serialize)]
+pub struct ModelsByPk {
+    pub custom_models_by_pk: Option<ModelById>,
+}
+
+/// A catalogue model in the SDKs' `GetModelByIDCustomModels` shape.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelById {
+    pub created_at: String,
+    pub description: String,
+    pub id: Uuid,
+    pub instance_prompt: Null,
+    pub model_height: u32,
+    pub model_width: u32,
+    pub name: String,
+    pub public: bool,
+    pub sd_version: String,
+    pub status: &'static str,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub updated_at: String,
+}
+
+impl ModelById {
+    pub fn new(model: &Model) -> ModelById {
+        ModelById {
+            created_at: rfc3339_ms(model.created_at),
+            description: model.description.clone(),
+            id: model.id,
+            instance_prompt: (),
+            model_height: model.height,
+            model_width: model.width,
+            name: model.name.clone(),
+            public: true,
+            sd_version: model.sd_version.clone(),
+            status: "COMPLETE",
+            kind: "GENERAL",
+            updated_at: rfc3339_ms(model.created_at),
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Deliveries: REST (`/generations/{id}/deliveries`, `/deliveries/{id}`) and `easel deliveries`
 // ---------------------------------------------------------------------------------------------

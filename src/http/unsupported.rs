@@ -49,7 +49,6 @@ pub const UNSUPPORTED: &[(&str, &str, &str, &str)] = &[
     ("GET", "/models-3d/{id}", "get3DModelById", "3D models"),
     ("DELETE", "/models-3d/{id}", "delete3DModelById", "3D models"),
     ("GET", "/models/user/{userId}", "getCustomModelsByUserId", "custom models"),
-    ("GET", "/models/{id}", "getModelById", "model lookups"),
     ("DELETE", "/models/{id}", "deleteModelById", "model training"),
     ("GET", "/motion-variations/{id}", "getMotionVariationById", "video"),
     ("POST", "/prompt/improve", "promptImprove", "prompt tools"),

@@ -326,7 +326,7 @@ async fn operations_not_served_say_so_by_name_after_authentication() {
         ("GET", "/elements", "listElements"),
         ("GET", "/elements/3f1c0a52-0000-4000-8000-000000000001", "getElementById"),
         ("DELETE", "/elements/3f1c0a52-0000-4000-8000-000000000001", "deleteElementById"),
-        ("GET", "/models/3f1c0a52-0000-4000-8000-000000000001", "getModelById"),
+        ("DELETE", "/models/3f1c0a52-0000-4000-8000-000000000001", "deleteModelById"),
         ("POST", "/prompt/random", "promptRandom"),
         ("POST", "/init-image", "uploadInitImage"),
     ];
@@ -403,4 +403,22 @@ async fn the_pricing_calculator_prices_generations_as_they_are_charged() {
     );
     let anonymous = app.send(app.client.post(app.api("/pricing-calculator")).json(&json!({}))).await;
     assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_model_is_looked_up_by_id() {
+    let app = spawn_app().await;
+    let reply = app.get(&app.admin, "/models/6bef9f1b-29cb-40c7-b9df-32b51c1f67d3").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let model = &reply.body["custom_models_by_pk"];
+    assert_eq!(model["name"], "Leonardo Creative");
+    assert_eq!(model["sdVersion"], "v2");
+    assert_eq!((model["modelWidth"].as_u64(), model["modelHeight"].as_u64()), (Some(768), Some(768)));
+    assert_eq!(model["status"], "COMPLETE");
+    assert_eq!(model["createdAt"], "2023-01-06T01:02:38.315Z");
+    let unknown = app.get(&app.admin, "/models/3f1c0a52-0000-4000-8000-000000000001").await;
+    assert_eq!(unknown.status, StatusCode::OK);
+    assert_eq!(unknown.body, json!({"custom_models_by_pk": null}));
+    let bad = app.get(&app.admin, "/models/not-a-uuid").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
 }

@@ -150,6 +150,14 @@ def main():
         gone = leo.image.get_generation_by_id(id=generation_id)
         check(gone.object.generations_by_pk is None, "deleted generation still readable")
 
+    # Models by id: every catalogue model, in the SDK's shape; null for an unknown id.
+    with LeonardoAiSDK(bearer_auth=KEY, server_url=f"{BASE}/api/rest/v1") as leo:
+        found = checked(leo.models.get_model_by_id(id=SDK_DEFAULT_MODEL), "getModelById").custom_models_by_pk
+        check(found is not None and found.id == SDK_DEFAULT_MODEL, "getModelById: the SDK's default model")
+        check(found.sd_version.value == "SDXL_LIGHTNING", f"getModelById: sdVersion {found.sd_version}")
+        missing = leo.models.get_model_by_id(id="3f1c0a52-0000-4000-8000-000000000001").object
+        check(missing.custom_models_by_pk is None, "getModelById: unknown id")
+
     # The pricing calculator agrees with the apiCreditCost of a real job.
     with LeonardoAiSDK(bearer_auth=KEY, server_url=f"{BASE}/api/rest/v1") as leo:
         for width, height, count in [(512, 512, 2), (1024, 768, 4), (64, 64, 1)]:
