@@ -287,7 +287,7 @@ async fn transport_failures_are_logged_with_precise_classes() {
         (untrusted.url.clone(), "tls", "TLS handshake with 127.0.0.1 failed"),
         (hanging.url.clone(), "timeout", "no response within 500ms"),
         (format!("https://127.0.0.1:{closed_port}/hook"), "connect_refused", "connection refused by 127.0.0.1"),
-        ("https://no-such-host.invalid/hook".to_string(), "dns", "cannot resolve no-such-host.invalid"),
+        ("https://no-such-host.test/hook".to_string(), "dns", "cannot resolve no-such-host.test"),
     ];
     for (n, (url, class, detail)) in cases.iter().enumerate() {
         let hooked = app.new_webhook_user(&format!("failing-{n}"), url, None).await;
