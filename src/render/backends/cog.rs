@@ -125,9 +125,7 @@ impl Adapter for Cog {
         let mut pause = Duration::from_millis(20);
         let prediction = loop {
             let request = self.http.client.put(self.http.url(&Self::prediction_path(job))).json(&body);
-            let response = request.send().await.map_err(|e| self.http.unreachable(&e))?;
-            let status = response.status();
-            let answer = response.bytes().await.map_err(|e| self.http.unreachable(&e))?;
+            let (status, answer) = self.http.fetch(request).await?;
             if status.as_u16() == 409 {
                 if started.elapsed() < BUSY_RETRY_FOR {
                     tokio::time::sleep(pause).await;
@@ -140,14 +138,8 @@ impl Adapter for Cog {
                     super::error_message(&answer)
                 )));
             }
-            if !status.is_success() {
-                let message = format!("{} answered {status}: {}", self.http.name, super::error_message(&answer));
-                return Err(match status.as_u16() {
-                    // Setup not finished or failed, or a proxy with nothing behind it.
-                    404 | 405 | 502..=504 => BackendError::Unavailable(message),
-                    _ => BackendError::Failed(message),
-                });
-            }
+            // A 503 is a predictor whose setup has not finished (or failed).
+            let answer = self.http.judge(status, answer)?;
             break serde_json::from_slice::<Value>(&answer)
                 .map_err(|_| self.http.malformed("a prediction that is not JSON"))?;
         };
@@ -180,11 +172,14 @@ impl Adapter for Cog {
 
     async fn cancel(&self, job: &BackendJob) {
         let path = format!("{}/cancel", Self::prediction_path(job));
-        match self.http.send(self.http.post(&path)).await {
-            Ok(_) => {}
-            // Not running there (finished, or never started).
-            Err(BackendError::Unavailable(message)) if message.contains("404") => {}
-            Err(e) => tracing::warn!(backend = self.http.name, error.message = %e, "cannot cancel the prediction"),
+        let result = match self.http.fetch(self.http.post(&path)).await {
+            // 404: not running there (finished, or never started).
+            Ok((status, _)) if status.as_u16() == 404 => Ok(()),
+            Ok((status, body)) => self.http.judge(status, body).map(drop),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            tracing::warn!(backend = self.http.name, error.message = %e, "cannot cancel the prediction");
         }
     }
 }

@@ -534,19 +534,11 @@ impl ComfyUi {
 
     /// `POST /prompt`: a 400 is ComfyUI refusing the workflow, worded from its node errors.
     async fn exchange(&self, request: reqwest::RequestBuilder) -> Result<Value, BackendError> {
-        let response = request.send().await.map_err(|e| self.http.unreachable(&e))?;
-        let status = response.status();
-        let body = response.bytes().await.map_err(|e| self.http.unreachable(&e))?;
+        let (status, body) = self.http.fetch(request).await?;
         if status.as_u16() == 400 {
             return Err(BackendError::Failed(rejection(&body)));
         }
-        let message = || format!("{} answered {status}: {}", self.http.name, error_message(&body));
-        if matches!(status.as_u16(), 404 | 405 | 502..=504) {
-            return Err(BackendError::Unavailable(message()));
-        }
-        if !status.is_success() {
-            return Err(BackendError::Failed(message()));
-        }
+        let body = self.http.judge(status, body)?;
         serde_json::from_slice(&body).map_err(|_| self.http.malformed("a /prompt answer that is not JSON"))
     }
 

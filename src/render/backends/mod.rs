@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 
@@ -180,32 +181,48 @@ impl Http {
         self.base.join(path.trim_start_matches('/')).unwrap_or_else(|_| self.base.clone())
     }
 
-    /// Sends `request` and reads the whole answer; a status outside 2xx is an error worded from
-    /// the server's own message.
-    pub async fn send(&self, request: reqwest::RequestBuilder) -> Result<Bytes, BackendError> {
+    /// Sends `request` and reads the whole answer, whatever its status.
+    pub async fn fetch(&self, request: reqwest::RequestBuilder) -> Result<(StatusCode, Bytes), BackendError> {
         let response = request.send().await.map_err(|e| self.unreachable(&e))?;
         let status = response.status();
         let body = response.bytes().await.map_err(|e| self.unreachable(&e))?;
+        Ok((status, body))
+    }
+
+    /// The body of a 2xx answer; any other status is an error worded from the server's own
+    /// message: `Unavailable` where the answer is not this server's API (404, 405: the wrong URL
+    /// or kind; 502-504: a proxy with nothing behind it), `Failed` otherwise.
+    pub fn judge(&self, status: StatusCode, body: Bytes) -> Result<Bytes, BackendError> {
         if status.is_success() {
             return Ok(body);
         }
         let message = format!("{} answered {status}: {}", self.name, error_message(&body));
-        if matches!(status.as_u16(), 502..=504) || status.as_u16() == 404 || status.as_u16() == 405 {
-            // Not this server's API (a proxy with nothing behind it, the wrong URL or kind).
+        if matches!(status.as_u16(), 404 | 405 | 502..=504) {
             Err(BackendError::Unavailable(message))
         } else {
             Err(BackendError::Failed(message))
         }
     }
 
+    /// Sends `request` and reads the whole answer; a status outside 2xx is an error ([`Http::judge`]).
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> Result<Bytes, BackendError> {
+        let (status, body) = self.fetch(request).await?;
+        self.judge(status, body)
+    }
+
     /// Sends `request` and parses the answer as JSON.
     pub async fn send_json(&self, request: reqwest::RequestBuilder) -> Result<Value, BackendError> {
         let body = self.send(request).await?;
-        serde_json::from_slice(&body).map_err(|_| {
+        self.parse_json(&body)
+    }
+
+    /// An answer's body as JSON; anything else means the server does not speak the protocol.
+    pub fn parse_json(&self, body: &[u8]) -> Result<Value, BackendError> {
+        serde_json::from_slice(body).map_err(|_| {
             BackendError::Unavailable(format!(
                 "{} answered something that is not JSON: {}",
                 self.name,
-                error_message(&body)
+                error_message(body)
             ))
         })
     }

@@ -102,17 +102,14 @@ impl Adapter for OpenAi {
                 if let Some(model) = &job.model {
                     form = form.text("model", model.clone());
                 }
-                match self.http.send_json(self.http.post("v1/images/edits").multipart(form)).await {
-                    Err(BackendError::Unavailable(message))
-                        if message.contains(" 404 ") || message.contains(" 405 ") =>
-                    {
-                        return Err(BackendError::Failed(format!(
-                            "{} does not offer image edits (/v1/images/edits), so it cannot do image-to-image",
-                            self.http.name
-                        )));
-                    }
-                    other => other?,
+                let (status, body) = self.http.fetch(self.http.post("v1/images/edits").multipart(form)).await?;
+                if matches!(status.as_u16(), 404 | 405) {
+                    return Err(BackendError::Failed(format!(
+                        "{} does not offer image edits (/v1/images/edits), so it cannot do image-to-image",
+                        self.http.name
+                    )));
                 }
+                self.http.parse_json(&self.http.judge(status, body)?)?
             }
         };
         self.images(&answer, job).await
