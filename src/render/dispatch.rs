@@ -152,17 +152,9 @@ impl Backends {
         Ok(Backends { list, by_model, served, started_at: now_ms() })
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.list.is_empty()
-    }
-
     /// The models whose jobs backends run.
     pub fn served_models(&self) -> &[Uuid] {
         &self.served
-    }
-
-    pub fn by_name(&self, name: &str) -> Option<&Arc<BackendSlot>> {
-        self.list.iter().find(|backend| backend.name() == name)
     }
 
     /// Models none of whose backends has been available since at least `since` (this node's

@@ -45,11 +45,9 @@ pub trait Renderer: Send + Sync + 'static {
 }
 
 /// Any PNG, JPEG or WebP picture as the JPEG Easel stores (backends send PNG mostly).
-pub fn to_jpeg(bytes: &[u8]) -> Result<RenderedImage, image::ImageError> {
-    let picture = image::load_from_memory(bytes)?.to_rgb8();
+pub fn to_jpeg(bytes: &[u8]) -> Result<RenderedImage, RenderError> {
+    let picture =
+        image::load_from_memory(bytes).map_err(|e| RenderError(format!("it cannot be decoded: {e}")))?.to_rgb8();
     let (width, height) = picture.dimensions();
-    let jpeg = builtin::encode_jpeg(&picture).map_err(|e| {
-        image::ImageError::Encoding(image::error::EncodingError::new(image::error::ImageFormatHint::Unknown, e.0))
-    })?;
-    Ok(RenderedImage { jpeg, width, height })
+    Ok(RenderedImage { jpeg: builtin::encode_jpeg(&picture)?, width, height })
 }

@@ -80,7 +80,7 @@ impl RenderWorkers {
                 let permit = slots.clone().acquire_owned().await.expect("semaphore is never closed");
                 let workers = self.clone();
                 running.spawn(async move {
-                    workers.run_routed(job, route).await;
+                    workers.run_job(job, route).await;
                     drop(permit);
                 });
             }
@@ -163,37 +163,17 @@ impl RenderWorkers {
         self.config.lease.max(backend.config.timeout + Duration::from_secs(60))
     }
 
-    async fn run_routed(&self, job: RenderJob, route: Route) -> Option<Finished> {
-        match route {
-            Route::Builtin => self.run_job(job).await,
-            route => {
-                let RenderWork::Generation(generation) = &job.work else {
-                    unreachable!("only generations are claimed for backends")
-                };
-                let result = self.run_generation_on(generation, job.attempt, route).await;
-                let result = match result {
-                    Err(JobError::Storage(error)) => self.storage_failed(&job, error).await,
-                    other => other,
-                };
-                result
-                    .inspect_err(|e| {
-                        tracing::error!(generation.id = %generation.id, error.message = %e, "render job could not be recorded; it will be retried");
-                    })
-                    .ok()
-            }
-        }
-    }
-
-    /// Runs one claimed job to its end. Image storage failing makes the job wait and try again
-    /// (backing off) until `max_attempts`, then FAILED; store errors leave the lease to expire, so
-    /// the job is tried again later.
-    pub async fn run_job(&self, job: RenderJob) -> Option<Finished> {
-        if !self.config.simulated_duration.is_zero() {
+    /// Runs one claimed job to its end, where `route` says (the simulated duration applies to the
+    /// built-in renderer only). Image storage failing makes the job wait and try again (backing
+    /// off) until `max_attempts`, then FAILED; store errors leave the lease to expire, so the job
+    /// is tried again later.
+    async fn run_job(&self, job: RenderJob, route: Route) -> Option<Finished> {
+        if matches!(route, Route::Builtin) && !self.config.simulated_duration.is_zero() {
             tokio::time::sleep(self.config.simulated_duration).await;
         }
         let id = job.work.id();
         let result = match &job.work {
-            RenderWork::Generation(generation) => self.run_generation_on(generation, job.attempt, Route::Builtin).await,
+            RenderWork::Generation(generation) => self.run_generation_on(generation, job.attempt, route).await,
             RenderWork::Upscale { variation, source } => self.run_upscale(variation, source).await,
         };
         let result = match result {
@@ -530,10 +510,7 @@ async fn convert_images(
     tokio::task::spawn_blocking(move || {
         images
             .iter()
-            .map(|image| {
-                super::to_jpeg(&image.bytes)
-                    .map_err(|e| format!("{backend} returned an image that cannot be decoded: {e}"))
-            })
+            .map(|image| super::to_jpeg(&image.bytes).map_err(|e| format!("{backend} returned an unusable image: {e}")))
             .collect::<Result<Vec<_>, _>>()
             .map(|images| (images, seed))
     })
