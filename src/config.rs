@@ -471,11 +471,10 @@ impl Config {
     /// Checks what types alone cannot; each message names the setting.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let fail = |setting: &str, message: String| Err(ConfigError(format!("`{setting}`: {message}")));
-        if let Some(url) = &self.public_url {
-            match url::Url::parse(url) {
-                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
-                _ => return fail("public_url", format!("{url:?} is not an absolute http(s) URL")),
-            }
+        if let Some(url) = &self.public_url
+            && !is_http_url(url)
+        {
+            return fail("public_url", format!("{url:?} is not an absolute http(s) URL"));
         }
         DatabaseUrl::parse(&self.database_url())?;
         if self.database.max_connections == 0 {
@@ -490,7 +489,7 @@ impl Config {
             [("storage.endpoint", &self.storage.endpoint), ("storage.public_base_url", &self.storage.public_base_url)]
         {
             if let Some(url) = value
-                && !url::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+                && !is_http_url(url)
             {
                 return fail(setting, format!("{url:?} is not an absolute http(s) URL"));
             }
@@ -585,9 +584,8 @@ impl Config {
             if !names.insert(name) {
                 return fail("name", format!("{name:?} names two backends"));
             }
-            match url::Url::parse(&backend.url) {
-                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
-                _ => return fail("url", format!("{:?} is not an absolute http(s) URL", redact_url(&backend.url))),
+            if !is_http_url(&backend.url) {
+                return fail("url", format!("{:?} is not an absolute http(s) URL", redact_url(&backend.url)));
             }
             if !(1..=1024).contains(&backend.max_concurrent) {
                 return fail("max_concurrent", "must be between 1 and 1024".into());
@@ -681,6 +679,11 @@ impl DatabaseUrl {
         );
         Err(InvalidSetting::new("database_url", reason))
     }
+}
+
+/// An absolute `http://` or `https://` URL (the URL parser requires a host for both).
+fn is_http_url(text: &str) -> bool {
+    url::Url::parse(text).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
 }
 
 /// A URL fit for logs and error messages: any password replaced by `***`.
