@@ -48,7 +48,14 @@ fn main() {
     let source = render_one(&GenerateRequest { params, init_image: None }, 0).unwrap();
     let renderer = easel::render::builtin::BuiltinRenderer::new(1);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    measure("upscale 512x512 -> 1024x1024", 20, |_| {
-        runtime.block_on(easel::render::Renderer::upscale(&renderer, source.jpeg.clone())).unwrap();
-    });
+    let transforms = [
+        ("upscale 512x512 -> 1024x1024", easel::records::Transform::Upscale),
+        ("remove the background of 512x512", easel::records::Transform::NoBackground),
+        ("unzoom 512x512", easel::records::Transform::Unzoom),
+    ];
+    for (name, transform) in transforms {
+        measure(name, 20, |_| {
+            runtime.block_on(easel::render::Renderer::transform(&renderer, source.jpeg.clone(), &transform)).unwrap();
+        });
+    }
 }

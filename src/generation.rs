@@ -70,10 +70,7 @@ impl GenerationParams {
         catalogue: &Catalogue,
         random_seed: impl FnOnce(u64) -> u64,
     ) -> Result<GenerationParams, FieldError> {
-        let Some(map) = body.as_object() else {
-            return Err(FieldError::new("$", "the request body must be a JSON object"));
-        };
-        let body = Body(map);
+        let body = Body::of(body)?;
 
         let prompt = body.string("prompt")?.ok_or_else(|| FieldError::new("prompt", "`prompt` is required"))?;
         if prompt.trim().is_empty() {
@@ -244,11 +241,17 @@ fn type_name(value: &Value) -> &'static str {
     }
 }
 
-/// Typed access to a JSON object's fields; `null` and absence both read as `None`.
-struct Body<'a>(&'a Map<String, Value>);
+/// Typed access to a JSON object's fields; `null` and absence both read as `None`. Every
+/// request body is read through it, so type and range errors read the same everywhere.
+pub struct Body<'a>(pub &'a Map<String, Value>);
 
-impl Body<'_> {
-    fn get(&self, field: &str) -> Option<&Value> {
+impl<'a> Body<'a> {
+    /// The body as an object, or the error that it is not one.
+    pub fn of(body: &'a Value) -> Result<Body<'a>, FieldError> {
+        body.as_object().map(Body).ok_or_else(|| FieldError::new("$", "the request body must be a JSON object"))
+    }
+
+    pub fn get(&self, field: &str) -> Option<&Value> {
         self.0.get(field).filter(|value| !value.is_null())
     }
 
@@ -256,7 +259,7 @@ impl Body<'_> {
         FieldError::new(field, format!("`{field}` must be {expected}, got {}", type_name(value)))
     }
 
-    fn string(&self, field: &str) -> Result<Option<String>, FieldError> {
+    pub fn string(&self, field: &str) -> Result<Option<String>, FieldError> {
         match self.get(field) {
             None => Ok(None),
             Some(Value::String(text)) => Ok(Some(text.clone())),
@@ -264,7 +267,7 @@ impl Body<'_> {
         }
     }
 
-    fn boolean(&self, field: &str) -> Result<Option<bool>, FieldError> {
+    pub fn boolean(&self, field: &str) -> Result<Option<bool>, FieldError> {
         match self.get(field) {
             None => Ok(None),
             Some(Value::Bool(flag)) => Ok(Some(*flag)),
@@ -272,7 +275,7 @@ impl Body<'_> {
         }
     }
 
-    fn array(&self, field: &str) -> Result<Option<&Vec<Value>>, FieldError> {
+    pub fn array(&self, field: &str) -> Result<Option<&Vec<Value>>, FieldError> {
         match self.get(field) {
             None => Ok(None),
             Some(Value::Array(items)) => Ok(Some(items)),
@@ -280,7 +283,7 @@ impl Body<'_> {
         }
     }
 
-    fn number(&self, field: &str) -> Result<Option<f64>, FieldError> {
+    pub fn number(&self, field: &str) -> Result<Option<f64>, FieldError> {
         match self.get(field) {
             None => Ok(None),
             Some(Value::Number(number)) => Ok(number.as_f64()),
@@ -288,7 +291,7 @@ impl Body<'_> {
         }
     }
 
-    fn number_in(&self, field: &str, min: f64, max: f64) -> Result<Option<f64>, FieldError> {
+    pub fn number_in(&self, field: &str, min: f64, max: f64) -> Result<Option<f64>, FieldError> {
         let number = self.number(field)?;
         match number {
             Some(n) if !(min..=max).contains(&n) => {
@@ -298,7 +301,7 @@ impl Body<'_> {
         }
     }
 
-    fn number_from(&self, field: &str, allowed: &[f64]) -> Result<Option<f64>, FieldError> {
+    pub fn number_from(&self, field: &str, allowed: &[f64]) -> Result<Option<f64>, FieldError> {
         let number = self.number(field)?;
         match number {
             Some(n) if !allowed.iter().any(|a| (a - n).abs() < 1e-9) => {
@@ -310,7 +313,7 @@ impl Body<'_> {
     }
 
     /// An integer in `min..=max`; integral floats (`512.0`) are accepted.
-    fn integer(&self, field: &str, min: u64, max: u64) -> Result<Option<u64>, FieldError> {
+    pub fn integer(&self, field: &str, min: u64, max: u64) -> Result<Option<u64>, FieldError> {
         let Some(value) = self.get(field) else { return Ok(None) };
         let out_of_range =
             || FieldError::new(field, format!("`{field}` must be an integer between {min} and {max} (got {value})"));

@@ -154,8 +154,8 @@ pub fn generation_image_key(
     format!("users/{user}/generations/{generation}/{}_{}_{index}.jpg", slug(model_name, 40), slug(prompt, 60))
 }
 
-pub fn variation_image_key(user: UserId, generation: GenerationId, variation: VariationId) -> String {
-    format!("users/{user}/generations/{generation}/variations/{variation}.jpg")
+pub fn variation_image_key(user: UserId, generation: GenerationId, variation: VariationId, extension: &str) -> String {
+    format!("users/{user}/generations/{generation}/variations/{variation}.{extension}")
 }
 
 /// ASCII letters and digits of `text`, words joined by `_`, at most `max` characters.

@@ -89,21 +89,119 @@ pub struct Image {
     pub variations: Vec<Variation>,
 }
 
-/// A variation job of one image (Easel implements `UPSCALE`).
+/// A variation job of one image: a transform of the image, or of an earlier variation's result.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Variation {
     pub id: VariationId,
+    /// The generated image this variation belongs to (directly, or through `source_key`).
     pub image_id: ImageId,
     pub generation_id: GenerationId,
     pub user_id: UserId,
     pub api_key_id: ApiKeyId,
-    pub transform_type: String,
+    pub transform: Transform,
+    /// The file to transform when it is not the image's own: a complete variation's result
+    /// (`isVariation`, `variationId`).
+    pub source_key: Option<String>,
     pub status: JobStatus,
     /// Set once complete.
     pub storage_key: Option<String>,
     pub failure_reason: Option<String>,
     pub created_at: Millis,
     pub updated_at: Millis,
+}
+
+/// What a variation does to its source picture.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Transform {
+    /// `POST /variations/upscale`: twice the width and the height.
+    Upscale,
+    /// `POST /variations/nobg`: the background made transparent, as a PNG.
+    NoBackground,
+    /// `POST /variations/unzoom`: the picture zoomed out, its surroundings extended.
+    Unzoom,
+    /// `POST /variations/universal-upscaler`: upscaled by a chosen factor, detail sharpened.
+    UniversalUpscale(UniversalUpscale),
+}
+
+/// The settings of a universal upscale, as the client sent them (validated).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct UniversalUpscale {
+    /// 1.0 to 2.0.
+    pub multiplier: f64,
+    /// 1 to 10 each, when given.
+    pub creativity_strength: Option<u8>,
+    pub detail_contrast: Option<u8>,
+    pub similarity: Option<u8>,
+    /// `upscalerStyle` or `ultraUpscaleStyle` (never both).
+    pub style: Option<String>,
+    pub ultra_style: Option<String>,
+    pub prompt: Option<String>,
+}
+
+impl Transform {
+    /// The name the store keeps.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Transform::Upscale => "UPSCALE",
+            Transform::NoBackground => "NOBG",
+            Transform::Unzoom => "UNZOOM",
+            Transform::UniversalUpscale(_) => "UNIVERSAL_UPSCALER",
+        }
+    }
+
+    /// The `transformType` clients read: one of the SDKs' `VariationType` values, which have no
+    /// name of their own for the universal upscaler (it is an upscale).
+    pub fn transform_type(&self) -> &'static str {
+        match self {
+            Transform::UniversalUpscale(_) => "UPSCALE",
+            other => other.name(),
+        }
+    }
+
+    /// The settings the store keeps beside the name (JSON), if the transform has any.
+    pub fn settings(&self) -> Option<String> {
+        match self {
+            Transform::UniversalUpscale(settings) => serde_json::to_string(settings).ok(),
+            _ => None,
+        }
+    }
+
+    /// The transform the store kept, or `None` for a name or settings it cannot read.
+    pub fn from_stored(name: &str, settings: Option<&str>) -> Option<Transform> {
+        Some(match name {
+            "UPSCALE" => Transform::Upscale,
+            "NOBG" => Transform::NoBackground,
+            "UNZOOM" => Transform::Unzoom,
+            "UNIVERSAL_UPSCALER" => Transform::UniversalUpscale(serde_json::from_str(settings?).ok()?),
+            _ => return None,
+        })
+    }
+
+    /// The API credits it costs on a source picture of `width` x `height`: one, and for the
+    /// universal upscaler one per started megapixel of its result
+    /// ([`universal_upscale_cost`], which `POST /pricing-calculator` uses too).
+    pub fn api_credit_cost(&self, width: u32, height: u32) -> u64 {
+        match self {
+            Transform::UniversalUpscale(settings) => {
+                universal_upscale_cost(f64::from(width) * f64::from(height) * settings.multiplier.powi(2) / 1e6)
+            }
+            _ => 1,
+        }
+    }
+
+    /// The extension (and so the format) of the file it makes.
+    pub fn extension(&self) -> &'static str {
+        match self {
+            Transform::NoBackground => "png",
+            _ => "jpg",
+        }
+    }
+}
+
+/// The API credits of a universal upscale whose result has `megapixels`: one per started
+/// megapixel, at least one.
+pub fn universal_upscale_cost(megapixels: f64) -> u64 {
+    (megapixels.ceil() as u64).max(1)
 }
 
 /// A newly rendered image, recorded when its generation completes.
@@ -127,14 +225,18 @@ pub struct RenderJob {
 #[derive(Clone, Debug)]
 pub enum RenderWork {
     Generation(Generation),
-    Upscale { variation: Variation, source: Image },
+    /// A variation of `source` (or of `variation.source_key`, when set).
+    Variation {
+        variation: Variation,
+        source: Image,
+    },
 }
 
 impl RenderWork {
     pub fn id(&self) -> RenderJobId {
         match self {
             RenderWork::Generation(generation) => RenderJobId::Generation(generation.id),
-            RenderWork::Upscale { variation, .. } => RenderJobId::Variation(variation.id),
+            RenderWork::Variation { variation, .. } => RenderJobId::Variation(variation.id),
         }
     }
 }

@@ -18,6 +18,7 @@ use crate::clock::{Millis, rfc3339_ms};
 use crate::ids::{ApiKeyId, DeliveryId, GenerationId, ImageId, UserId, VariationId};
 use crate::images::{ImageStore, StorageFailure};
 use crate::models::Model;
+use crate::records::Transform;
 use crate::secrets::mask;
 use crate::store;
 
@@ -77,26 +78,31 @@ impl SdGenerationJobResponse {
     }
 }
 
-/// The answer to `POST /variations/upscale`.
+/// The answer to `POST /variations/upscale`, `nobg`, `unzoom` and `universal-upscaler`: one
+/// job under a key that names its kind (`sdUpscaleJob`, `sdNobgJob`, `sdUnzoomJob`,
+/// `universalUpscaler`).
 #[derive(Clone, Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SdUpscaleJobResponse {
-    pub sd_upscale_job: SdUpscaleJob,
-}
+#[serde(transparent)]
+pub struct VariationJobResponse(std::collections::BTreeMap<&'static str, VariationJob>);
 
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct SdUpscaleJob {
+pub struct VariationJob {
     pub id: VariationId,
     pub api_credit_cost: u64,
     pub cost: Cost,
 }
 
-impl SdUpscaleJobResponse {
-    pub fn new(variation: &store::Variation, credits: u64) -> SdUpscaleJobResponse {
-        SdUpscaleJobResponse {
-            sd_upscale_job: SdUpscaleJob { id: variation.id, api_credit_cost: credits, cost: Cost::credits(credits) },
-        }
+impl VariationJobResponse {
+    pub fn new(variation: &store::Variation, credits: u64) -> VariationJobResponse {
+        let key = match variation.transform {
+            Transform::Upscale => "sdUpscaleJob",
+            Transform::NoBackground => "sdNobgJob",
+            Transform::Unzoom => "sdUnzoomJob",
+            Transform::UniversalUpscale(_) => "universalUpscaler",
+        };
+        let job = VariationJob { id: variation.id, api_credit_cost: credits, cost: Cost::credits(credits) };
+        VariationJobResponse([(key, job)].into())
     }
 }
 
@@ -232,7 +238,7 @@ pub struct Variation {
     pub id: VariationId,
     pub created_at: String,
     pub status: &'static str,
-    pub transform_type: String,
+    pub transform_type: &'static str,
     pub url: Option<String>,
 }
 
@@ -242,7 +248,7 @@ impl Variation {
             id: variation.id,
             created_at: rfc3339_ms(variation.created_at),
             status: variation.status.as_str(),
-            transform_type: variation.transform_type.clone(),
+            transform_type: variation.transform.transform_type(),
             url: variation.storage_key.as_deref().map(|key| images.url(key)),
         }
     }

@@ -17,6 +17,7 @@ pub fn router() -> Router<ApiContext> {
 async fn get_image_file(State(state): State<ApiContext>, PathText(key): PathText) -> ApiResult<Response> {
     let content_type = match key.rsplit_once('.').map(|(_, ext)| ext.to_ascii_lowercase()) {
         Some(ext) if ext == "jpg" || ext == "jpeg" => "image/jpeg",
+        Some(ext) if ext == "png" => "image/png",
         _ => return Err(ApiError::RouteNotFound),
     };
     let Some(bytes) = state.images.get(&key).await? else {

@@ -1,6 +1,8 @@
 //! `POST /pricing-calculator`: the API credits a job would cost, computed by the code that sets
 //! `apiCreditCost` on real jobs (`GenerationParams::api_credit_cost`), so the two always agree.
-//! Easel prices the service it serves, `IMAGE_GENERATION`.
+//! Easel prices the services it serves: `IMAGE_GENERATION`, `UNIVERSAL_UPSCALER` (by the
+//! megapixels of the result) and `UNIVERSAL_UPSCALER_ULTRA` (by the input's size and the
+//! multiplier), the last two through `Transform::api_credit_cost` / `universal_upscale_cost`.
 
 use axum::extract::State;
 use axum::routing::post;
@@ -10,10 +12,14 @@ use serde_json::{Map, Value, json};
 use super::ApiContext;
 use super::error::ApiResult;
 use super::extract::{Caller, JsonBody};
-use crate::generation::{FieldError, GenerationParams};
+use crate::generation::{Body, FieldError, GenerationParams};
+use crate::records::{Transform, UniversalUpscale, universal_upscale_cost};
 use crate::wire;
 
 const SERVICE: &str = "IMAGE_GENERATION";
+const UNIVERSAL: &str = "UNIVERSAL_UPSCALER";
+const UNIVERSAL_ULTRA: &str = "UNIVERSAL_UPSCALER_ULTRA";
+const SERVICES: &[&str] = &[SERVICE, UNIVERSAL, UNIVERSAL_ULTRA];
 
 /// The pricing fields and the `createGeneration` fields they stand for.
 const FIELDS: &[(&str, &str)] = &[
@@ -43,20 +49,68 @@ async fn pricing_calculator(
 ) -> ApiResult<Json<wire::PricingResponse>> {
     let body = body.unwrap_or(Value::Object(Map::new()));
     let service = body.get("service").and_then(Value::as_str).unwrap_or(SERVICE);
-    if service != SERVICE {
+    if !SERVICES.contains(&service) {
         return Err(FieldError::new(
             "service",
-            format!("`service` {service:?} is not priced by Easel: it serves (and prices) only {SERVICE}"),
+            format!("`service` {service:?} is not priced by Easel: it serves (and prices) {}", SERVICES.join(", ")),
         )
         .into());
     }
-    let params = match body.get("serviceParams").and_then(|p| p.get(SERVICE)) {
+    let params = match body.get("serviceParams").and_then(|p| p.get(service)) {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(params)) => params.clone(),
         Some(_) => {
-            return Err(FieldError::new("serviceParams", "`serviceParams.IMAGE_GENERATION` must be an object").into());
+            return Err(FieldError::new("serviceParams", format!("`serviceParams.{service}` must be an object")).into());
         }
     };
+    let cost = match service {
+        UNIVERSAL => universal_cost(&params)?,
+        UNIVERSAL_ULTRA => universal_ultra_cost(&params)?,
+        _ => generation_cost(&state, &params)?,
+    };
+    Ok(Json(wire::PricingResponse::new(cost)))
+}
+
+/// `UNIVERSAL_UPSCALER {megapixel}`: the megapixels of the result (1 when not given).
+fn universal_cost(params: &Map<String, Value>) -> Result<u64, FieldError> {
+    let params = Body(params);
+    let field = format!("serviceParams.{UNIVERSAL}.megapixel");
+    let megapixels = params.integer("megapixel", 1, 100).map_err(|e| rename(e, "megapixel", &field))?.unwrap_or(1);
+    Ok(universal_upscale_cost(megapixels as f64))
+}
+
+/// `UNIVERSAL_UPSCALER_ULTRA {inputWidth, inputHeight, upscaleMultiplier}`: priced as the
+/// universal upscale of a picture that size (1024 x 1024 and 1.5 when not given).
+fn universal_ultra_cost(params: &Map<String, Value>) -> Result<u64, FieldError> {
+    let params = Body(params);
+    let field = |name: &str| format!("serviceParams.{UNIVERSAL_ULTRA}.{name}");
+    let side = |name: &str| {
+        params.integer(name, 1, 16_384).map_err(|e| rename(e, name, &field(name))).map(|n| n.unwrap_or(1024) as u32)
+    };
+    let (width, height) = (side("inputWidth")?, side("inputHeight")?);
+    let multiplier = params
+        .number_in("upscaleMultiplier", 1.0, 2.0)
+        .map_err(|e| rename(e, "upscaleMultiplier", &field("upscaleMultiplier")))?
+        .unwrap_or(1.5);
+    let transform = Transform::UniversalUpscale(UniversalUpscale {
+        multiplier,
+        creativity_strength: None,
+        detail_contrast: None,
+        similarity: None,
+        style: None,
+        ultra_style: None,
+        prompt: None,
+    });
+    Ok(transform.api_credit_cost(width, height))
+}
+
+/// An error about `field` reworded to name its full path in the pricing request.
+fn rename(error: FieldError, field: &str, path: &str) -> FieldError {
+    FieldError::new(path, error.message.replace(&format!("`{field}`"), &format!("`{path}`")))
+}
+
+/// `IMAGE_GENERATION`: the cost of the equivalent generation.
+fn generation_cost(state: &ApiContext, params: &Map<String, Value>) -> Result<u64, FieldError> {
     // The equivalent generation, validated and priced exactly as a real one.
     let mut generation = Map::new();
     generation.insert("prompt".into(), json!("pricing"));
@@ -67,13 +121,9 @@ async fn pricing_calculator(
     }
     let parsed = GenerationParams::parse(&Value::Object(generation), &state.catalogue, |_| 0).map_err(|error| {
         match FIELDS.iter().find(|(_, field)| *field == error.field) {
-            Some((pricing, field)) => {
-                let path = format!("serviceParams.{SERVICE}.{pricing}");
-                let message = error.message.replace(&format!("`{field}`"), &format!("`{path}`"));
-                FieldError::new(&path, message)
-            }
+            Some((pricing, field)) => rename(error, field, &format!("serviceParams.{SERVICE}.{pricing}")),
             None => error,
         }
     })?;
-    Ok(Json(wire::PricingResponse::new(parsed.api_credit_cost())))
+    Ok(parsed.api_credit_cost())
 }

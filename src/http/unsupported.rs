@@ -53,9 +53,6 @@ pub const UNSUPPORTED: &[(&str, &str, &str, &str)] = &[
     ("GET", "/motion-variations/{id}", "getMotionVariationById", "video"),
     ("POST", "/prompt/improve", "promptImprove", "prompt tools"),
     ("POST", "/prompt/random", "promptRandom", "prompt tools"),
-    ("POST", "/variations/nobg", "createVariationNoBG", "background removal"),
-    ("POST", "/variations/universal-upscaler", "CreateUniversalUpscalerJob", "the universal upscaler"),
-    ("POST", "/variations/unzoom", "createVariationUnzoom", "unzoom"),
 ];
 
 pub fn router() -> Router<ApiContext> {

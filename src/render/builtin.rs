@@ -16,6 +16,7 @@ use tokio::sync::Semaphore;
 
 use super::{GenerateRequest, RenderError, RenderedImage, Renderer};
 use crate::generation::GenerationParams;
+use crate::records::Transform;
 
 const JPEG_QUALITY: u8 = 88;
 
@@ -53,8 +54,9 @@ impl Renderer for BuiltinRenderer {
         Ok(images)
     }
 
-    async fn upscale(&self, source: Bytes) -> Result<RenderedImage, RenderError> {
-        self.on_cpu(move || upscale_2x(&source)).await
+    async fn transform(&self, source: Bytes, transform: &Transform) -> Result<Bytes, RenderError> {
+        let transform = transform.clone();
+        self.on_cpu(move || super::transform::apply(&source, &transform)).await
     }
 }
 
@@ -74,15 +76,6 @@ pub(super) fn encode_jpeg(picture: &RgbImage) -> Result<Bytes, RenderError> {
         .encode(picture.as_raw(), picture.width(), picture.height(), ExtendedColorType::Rgb8)
         .map_err(|e| RenderError(format!("JPEG encoding failed: {e}")))?;
     Ok(Bytes::from(jpeg))
-}
-
-fn upscale_2x(source: &[u8]) -> Result<RenderedImage, RenderError> {
-    let image = image::load_from_memory_with_format(source, ImageFormat::Jpeg)
-        .map_err(|e| RenderError(format!("the source image cannot be decoded: {e}")))?
-        .to_rgb8();
-    let (width, height) = (image.width() * 2, image.height() * 2);
-    let upscaled = image::imageops::resize(&image, width, height, FilterType::CatmullRom);
-    Ok(RenderedImage { jpeg: encode_jpeg(&upscaled)?, width, height })
 }
 
 fn blend_init_image(picture: &mut RgbImage, init: &[u8], strength: f64) -> Result<(), RenderError> {
@@ -288,12 +281,13 @@ mod tests {
     }
 
     #[test]
-    fn upscale_doubles_both_sides() {
-        let source = render_one(&request(json!({"prompt":"p","width":64,"height":48,"num_images":1})), 0).unwrap();
-        let upscaled = upscale_2x(&source.jpeg).unwrap();
-        assert_eq!((upscaled.width, upscaled.height), (128, 96));
-        let picture = decode(&upscaled.jpeg);
-        assert_eq!((picture.width(), picture.height()), (128, 96));
-        assert!(upscale_2x(b"not a jpeg").is_err());
+    fn background_removal_separates_a_rendered_scene() {
+        let body = json!({"prompt":"a red fox in the snow","width":128,"height":128,"num_images":1});
+        let source = render_one(&request(body), 0).unwrap();
+        let png = super::super::transform::apply(&source.jpeg, &Transform::NoBackground).unwrap();
+        let picture = image::load_from_memory_with_format(&png, ImageFormat::Png).unwrap().to_rgba8();
+        let clear = picture.pixels().filter(|p| p[3] == 0).count() as f32 / (128.0 * 128.0);
+        let opaque = picture.pixels().filter(|p| p[3] == 255).count() as f32 / (128.0 * 128.0);
+        assert!(clear > 0.1 && opaque > 0.1, "transparent {clear}, opaque {opaque}");
     }
 }

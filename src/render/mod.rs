@@ -7,12 +7,14 @@
 pub mod backends;
 pub mod builtin;
 pub mod dispatch;
+pub mod transform;
 pub mod worker;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::generation::GenerationParams;
+use crate::records::Transform;
 
 /// What a renderer needs for one generation.
 #[derive(Clone, Debug)]
@@ -40,8 +42,9 @@ pub trait Renderer: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// Renders `params.num_images` images of `params.width` x `params.height`.
     async fn generate(&self, request: GenerateRequest) -> Result<Vec<RenderedImage>, RenderError>;
-    /// A 2x upscale of `source` (JPEG).
-    async fn upscale(&self, source: Bytes) -> Result<RenderedImage, RenderError>;
+    /// `transform` applied to `source` (a JPEG or PNG file Easel stored): a file in the format
+    /// of [`Transform::extension`].
+    async fn transform(&self, source: Bytes, transform: &Transform) -> Result<Bytes, RenderError>;
 }
 
 /// Any PNG, JPEG or WebP picture as the JPEG Easel stores (backends send PNG mostly).

@@ -174,7 +174,7 @@ impl RenderWorkers {
         let id = job.work.id();
         let result = match &job.work {
             RenderWork::Generation(generation) => self.run_generation_on(generation, job.attempt, route).await,
-            RenderWork::Upscale { variation, source } => self.run_upscale(variation, source).await,
+            RenderWork::Variation { variation, source } => self.run_variation(variation, source).await,
         };
         let result = match result {
             Err(JobError::Storage(error)) => self.storage_failed(&job, error).await,
@@ -199,8 +199,8 @@ impl RenderWorkers {
                 RenderWork::Generation(generation) => {
                     self.finish_generation(generation, &JobOutcome::Failed { reason }, &[]).await
                 }
-                RenderWork::Upscale { variation, .. } => {
-                    self.finish_upscale(variation, JobOutcome::Failed { reason }).await
+                RenderWork::Variation { variation, .. } => {
+                    self.finish_variation(variation, JobOutcome::Failed { reason }).await
                 }
             };
         }
@@ -454,22 +454,28 @@ impl RenderWorkers {
         Ok(Finished::Abandoned)
     }
 
-    async fn run_upscale(&self, variation: &Variation, source: &Image) -> Result<Finished, JobError> {
-        let outcome = match self.images.get(&source.storage_key).await? {
+    async fn run_variation(&self, variation: &Variation, source: &Image) -> Result<Finished, JobError> {
+        let source_key = variation.source_key.as_deref().unwrap_or(&source.storage_key);
+        let outcome = match self.images.get(source_key).await? {
             None => JobOutcome::Failed { reason: "the source image no longer exists".into() },
-            Some(bytes) => match self.renderer.upscale(bytes).await {
-                Ok(upscaled) => {
-                    let key = images::variation_image_key(variation.user_id, variation.generation_id, variation.id);
-                    self.images.put(&key, upscaled.jpeg).await?;
+            Some(bytes) => match self.renderer.transform(bytes, &variation.transform).await {
+                Ok(file) => {
+                    let key = images::variation_image_key(
+                        variation.user_id,
+                        variation.generation_id,
+                        variation.id,
+                        variation.transform.extension(),
+                    );
+                    self.images.put(&key, file).await?;
                     JobOutcome::Complete(key)
                 }
                 Err(e) => JobOutcome::Failed { reason: e.to_string() },
             },
         };
-        self.finish_upscale(variation, outcome).await
+        self.finish_variation(variation, outcome).await
     }
 
-    async fn finish_upscale(&self, variation: &Variation, outcome: JobOutcome<String>) -> Result<Finished, JobError> {
+    async fn finish_variation(&self, variation: &Variation, outcome: JobOutcome<String>) -> Result<Finished, JobError> {
         if self.store.finish_variation(variation.id, &self.node_id, now_ms(), &outcome).await? {
             return Ok(match outcome {
                 JobOutcome::Complete(_) => Finished::Complete,

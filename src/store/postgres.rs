@@ -19,6 +19,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "schema", include_str!("../../migrations/postgres/0001_schema.sql")),
     (2, "attempts and redeliveries", include_str!("../../migrations/postgres/0002_attempts_and_redeliveries.sql")),
     (3, "backends", include_str!("../../migrations/postgres/0003_backends.sql")),
+    (4, "transforms", include_str!("../../migrations/postgres/0004_transforms.sql")),
 ];
 
 pub(super) struct PgDb {

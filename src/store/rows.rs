@@ -120,8 +120,8 @@ pub(super) fn image_from_row(row: &impl Columns) -> StoreResult<Image> {
     })
 }
 
-pub(super) const VARIATION_COLUMNS: &str = "id, image_id, generation_id, user_id, api_key_id, transform_type, status, \
-     storage_key, failure_reason, created_at, updated_at";
+pub(super) const VARIATION_COLUMNS: &str = "id, image_id, generation_id, user_id, api_key_id, transform_type, settings, \
+     source_key, status, storage_key, failure_reason, created_at, updated_at";
 
 pub(super) fn variation_from_row(row: &impl Columns) -> StoreResult<Variation> {
     Ok(Variation {
@@ -130,7 +130,14 @@ pub(super) fn variation_from_row(row: &impl Columns) -> StoreResult<Variation> {
         generation_id: parse(row, "generation_id")?,
         user_id: parse(row, "user_id")?,
         api_key_id: parse(row, "api_key_id")?,
-        transform_type: row.text("transform_type")?,
+        transform: {
+            let name = row.text("transform_type")?;
+            let settings = row.opt_text("settings")?;
+            Transform::from_stored(&name, settings.as_deref()).ok_or_else(|| {
+                StoreError::Corrupt(format!("variation transform {name:?} with settings {settings:?}"))
+            })?
+        },
+        source_key: row.opt_text("source_key")?,
         status: job_status(row)?,
         storage_key: row.opt_text("storage_key")?,
         failure_reason: row.opt_text("failure_reason")?,

@@ -97,6 +97,7 @@ fn placeholders(first: usize, count: usize) -> String {
 /// A value to bind to a statement assembled at run time.
 enum Value {
     Text(String),
+    OptText(Option<String>),
     Int(i64),
 }
 
@@ -135,6 +136,7 @@ impl SqlStore {
             for value in values {
                 query = match value {
                     Value::Text(text) => query.bind(text),
+                    Value::OptText(text) => query.bind(text),
                     Value::Int(int) => query.bind(int),
                 };
             }
@@ -483,14 +485,16 @@ impl Store for SqlStore {
 
     async fn create_variation(&self, variation: &Variation, slots: u32) -> StoreResult<Admission> {
         let insert = "INSERT INTO variations (id, user_id, image_id, generation_id, api_key_id, transform_type, \
-             status, created_at, updated_at) SELECT $1, $2, $3, $4, $5, $6, 'PENDING', $7, $7";
+             settings, source_key, status, created_at, updated_at) SELECT $1, $2, $3, $4, $5, $6, $7, $8, 'PENDING', $9, $9";
         let values = vec![
             Value::Text(variation.id.to_string()),
             Value::Text(variation.user_id.to_string()),
             Value::Text(variation.image_id.to_string()),
             Value::Text(variation.generation_id.to_string()),
             Value::Text(variation.api_key_id.to_string()),
-            Value::Text(variation.transform_type.clone()),
+            Value::Text(variation.transform.name().to_string()),
+            Value::OptText(variation.transform.settings()),
+            Value::OptText(variation.source_key.clone()),
             Value::Int(variation.created_at),
         ];
         self.admit(variation.user_id, slots, Some(variation.image_id), insert, values).await
@@ -551,7 +555,7 @@ impl Store for SqlStore {
                         .bind(variation.image_id.to_string())
                         .fetch_one(&mut *tx)
                         .await?;
-                    let work = RenderWork::Upscale { variation, source: image_from_row(&source)? };
+                    let work = RenderWork::Variation { variation, source: image_from_row(&source)? };
                     jobs.push(render_job(work, &row)?);
                 }
             }

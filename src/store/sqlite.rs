@@ -37,6 +37,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (2, "webhook deliveries", include_str!("../../migrations/sqlite/0002_webhook_deliveries.sql")),
     (3, "attempts and redeliveries", include_str!("../../migrations/sqlite/0003_attempts_and_redeliveries.sql")),
     (4, "backends", include_str!("../../migrations/sqlite/0004_backends.sql")),
+    (5, "transforms", include_str!("../../migrations/sqlite/0005_transforms.sql")),
 ];
 
 impl SqliteDb {

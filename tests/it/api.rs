@@ -321,8 +321,7 @@ async fn operations_not_served_say_so_by_name_after_authentication() {
     let app = spawn_app().await;
     let cases = [
         ("POST", "/generations-text-to-video", "createTextToVideoGeneration"),
-        ("POST", "/variations/nobg", "createVariationNoBG"),
-        ("POST", "/variations/unzoom", "createVariationUnzoom"),
+        ("POST", "/generations-motion-svd", "createSVDMotionGeneration"),
         ("GET", "/elements", "listElements"),
         ("GET", "/elements/3f1c0a52-0000-4000-8000-000000000001", "getElementById"),
         ("DELETE", "/elements/3f1c0a52-0000-4000-8000-000000000001", "deleteElementById"),
@@ -352,7 +351,7 @@ async fn operations_not_served_say_so_by_name_after_authentication() {
             "{message}"
         );
     }
-    // What is served is untouched: GET /variations/{id} next to POST /variations/nobg.
+    // What is served is untouched: GET /variations/{id} beside unserved paths.
     let reply = app.get(&app.admin, "/variations/3f1c0a52-0000-4000-8000-000000000001").await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
 }
@@ -397,7 +396,8 @@ async fn the_pricing_calculator_prices_generations_as_they_are_charged() {
     let video = app.post(user, "/pricing-calculator", &json!({"service": "MOTION_VIDEO_GENERATION"})).await;
     assert_eq!(video.status, StatusCode::BAD_REQUEST);
     assert!(
-        video.text.contains("MOTION_VIDEO_GENERATION") && video.text.contains("only IMAGE_GENERATION"),
+        video.text.contains("MOTION_VIDEO_GENERATION")
+            && video.text.contains("IMAGE_GENERATION, UNIVERSAL_UPSCALER, UNIVERSAL_UPSCALER_ULTRA"),
         "{}",
         video.text
     );

@@ -25,6 +25,7 @@ mod security;
 mod storage;
 mod store;
 mod validation;
+mod variations;
 mod webhooks;
 
 /// The backend this build of the suite runs on, from the test target's name.

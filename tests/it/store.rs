@@ -248,7 +248,8 @@ async fn deleting_a_generation_removes_its_images_and_variations_and_keeps_its_d
         generation_id: generation.id,
         user_id: f.user.id,
         api_key_id: f.key.id,
-        transform_type: "UPSCALE".into(),
+        transform: Transform::Upscale,
+        source_key: None,
         status: JobStatus::Pending,
         storage_key: None,
         failure_reason: None,
@@ -257,7 +258,7 @@ async fn deleting_a_generation_removes_its_images_and_variations_and_keeps_its_d
     };
     assert_eq!(f.store.create_variation(&variation, 100).await.unwrap(), Admission::Accepted);
     let claimed = f.store.claim_render_jobs("node-a", now, now + 60_000, 10, &[]).await.unwrap();
-    assert!(matches!(&claimed[0].work, RenderWork::Upscale { source, .. } if source.id == image.id));
+    assert!(matches!(&claimed[0].work, RenderWork::Variation { source, .. } if source.id == image.id));
     let outcome = JobOutcome::Complete("users/x/variation.jpg".to_string());
     assert!(f.store.finish_variation(variation.id, "node-a", now, &outcome).await.unwrap());
 

@@ -145,6 +145,38 @@ def main():
         check(variation.transform_type.value == "UPSCALE", "upscale transformType")
         download_jpeg(variation.url, "upscaled image")
 
+        # Background removal, unzoom of its result (isVariation) and the universal upscaler.
+        image_id = generation.generated_images[0].id
+        nobg = checked(leo.variation.create_variation_no_bg(request={"id": image_id}), "createVariationNoBG")
+        nobg_done = wait_for(
+            lambda: checked(leo.variation.get_variation_by_id(id=nobg.sd_nobg_job.id), "getVariationById")
+            .generated_image_variation_generic,
+            lambda v: v and v[0].status.value != "PENDING",
+            "nobg",
+        )[0]
+        check(nobg_done.transform_type.value == "NOBG", f"nobg transformType {nobg_done.transform_type}")
+        check(nobg_done.url.endswith(".png"), f"nobg url {nobg_done.url}")
+        unzoom = checked(
+            leo.variation.create_variation_unzoom(request={"id": nobg.sd_nobg_job.id, "isVariation": True}),
+            "createVariationUnzoom",
+        )
+        check(unzoom.sd_unzoom_job.api_credit_cost == 1, "createVariationUnzoom: apiCreditCost")
+        universal = checked(
+            leo.variation.create_universal_upscaler_job(
+                request={"generatedImageId": image_id, "upscaleMultiplier": 1.5, "upscalerStyle": "GENERAL"}
+            ),
+            "CreateUniversalUpscalerJob",
+        )
+        for job_id, kind in [(unzoom.sd_unzoom_job.id, "UNZOOM"), (universal.universal_upscaler.id, "UPSCALE")]:
+            done = wait_for(
+                lambda: checked(leo.variation.get_variation_by_id(id=job_id), "getVariationById")
+                .generated_image_variation_generic,
+                lambda v: v and v[0].status.value != "PENDING",
+                kind,
+            )[0]
+            check(done.status.value == "COMPLETE" and done.transform_type.value == kind, f"{kind}: {done}")
+            download_jpeg(done.url, f"{kind} image")
+
         deleted = checked(leo.image.delete_generation_by_id(id=generation_id), "deleteGenerationById")
         check(deleted.delete_generations_by_pk.id == generation_id, "deleteGenerationById: id")
         gone = leo.image.get_generation_by_id(id=generation_id)
