@@ -35,6 +35,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "models",
     "backends",
     "metrics",
+    "prompt_tools",
 ];
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -71,6 +72,31 @@ pub struct Config {
     /// Inference servers that models may route their jobs to (`[[backends]]`).
     pub backends: Vec<BackendConfig>,
     pub metrics: MetricsConfig,
+    pub prompt_tools: PromptToolsConfig,
+}
+
+/// `POST /prompt/random` and `/prompt/improve`: built in, or through an OpenAI-compatible
+/// chat-completions server (llama.cpp's `llama-server`, Ollama, vLLM, ...).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PromptToolsConfig {
+    /// The server's OpenAI base URL (such as `http://127.0.0.1:8081/v1`): Easel POSTs to
+    /// `{url}/chat/completions`. Unset: the built-in prompt tools.
+    pub url: Option<String>,
+    /// Sent as `model` (the server's model name; llama.cpp ignores it).
+    pub model: Option<String>,
+    /// Sent as a bearer token.
+    #[serde(skip_serializing)]
+    pub api_key: Option<SecretText>,
+    /// How long one answer may take (default 60s).
+    #[serde(with = "duration_text")]
+    pub timeout: Duration,
+}
+
+impl Default for PromptToolsConfig {
+    fn default() -> Self {
+        Self { url: None, model: None, api_key: None, timeout: Duration::from_secs(60) }
+    }
 }
 
 /// `GET /metrics` (Prometheus / OpenMetrics text).
@@ -388,6 +414,7 @@ impl Default for Config {
             models: Vec::new(),
             backends: Vec::new(),
             metrics: MetricsConfig::default(),
+            prompt_tools: PromptToolsConfig::default(),
         }
     }
 }
@@ -493,6 +520,11 @@ impl Config {
             {
                 return fail(setting, format!("{url:?} is not an absolute http(s) URL"));
             }
+        }
+        if let Some(url) = &self.prompt_tools.url
+            && !is_http_url(url)
+        {
+            return fail("prompt_tools.url", format!("{url:?} is not an absolute http(s) URL"));
         }
         if self.roles.is_empty() {
             return fail("roles", "name at least one of api, render, deliver".into());

@@ -14,6 +14,7 @@ pub mod ids;
 pub mod images;
 pub mod metrics;
 pub mod models;
+pub mod prompts;
 pub mod records;
 pub mod render;
 pub mod secrets;

@@ -175,8 +175,10 @@ pub async fn start(config: Config) -> Result<Easel, StartError> {
         None
     };
     store.watch(wakeups.clone(), shutdown.clone());
+    let prompts = crate::prompts::PromptTools::new(&config.prompt_tools).map_err(|e| StartError(e.to_string()))?;
     let state = Arc::new(AppState {
         store: store.clone(),
+        prompts: Arc::new(prompts),
         catalogue,
         images,
         api: config.api.clone(),

@@ -1140,6 +1140,30 @@ mod backend_status_tests {
     }
 }
 
+/// `POST /prompt/random` and `/prompt/improve`: `{"promptGeneration": {"prompt", "apiCreditCost",
+/// "cost"}}`. Easel does not charge for prompts.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PromptGenerationResponse {
+    pub prompt_generation: PromptGeneration,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PromptGeneration {
+    pub prompt: String,
+    pub api_credit_cost: u64,
+    pub cost: Cost,
+}
+
+impl PromptGenerationResponse {
+    pub fn new(prompt: String) -> PromptGenerationResponse {
+        PromptGenerationResponse {
+            prompt_generation: PromptGeneration { prompt, api_credit_cost: 0, cost: Cost::credits(0) },
+        }
+    }
+}
+
 /// `POST /pricing-calculator`: `{"calculateProductionApiServiceCost": {"cost"}}`.
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]

@@ -40,6 +40,10 @@ pub enum ApiError {
     /// A Leonardo operation this server does not serve (the message names it).
     #[error("{0}")]
     NotSupported(String),
+    /// A server Easel relies on for the answer (the prompt tools' model) failed; the message
+    /// says which and how.
+    #[error("{0}")]
+    Upstream(String),
     /// The database failed: an outage or a bug.
     #[error("store error while serving a request")]
     Store(#[from] StoreError),
@@ -63,6 +67,7 @@ impl ApiError {
             ApiError::SlotsFull { .. } => (StatusCode::TOO_MANY_REQUESTS, "concurrency-limit"),
             ApiError::TooSoon { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate-limited"),
             ApiError::NotSupported(_) => (StatusCode::NOT_IMPLEMENTED, "not-supported"),
+            ApiError::Upstream(_) => (StatusCode::BAD_GATEWAY, "upstream-failed"),
             ApiError::Store(_) | ApiError::Storage(_) | ApiError::Panic(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "unexpected")
             }

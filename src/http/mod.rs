@@ -11,6 +11,7 @@ mod me;
 mod metrics;
 mod models;
 mod pricing;
+mod prompts;
 mod unsupported;
 mod variations;
 
@@ -51,6 +52,8 @@ pub struct AppState {
     /// The inference backends, shown by `/healthz`.
     pub backends: Vec<crate::config::BackendConfig>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// `POST /prompt/random` and `/prompt/improve`.
+    pub prompts: Arc<crate::prompts::PromptTools>,
     pub metrics_config: crate::config::MetricsConfig,
     /// This node's delivery engine, for the deliveries it holds (`None` where it does not run).
     pub delivery_queue: Option<crate::webhook::engine::DeliveryQueue>,
@@ -70,6 +73,7 @@ pub fn router(state: ApiContext, api: bool) -> Router {
             .merge(me::router())
             .merge(models::router())
             .merge(pricing::router())
+            .merge(prompts::router())
             .merge(unsupported::router());
         router = router.nest("/api/rest/v1", rest).merge(cdn::router());
     }

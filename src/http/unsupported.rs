@@ -51,8 +51,6 @@ pub const UNSUPPORTED: &[(&str, &str, &str, &str)] = &[
     ("GET", "/models/user/{userId}", "getCustomModelsByUserId", "custom models"),
     ("DELETE", "/models/{id}", "deleteModelById", "model training"),
     ("GET", "/motion-variations/{id}", "getMotionVariationById", "video"),
-    ("POST", "/prompt/improve", "promptImprove", "prompt tools"),
-    ("POST", "/prompt/random", "promptRandom", "prompt tools"),
 ];
 
 pub fn router() -> Router<ApiContext> {

@@ -93,11 +93,11 @@ fn blend_init_image(picture: &mut RgbImage, init: &[u8], strength: f64) -> Resul
 }
 
 /// A small deterministic generator (SplitMix64) so pictures never depend on a library's choice
-/// of random algorithm.
-struct SplitMix(u64);
+/// of random algorithm (the variations and the prompt tools use it too).
+pub(crate) struct SplitMix(pub(crate) u64);
 
 impl SplitMix {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -106,7 +106,7 @@ impl SplitMix {
     }
 
     /// Uniform in `0.0..1.0`.
-    fn unit(&mut self) -> f32 {
+    pub(crate) fn unit(&mut self) -> f32 {
         (self.next() >> 40) as f32 / (1u64 << 24) as f32
     }
 }

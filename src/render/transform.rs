@@ -10,7 +10,7 @@ use image::imageops::FilterType;
 use image::{DynamicImage, ImageFormat, Rgba, RgbaImage};
 
 use super::RenderError;
-use super::builtin::encode_jpeg;
+use super::builtin::{SplitMix, encode_jpeg};
 use crate::records::{Transform, UniversalUpscale};
 
 /// The picture unzoom keeps in the middle, as a share of each side.
@@ -159,15 +159,8 @@ impl GradientModel {
             border.iter().copied().filter(|&(x, y)| model.distance(picture, x, y) <= BACKGROUND_TOLERANCE).collect()
         };
         let mut best = inliers(&flat);
-        let mut state = 0x5EED_u64;
-        let mut pick = || {
-            // SplitMix64, so the fit never depends on a library's random numbers.
-            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            border[((z ^ (z >> 31)) % border.len() as u64) as usize]
-        };
+        let mut random = SplitMix(0x5EED);
+        let mut pick = || border[(random.next() % border.len() as u64) as usize];
         for _ in 0..FIT_TRIALS {
             let sample = [pick(), pick(), pick()];
             let candidate = GradientModel::least_squares(picture, &sample);

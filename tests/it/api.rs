@@ -326,7 +326,7 @@ async fn operations_not_served_say_so_by_name_after_authentication() {
         ("GET", "/elements/3f1c0a52-0000-4000-8000-000000000001", "getElementById"),
         ("DELETE", "/elements/3f1c0a52-0000-4000-8000-000000000001", "deleteElementById"),
         ("DELETE", "/models/3f1c0a52-0000-4000-8000-000000000001", "deleteModelById"),
-        ("POST", "/prompt/random", "promptRandom"),
+        ("POST", "/models", "createModel"),
         ("POST", "/init-image", "uploadInitImage"),
     ];
     for (method, path, operation) in cases {

@@ -19,6 +19,7 @@ mod memory;
 mod multinode;
 mod operations;
 mod process;
+mod prompts;
 mod receiver;
 mod sdk;
 mod security;

@@ -216,11 +216,21 @@ def main():
     # An operation Easel does not serve says so by name (501 in the error shape).
     with LeonardoAiSDK(bearer_auth=KEY, server_url=f"{BASE}/api/rest/v1") as leo:
         try:
-            leo.prompt.prompt_random()
-            fail("promptRandom: an unserved operation answered 2xx")
+            leo.dataset.get_dataset_by_id(id="3f1c0a52-0000-4000-8000-000000000001")
+            fail("getDatasetById: an unserved operation answered 2xx")
         except errors.SDKError as error:
-            check(error.status_code == 501, f"promptRandom: status {error.status_code}")
-            check("promptRandom" in error.body and "not supported" in error.body, f"promptRandom: body {error.body}")
+            check(error.status_code == 501, f"getDatasetById: status {error.status_code}")
+            check("getDatasetById" in error.body and "not supported" in error.body, f"getDatasetById: body {error.body}")
+
+    # The prompt tools (built in).
+    with LeonardoAiSDK(bearer_auth=KEY, server_url=f"{BASE}/api/rest/v1") as leo:
+        random = checked(leo.prompt.prompt_random(), "promptRandom").prompt_generation
+        check(len(random.prompt) > 20, f"promptRandom: {random.prompt!r}")
+        improved = checked(
+            leo.prompt.prompt_improve(request={"prompt": "a cat", "promptInstructions": "make it cosy"}),
+            "promptImprove",
+        ).prompt_generation
+        check(improved.prompt.startswith("a cat, ") and improved.prompt.endswith("make it cosy"), f"promptImprove: {improved.prompt!r}")
 
     with LeonardoAiSDK(bearer_auth="not-a-key", server_url=f"{BASE}/api/rest/v1") as stranger:
         try:

@@ -10,6 +10,7 @@ pub mod comfyui;
 pub mod openai;
 pub mod sdapi;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +20,7 @@ use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 
-use crate::config::{BackendConfig, BackendKind};
+use crate::config::{BackendConfig, BackendKind, SecretText};
 use crate::setting::InvalidSetting;
 
 /// One generation, as an adapter needs it.
@@ -147,20 +148,33 @@ pub struct Http {
 
 impl Http {
     pub fn new(config: &BackendConfig) -> Result<Http, InvalidSetting> {
-        let setting = |field: &str| format!("backends.{}.{field}", config.name);
-        let mut base = url::Url::parse(&config.url)
+        let settings = format!("backends.{}", config.name);
+        Http::build(&config.name, &settings, &config.url, config.api_key.as_ref(), &config.headers)
+    }
+
+    /// The client of the server at `url` called `name` in messages; `settings` names the
+    /// configuration section in errors.
+    pub fn build(
+        name: &str,
+        settings: &str,
+        url: &str,
+        api_key: Option<&SecretText>,
+        extra_headers: &BTreeMap<String, SecretText>,
+    ) -> Result<Http, InvalidSetting> {
+        let setting = |field: &str| format!("{settings}.{field}");
+        let mut base = url::Url::parse(url)
             .map_err(|e| InvalidSetting::new(setting("url"), format!("not a URL: {e}")).caused_by(e))?;
         if !base.path().ends_with('/') {
             let path = format!("{}/", base.path());
             base.set_path(&path);
         }
         let mut headers = HeaderMap::new();
-        if let Some(key) = &config.api_key {
+        if let Some(key) = api_key {
             let value = HeaderValue::from_str(&format!("Bearer {}", key.expose()))
                 .map_err(|_| InvalidSetting::new(setting("api_key"), "is not valid in an HTTP header"))?;
             headers.insert(AUTHORIZATION, sensitive(value));
         }
-        for (name, value) in &config.headers {
+        for (name, value) in extra_headers {
             let name = HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| InvalidSetting::new(setting("headers"), format!("{name:?} is not a header name")))?;
             let value = HeaderValue::from_str(value.expose())
@@ -173,7 +187,7 @@ impl Http {
             .user_agent(concat!("easel/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| InvalidSetting::new(setting("url"), format!("cannot build its HTTP client: {e}")))?;
-        Ok(Http { name: config.name.clone(), base, client })
+        Ok(Http { name: name.to_string(), base, client })
     }
 
     /// `path` (relative, such as `sdapi/v1/txt2img`) under the base URL.
