@@ -36,6 +36,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "backends",
     "metrics",
     "prompt_tools",
+    "elements",
 ];
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -73,6 +74,8 @@ pub struct Config {
     pub backends: Vec<BackendConfig>,
     pub metrics: MetricsConfig,
     pub prompt_tools: PromptToolsConfig,
+    /// Elements (LoRAs) `GET /elements` lists (`[[elements]]`).
+    pub elements: Vec<crate::models::ElementConfig>,
 }
 
 /// `POST /prompt/random` and `/prompt/improve`: built in, or through an OpenAI-compatible
@@ -415,6 +418,7 @@ impl Default for Config {
             backends: Vec::new(),
             metrics: MetricsConfig::default(),
             prompt_tools: PromptToolsConfig::default(),
+            elements: Vec::new(),
         }
     }
 }
@@ -521,6 +525,8 @@ impl Config {
                 return fail(setting, format!("{url:?} is not an absolute http(s) URL"));
             }
         }
+        crate::models::validate_elements(&self.elements)
+            .map_err(|e| ConfigError(format!("`{}`: {}", e.setting, e.reason)))?;
         if let Some(url) = &self.prompt_tools.url
             && !is_http_url(url)
         {

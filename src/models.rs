@@ -61,6 +61,77 @@ impl ModelConfig {
     }
 }
 
+/// An element (a LoRA a backend has) as configured (`[[elements]]`), listed by `GET /elements`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ElementConfig {
+    /// `akUUID`: the id clients name the element by.
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// The `SdVersions` of the models it works with (`baseModel`).
+    #[serde(default = "default_sd_version")]
+    pub base_model: String,
+    /// The LoRA's name on the backends (`<lora:NAME:weight>` for AUTOMATIC1111 and
+    /// stable-diffusion.cpp); unset: the element's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora: Option<String>,
+    #[serde(default = "default_weight")]
+    pub weight_default: i64,
+    #[serde(default)]
+    pub weight_min: i64,
+    #[serde(default = "default_weight_max")]
+    pub weight_max: i64,
+    /// A preview picture (`urlImage`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_url: Option<String>,
+    /// `creatorName`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creator: Option<String>,
+}
+
+fn default_weight() -> i64 {
+    1
+}
+
+fn default_weight_max() -> i64 {
+    2
+}
+
+/// The configured elements, validated: ids are UUIDs and unique, names are set, the base model
+/// is an `SdVersions` value and `weight_min <= weight_default <= weight_max`.
+pub fn validate_elements(elements: &[ElementConfig]) -> Result<(), InvalidSetting> {
+    let mut seen = std::collections::BTreeSet::new();
+    for (index, element) in elements.iter().enumerate() {
+        let setting = |field: &str| format!("elements[{index}].{field}");
+        let id = Uuid::parse_str(&element.id)
+            .map_err(|e| InvalidSetting::new(setting("id"), format!("{:?} is not a UUID", element.id)).caused_by(e))?;
+        if !seen.insert(id) {
+            return Err(InvalidSetting::new(setting("id"), format!("{id} names two elements")));
+        }
+        if element.name.trim().is_empty() {
+            return Err(InvalidSetting::new(setting("name"), "must not be empty"));
+        }
+        if !SD_VERSIONS.contains(&element.base_model.as_str()) {
+            return Err(InvalidSetting::new(
+                setting("base_model"),
+                format!("{:?} is not one of {}", element.base_model, SD_VERSIONS.join(", ")),
+            ));
+        }
+        if !(element.weight_min <= element.weight_default && element.weight_default <= element.weight_max) {
+            return Err(InvalidSetting::new(
+                setting("weight_default"),
+                format!(
+                    "must lie between weight_min and weight_max ({} <= {} <= {} does not hold)",
+                    element.weight_min, element.weight_default, element.weight_max
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn default_sd_version() -> String {
     "SDXL_1_0".into()
 }

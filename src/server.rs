@@ -179,6 +179,7 @@ pub async fn start(config: Config) -> Result<Easel, StartError> {
     let state = Arc::new(AppState {
         store: store.clone(),
         prompts: Arc::new(prompts),
+        elements: config.elements.clone(),
         catalogue,
         images,
         api: config.api.clone(),

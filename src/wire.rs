@@ -1140,6 +1140,62 @@ mod backend_status_tests {
     }
 }
 
+/// `GET /models/user/{userId}`.
+#[derive(Clone, Debug, Serialize)]
+pub struct CustomModelsOfUser {
+    pub custom_models: Vec<ModelById>,
+}
+
+/// `GET /elements`: the configured elements.
+#[derive(Clone, Debug, Serialize)]
+pub struct Elements {
+    pub loras: Vec<Element>,
+}
+
+/// An element as `listElements` parses it.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Element {
+    #[serde(rename = "akUUID")]
+    pub ak_uuid: String,
+    pub name: String,
+    pub description: String,
+    pub base_model: String,
+    pub creator_name: Option<String>,
+    pub url_image: Option<String>,
+    pub weight_default: i64,
+    pub weight_min: i64,
+    pub weight_max: i64,
+}
+
+impl Element {
+    pub fn new(config: &crate::models::ElementConfig) -> Element {
+        Element {
+            ak_uuid: config.id.to_lowercase(),
+            name: config.name.clone(),
+            description: config.description.clone(),
+            base_model: config.base_model.clone(),
+            creator_name: config.creator.clone(),
+            url_image: config.image_url.clone(),
+            weight_default: config.weight_default,
+            weight_min: config.weight_min,
+            weight_max: config.weight_max,
+        }
+    }
+}
+
+/// `GET /elements/{id}`: a trained element; Easel trains none, so always `null`.
+#[derive(Clone, Debug, Serialize)]
+pub struct UserElementByPk {
+    pub user_loras_by_pk: Null,
+}
+
+/// `GET /elements/user/{userId}`: the user's trained elements (none).
+#[derive(Clone, Debug, Serialize)]
+pub struct UserElements {
+    pub user_loras: Vec<Null>,
+}
+
 /// `POST /prompt/random` and `/prompt/improve`: `{"promptGeneration": {"prompt", "apiCreditCost",
 /// "cost"}}`. Easel does not charge for prompts.
 #[derive(Clone, Debug, Serialize)]

@@ -52,6 +52,8 @@ pub struct AppState {
     /// The inference backends, shown by `/healthz`.
     pub backends: Vec<crate::config::BackendConfig>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// `[[elements]]`, for `GET /elements`.
+    pub elements: Vec<crate::models::ElementConfig>,
     /// `POST /prompt/random` and `/prompt/improve`.
     pub prompts: Arc<crate::prompts::PromptTools>,
     pub metrics_config: crate::config::MetricsConfig,

@@ -322,8 +322,7 @@ async fn operations_not_served_say_so_by_name_after_authentication() {
     let cases = [
         ("POST", "/generations-text-to-video", "createTextToVideoGeneration"),
         ("POST", "/generations-motion-svd", "createSVDMotionGeneration"),
-        ("GET", "/elements", "listElements"),
-        ("GET", "/elements/3f1c0a52-0000-4000-8000-000000000001", "getElementById"),
+        ("POST", "/elements", "createElement"),
         ("DELETE", "/elements/3f1c0a52-0000-4000-8000-000000000001", "deleteElementById"),
         ("DELETE", "/models/3f1c0a52-0000-4000-8000-000000000001", "deleteModelById"),
         ("POST", "/models", "createModel"),
@@ -421,4 +420,48 @@ async fn a_model_is_looked_up_by_id() {
     assert_eq!(unknown.body, json!({"custom_models_by_pk": null}));
     let bad = app.get(&app.admin, "/models/not-a-uuid").await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn elements_come_from_the_configuration_and_user_lists_are_empty() {
+    let app = spawn_app_with(|config| {
+        let element: easel::models::ElementConfig = serde_json::from_value(json!({
+            "id": "9F0D2C1E-5B7A-4E3C-8D21-6A4B3C2D1E0F", "name": "Watercolour wash",
+            "description": "soft pigment blooms", "base_model": "SDXL_1_0", "lora": "watercolor_v2",
+            "weight_min": 0, "weight_default": 1, "weight_max": 2, "creator": "Studio"
+        }))
+        .unwrap();
+        config.elements.push(element);
+    })
+    .await;
+    let user = &app.admin;
+    let listed = app.get(user, "/elements").await;
+    assert_eq!(listed.status, StatusCode::OK, "{}", listed.text);
+    assert_eq!(
+        listed.body,
+        json!({"loras": [{"akUUID": "9f0d2c1e-5b7a-4e3c-8d21-6a4b3c2d1e0f", "name": "Watercolour wash",
+                          "description": "soft pigment blooms", "baseModel": "SDXL_1_0", "creatorName": "Studio",
+                          "urlImage": null, "weightDefault": 1, "weightMin": 0, "weightMax": 2}]})
+    );
+    assert_eq!(app.get(user, "/elements/17").await.body, json!({"user_loras_by_pk": null}));
+    let bad = app.get(user, "/elements/not-a-number").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.text.contains("`id` must be an element id"), "{}", bad.text);
+    let mine = format!("/elements/user/{}", user.id);
+    assert_eq!(app.get(user, &mine).await.body, json!({"user_loras": []}));
+    let models = app.get(user, &format!("/models/user/{}", user.id)).await;
+    assert_eq!(models.body, json!({"custom_models": []}), "{}", models.text);
+    assert_eq!(app.get(user, "/models/user/nobody").await.status, StatusCode::BAD_REQUEST);
+    let anonymous = app.send(app.client.get(app.api("/elements"))).await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+
+    // A bad element stops start-up with a line naming it.
+    let mut config = app.config.clone();
+    config.elements[0].base_model = "SDXL_9".into();
+    let error = config.validate().unwrap_err().to_string();
+    assert!(error.contains("`elements[0].base_model`") && error.contains("SDXL_9"), "{error}");
+    config.elements[0].base_model = "SDXL_1_0".into();
+    config.elements[0].weight_default = 5;
+    let error = config.validate().unwrap_err().to_string();
+    assert!(error.contains("`elements[0].weight_default`"), "{error}");
 }

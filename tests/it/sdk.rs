@@ -54,6 +54,13 @@ pub fn python_or_skip(suite: &str, test: &str) -> Option<PathBuf> {
     }
 }
 
+/// What the SDK checks expect beyond the defaults: one configured element.
+pub fn sdk_check_config(config: &mut easel::config::Config) {
+    let element = serde_json::json!({"id": "9f0d2c1e-5b7a-4e3c-8d21-6a4b3c2d1e0f", "name": "Watercolour wash",
+                                     "base_model": "SDXL_1_0", "lora": "watercolor_v2"});
+    config.elements.push(serde_json::from_value(element).unwrap());
+}
+
 pub fn script(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk").join(name)
 }
@@ -67,7 +74,7 @@ async fn the_official_python_sdk_works_against_easel() {
     else {
         return;
     };
-    let app = spawn_app().await;
+    let app = spawn_app_with(sdk_check_config).await;
     let mut command = Command::new(python);
     command
         .arg(script("python_sdk_check.py"))

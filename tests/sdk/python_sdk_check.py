@@ -190,6 +190,18 @@ def main():
         missing = leo.models.get_model_by_id(id="3f1c0a52-0000-4000-8000-000000000001").object
         check(missing.custom_models_by_pk is None, "getModelById: unknown id")
 
+    # Elements from the configuration; Easel trains no models or elements, so user lists are empty.
+    with LeonardoAiSDK(bearer_auth=KEY, server_url=f"{BASE}/api/rest/v1") as leo:
+        loras = checked(leo.elements.list_elements(), "listElements").loras
+        check([l.ak_uuid for l in loras] == ["9f0d2c1e-5b7a-4e3c-8d21-6a4b3c2d1e0f"], f"listElements: {loras}")
+        check(loras[0].base_model.value == "SDXL_1_0" and loras[0].weight_default == 1, f"listElements: {loras[0]}")
+        mine = checked(leo.elements.get_custom_elements_by_user_id(user_id=USER_ID), "getCustomElementsByUserId")
+        check(mine.user_loras == [], f"getCustomElementsByUserId: {mine}")
+        element = leo.elements.get_element_by_id(id=1).object
+        check(element.user_loras_by_pk is None, f"getElementById: {element}")
+        models = checked(leo.models.get_custom_models_by_user_id(user_id=USER_ID), "getCustomModelsByUserId")
+        check(models.custom_models == [], f"getCustomModelsByUserId: {models}")
+
     # The pricing calculator agrees with the apiCreditCost of a real job.
     with LeonardoAiSDK(bearer_auth=KEY, server_url=f"{BASE}/api/rest/v1") as leo:
         for width, height, count in [(512, 512, 2), (1024, 768, 4), (64, 64, 1)]:
