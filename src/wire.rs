@@ -209,7 +209,7 @@ pub struct GeneratedImage {
     #[serde(rename = "motionMP4URL")]
     pub motion_mp4_url: Null,
     #[serde(rename = "generated_image_variation_generics")]
-    pub generated_image_variation_generics: Vec<Variation>,
+    pub generated_image_variation_generics: Vec<ImageVariation>,
 }
 
 impl GeneratedImage {
@@ -220,7 +220,34 @@ impl GeneratedImage {
             nsfw: false,
             like_count: 0,
             motion_mp4_url: (),
-            generated_image_variation_generics: image.variations.iter().map(|v| Variation::new(v, images)).collect(),
+            generated_image_variation_generics: image
+                .variations
+                .iter()
+                .map(|v| ImageVariation::new(v, images))
+                .collect(),
+        }
+    }
+}
+
+/// A variation under its image (`generated_image_variation_generics[]`). The SDKs' shape here has
+/// no `createdAt` (only `GET /variations/{id}` has it), and the TypeScript SDK drops keys it does
+/// not know, so it is not sent.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageVariation {
+    pub id: VariationId,
+    pub status: &'static str,
+    pub transform_type: String,
+    pub url: Option<String>,
+}
+
+impl ImageVariation {
+    pub fn new(variation: &store::Variation, images: &ImageStore) -> ImageVariation {
+        ImageVariation {
+            id: variation.id,
+            status: variation.status.as_str(),
+            transform_type: variation.transform_type.clone(),
+            url: variation.storage_key.as_deref().map(|key| images.url(key)),
         }
     }
 }
@@ -231,7 +258,7 @@ pub struct VariationList {
     pub generated_image_variation_generic: Vec<Variation>,
 }
 
-/// A variation as `generated_image_variation_generic(s)` shows it; `url` is `null` until done.
+/// A variation as `GET /variations/{id}` shows it; `url` is `null` until done.
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Variation {

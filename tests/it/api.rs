@@ -220,6 +220,8 @@ async fn upscale_makes_a_real_2x_image_tracked_as_a_variation() {
     let variations = &reply.body["generations_by_pk"]["generated_images"][0]["generated_image_variation_generics"];
     assert_eq!(variations[0]["id"], variation_id);
     assert_eq!(variations[0]["status"], "COMPLETE");
+    // The SDKs' shape of a variation under its image has no `createdAt` (their parsers drop it).
+    assert_eq!(variations[0].as_object().unwrap().keys().collect::<Vec<_>>(), ["id", "status", "transformType", "url"]);
 
     // Unknown variations read as an empty list.
     let reply = app.get(user, &format!("/variations/{}", uuid::Uuid::new_v4())).await;

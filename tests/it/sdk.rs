@@ -1,12 +1,24 @@
 //! The official Leonardo SDKs as clients. The Python SDK (pinned in `tests/sdk/requirements.txt`)
-//! runs from a virtualenv that the test makes under `target/` on first use. Without Python or
-//! PyPI the test says loudly that it was skipped, except under CI (`CI=true`), where it fails.
+//! runs from a virtualenv that the test makes under `target/` on first use; the TypeScript SDK
+//! (pinned in `tests/sdk/ts/package-lock.json`) runs on Node from a `node_modules` that `npm ci`
+//! makes under `target/` on first use. Without Python or PyPI, Node or the npm registry, a test
+//! says loudly that it was skipped, except under CI (`CI=true`), where it fails.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 
 use crate::helpers::*;
 use crate::receiver::{Reply, TestCa, TestReceiver};
+
+/// Runs `command` to completion; its output if it succeeded.
+fn run(command: &mut Command) -> Result<Output, String> {
+    let output = command.output().map_err(|e| format!("{command:?}: {e}"))?;
+    if output.status.success() {
+        Ok(output)
+    } else {
+        Err(format!("{command:?} failed: {}", String::from_utf8_lossy(&output.stderr).trim()))
+    }
+}
 
 /// A Python interpreter with the packages pinned in `tests/<suite>/requirements.txt`, in a
 /// virtualenv under `target/` made on first use.
@@ -23,14 +35,6 @@ pub fn python_with(suite: &str) -> Result<PathBuf, String> {
     if std::fs::read_to_string(&stamp).ok() == Some(requirements.clone()) && python.exists() {
         return Ok(python);
     }
-    let run = |command: &mut Command| -> Result<(), String> {
-        let output = command.output().map_err(|e| format!("{command:?}: {e}"))?;
-        if output.status.success() {
-            Ok(())
-        } else {
-            Err(format!("{command:?} failed: {}", String::from_utf8_lossy(&output.stderr).trim()))
-        }
-    };
     let interpreter = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
     run(Command::new(&interpreter).args(["-m", "venv", "--clear"]).arg(&venv))?;
     run(Command::new(&python)
@@ -61,6 +65,57 @@ pub fn sdk_check_config(config: &mut easel::config::Config) {
     config.elements.push(serde_json::from_value(element).unwrap());
 }
 
+/// A directory whose `node_modules` holds the packages locked in `tests/sdk/ts/package-lock.json`,
+/// installed under `target/` with `npm ci` on first use, for the `node` on the `PATH`.
+fn node_packages() -> Result<PathBuf, String> {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/ts");
+    let read = |name: &str| std::fs::read_to_string(source.join(name)).map_err(|e| format!("{name}: {e}"));
+    let (manifest, locked) = (read("package.json")?, read("package-lock.json")?);
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("sdk-node");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    // Tests in the other suite binary (`it`, `it_postgres`) may provision at the same time.
+    let lock = std::fs::File::create(dir.with_extension("lock")).map_err(|e| e.to_string())?;
+    lock.lock().map_err(|e| e.to_string())?;
+    // The check needs the global `fetch` (Node 18 and later).
+    let version = run(Command::new("node").arg("--version"))?;
+    let version = String::from_utf8_lossy(&version.stdout).trim().to_string();
+    let major = version.trim_start_matches('v').split('.').next().and_then(|major| major.parse::<u32>().ok());
+    if major.is_none_or(|major| major < 18) {
+        return Err(format!("node {version} is too old: the check needs Node 18 or later"));
+    }
+    let stamp = dir.join("packages.installed");
+    let wanted = format!("{manifest}\n{locked}");
+    if std::fs::read_to_string(&stamp).ok() == Some(wanted.clone())
+        && dir.join("node_modules/@leonardo-ai/sdk/package.json").exists()
+    {
+        return Ok(dir);
+    }
+    let _ = std::fs::remove_file(&stamp);
+    for (name, text) in [("package.json", &manifest), ("package-lock.json", &locked)] {
+        std::fs::write(dir.join(name), text).map_err(|e| e.to_string())?;
+    }
+    // From npm's cache when it holds the locked versions (checked against the lock's integrity
+    // hashes), so a machine that installed them once needs no registry.
+    let npm_ci = ["ci", "--prefer-offline", "--no-audit", "--no-fund", "--loglevel=error"];
+    run(Command::new("npm").args(npm_ci).current_dir(&dir))?;
+    std::fs::write(&stamp, wanted).map_err(|e| e.to_string())?;
+    Ok(dir)
+}
+
+/// The directory of `node_packages`, or `None` after announcing the skip (a failure under CI).
+fn node_or_skip(test: &str) -> Option<PathBuf> {
+    match node_packages() {
+        Ok(dir) => Some(dir),
+        Err(why) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("{test}: cannot provision Node with tests/sdk/ts/package-lock.json under CI: {why}")
+        }
+        Err(why) => {
+            announce_skip(&format!("{test}: cannot provision Node with tests/sdk/ts/package-lock.json: {why}"));
+            None
+        }
+    }
+}
+
 pub fn script(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk").join(name)
 }
@@ -86,6 +141,27 @@ async fn the_official_python_sdk_works_against_easel() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "python SDK check failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("python SDK check passed"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_official_typescript_sdk_works_against_easel() {
+    let test = "the_official_typescript_sdk_works_against_easel";
+    let Some(packages) = tokio::task::spawn_blocking(move || node_or_skip(test)).await.unwrap() else {
+        return;
+    };
+    let app = spawn_app_with(sdk_check_config).await;
+    let mut command = Command::new("node");
+    command
+        .arg(script("ts/ts_sdk_check.mjs"))
+        .env("EASEL_URL", &app.origin)
+        .env("EASEL_KEY", &app.admin.key)
+        .env("EASEL_USER_ID", app.admin.id.to_string())
+        .env("LEONARDO_TS_SDK_DIR", packages);
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap()).await.unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "typescript SDK check failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("typescript SDK check passed"), "{stdout}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

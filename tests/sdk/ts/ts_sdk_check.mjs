@@ -1,0 +1,336 @@
+// Drives Easel with the official Leonardo TypeScript SDK (@leonardo-ai/sdk, pinned in package.json
+// and package-lock.json next to this file).
+//
+// Run by the Rust test `sdk::the_official_typescript_sdk_works_against_easel`, which installs the
+// SDK with `npm ci` under `target/`, starts Easel and passes EASEL_URL (http://host:port), EASEL_KEY,
+// EASEL_USER_ID and LEONARDO_TS_SDK_DIR (the directory whose node_modules holds the SDK; without
+// it, this file's directory). Exits non-zero with a message on the first failed check, and prints
+// "typescript SDK check passed" at the end.
+//
+// The SDK validates every answer with zod (a wrong type or enum value throws
+// ResponseValidationError) but silently strips keys its models do not declare. So every answer is
+// also compared with its raw JSON: the exact body the SDK parsed (kept by the fetcher below) and,
+// for reads that cannot change in between, a plain `fetch` of the documented path, which must
+// answer the same. Every key of the raw JSON, at every depth, must survive into the parsed object
+// with the same value. The SDK renames keys (`generations_by_pk` -> `generationsByPk`,
+// `motionMP4URL` -> `motionMp4URL`, with `remap$` in its models); every such rename only changes
+// case and drops underscores, so a raw key is looked up under that spelling.
+
+import { createRequire } from "node:module";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { isDeepStrictEqual } from "node:util";
+
+const PINNED = "4.21.3";
+const SDK_DEFAULT_MODEL = "b24e16ff-06e3-43eb-8d33-4416c2d75876";
+const BASE = required("EASEL_URL");
+const KEY = required("EASEL_KEY");
+const USER_ID = required("EASEL_USER_ID");
+
+const sdkDir = process.env.LEONARDO_TS_SDK_DIR || path.dirname(fileURLToPath(import.meta.url));
+const require = createRequire(path.join(sdkDir, "package.json"));
+const { Leonardo, HTTPClient } = require("@leonardo-ai/sdk");
+const errors = require("@leonardo-ai/sdk/sdk/models/errors/index.js");
+const { version } = require("@leonardo-ai/sdk/package.json");
+
+class Failure extends Error {}
+
+function required(name) {
+  const value = process.env[name];
+  if (!value) {
+    console.error(`FAILED: ${name} is not set`);
+    process.exit(2);
+  }
+  return value;
+}
+
+function check(condition, message) {
+  if (!condition) {
+    throw new Failure(message);
+  }
+}
+
+const show = (value) => JSON.stringify(value);
+const spelling = (key) => key.replaceAll("_", "").toLowerCase();
+const isObject = (value) => typeof value === "object" && value !== null && !Array.isArray(value);
+
+/** Every key of `raw`, at every depth, is in `parsed` under the SDK's spelling, with its value. */
+function assertNothingDropped(parsed, raw, where) {
+  if (raw === null) {
+    check(parsed === null, `${where}: sent null but the SDK made it ${show(parsed)}`);
+  } else if (Array.isArray(raw)) {
+    check(Array.isArray(parsed), `${where}: sent a list but the SDK made it ${show(parsed)}`);
+    check(parsed.length === raw.length, `${where}: sent ${raw.length} items, the SDK kept ${parsed.length}`);
+    raw.forEach((item, index) => assertNothingDropped(parsed[index], item, `${where}[${index}]`));
+  } else if (isObject(raw)) {
+    check(isObject(parsed), `${where}: sent an object but the SDK made it ${show(parsed)}`);
+    const claimed = new Map();
+    for (const [key, value] of Object.entries(raw)) {
+      const names = Object.keys(parsed).filter((name) => spelling(name) === spelling(key));
+      check(names.length <= 1, `${where}.${key}: the SDK has several keys for it: ${names}`);
+      const [name] = names;
+      check(
+        name !== undefined && parsed[name] !== undefined,
+        `${where}.${key}: sent ${show(value)} but the SDK dropped it (its keys: ${Object.keys(parsed)})`,
+      );
+      check(!claimed.has(name), `${where}: ${claimed.get(name)} and ${key} both became ${name}`);
+      claimed.set(name, key);
+      assertNothingDropped(parsed[name], value, `${where}.${key}`);
+    }
+  } else {
+    check(parsed === raw, `${where}: sent ${show(raw)} but the SDK made it ${show(parsed)}`);
+  }
+}
+
+/** An SDK client whose transport (plain `fetch`) keeps the last answer's body. */
+function client(key) {
+  const transport = { last: null };
+  const httpClient = new HTTPClient({
+    fetcher: async (input, init) => {
+      const response = await (init == null ? fetch(input) : fetch(input, init));
+      const request = input instanceof Request ? input : new Request(input, init);
+      transport.last = { method: request.method, url: request.url, body: await response.clone().text() };
+      return response;
+    },
+  });
+  const leo = new Leonardo({ bearerAuth: key, serverURL: `${BASE}/api/rest/v1`, httpClient, timeoutMs: 30_000 });
+  return { leo, transport };
+}
+
+/** Calls the SDK; a response it cannot parse becomes a failure that shows the body and why. */
+async function call(where, operation) {
+  try {
+    return await operation();
+  } catch (error) {
+    if (error instanceof errors.ResponseValidationError) {
+      throw new Failure(`${where}: the SDK cannot parse Easel's answer\n${error.pretty()}\nbody: ${error.body}`);
+    }
+    if (error instanceof errors.LeonardoError) {
+      throw new Failure(`${where}: ${error.name}: ${error.message}`);
+    }
+    throw error;
+  }
+}
+
+async function plainGet(pathAndQuery, key = KEY) {
+  const response = await fetch(`${BASE}/api/rest/v1${pathAndQuery}`, { headers: { authorization: `Bearer ${key}` } });
+  const body = await response.text();
+  check(response.status === 200, `plain GET ${pathAndQuery}: status ${response.status}: ${body}`);
+  return JSON.parse(body);
+}
+
+/**
+ * The parsed object of an SDK call, after checking status, content type and every field against
+ * the raw JSON. `plainPath`: a GET whose plain `fetch` must answer the same JSON.
+ */
+async function checked(sdk, where, operation, plainPath) {
+  const response = await call(where, operation);
+  check(response.statusCode === 200, `${where}: status ${response.statusCode}`);
+  check(response.contentType.startsWith("application/json"), `${where}: content type ${response.contentType}`);
+  check(response.object !== undefined, `${where}: no parsed body`);
+  const exchange = sdk.transport.last;
+  check(exchange !== null, `${where}: the transport saw no answer`);
+  const raw = JSON.parse(exchange.body);
+  if (plainPath !== undefined) {
+    const plain = await plainGet(plainPath);
+    check(
+      isDeepStrictEqual(plain, raw),
+      `${where}: ${exchange.method} ${exchange.url} answered the SDK ${show(raw)}, plain GET ${plainPath} ${show(plain)}`,
+    );
+  }
+  assertNothingDropped(response.object, raw, where);
+  return response.object;
+}
+
+async function downloadJpeg(url, where) {
+  const reply = await fetch(url);
+  check(reply.status === 200, `${where}: GET ${url} -> ${reply.status}`);
+  const type = reply.headers.get("content-type");
+  check(type === "image/jpeg", `${where}: content type ${type}`);
+  const bytes = new Uint8Array(await reply.arrayBuffer());
+  check(bytes[0] === 0xff && bytes[1] === 0xd8 && bytes[2] === 0xff, `${where}: not a JPEG`);
+}
+
+async function waitFor(fetchValue, done, where, timeoutMs = 60_000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await fetchValue();
+    if (done(value)) {
+      return value;
+    }
+    check(Date.now() < deadline, `${where}: not finished within ${timeoutMs / 1000}s`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+/** The error an SDK call throws; a 2xx answer is a failure. */
+async function thrown(where, operation) {
+  try {
+    await operation();
+  } catch (error) {
+    check(error instanceof errors.LeonardoError, `${where}: threw ${error?.stack ?? error}, not a LeonardoError`);
+    return error;
+  }
+  throw new Failure(`${where}: answered 2xx`);
+}
+
+async function main() {
+  check(version === PINNED, `@leonardo-ai/sdk ${version} is installed, the check is written for ${PINNED}`);
+  const sdk = client(KEY);
+  const { leo } = sdk;
+
+  const me = await checked(sdk, "getUserSelf", () => leo.user.getUserSelf(), "/me");
+  const details = me.userDetails[0];
+  check(details.user.id === USER_ID, `getUserSelf: user id ${details.user.id}`);
+  check(Number.isInteger(details.apiConcurrencySlots), "getUserSelf: apiConcurrencySlots");
+
+  const models = await checked(sdk, "listPlatformModels", () => leo.models.listPlatformModels(), "/platformModels");
+  const modelIds = models.customModels.map((model) => model.id);
+  check(modelIds.includes(SDK_DEFAULT_MODEL), `listPlatformModels: the SDK default model is missing from ${modelIds}`);
+
+  const created = await checked(sdk, "createGeneration", () =>
+    leo.image.createGeneration({ prompt: "An oil painting of a cat", width: 512, height: 512, numImages: 2 }),
+  );
+  const job = created.sdGenerationJob;
+  check(job != null && typeof job.generationId === "string", "createGeneration: no generationId");
+  check(Number.isInteger(job.apiCreditCost), "createGeneration: apiCreditCost");
+  check(typeof job.cost?.amount === "string", "createGeneration: cost.amount");
+  const generationId = job.generationId;
+  const generationPath = `/generations/${generationId}`;
+  const readGeneration = async (plainPath) =>
+    (await checked(sdk, "getGenerationById", () => leo.image.getGenerationById(generationId), plainPath))
+      .generationsByPk;
+
+  const pending = await waitFor(readGeneration, (g) => g != null && g.status !== "PENDING", "generation");
+  check(pending.status === "COMPLETE", `generation status ${pending.status}`);
+  const generation = await readGeneration(generationPath);
+  check(generation.id === generationId, "getGenerationById: id");
+  check(Number.isInteger(generation.seed), "getGenerationById: seed");
+  check(generation.imageWidth === 512 && generation.imageHeight === 512, "getGenerationById: size");
+  check(generation.generatedImages.length === 2, `${generation.generatedImages.length} images`);
+  for (const image of generation.generatedImages) {
+    check(image.url.startsWith(`${BASE}/cdn/`), `image url ${image.url}`);
+    await downloadJpeg(image.url, "generated image");
+  }
+
+  const listPath = `/generations/user/${USER_ID}?offset=0&limit=10`;
+  const listGenerations = async () =>
+    (
+      await checked(
+        sdk,
+        "getGenerationsByUserId",
+        () => leo.image.getGenerationsByUserId(USER_ID, 10, 0),
+        listPath,
+      )
+    ).generations;
+  const listed = await listGenerations();
+  check(listed.some((g) => g.id === generationId), "getGenerationsByUserId: generation not listed");
+
+  const image = generation.generatedImages[0];
+  const upscale = await checked(sdk, "createVariationUpscale", () => leo.variation.createVariationUpscale({ id: image.id }));
+  const variationId = upscale.sdUpscaleJob?.id;
+  check(typeof variationId === "string", "createVariationUpscale: id");
+  check(Number.isInteger(upscale.sdUpscaleJob.apiCreditCost), "createVariationUpscale: apiCreditCost");
+  const readVariation = async (plainPath) =>
+    (await checked(sdk, "getVariationById", () => leo.variation.getVariationById(variationId), plainPath))
+      .generatedImageVariationGeneric;
+  await waitFor(readVariation, (v) => v.length > 0 && v[0].status !== "PENDING", "upscale");
+  const [variation] = await readVariation(`/variations/${variationId}`);
+  check(variation.status === "COMPLETE", `upscale status ${variation.status}`);
+  check(variation.transformType === "UPSCALE", `upscale transformType ${variation.transformType}`);
+  await downloadJpeg(variation.url, "upscaled image");
+
+  // The generation, read again and listed, shows the variation under its image.
+  const upscaled = await readGeneration(generationPath);
+  const nested = upscaled.generatedImages.find((i) => i.id === image.id).generatedImageVariationGenerics;
+  check(nested.length === 1 && nested[0].id === variationId, `getGenerationById: variations ${show(nested)}`);
+  check(nested[0].status === "COMPLETE" && nested[0].transformType === "UPSCALE", "getGenerationById: variation");
+  const relisted = (await listGenerations()).find((g) => g.id === generationId);
+  check(
+    relisted.generatedImages.some((i) => i.generatedImageVariationGenerics.some((v) => v.id === variationId)),
+    "getGenerationsByUserId: the variation is not listed under its image",
+  );
+
+  const deleted = await checked(sdk, "deleteGenerationById", () => leo.image.deleteGenerationById(generationId));
+  check(deleted.deleteGenerationsByPk?.id === generationId, "deleteGenerationById: id");
+  const gone = await readGeneration(generationPath);
+  check(gone === null, `deleted generation still readable: ${show(gone)}`);
+
+  // Unknown ids answer 200 with null, which the SDK keeps as null.
+  const unknown = "3f1c0a52-0000-4000-8000-000000000001";
+  const noGeneration = await checked(
+    sdk,
+    "getGenerationById (unknown)",
+    () => leo.image.getGenerationById(unknown),
+    `/generations/${unknown}`,
+  );
+  check(noGeneration.generationsByPk === null, `getGenerationById (unknown): ${show(noGeneration)}`);
+  check(sdk.transport.last.body.replaceAll(" ", "") === '{"generations_by_pk":null}', sdk.transport.last.body);
+  const notDeleted = await checked(sdk, "deleteGenerationById (unknown)", () => leo.image.deleteGenerationById(unknown));
+  check(notDeleted.deleteGenerationsByPk === null, `deleteGenerationById (unknown): ${show(notDeleted)}`);
+  const noVariation = await checked(
+    sdk,
+    "getVariationById (unknown)",
+    () => leo.variation.getVariationById(unknown),
+    `/variations/${unknown}`,
+  );
+  check(noVariation.generatedImageVariationGeneric.length === 0, `getVariationById (unknown): ${show(noVariation)}`);
+
+  // Models by id: every catalogue model, in the SDK's shape; null for an unknown id.
+  for (const id of modelIds) {
+    const found = (await checked(sdk, `getModelById ${id}`, () => leo.models.getModelById(id), `/models/${id}`))
+      .customModelsByPk;
+    check(found?.id === id, `getModelById ${id}: ${show(found)}`);
+    if (id === SDK_DEFAULT_MODEL) {
+      check(found.sdVersion === "SDXL_LIGHTNING", `getModelById: sdVersion ${found.sdVersion}`);
+    }
+  }
+  const noModel = await checked(sdk, "getModelById (unknown)", () => leo.models.getModelById(unknown), `/models/${unknown}`);
+  check(noModel.customModelsByPk === null, `getModelById (unknown): ${show(noModel)}`);
+
+  // The pricing calculator agrees with the apiCreditCost of a real job.
+  for (const [width, height, count] of [
+    [512, 512, 2],
+    [1024, 768, 4],
+    [64, 64, 1],
+  ]) {
+    const priced = await checked(sdk, "pricingCalculator", () =>
+      leo.pricingCalculator.pricingCalculator({
+        service: "IMAGE_GENERATION",
+        serviceParams: { imageGeneration: { imageWidth: width, imageHeight: height, numImages: count } },
+      }),
+    );
+    const job = await checked(sdk, "createGeneration", () =>
+      leo.image.createGeneration({ prompt: "priced", width, height, numImages: count }),
+    );
+    const cost = priced.calculateProductionApiServiceCost.cost;
+    const charged = job.sdGenerationJob.apiCreditCost;
+    check(cost === charged, `pricing ${cost} != apiCreditCost ${charged} at ${width}x${height}x${count}`);
+  }
+
+  // An operation Easel does not serve says so by name: 501 in the error shape, which the SDK
+  // throws as an SDKError ("Unexpected Status or Content-Type: Status 501 ... Body: ...").
+  const unserved = await thrown("promptRandom", () => leo.prompt.promptRandom());
+  check(unserved instanceof errors.SDKError, `promptRandom: threw ${unserved.name}, not SDKError`);
+  check(unserved.statusCode === 501, `promptRandom: status ${unserved.statusCode}`);
+  check(/promptRandom.*not supported/.test(unserved.message), `promptRandom: message ${unserved.message}`);
+  const unservedBody = JSON.parse(unserved.body);
+  check(
+    unservedBody.path === "$" && unservedBody.code === "not-supported" && unservedBody.error.includes("promptRandom"),
+    `promptRandom: body ${unserved.body}`,
+  );
+  console.log(`promptRandom throws ${unserved.name}: ${unserved.message.split("\n")[0]}`);
+
+  const stranger = client("not-a-key");
+  const refused = await thrown("wrong key", () => stranger.leo.user.getUserSelf());
+  check(refused instanceof errors.SDKError, `wrong key: threw ${refused.name}, not SDKError`);
+  check(refused.statusCode === 401, `wrong key: status ${refused.statusCode}`);
+  check(JSON.parse(refused.body).path === "$", `wrong key: body ${refused.body}`);
+
+  console.log("typescript SDK check passed");
+}
+
+main().catch((error) => {
+  console.error(`FAILED: ${error instanceof Failure ? error.message : (error?.stack ?? error)}`);
+  process.exit(1);
+});
