@@ -219,6 +219,11 @@ pub struct ApiConfig {
     /// this long between requests, is closed.
     #[serde(with = "duration_text")]
     pub idle_timeout: Duration,
+    /// Largest init image upload (`POST /init-image` policies).
+    pub max_upload_bytes: u64,
+    /// How long an init image upload policy stays valid.
+    #[serde(with = "duration_text")]
+    pub upload_expiry: Duration,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -432,6 +437,8 @@ impl Default for ApiConfig {
             max_header_bytes: 16 * 1024,
             max_headers: 256,
             idle_timeout: Duration::from_secs(60),
+            max_upload_bytes: 10 * 1024 * 1024,
+            upload_expiry: Duration::from_secs(120),
         }
     }
 }
@@ -531,6 +538,9 @@ impl Config {
             && !is_http_url(url)
         {
             return fail("prompt_tools.url", format!("{url:?} is not an absolute http(s) URL"));
+        }
+        if self.api.max_upload_bytes == 0 || self.api.upload_expiry.is_zero() {
+            return fail("api.max_upload_bytes", "uploads need a size limit and an expiry above zero".into());
         }
         if self.roles.is_empty() {
             return fail("roles", "name at least one of api, render, deliver".into());

@@ -55,6 +55,9 @@ pub struct GenerationParams {
     pub contrast: Option<f64>,
     pub contrast_ratio: Option<f64>,
     pub init_generation_image_id: Option<ImageId>,
+    /// An uploaded init image (`POST /init-image`), for image-to-image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_image_id: Option<Uuid>,
     pub init_strength: Option<f64>,
     pub public: bool,
     pub tiling: bool,
@@ -144,8 +147,23 @@ impl GenerationParams {
             })?),
             None => None,
         };
-        if init_strength.is_some() && init_generation_image_id.is_none() {
-            return Err(FieldError::new("init_strength", "`init_strength` needs `init_generation_image_id`"));
+        let init_image_id = match body.string("init_image_id")? {
+            Some(text) => Some(text.parse::<Uuid>().map_err(|_| {
+                FieldError::new("init_image_id", format!("`init_image_id` {text:?} is not an init image id (a UUID)"))
+            })?),
+            None => None,
+        };
+        if init_image_id.is_some() && init_generation_image_id.is_some() {
+            return Err(FieldError::new(
+                "init_image_id",
+                "give `init_image_id` (an upload) or `init_generation_image_id` (a generated image), not both",
+            ));
+        }
+        if init_strength.is_some() && init_generation_image_id.is_none() && init_image_id.is_none() {
+            return Err(FieldError::new(
+                "init_strength",
+                "`init_strength` needs `init_image_id` or `init_generation_image_id`",
+            ));
         }
         for number in ["imagePromptWeight", "weighting", "unzoomAmount", "upscaleRatio"] {
             body.number(number)?;
@@ -154,7 +172,7 @@ impl GenerationParams {
 
         // Features that need inputs Easel cannot serve (uploaded init images, ControlNet, Elements,
         // the Canvas editor) are refused rather than silently ignored.
-        for field in ["init_image_id", "canvasInitId", "canvasMaskId"] {
+        for field in ["canvasInitId", "canvasMaskId"] {
             if body.string(field)?.is_some() {
                 return Err(unsupported(field));
             }
@@ -199,6 +217,7 @@ impl GenerationParams {
             contrast,
             contrast_ratio,
             init_generation_image_id,
+            init_image_id,
             init_strength,
             public: body.boolean("public")?.unwrap_or(false),
             tiling: body.boolean("tiling")?.unwrap_or(false),

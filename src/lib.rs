@@ -21,6 +21,7 @@ pub mod secrets;
 pub mod server;
 pub mod setting;
 pub mod store;
+pub mod uploads;
 pub mod vocabulary;
 pub mod webhook;
 pub mod wire;

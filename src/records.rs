@@ -110,6 +110,49 @@ pub struct Variation {
     pub updated_at: Millis,
 }
 
+/// An uploaded init image: first an upload policy, then the file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InitImage {
+    pub id: uuid::Uuid,
+    pub user_id: UserId,
+    pub kind: InitImageKind,
+    /// `png`, `jpg`, `jpeg` or `webp`, as the client declared it.
+    pub extension: String,
+    pub storage_key: String,
+    pub created_at: Millis,
+    /// The upload policy's end.
+    pub expires_at: Millis,
+    /// When Easel received the file (local storage); `None` with S3, which takes it directly.
+    pub uploaded_at: Option<Millis>,
+    pub size: Option<i64>,
+}
+
+/// What an init image is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InitImageKind {
+    /// `POST /init-image`: image-to-image.
+    Init,
+    /// `POST /canvas-init-image`: the canvas editor's picture and its mask.
+    CanvasInit,
+    CanvasMask,
+}
+
+impl InitImageKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InitImageKind::Init => "INIT",
+            InitImageKind::CanvasInit => "CANVAS_INIT",
+            InitImageKind::CanvasMask => "CANVAS_MASK",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<InitImageKind> {
+        [InitImageKind::Init, InitImageKind::CanvasInit, InitImageKind::CanvasMask]
+            .into_iter()
+            .find(|k| k.as_str() == text)
+    }
+}
+
 /// What a variation does to its source picture.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Transform {

@@ -50,6 +50,14 @@ impl MasterKey {
         Ok(MasterKey(key))
     }
 
+    /// A key for one `purpose`, derived from this one (HMAC-SHA256), so no two uses share a key.
+    pub fn derive(&self, purpose: &[u8]) -> [u8; 32] {
+        use hmac::{Hmac, Mac};
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("HMAC takes keys of any length");
+        mac.update(purpose);
+        mac.finalize().into_bytes().into()
+    }
+
     /// `configured` (from `EASEL_MASTER_KEY`) if set; otherwise the key file in `data_dir`,
     /// created (mode 0600) if it does not exist yet.
     pub fn load(configured: Option<&str>, data_dir: &Path) -> Result<MasterKey, SecretsError> {

@@ -180,6 +180,11 @@ pub async fn start(config: Config) -> Result<Easel, StartError> {
         store: store.clone(),
         prompts: Arc::new(prompts),
         elements: config.elements.clone(),
+        uploads: crate::uploads::Uploads::from_config(
+            &config,
+            &public_url,
+            master_key.derive(b"easel init-image uploads"),
+        ),
         catalogue,
         images,
         api: config.api.clone(),

@@ -237,7 +237,7 @@ impl GeneratedImage {
 pub struct ImageVariation {
     pub id: VariationId,
     pub status: &'static str,
-    pub transform_type: String,
+    pub transform_type: &'static str,
     pub url: Option<String>,
 }
 
@@ -246,7 +246,7 @@ impl ImageVariation {
         ImageVariation {
             id: variation.id,
             status: variation.status.as_str(),
-            transform_type: variation.transform_type.clone(),
+            transform_type: variation.transform.transform_type(),
             url: variation.storage_key.as_deref().map(|key| images.url(key)),
         }
     }
@@ -640,7 +640,7 @@ pub struct CallbackGeneration {
     pub image_width: u32,
     pub inference_steps: u32,
     pub init_generated_image_id: Option<ImageId>,
-    pub init_image_id: Null,
+    pub init_image_id: Option<Uuid>,
     pub init_strength: Option<f64>,
     pub init_type: Option<&'static str>,
     pub init_upscaled_image_id: Null,
@@ -716,9 +716,9 @@ impl CallbackEvent {
             image_width: p.width,
             inference_steps: p.inference_steps,
             init_generated_image_id: init_image,
-            init_image_id: (),
+            init_image_id: p.init_image_id,
             init_strength: p.init_strength,
-            init_type: init_image.map(|_| "GENERATED"),
+            init_type: if init_image.is_some() { Some("GENERATED") } else { p.init_image_id.map(|_| "UPLOADED") },
             init_upscaled_image_id: (),
             model_id: p.model_id,
             negative_prompt: p.negative_prompt.clone(),
@@ -755,7 +755,7 @@ impl CallbackEvent {
             photo_real: p.photo_real,
             prompt_magic_strength: p.prompt_magic_strength,
             photo_real_strength: p.photo_real_strength,
-            image_to_image: init_image.is_some(),
+            image_to_image: init_image.is_some() || p.init_image_id.is_some(),
             controlnets_used: false,
             model: CallbackModel::new(model),
             images: if complete {
@@ -1165,6 +1165,72 @@ mod backend_status_tests {
         overview.health.clear();
         assert_eq!(BackendStatus::all(&[backend], &catalogue, &overview, now)[0].health, "unknown");
     }
+}
+
+/// `POST /init-image`: `{"uploadInitImage": {"id", "url", "key", "fields"}}`, `fields` a JSON string.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UploadInitImageResponse {
+    pub upload_init_image: InitImageUpload,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct InitImageUpload {
+    pub id: Uuid,
+    pub url: String,
+    pub key: String,
+    pub fields: String,
+}
+
+/// `POST /canvas-init-image`: the init image's and the mask's uploads side by side.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UploadCanvasInitImageResponse {
+    pub upload_canvas_init_image: CanvasInitImageUpload,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CanvasInitImageUpload {
+    pub init_image_id: Uuid,
+    pub init_url: String,
+    pub init_key: String,
+    pub init_fields: String,
+    pub mask_image_id: Uuid,
+    pub mask_url: String,
+    pub mask_key: String,
+    pub mask_fields: String,
+}
+
+/// `GET /init-image/{id}`.
+#[derive(Clone, Debug, Serialize)]
+pub struct InitImageByPk {
+    pub init_images_by_pk: Option<InitImageSummary>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InitImageSummary {
+    pub id: Uuid,
+    pub url: String,
+    pub created_at: String,
+}
+
+impl InitImageSummary {
+    pub fn new(image: &store::InitImage, images: &ImageStore) -> InitImageSummary {
+        InitImageSummary { id: image.id, url: images.url(&image.storage_key), created_at: rfc3339_ms(image.created_at) }
+    }
+}
+
+/// `DELETE /init-image/{id}`.
+#[derive(Clone, Debug, Serialize)]
+pub struct DeleteInitImageByPk {
+    pub delete_init_images_by_pk: Option<IdOnly>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct IdOnly {
+    pub id: Uuid,
 }
 
 /// `GET /models/user/{userId}`.

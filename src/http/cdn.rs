@@ -18,6 +18,7 @@ async fn get_image_file(State(state): State<ApiContext>, PathText(key): PathText
     let content_type = match key.rsplit_once('.').map(|(_, ext)| ext.to_ascii_lowercase()) {
         Some(ext) if ext == "jpg" || ext == "jpeg" => "image/jpeg",
         Some(ext) if ext == "png" => "image/png",
+        Some(ext) if ext == "webp" => "image/webp",
         _ => return Err(ApiError::RouteNotFound),
     };
     let Some(bytes) = state.images.get(&key).await? else {

@@ -40,6 +40,9 @@ pub enum ApiError {
     /// A Leonardo operation this server does not serve (the message names it).
     #[error("{0}")]
     NotSupported(String),
+    /// An upload the policy does not allow (expired, used, altered, too large).
+    #[error("upload refused: {0}")]
+    UploadRefused(String),
     /// A server Easel relies on for the answer (the prompt tools' model) failed; the message
     /// says which and how.
     #[error("{0}")]
@@ -68,6 +71,7 @@ impl ApiError {
             ApiError::TooSoon { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate-limited"),
             ApiError::NotSupported(_) => (StatusCode::NOT_IMPLEMENTED, "not-supported"),
             ApiError::Upstream(_) => (StatusCode::BAD_GATEWAY, "upstream-failed"),
+            ApiError::UploadRefused(_) => (StatusCode::FORBIDDEN, "upload-refused"),
             ApiError::Store(_) | ApiError::Storage(_) | ApiError::Panic(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "unexpected")
             }

@@ -40,6 +40,9 @@ async fn create_generation(
         )
         .into());
     }
+    if let Some(init) = params.init_image_id {
+        check_init_image(&state, &caller, init).await?;
+    }
     let now = now_ms();
     let generation = Generation {
         id: GenerationId::random(),
@@ -120,4 +123,30 @@ async fn list_generations(
     };
     let generations = generations.iter().map(|g| wire::Generation::new(g, &state.images)).collect();
     Ok(Json(wire::GenerationList { generations }))
+}
+
+/// An uploaded init image a generation may start from: the caller's, made by `POST /init-image`,
+/// and (where this server receives uploads) uploaded. With S3 uploads the bucket alone knows;
+/// a file that never arrived fails the generation with that reason.
+async fn check_init_image(state: &ApiContext, caller: &Caller, id: uuid::Uuid) -> ApiResult<()> {
+    let field = "init_image_id";
+    let Some(image) = state.store.get_init_image(caller.user.id, id).await? else {
+        return Err(FieldError::new(field, format!("`{field}`: there is no init image {id} of yours")).into());
+    };
+    if image.kind != crate::store::InitImageKind::Init {
+        return Err(FieldError::new(
+            field,
+            format!("`{field}`: {id} is a canvas upload; canvas requests are not served yet"),
+        )
+        .into());
+    }
+    if state.uploads.is_local() && image.uploaded_at.is_none() {
+        let why = if image.expires_at <= now_ms() {
+            format!("its upload policy expired at {} unused", crate::clock::rfc3339_ms(image.expires_at))
+        } else {
+            "upload the file to the policy's URL first".to_string()
+        };
+        return Err(FieldError::new(field, format!("`{field}`: init image {id} has not been uploaded: {why}")).into());
+    }
+    Ok(())
 }

@@ -7,6 +7,7 @@ mod deliveries;
 mod error;
 mod extract;
 mod generations;
+mod init_images;
 mod me;
 mod metrics;
 mod models;
@@ -26,6 +27,7 @@ use tokio::sync::Notify;
 use tower_http::catch_panic::CatchPanicLayer;
 
 pub use error::ApiError;
+pub use init_images::check_picture;
 
 use crate::config::ApiConfig;
 use crate::images::ImageStore;
@@ -52,6 +54,8 @@ pub struct AppState {
     /// The inference backends, shown by `/healthz`.
     pub backends: Vec<crate::config::BackendConfig>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Where init image uploads go.
+    pub uploads: crate::uploads::Uploads,
     /// `[[elements]]`, for `GET /elements`.
     pub elements: Vec<crate::models::ElementConfig>,
     /// `POST /prompt/random` and `/prompt/improve`.
@@ -76,8 +80,12 @@ pub fn router(state: ApiContext, api: bool) -> Router {
             .merge(models::router())
             .merge(pricing::router())
             .merge(prompts::router())
+            .merge(init_images::router())
             .merge(unsupported::router());
         router = router.nest("/api/rest/v1", rest).merge(cdn::router());
+        if state.uploads.is_local() {
+            router = router.merge(init_images::upload_router(state.api.max_upload_bytes));
+        }
     }
     if state.metrics_config.enabled {
         router = router.route("/metrics", get(metrics::scrape));

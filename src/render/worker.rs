@@ -266,6 +266,13 @@ impl RenderWorkers {
             let outcome = JobOutcome::Failed { reason: "the init image no longer exists".into() };
             return self.finish_generation(generation, &outcome, &[]).await;
         }
+        let init_image = match params.init_image_id {
+            None => init_image,
+            Some(id) => match self.uploaded_init_image(generation.user_id, id).await? {
+                Ok(jpeg) => Some(jpeg),
+                Err(reason) => return self.finish_generation(generation, &JobOutcome::Failed { reason }, &[]).await,
+            },
+        };
         let mut generation = std::borrow::Cow::Borrowed(generation);
         let rendered = match route {
             Route::Backend(backend) => match self.on_backend(backend, &generation, init_image, attempt).await? {
@@ -452,6 +459,27 @@ impl RenderWorkers {
             tracing::warn!(generation.id = %generation.id, error.message = %e, "cannot delete the files of a generation deleted while it rendered");
         }
         Ok(Finished::Abandoned)
+    }
+
+    /// An uploaded init image as the JPEG renderers and backends take, or why it cannot be used.
+    async fn uploaded_init_image(
+        &self,
+        user: crate::ids::UserId,
+        id: uuid::Uuid,
+    ) -> Result<Result<bytes::Bytes, String>, JobError> {
+        let Some(image) = self.store.get_init_image(user, id).await? else {
+            return Ok(Err(format!("init image {id} was deleted")));
+        };
+        let Some(bytes) = self.images.get(&image.storage_key).await? else {
+            return Ok(Err(format!(
+                "init image {id} was never uploaded (its upload policy expired at {})",
+                crate::clock::rfc3339_ms(image.expires_at)
+            )));
+        };
+        if let Err(why) = crate::http::check_picture(&bytes, &image.extension) {
+            return Ok(Err(format!("init image {id} is not a {} picture Easel can use: {why}", image.extension)));
+        }
+        Ok(super::to_jpeg(&bytes).map(|picture| picture.jpeg).map_err(|e| format!("init image {id}: {e}")))
     }
 
     async fn run_variation(&self, variation: &Variation, source: &Image) -> Result<Finished, JobError> {

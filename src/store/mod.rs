@@ -145,6 +145,17 @@ pub trait Store: Send + Sync + 'static {
     /// files, or `None` if the user has no such generation.
     async fn delete_generation(&self, user: UserId, id: GenerationId) -> StoreResult<Option<Vec<String>>>;
     async fn get_image(&self, user: UserId, id: ImageId) -> StoreResult<Option<Image>>;
+    /// Records an init image's upload policy.
+    async fn create_init_image(&self, image: &InitImage) -> StoreResult<()>;
+    /// The user's init image (another user's reads as missing).
+    async fn get_init_image(&self, user: UserId, id: uuid::Uuid) -> StoreResult<Option<InitImage>>;
+    /// Any user's init image: for the upload target, which the policy's signature authorizes.
+    async fn find_init_image(&self, id: uuid::Uuid) -> StoreResult<Option<InitImage>>;
+    /// Records the file's arrival if the policy is unused and not expired at `now`; false if it
+    /// was used (one upload per policy), expired or deleted.
+    async fn mark_init_image_uploaded(&self, id: uuid::Uuid, now: Millis, size: i64) -> StoreResult<bool>;
+    /// Deletes the user's init image; its storage key, or `None` if there was none.
+    async fn delete_init_image(&self, user: UserId, id: uuid::Uuid) -> StoreResult<Option<String>>;
 
     /// Records a PENDING variation unless the user's concurrency slots are all taken or the image
     /// is not theirs (deleted a moment ago, say): the check and the insert are atomic.

@@ -20,6 +20,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (2, "attempts and redeliveries", include_str!("../../migrations/postgres/0002_attempts_and_redeliveries.sql")),
     (3, "backends", include_str!("../../migrations/postgres/0003_backends.sql")),
     (4, "transforms", include_str!("../../migrations/postgres/0004_transforms.sql")),
+    (5, "init images", include_str!("../../migrations/postgres/0005_init_images.sql")),
 ];
 
 pub(super) struct PgDb {

@@ -120,6 +120,24 @@ pub(super) fn image_from_row(row: &impl Columns) -> StoreResult<Image> {
     })
 }
 
+pub(super) const INIT_IMAGE_COLUMNS: &str =
+    "id, user_id, kind, extension, storage_key, created_at, expires_at, uploaded_at, size";
+
+pub(super) fn init_image_from_row(row: &impl Columns) -> StoreResult<InitImage> {
+    let kind = row.text("kind")?;
+    Ok(InitImage {
+        id: parse(row, "id")?,
+        user_id: parse(row, "user_id")?,
+        kind: InitImageKind::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("init image kind {kind:?}")))?,
+        extension: row.text("extension")?,
+        storage_key: row.text("storage_key")?,
+        created_at: row.int("created_at")?,
+        expires_at: row.int("expires_at")?,
+        uploaded_at: row.opt_int("uploaded_at")?,
+        size: row.opt_int("size")?,
+    })
+}
+
 pub(super) const VARIATION_COLUMNS: &str = "id, image_id, generation_id, user_id, api_key_id, transform_type, settings, \
      source_key, status, storage_key, failure_reason, created_at, updated_at";
 

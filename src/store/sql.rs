@@ -483,6 +483,65 @@ impl Store for SqlStore {
         })
     }
 
+    async fn create_init_image(&self, image: &InitImage) -> StoreResult<()> {
+        write!(self, |db| {
+            sqlx::query(
+                "INSERT INTO init_images (id, user_id, kind, extension, storage_key, created_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(image.id.to_string())
+            .bind(image.user_id.to_string())
+            .bind(image.kind.as_str())
+            .bind(&image.extension)
+            .bind(&image.storage_key)
+            .bind(image.created_at)
+            .bind(image.expires_at)
+            .execute(db)
+            .await?;
+            Ok(())
+        })
+    }
+
+    async fn get_init_image(&self, user: UserId, id: uuid::Uuid) -> StoreResult<Option<InitImage>> {
+        Ok(self.find_init_image(id).await?.filter(|image| image.user_id == user))
+    }
+
+    async fn find_init_image(&self, id: uuid::Uuid) -> StoreResult<Option<InitImage>> {
+        read!(self, |db| {
+            let row = sqlx::query(&format!("SELECT {INIT_IMAGE_COLUMNS} FROM init_images WHERE id = $1"))
+                .bind(id.to_string())
+                .fetch_optional(db)
+                .await?;
+            row.as_ref().map(init_image_from_row).transpose()
+        })
+    }
+
+    async fn mark_init_image_uploaded(&self, id: uuid::Uuid, now: Millis, size: i64) -> StoreResult<bool> {
+        write!(self, |db| {
+            let done = sqlx::query(
+                "UPDATE init_images SET uploaded_at = $2, size = $3 \
+                 WHERE id = $1 AND uploaded_at IS NULL AND expires_at > $2",
+            )
+            .bind(id.to_string())
+            .bind(now)
+            .bind(size)
+            .execute(db)
+            .await?;
+            Ok(done.rows_affected() == 1)
+        })
+    }
+
+    async fn delete_init_image(&self, user: UserId, id: uuid::Uuid) -> StoreResult<Option<String>> {
+        write!(self, |db| {
+            let row = sqlx::query("DELETE FROM init_images WHERE id = $1 AND user_id = $2 RETURNING storage_key")
+                .bind(id.to_string())
+                .bind(user.to_string())
+                .fetch_optional(db)
+                .await?;
+            row.map(|row| row.text("storage_key")).transpose()
+        })
+    }
+
     async fn create_variation(&self, variation: &Variation, slots: u32) -> StoreResult<Admission> {
         let insert = "INSERT INTO variations (id, user_id, image_id, generation_id, api_key_id, transform_type, \
              settings, source_key, status, created_at, updated_at) SELECT $1, $2, $3, $4, $5, $6, $7, $8, 'PENDING', $9, $9";

@@ -38,6 +38,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (3, "attempts and redeliveries", include_str!("../../migrations/sqlite/0003_attempts_and_redeliveries.sql")),
     (4, "backends", include_str!("../../migrations/sqlite/0004_backends.sql")),
     (5, "transforms", include_str!("../../migrations/sqlite/0005_transforms.sql")),
+    (6, "init images", include_str!("../../migrations/sqlite/0006_init_images.sql")),
 ];
 
 impl SqliteDb {

@@ -328,7 +328,7 @@ async fn operations_not_served_say_so_by_name_after_authentication() {
         ("DELETE", "/elements/3f1c0a52-0000-4000-8000-000000000001", "deleteElementById"),
         ("DELETE", "/models/3f1c0a52-0000-4000-8000-000000000001", "deleteModelById"),
         ("POST", "/models", "createModel"),
-        ("POST", "/init-image", "uploadInitImage"),
+        ("GET", "/blueprints", "listBlueprints"),
     ];
     for (method, path, operation) in cases {
         let request = |key: Option<&str>| {

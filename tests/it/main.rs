@@ -13,6 +13,7 @@ mod comfyui_api;
 mod dns;
 mod hardening;
 mod helpers;
+mod init_images;
 mod isolation;
 mod jobs;
 mod memory;

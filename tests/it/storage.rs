@@ -12,9 +12,9 @@ use crate::helpers::*;
 use crate::sdk::python_or_skip;
 
 /// An S3 server on a free port; killed when dropped.
-struct S3Server {
+pub struct S3Server {
     child: Child,
-    endpoint: String,
+    pub endpoint: String,
 }
 
 impl Drop for S3Server {
@@ -24,7 +24,7 @@ impl Drop for S3Server {
     }
 }
 
-async fn s3_server(test: &str) -> Option<S3Server> {
+pub async fn s3_server(test: &str) -> Option<S3Server> {
     let test = test.to_string();
     let python = tokio::task::spawn_blocking(move || python_or_skip("s3", &test)).await.unwrap()?;
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
