@@ -237,7 +237,7 @@ impl GeneratedImage {
 pub struct ImageVariation {
     pub id: VariationId,
     pub status: &'static str,
-    pub transform_type: String,
+    pub transform_type: &'static str,
     pub url: Option<String>,
 }
 
@@ -246,7 +246,7 @@ impl ImageVariation {
         ImageVariation {
             id: variation.id,
             status: variation.status.as_str(),
-            transform_type: variation.transform_type.clone(),
+            transform_type: variation.transform.transform_type(),
             url: variation.storage_key.as_deref().map(|key| images.url(key)),
         }
     }
