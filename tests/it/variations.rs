@@ -111,6 +111,13 @@ async fn the_universal_upscaler_scales_by_its_multiplier_and_prices_like_the_cal
         )
         .await;
     assert_eq!(priced.body["calculateProductionApiServiceCost"]["cost"], 5, "{}", priced.text);
+
+    // Listed under their image, universal upscales are UPSCALE too: the SDKs' VariationType has
+    // no other name for them (the TypeScript SDK rejects the whole generation on an unknown one).
+    let listed = app.get(user, &format!("/generations/user/{}", user.id)).await;
+    let variations = &listed.body["generations"][0]["generated_images"][0]["generated_image_variation_generics"];
+    let types: Vec<_> = variations.as_array().unwrap().iter().map(|v| v["transformType"].as_str()).collect();
+    assert_eq!(types, [Some("UPSCALE"); 3], "{}", listed.text);
 }
 
 #[tokio::test]

@@ -142,13 +142,16 @@ async function checked(sdk, where, operation, plainPath) {
   return response.object;
 }
 
-async function downloadJpeg(url, where) {
+const MAGIC = { "image/jpeg": [0xff, 0xd8, 0xff], "image/png": [0x89, 0x50, 0x4e, 0x47] };
+
+/** Downloads `url`, which must be served as `type` (image/jpeg or image/png) and start like one. */
+async function download(url, where, type = "image/jpeg") {
   const reply = await fetch(url);
   check(reply.status === 200, `${where}: GET ${url} -> ${reply.status}`);
-  const type = reply.headers.get("content-type");
-  check(type === "image/jpeg", `${where}: content type ${type}`);
+  const served = reply.headers.get("content-type");
+  check(served === type, `${where}: content type ${served}, not ${type}`);
   const bytes = new Uint8Array(await reply.arrayBuffer());
-  check(bytes[0] === 0xff && bytes[1] === 0xd8 && bytes[2] === 0xff, `${where}: not a JPEG`);
+  check(MAGIC[type].every((byte, index) => bytes[index] === byte), `${where}: not an ${type} file`);
 }
 
 async function waitFor(fetchValue, done, where, timeoutMs = 60_000) {
@@ -210,7 +213,7 @@ async function main() {
   check(generation.generatedImages.length === 2, `${generation.generatedImages.length} images`);
   for (const image of generation.generatedImages) {
     check(image.url.startsWith(`${BASE}/cdn/`), `image url ${image.url}`);
-    await downloadJpeg(image.url, "generated image");
+    await download(image.url, "generated image");
   }
 
   const listPath = `/generations/user/${USER_ID}?offset=0&limit=10`;
@@ -226,19 +229,31 @@ async function main() {
   const listed = await listGenerations();
   check(listed.some((g) => g.id === generationId), "getGenerationsByUserId: generation not listed");
 
+  /** The variation `id`, read with getVariationById until done: COMPLETE, with `transformType`. */
+  async function finishedVariation(id, transformType, where) {
+    const read = async (plainPath) =>
+      (await checked(sdk, `getVariationById (${where})`, () => leo.variation.getVariationById(id), plainPath))
+        .generatedImageVariationGeneric;
+    await waitFor(read, (v) => v.length > 0 && v[0].status !== "PENDING", where);
+    const [variation] = await read(`/variations/${id}`);
+    check(variation.id === id, `${where}: getVariationById answered ${show(variation)}`);
+    check(variation.status === "COMPLETE", `${where}: status ${variation.status}`);
+    check(variation.transformType === transformType, `${where}: transformType ${variation.transformType}`);
+    return variation;
+  }
+
+  /** The job of a variation-creating answer: an id and an integer apiCreditCost. */
+  function variationJob(job, where) {
+    check(typeof job?.id === "string", `${where}: no id in ${show(job)}`);
+    check(Number.isInteger(job.apiCreditCost), `${where}: apiCreditCost ${show(job.apiCreditCost)}`);
+    return job;
+  }
+
   const image = generation.generatedImages[0];
   const upscale = await checked(sdk, "createVariationUpscale", () => leo.variation.createVariationUpscale({ id: image.id }));
-  const variationId = upscale.sdUpscaleJob?.id;
-  check(typeof variationId === "string", "createVariationUpscale: id");
-  check(Number.isInteger(upscale.sdUpscaleJob.apiCreditCost), "createVariationUpscale: apiCreditCost");
-  const readVariation = async (plainPath) =>
-    (await checked(sdk, "getVariationById", () => leo.variation.getVariationById(variationId), plainPath))
-      .generatedImageVariationGeneric;
-  await waitFor(readVariation, (v) => v.length > 0 && v[0].status !== "PENDING", "upscale");
-  const [variation] = await readVariation(`/variations/${variationId}`);
-  check(variation.status === "COMPLETE", `upscale status ${variation.status}`);
-  check(variation.transformType === "UPSCALE", `upscale transformType ${variation.transformType}`);
-  await downloadJpeg(variation.url, "upscaled image");
+  const variationId = variationJob(upscale.sdUpscaleJob, "createVariationUpscale").id;
+  const variation = await finishedVariation(variationId, "UPSCALE", "upscale");
+  await download(variation.url, "upscaled image");
 
   // The generation, read again and listed, shows the variation under its image.
   const upscaled = await readGeneration(generationPath);
@@ -250,6 +265,58 @@ async function main() {
     relisted.generatedImages.some((i) => i.generatedImageVariationGenerics.some((v) => v.id === variationId)),
     "getGenerationsByUserId: the variation is not listed under its image",
   );
+
+  // Background removal (a PNG), unzoom of its result (isVariation) and the universal upscaler.
+  const nobg = await checked(sdk, "createVariationNoBG", () => leo.variation.createVariationNoBG({ id: image.id }));
+  const nobgId = variationJob(nobg.sdNobgJob, "createVariationNoBG").id;
+  const nobgDone = await finishedVariation(nobgId, "NOBG", "nobg");
+  check(nobgDone.url.endsWith(".png"), `nobg url ${nobgDone.url}`);
+  await download(nobgDone.url, "nobg image", "image/png");
+  const unzoom = await checked(sdk, "createVariationUnzoom", () =>
+    leo.variation.createVariationUnzoom({ id: nobgId, isVariation: true }),
+  );
+  const unzoomId = variationJob(unzoom.sdUnzoomJob, "createVariationUnzoom").id;
+  check(unzoom.sdUnzoomJob.apiCreditCost === 1, `createVariationUnzoom: apiCreditCost ${unzoom.sdUnzoomJob.apiCreditCost}`);
+  const universal = await checked(sdk, "createUniversalUpscalerJob", () =>
+    leo.variation.createUniversalUpscalerJob({ generatedImageId: image.id, upscaleMultiplier: 1.5, upscalerStyle: "GENERAL" }),
+  );
+  const universalId = variationJob(universal.universalUpscaler, "createUniversalUpscalerJob").id;
+  for (const [id, transformType] of [
+    [unzoomId, "UNZOOM"],
+    [universalId, "UPSCALE"],
+  ]) {
+    const done = await finishedVariation(id, transformType, `${transformType} variation ${id}`);
+    await download(done.url, `${transformType} image`);
+  }
+
+  // The calculator prices UNIVERSAL_UPSCALER_ULTRA as the universal upscaler charges for the
+  // same input: this 512x512 image, made 1.25 times as wide and high.
+  const ultraPriced = await checked(sdk, "pricingCalculator (UNIVERSAL_UPSCALER_ULTRA)", () =>
+    leo.pricingCalculator.pricingCalculator({
+      service: "UNIVERSAL_UPSCALER_ULTRA",
+      serviceParams: { universalUpscalerUltra: { inputWidth: 512, inputHeight: 512, upscaleMultiplier: 1.25 } },
+    }),
+  );
+  const ultra = await checked(sdk, "createUniversalUpscalerJob (1.25)", () =>
+    leo.variation.createUniversalUpscalerJob({ generatedImageId: image.id, upscaleMultiplier: 1.25 }),
+  );
+  const ultraJob = variationJob(ultra.universalUpscaler, "createUniversalUpscalerJob (1.25)");
+  const ultraCost = ultraPriced.calculateProductionApiServiceCost.cost;
+  check(ultraCost === ultraJob.apiCreditCost, `UNIVERSAL_UPSCALER_ULTRA: priced ${ultraCost}, charged ${ultraJob.apiCreditCost}`);
+  await finishedVariation(ultraJob.id, "UPSCALE", "universal upscale x1.25");
+
+  // Every variation is listed under its image, each with its transformType (universal upscales
+  // are UPSCALE: the SDK's VariationType has no other name for them).
+  const varied = (await readGeneration(generationPath)).generatedImages.find((i) => i.id === image.id);
+  const listedTypes = new Map(varied.generatedImageVariationGenerics.map((v) => [v.id, v.transformType]));
+  const expectedTypes = new Map([
+    [variationId, "UPSCALE"],
+    [nobgId, "NOBG"],
+    [unzoomId, "UNZOOM"],
+    [universalId, "UPSCALE"],
+    [ultraJob.id, "UPSCALE"],
+  ]);
+  check(isDeepStrictEqual(listedTypes, expectedTypes), `getGenerationById: variations ${show([...listedTypes])}`);
 
   const deleted = await checked(sdk, "deleteGenerationById", () => leo.image.deleteGenerationById(generationId));
   check(deleted.deleteGenerationsByPk?.id === generationId, "deleteGenerationById: id");
@@ -308,18 +375,62 @@ async function main() {
     check(cost === charged, `pricing ${cost} != apiCreditCost ${charged} at ${width}x${height}x${count}`);
   }
 
+  const megapixels = await checked(sdk, "pricingCalculator (UNIVERSAL_UPSCALER)", () =>
+    leo.pricingCalculator.pricingCalculator({ service: "UNIVERSAL_UPSCALER", serviceParams: { universalUpscaler: { megapixel: 5 } } }),
+  );
+  const megapixelCost = megapixels.calculateProductionApiServiceCost.cost;
+  check(megapixelCost === 5, `pricingCalculator (UNIVERSAL_UPSCALER): 5 megapixels cost ${megapixelCost}`);
+
+  // Elements from the configuration; Easel trains no models or elements, so user lists are empty.
+  const loras = (await checked(sdk, "listElements", () => leo.elements.listElements(), "/elements")).loras;
+  check(loras.length === 1, `listElements: ${show(loras)}`);
+  const [lora] = loras;
+  check(lora.akUUID === "9f0d2c1e-5b7a-4e3c-8d21-6a4b3c2d1e0f", `listElements: akUUID ${lora.akUUID}`);
+  check(lora.baseModel === "SDXL_1_0" && lora.weightDefault === 1, `listElements: ${show(lora)}`);
+  const mine = await checked(
+    sdk,
+    "getCustomElementsByUserId",
+    () => leo.elements.getCustomElementsByUserId(USER_ID),
+    `/elements/user/${USER_ID}`,
+  );
+  check(Array.isArray(mine.userLoras) && mine.userLoras.length === 0, `getCustomElementsByUserId: ${show(mine)}`);
+  const element = await checked(sdk, "getElementById", () => leo.elements.getElementById(1), "/elements/1");
+  check(element.userLorasByPk === null, `getElementById: ${show(element)}`);
+  const myModels = await checked(
+    sdk,
+    "getCustomModelsByUserId",
+    () => leo.models.getCustomModelsByUserId(USER_ID),
+    `/models/user/${USER_ID}`,
+  );
+  check(Array.isArray(myModels.customModels) && myModels.customModels.length === 0, `getCustomModelsByUserId: ${show(myModels)}`);
+
+  // The prompt tools (built in).
+  const random = (await checked(sdk, "promptRandom", () => leo.prompt.promptRandom())).promptGeneration;
+  check(typeof random?.prompt === "string" && random.prompt.length > 20, `promptRandom: ${show(random)}`);
+  check(Number.isInteger(random.apiCreditCost), `promptRandom: apiCreditCost ${show(random.apiCreditCost)}`);
+  const improved = (
+    await checked(sdk, "promptImprove", () =>
+      leo.prompt.promptImprove({ prompt: "a cat", promptInstructions: "make it cosy" }),
+    )
+  ).promptGeneration;
+  check(
+    typeof improved?.prompt === "string" && improved.prompt.startsWith("a cat, ") && improved.prompt.endsWith("make it cosy"),
+    `promptImprove: ${show(improved)}`,
+  );
+  check(Number.isInteger(improved.apiCreditCost), `promptImprove: apiCreditCost ${show(improved.apiCreditCost)}`);
+
   // An operation Easel does not serve says so by name: 501 in the error shape, which the SDK
   // throws as an SDKError ("Unexpected Status or Content-Type: Status 501 ... Body: ...").
-  const unserved = await thrown("promptRandom", () => leo.prompt.promptRandom());
-  check(unserved instanceof errors.SDKError, `promptRandom: threw ${unserved.name}, not SDKError`);
-  check(unserved.statusCode === 501, `promptRandom: status ${unserved.statusCode}`);
-  check(/promptRandom.*not supported/.test(unserved.message), `promptRandom: message ${unserved.message}`);
+  const unserved = await thrown("getDatasetById", () => leo.dataset.getDatasetById(unknown));
+  check(unserved instanceof errors.SDKError, `getDatasetById: threw ${unserved.name}, not SDKError`);
+  check(unserved.statusCode === 501, `getDatasetById: status ${unserved.statusCode}`);
+  check(/getDatasetById.*not supported/.test(unserved.message), `getDatasetById: message ${unserved.message}`);
   const unservedBody = JSON.parse(unserved.body);
   check(
-    unservedBody.path === "$" && unservedBody.code === "not-supported" && unservedBody.error.includes("promptRandom"),
-    `promptRandom: body ${unserved.body}`,
+    unservedBody.path === "$" && unservedBody.code === "not-supported" && unservedBody.error.includes("getDatasetById"),
+    `getDatasetById: body ${unserved.body}`,
   );
-  console.log(`promptRandom throws ${unserved.name}: ${unserved.message.split("\n")[0]}`);
+  console.log(`getDatasetById throws ${unserved.name}: ${unserved.message.split("\n")[0]}`);
 
   const stranger = client("not-a-key");
   const refused = await thrown("wrong key", () => stranger.leo.user.getUserSelf());
