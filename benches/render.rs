@@ -38,14 +38,14 @@ fn main() {
             "negative_prompt": "blurry", "width": width, "height": height, "num_images": 1, "seed": 905778432
         });
         let params = GenerationParams::parse(&body, &catalogue, |_| 0).unwrap();
-        let request = GenerateRequest { params, init_image: None };
+        let request = GenerateRequest { params, init_image: None, guides: Default::default() };
         measure(&format!("render {width}x{height}"), 40, |n| {
             render_one(&request, n as u32).unwrap();
         });
     }
     let body = serde_json::json!({"prompt": "a castle", "width": 512, "height": 512, "num_images": 1, "seed": 1});
     let params = GenerationParams::parse(&body, &catalogue, |_| 0).unwrap();
-    let source = render_one(&GenerateRequest { params, init_image: None }, 0).unwrap();
+    let source = render_one(&GenerateRequest { params, init_image: None, guides: Default::default() }, 0).unwrap();
     let renderer = easel::render::builtin::BuiltinRenderer::new(1);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let transforms = [

@@ -59,10 +59,81 @@ pub struct GenerationParams {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init_image_id: Option<Uuid>,
     pub init_strength: Option<f64>,
+    /// A canvas editor request (`canvasRequest`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canvas: Option<Canvas>,
+    /// `controlnets`: pictures whose structure guides the result.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub controlnets: Vec<Controlnet>,
+    /// `imagePrompts`: uploaded pictures whose look the result takes on, by `image_prompt_weight`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_prompts: Vec<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_prompt_weight: Option<f64>,
     pub public: bool,
     pub tiling: bool,
     pub ultra: Option<bool>,
     pub transparency: Option<String>,
+}
+
+/// A canvas editor request: what to do with the canvas picture (and its mask).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Canvas {
+    /// `INPAINT`, `OUTPAINT`, `SKETCH2IMG` or `IMG2IMG`.
+    pub request_type: String,
+    /// `canvasInitId`: a canvas upload (`POST /canvas-init-image`).
+    pub init_id: Uuid,
+    /// `canvasMaskId`: white where the picture is repainted; needed by `INPAINT`.
+    pub mask_id: Option<Uuid>,
+}
+
+/// One entry of `controlnets`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Controlnet {
+    pub init_image_id: Uuid,
+    /// `UPLOADED` (an init image) or `GENERATED` (a generated image).
+    pub init_image_type: String,
+    pub preprocessor_id: u32,
+    /// 0 to 2 (default 1): how strongly its structure shows.
+    pub weight: f64,
+    pub strength_type: Option<String>,
+}
+
+impl Controlnet {
+    fn parse(index: usize, item: &Value) -> Result<Controlnet, FieldError> {
+        let field = format!("controlnets[{index}]");
+        let Some(map) = item.as_object() else {
+            return Err(FieldError::new(&field, format!("`{field}` must be an object")));
+        };
+        let item = Body(map);
+        // Errors of an entry's fields name the entry: `controlnets[0].weight`.
+        let named = |e: FieldError| {
+            let path = format!("{field}.{}", e.field);
+            FieldError::new(&path, e.message.replacen(&format!("`{}`", e.field), &format!("`{path}`"), 1))
+        };
+        let id = item.string("initImageId").map_err(named)?.ok_or_else(|| {
+            FieldError::new(&format!("{field}.initImageId"), format!("`{field}.initImageId` is required"))
+        })?;
+        let init_image_id = id.parse().map_err(|_| {
+            FieldError::new(&format!("{field}.initImageId"), format!("`{field}.initImageId` {id:?} is not a UUID"))
+        })?;
+        let init_image_type = item.one_of("initImageType", INIT_IMAGE_TYPES).map_err(named)?.ok_or_else(|| {
+            FieldError::new(
+                &format!("{field}.initImageType"),
+                format!("`{field}.initImageType` is required: UPLOADED or GENERATED"),
+            )
+        })?;
+        let preprocessor_id = item.integer("preprocessorId", 1, 1_000).map_err(named)?.ok_or_else(|| {
+            FieldError::new(&format!("{field}.preprocessorId"), format!("`{field}.preprocessorId` is required"))
+        })? as u32;
+        Ok(Controlnet {
+            init_image_id,
+            init_image_type,
+            preprocessor_id,
+            weight: item.number_in("weight", 0.0, 2.0).map_err(named)?.unwrap_or(1.0),
+            strength_type: item.one_of("strengthType", STRENGTH_TYPES).map_err(named)?,
+        })
+    }
 }
 
 impl GenerationParams {
@@ -165,24 +236,61 @@ impl GenerationParams {
                 "`init_strength` needs `init_image_id` or `init_generation_image_id`",
             ));
         }
-        for number in ["imagePromptWeight", "weighting", "unzoomAmount", "upscaleRatio"] {
+        for number in ["weighting", "unzoomAmount", "upscaleRatio"] {
             body.number(number)?;
         }
         body.string("enhancePromptInstruction")?;
 
-        // Features that need inputs Easel cannot serve (uploaded init images, ControlNet, Elements,
-        // the Canvas editor) are refused rather than silently ignored.
-        for field in ["canvasInitId", "canvasMaskId"] {
-            if body.string(field)?.is_some() {
-                return Err(unsupported(field));
+        let canvas = Canvas::parse(&body)?;
+        if canvas.is_some() && (init_image_id.is_some() || init_generation_image_id.is_some()) {
+            return Err(FieldError::new(
+                "canvasRequest",
+                "a canvas request starts from `canvasInitId`; leave out `init_image_id` and `init_generation_image_id`",
+            ));
+        }
+        let controlnets = match body.array("controlnets")? {
+            None => Vec::new(),
+            Some(items) if items.len() > MAX_CONTROLNETS => {
+                return Err(FieldError::new(
+                    "controlnets",
+                    format!("`controlnets` takes at most {MAX_CONTROLNETS} entries"),
+                ));
+            }
+            Some(items) => {
+                items.iter().enumerate().map(|(i, item)| Controlnet::parse(i, item)).collect::<Result<_, _>>()?
+            }
+        };
+        let mut image_prompts = Vec::new();
+        for (index, item) in body.array("imagePrompts")?.into_iter().flatten().enumerate() {
+            let field = format!("imagePrompts[{index}]");
+            match item {
+                Value::Null => {}
+                Value::String(text) => image_prompts.push(text.parse::<Uuid>().map_err(|_| {
+                    FieldError::new(&field, format!("`{field}` {text:?} is not an init image id (a UUID)"))
+                })?),
+                other => {
+                    return Err(FieldError::new(
+                        &field,
+                        format!("`{field}` must be a string, got {}", type_name(other)),
+                    ));
+                }
             }
         }
-        for field in ["controlnets", "elements", "userElements", "imagePrompts"] {
+        if image_prompts.len() > MAX_CONTROLNETS {
+            return Err(FieldError::new(
+                "imagePrompts",
+                format!("`imagePrompts` takes at most {MAX_CONTROLNETS} images"),
+            ));
+        }
+        let image_prompt_weight = body.number_in("imagePromptWeight", 0.0, 1.0)?;
+        // Features that need inputs Easel cannot serve (Elements) are refused rather than
+        // silently ignored.
+        for field in ["elements", "userElements"] {
             if body.array(field)?.is_some_and(|items| !items.is_empty()) {
                 return Err(unsupported(field));
             }
         }
-        for field in ["canvasRequest", "controlNet", "unzoom"] {
+        for field in ["controlNet", "unzoom"] {
             if body.boolean(field)? == Some(true) {
                 return Err(unsupported(field));
             }
@@ -219,6 +327,10 @@ impl GenerationParams {
             init_generation_image_id,
             init_image_id,
             init_strength,
+            canvas,
+            controlnets,
+            image_prompts,
+            image_prompt_weight,
             public: body.boolean("public")?.unwrap_or(false),
             tiling: body.boolean("tiling")?.unwrap_or(false),
             ultra: body.boolean("ultra")?,
@@ -231,6 +343,60 @@ impl GenerationParams {
     pub fn api_credit_cost(&self) -> u64 {
         let tiles = (u64::from(self.width) * u64::from(self.height)).div_ceil(512 * 512);
         u64::from(self.num_images) * tiles.max(1)
+    }
+}
+
+/// The most `controlnets` (and `imagePrompts`) one generation takes.
+const MAX_CONTROLNETS: usize = 4;
+const INIT_IMAGE_TYPES: &[&str] = &["UPLOADED", "GENERATED"];
+const STRENGTH_TYPES: &[&str] = &["Low", "Mid", "High", "Ultra", "Max"];
+
+impl Canvas {
+    /// `canvasRequest` with its type and ids; the ids without `canvasRequest: true` are refused
+    /// rather than ignored.
+    fn parse(body: &Body<'_>) -> Result<Option<Canvas>, FieldError> {
+        let uuid = |field: &str| -> Result<Option<Uuid>, FieldError> {
+            body.string(field)?
+                .map(|text| {
+                    text.parse().map_err(|_| {
+                        FieldError::new(field, format!("`{field}` {text:?} is not an init image id (a UUID)"))
+                    })
+                })
+                .transpose()
+        };
+        let (init_id, mask_id) = (uuid("canvasInitId")?, uuid("canvasMaskId")?);
+        let request_type = body.one_of("canvasRequestType", CANVAS_REQUEST_TYPES)?;
+        if body.boolean("canvasRequest")? != Some(true) {
+            if init_id.is_some() || mask_id.is_some() || request_type.is_some() {
+                return Err(FieldError::new(
+                    "canvasRequest",
+                    "`canvasInitId`, `canvasMaskId` and `canvasRequestType` need `canvasRequest` set to true",
+                ));
+            }
+            return Ok(None);
+        }
+        let request_type = request_type.ok_or_else(|| {
+            FieldError::new(
+                "canvasRequestType",
+                format!(
+                    "`canvasRequestType` is required with `canvasRequest`: one of {}",
+                    CANVAS_REQUEST_TYPES.join(", ")
+                ),
+            )
+        })?;
+        let init_id = init_id.ok_or_else(|| {
+            FieldError::new(
+                "canvasInitId",
+                "`canvasInitId` (a canvas upload's initImageId) is required with `canvasRequest`",
+            )
+        })?;
+        if request_type == "INPAINT" && mask_id.is_none() {
+            return Err(FieldError::new(
+                "canvasMaskId",
+                "`canvasMaskId` is required for INPAINT: it marks what to repaint",
+            ));
+        }
+        Ok(Some(Canvas { request_type, init_id, mask_id }))
     }
 }
 
@@ -470,7 +636,7 @@ mod tests {
             (json!({"prompt":"p","modelId":"00000000-0000-0000-0000-000000000000"}), "modelId"),
             (json!({"prompt":"p","modelId":"not-a-model"}), "modelId"),
             (json!({"prompt":"p","alchemy":"yes"}), "alchemy"),
-            (json!({"prompt":"p","controlnets":[{"initImageId":"x"}]}), "controlnets"),
+            (json!({"prompt":"p","controlnets":[{"initImageId":"x"}]}), "controlnets[0].initImageId"),
             (json!({"prompt":"p","init_image_id":"x"}), "init_image_id"),
             (json!({"prompt":""}), "prompt"),
             (json!({"prompt":"x".repeat(1501)}), "prompt"),

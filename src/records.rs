@@ -265,6 +265,8 @@ pub struct RenderJob {
     pub attempt: u32,
 }
 
+// A node holds at most `render.max_jobs_in_flight` of these: their size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum RenderWork {
     Generation(Generation),

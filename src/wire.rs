@@ -657,12 +657,12 @@ pub struct CallbackGeneration {
     pub scheduler: String,
     pub preset_style: Option<String>,
     pub prompt_magic: bool,
-    pub canvas_init_image_id: Null,
-    pub canvas_mask_image_id: Null,
+    pub canvas_init_image_id: Option<Uuid>,
+    pub canvas_mask_image_id: Option<Uuid>,
     pub canvas_request: bool,
     pub api: bool,
     pub pose_image2_image: bool,
-    pub image_prompt_strength: Null,
+    pub image_prompt_strength: Option<f64>,
     pub category: Null,
     pub pose_image2_image_type: Null,
     pub high_contrast: bool,
@@ -733,12 +733,16 @@ impl CallbackEvent {
             scheduler: p.scheduler.clone(),
             preset_style: p.preset_style.clone(),
             prompt_magic: p.prompt_magic,
-            canvas_init_image_id: (),
-            canvas_mask_image_id: (),
-            canvas_request: false,
+            canvas_init_image_id: p.canvas.as_ref().map(|c| c.init_id),
+            canvas_mask_image_id: p.canvas.as_ref().and_then(|c| c.mask_id),
+            canvas_request: p.canvas.is_some(),
             api: true,
             pose_image2_image: false,
-            image_prompt_strength: (),
+            image_prompt_strength: if p.image_prompts.is_empty() {
+                None
+            } else {
+                Some(p.image_prompt_weight.unwrap_or(0.5))
+            },
             category: (),
             pose_image2_image_type: (),
             high_contrast: p.high_contrast,
@@ -756,7 +760,7 @@ impl CallbackEvent {
             prompt_magic_strength: p.prompt_magic_strength,
             photo_real_strength: p.photo_real_strength,
             image_to_image: init_image.is_some() || p.init_image_id.is_some(),
-            controlnets_used: false,
+            controlnets_used: !p.controlnets.is_empty(),
             model: CallbackModel::new(model),
             images: if complete {
                 generation.images.iter().map(|image| CallbackImage::new(image, generation, images)).collect()

@@ -8,9 +8,9 @@ CREATE TABLE init_images (
     kind TEXT NOT NULL CHECK (kind IN ('INIT', 'CANVAS_INIT', 'CANVAS_MASK')),
     extension TEXT NOT NULL,
     storage_key TEXT NOT NULL,
-    created_at INTEGER NOT NULL,
-    expires_at INTEGER NOT NULL,
-    uploaded_at INTEGER,
-    size INTEGER
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    uploaded_at BIGINT,
+    size BIGINT
 );
 CREATE INDEX init_images_by_user ON init_images (user_id, created_at);

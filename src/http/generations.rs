@@ -10,7 +10,7 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{Caller, JsonBody, PathText, parse_id};
 use crate::clock::now_ms;
 use crate::generation::{FieldError, GenerationParams};
-use crate::ids::{GenerationId, UserId};
+use crate::ids::{GenerationId, ImageId, UserId};
 use crate::store::{Admission, Generation, JobStatus};
 use crate::wire;
 
@@ -40,9 +40,7 @@ async fn create_generation(
         )
         .into());
     }
-    if let Some(init) = params.init_image_id {
-        check_init_image(&state, &caller, init).await?;
-    }
+    check_guides(&state, &caller, &params).await?;
     let now = now_ms();
     let generation = Generation {
         id: GenerationId::random(),
@@ -125,20 +123,78 @@ async fn list_generations(
     Ok(Json(wire::GenerationList { generations }))
 }
 
-/// An uploaded init image a generation may start from: the caller's, made by `POST /init-image`,
-/// and (where this server receives uploads) uploaded. With S3 uploads the bucket alone knows;
-/// a file that never arrived fails the generation with that reason.
-async fn check_init_image(state: &ApiContext, caller: &Caller, id: uuid::Uuid) -> ApiResult<()> {
-    let field = "init_image_id";
+/// The pictures a generation starts from or is guided by: each the caller's, of the right kind,
+/// and served by the model's renderer (the built-in one; backends take init images only).
+async fn check_guides(state: &ApiContext, caller: &Caller, params: &GenerationParams) -> ApiResult<()> {
+    use crate::store::InitImageKind::{CanvasInit, CanvasMask, Init};
+    if let Some(id) = params.init_image_id {
+        check_init_image(state, caller, "init_image_id", id, &[Init]).await?;
+    }
+    if let Some(canvas) = &params.canvas {
+        check_init_image(state, caller, "canvasInitId", canvas.init_id, &[CanvasInit, Init]).await?;
+        if let Some(mask) = canvas.mask_id {
+            check_init_image(state, caller, "canvasMaskId", mask, &[CanvasMask]).await?;
+        }
+    }
+    for (index, control) in params.controlnets.iter().enumerate() {
+        let field = format!("controlnets[{index}].initImageId");
+        if control.init_image_type == "GENERATED" {
+            let id = ImageId(control.init_image_id);
+            if state.store.get_image(caller.user.id, id).await?.is_none() {
+                let message = format!("`{field}`: there is no image {id} among your generations");
+                return Err(FieldError::new(&field, message).into());
+            }
+        } else {
+            check_init_image(state, caller, &field, control.init_image_id, &[Init, CanvasInit]).await?;
+        }
+    }
+    for (index, id) in params.image_prompts.iter().enumerate() {
+        check_init_image(state, caller, &format!("imagePrompts[{index}]"), *id, &[Init, CanvasInit]).await?;
+    }
+    let guided = [
+        ("canvasRequest", params.canvas.is_some()),
+        ("controlnets", !params.controlnets.is_empty()),
+        ("imagePrompts", !params.image_prompts.is_empty()),
+    ];
+    if let Some((field, _)) = guided.iter().find(|(_, used)| *used)
+        && let Some(model) = state.catalogue.get(&params.model_id).filter(|m| !m.backends.is_empty())
+    {
+        return Err(FieldError::new(
+            field,
+            format!(
+                "`{field}`: the model {} runs on inference backends ({}), and Easel cannot pass `{field}` to \
+                 them yet; use a model on the built-in renderer",
+                model.name,
+                model.backends.join(", ")
+            ),
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// An uploaded init image a generation may use as `field`: the caller's, of one of `kinds`, and
+/// (where this server receives uploads) uploaded. With S3 uploads the bucket alone knows; a file
+/// that never arrived fails the generation with that reason.
+async fn check_init_image(
+    state: &ApiContext,
+    caller: &Caller,
+    field: &str,
+    id: uuid::Uuid,
+    kinds: &[crate::store::InitImageKind],
+) -> ApiResult<()> {
     let Some(image) = state.store.get_init_image(caller.user.id, id).await? else {
         return Err(FieldError::new(field, format!("`{field}`: there is no init image {id} of yours")).into());
     };
-    if image.kind != crate::store::InitImageKind::Init {
-        return Err(FieldError::new(
-            field,
-            format!("`{field}`: {id} is a canvas upload; canvas requests are not served yet"),
-        )
-        .into());
+    if !kinds.contains(&image.kind) {
+        let made_by = match image.kind {
+            crate::store::InitImageKind::Init => "POST /init-image",
+            crate::store::InitImageKind::CanvasInit => "POST /canvas-init-image (its init image)",
+            crate::store::InitImageKind::CanvasMask => "POST /canvas-init-image (its mask)",
+        };
+        return Err(
+            FieldError::new(field, format!("`{field}`: {id} was made by {made_by}, which cannot serve here")).into()
+        );
     }
     if state.uploads.is_local() && image.uploaded_at.is_none() {
         let why = if image.expires_at <= now_ms() {

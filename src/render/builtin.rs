@@ -67,6 +67,7 @@ pub fn render_one(request: &GenerateRequest, index: u32) -> Result<RenderedImage
     if let Some(init) = &request.init_image {
         blend_init_image(&mut picture, init, params.init_strength.unwrap_or(0.5))?;
     }
+    super::guides::apply(&mut picture, params, &request.guides)?;
     Ok(RenderedImage { jpeg: encode_jpeg(&picture)?, width: params.width, height: params.height })
 }
 
@@ -238,7 +239,7 @@ mod tests {
 
     fn request(body: serde_json::Value) -> GenerateRequest {
         let params = GenerationParams::parse(&body, &Catalogue::new(&[]).unwrap(), |_| 7).unwrap();
-        GenerateRequest { params, init_image: None }
+        GenerateRequest { params, init_image: None, guides: Default::default() }
     }
 
     fn decode(jpeg: &[u8]) -> RgbImage {

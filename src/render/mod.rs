@@ -7,6 +7,7 @@
 pub mod backends;
 pub mod builtin;
 pub mod dispatch;
+pub mod guides;
 pub mod transform;
 pub mod worker;
 
@@ -20,8 +21,21 @@ use crate::records::Transform;
 #[derive(Clone, Debug)]
 pub struct GenerateRequest {
     pub params: GenerationParams,
-    /// The image of `init_generation_image_id` (JPEG), for image-to-image.
+    /// The image of `init_generation_image_id` or `init_image_id` (JPEG), for image-to-image.
     pub init_image: Option<Bytes>,
+    /// The pictures of a canvas request, controlnets and image prompts (built-in renderer only).
+    pub guides: Guides,
+}
+
+/// The pictures that guide a generation besides its init image, as stored (PNG, JPEG or WebP).
+#[derive(Clone, Debug, Default)]
+pub struct Guides {
+    /// The canvas picture and its mask (`canvasInitId`, `canvasMaskId`).
+    pub canvas: Option<(Bytes, Option<Bytes>)>,
+    /// Each controlnet's picture and weight.
+    pub controls: Vec<(Bytes, f64)>,
+    /// The image prompts' pictures.
+    pub image_prompts: Vec<Bytes>,
 }
 
 /// One encoded image.

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::backends::{BackendError, BackendImage, BackendJob};
 use super::dispatch::{BackendSlot, Backends};
-use super::{GenerateRequest, RenderError, RenderedImage, Renderer};
+use super::{GenerateRequest, Guides, RenderError, RenderedImage, Renderer};
 use crate::clock::Millis;
 use crate::clock::now_ms;
 use crate::config::RenderConfig;
@@ -286,7 +286,12 @@ impl RenderWorkers {
                 BackendRun::Failed(reason) => Err(RenderError(reason)),
                 BackendRun::Done(finished) => return Ok(finished),
             },
-            _ => self.renderer.generate(GenerateRequest { params: params.clone(), init_image }).await,
+            _ => match self.guides(&generation).await? {
+                Ok(guides) => {
+                    self.renderer.generate(GenerateRequest { params: params.clone(), init_image, guides }).await
+                }
+                Err(reason) => Err(RenderError(reason)),
+            },
         };
         let generation = generation.as_ref();
         let params = &generation.params;
@@ -467,6 +472,21 @@ impl RenderWorkers {
         user: crate::ids::UserId,
         id: uuid::Uuid,
     ) -> Result<Result<bytes::Bytes, String>, JobError> {
+        Ok(match self.uploaded_file(user, id).await? {
+            Ok(bytes) => {
+                super::to_jpeg(&bytes).map(|picture| picture.jpeg).map_err(|e| format!("init image {id}: {e}"))
+            }
+            Err(why) => Err(why),
+        })
+    }
+
+    /// An uploaded file as it was uploaded, checked to be a picture of its declared type, or why
+    /// it cannot be used.
+    async fn uploaded_file(
+        &self,
+        user: crate::ids::UserId,
+        id: uuid::Uuid,
+    ) -> Result<Result<bytes::Bytes, String>, JobError> {
         let Some(image) = self.store.get_init_image(user, id).await? else {
             return Ok(Err(format!("init image {id} was deleted")));
         };
@@ -479,7 +499,50 @@ impl RenderWorkers {
         if let Err(why) = crate::http::check_picture(&bytes, &image.extension) {
             return Ok(Err(format!("init image {id} is not a {} picture Easel can use: {why}", image.extension)));
         }
-        Ok(super::to_jpeg(&bytes).map(|picture| picture.jpeg).map_err(|e| format!("init image {id}: {e}")))
+        Ok(Ok(bytes))
+    }
+
+    /// The canvas, controlnet and image prompt pictures of `generation`, or why one cannot be used.
+    async fn guides(&self, generation: &Generation) -> Result<Result<Guides, String>, JobError> {
+        let (user, params) = (generation.user_id, &generation.params);
+        let mut guides = Guides::default();
+        if let Some(canvas) = &params.canvas {
+            let init = match self.uploaded_file(user, canvas.init_id).await? {
+                Ok(bytes) => bytes,
+                Err(why) => return Ok(Err(format!("canvasInitId: {why}"))),
+            };
+            let mask = match canvas.mask_id {
+                None => None,
+                Some(id) => match self.uploaded_file(user, id).await? {
+                    Ok(bytes) => Some(bytes),
+                    Err(why) => return Ok(Err(format!("canvasMaskId: {why}"))),
+                },
+            };
+            guides.canvas = Some((init, mask));
+        }
+        for (index, control) in params.controlnets.iter().enumerate() {
+            let picture = if control.init_image_type == "GENERATED" {
+                match self.store.get_image(user, crate::ids::ImageId(control.init_image_id)).await? {
+                    Some(image) => {
+                        self.images.get(&image.storage_key).await?.ok_or_else(|| "its file is gone".to_string())
+                    }
+                    None => Err(format!("image {} no longer exists", control.init_image_id)),
+                }
+            } else {
+                self.uploaded_file(user, control.init_image_id).await?
+            };
+            match picture {
+                Ok(bytes) => guides.controls.push((bytes, control.weight)),
+                Err(why) => return Ok(Err(format!("controlnets[{index}]: {why}"))),
+            }
+        }
+        for (index, id) in params.image_prompts.iter().enumerate() {
+            match self.uploaded_file(user, *id).await? {
+                Ok(bytes) => guides.image_prompts.push(bytes),
+                Err(why) => return Ok(Err(format!("imagePrompts[{index}]: {why}"))),
+            }
+        }
+        Ok(Ok(guides))
     }
 
     async fn run_variation(&self, variation: &Variation, source: &Image) -> Result<Finished, JobError> {

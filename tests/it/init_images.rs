@@ -248,3 +248,208 @@ async fn with_s3_storage_the_upload_goes_straight_to_the_bucket() {
     let reason = generation["failureReason"].as_str().unwrap_or_default();
     assert!(reason.contains(&format!("init image {never} was never uploaded")), "{generation}");
 }
+
+/// Uploads `file` through a fresh `POST /init-image` policy; its id.
+async fn uploaded(app: &TestApp, user: &TestUser, extension: &str, file: Vec<u8>) -> String {
+    let (id, url, fields) = new_upload(app, user, extension).await;
+    assert_eq!(upload(&url, &fields, file).await.0, StatusCode::NO_CONTENT);
+    id
+}
+
+/// The rendered picture of a finished generation made from `body`.
+async fn rendered(app: &TestApp, user: &TestUser, body: &serde_json::Value) -> image::RgbImage {
+    let id = app.create_generation(user, body).await;
+    let generation = app.finished_generation(user, &id).await;
+    assert_eq!(generation["status"], "COMPLETE", "{generation}");
+    let (_, _, jpeg) = app.download(generation["generated_images"][0]["url"].as_str().unwrap()).await;
+    image::load_from_memory(&jpeg).unwrap().to_rgb8()
+}
+
+/// The mean colour of the pixels of `picture` that `keep` selects.
+fn mean(picture: &image::RgbImage, keep: impl Fn(u32, u32) -> bool) -> [f64; 3] {
+    let (mut sum, mut count) = ([0f64; 3], 0f64);
+    for (x, y, pixel) in picture.enumerate_pixels() {
+        if keep(x, y) {
+            count += 1.0;
+            for c in 0..3 {
+                sum[c] += f64::from(pixel[c]);
+            }
+        }
+    }
+    sum.map(|s| s / count)
+}
+
+fn distance(a: [f64; 3], b: [f64; 3]) -> f64 {
+    (0..3).map(|c| (a[c] - b[c]).powi(2)).sum::<f64>().sqrt()
+}
+
+#[tokio::test]
+async fn canvas_requests_paint_where_the_mask_or_transparency_says() {
+    let app = spawn_app().await;
+    let user = &app.admin;
+    let plain_body = json!({"prompt": "a calm sea at noon", "width": 64, "height": 64, "num_images": 1, "seed": 42});
+    let plain = rendered(&app, user, &plain_body).await;
+
+    let pair = app.post(user, "/canvas-init-image", &json!({"initExtension": "png", "maskExtension": "png"})).await;
+    let pair = &pair.body["uploadCanvasInitImage"];
+    let red = picture(64, 64, [230, 10, 10], image::ImageFormat::Png);
+    let mask = {
+        let mask = image::GrayImage::from_fn(64, 64, |x, _| image::Luma([if x < 32 { 0 } else { 255 }]));
+        let mut bytes = std::io::Cursor::new(Vec::new());
+        mask.write_to(&mut bytes, image::ImageFormat::Png).unwrap();
+        bytes.into_inner()
+    };
+    for (side, file) in [("init", red), ("mask", mask)] {
+        let fields: BTreeMap<String, String> =
+            serde_json::from_str(pair[format!("{side}Fields")].as_str().unwrap()).unwrap();
+        assert_eq!(upload(pair[format!("{side}Url")].as_str().unwrap(), &fields, file).await.0, StatusCode::NO_CONTENT);
+    }
+    let mut body = plain_body.clone();
+    body["canvasRequest"] = json!(true);
+    body["canvasRequestType"] = json!("INPAINT");
+    body["canvasInitId"] = pair["initImageId"].clone();
+    body["canvasMaskId"] = pair["maskImageId"].clone();
+    let inpainted = rendered(&app, user, &body).await;
+    // Left of the mask's edge: the canvas picture; right of it: what the prompt renders.
+    let left = mean(&inpainted, |x, _| x < 28);
+    assert!(distance(left, [230.0, 10.0, 10.0]) < 30.0, "left {left:?}");
+    let right = mean(&inpainted, |x, _| x > 36);
+    assert!(distance(right, mean(&plain, |x, _| x > 36)) < 12.0, "right {right:?}");
+
+    // OUTPAINT: the transparent half of the canvas picture is painted, no mask needed.
+    let half = image::RgbaImage::from_fn(64, 64, |_, y| image::Rgba([10, 230, 10, if y < 32 { 255 } else { 0 }]));
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    half.write_to(&mut bytes, image::ImageFormat::Png).unwrap();
+    let pair = app.post(user, "/canvas-init-image", &json!({"initExtension": "png", "maskExtension": "png"})).await;
+    let pair = &pair.body["uploadCanvasInitImage"];
+    let fields: BTreeMap<String, String> = serde_json::from_str(pair["initFields"].as_str().unwrap()).unwrap();
+    assert_eq!(upload(pair["initUrl"].as_str().unwrap(), &fields, bytes.into_inner()).await.0, StatusCode::NO_CONTENT);
+    let mut body = plain_body.clone();
+    body["canvasRequest"] = json!(true);
+    body["canvasRequestType"] = json!("OUTPAINT");
+    body["canvasInitId"] = pair["initImageId"].clone();
+    let outpainted = rendered(&app, user, &body).await;
+    let top = mean(&outpainted, |_, y| y < 28);
+    assert!(distance(top, [10.0, 230.0, 10.0]) < 30.0, "top {top:?}");
+    let bottom = mean(&outpainted, |_, y| y > 36);
+    assert!(distance(bottom, mean(&plain, |_, y| y > 36)) < 12.0, "bottom {bottom:?}");
+}
+
+#[tokio::test]
+async fn controlnets_and_image_prompts_guide_the_built_in_renderer() {
+    let app = spawn_app_with(|config| {
+        config.backends.push(crate::backends::backend("gpu", easel::config::BackendKind::Sdapi, "http://127.0.0.1:9"));
+        config.models.push(crate::backends::model(crate::backends::OTHER_MODEL, "On a GPU", &["gpu"]));
+    })
+    .await;
+    let user = &app.admin;
+    let plain_body = json!({"prompt": "a quiet meadow", "width": 64, "height": 64, "num_images": 1, "seed": 7});
+    let plain = rendered(&app, user, &plain_body).await;
+
+    // An image prompt of pure green pulls the colours toward green.
+    let green = uploaded(&app, user, "png", picture(32, 32, [0, 255, 0], image::ImageFormat::Png)).await;
+    let mut body = plain_body.clone();
+    body["imagePrompts"] = json!([green]);
+    body["imagePromptWeight"] = json!(1.0);
+    let prompted = rendered(&app, user, &body).await;
+    let (before, after) = (mean(&plain, |_, _| true), mean(&prompted, |_, _| true));
+    assert!(distance(after, [0.0, 255.0, 0.0]) < distance(before, [0.0, 255.0, 0.0]) - 40.0, "{before:?} -> {after:?}");
+
+    // A controlnet's edges (a white square on black) are drawn into the picture.
+    let square = image::RgbImage::from_fn(64, 64, |x, y| {
+        image::Rgb(if (16..48).contains(&x) && (16..48).contains(&y) { [255; 3] } else { [0; 3] })
+    });
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    square.write_to(&mut bytes, image::ImageFormat::Png).unwrap();
+    let control = uploaded(&app, user, "png", bytes.into_inner()).await;
+    let mut body = plain_body.clone();
+    body["controlnets"] =
+        json!([{"initImageId": control, "initImageType": "UPLOADED", "preprocessorId": 19, "weight": 1.0}]);
+    let guided = rendered(&app, user, &body).await;
+    let on_edge = |x: u32, y: u32| (x == 16 || x == 15) && (20..44).contains(&y);
+    let (edge_before, edge_after) = (mean(&plain, on_edge), mean(&guided, on_edge));
+    assert!(
+        edge_after.iter().sum::<f64>() < edge_before.iter().sum::<f64>() * 0.6,
+        "{edge_before:?} -> {edge_after:?}"
+    );
+    let inside = |x: u32, y: u32| (24..40).contains(&x) && (24..40).contains(&y);
+    assert!(distance(mean(&plain, inside), mean(&guided, inside)) < 12.0, "away from edges the picture is unchanged");
+
+    // Refusals name the field.
+    let generated = app.create_generation(user, &plain_body).await;
+    let generated = app.finished_generation(user, &generated).await;
+    let image_id = generated["generated_images"][0]["id"].clone();
+    let mask_pair =
+        app.post(user, "/canvas-init-image", &json!({"initExtension": "png", "maskExtension": "png"})).await;
+    let mask_id = mask_pair.body["uploadCanvasInitImage"]["maskImageId"].clone();
+    let cases = [
+        (json!({"canvasRequest": true, "canvasInitId": control}), "canvasRequestType", "required"),
+        (
+            json!({"canvasRequest": true, "canvasRequestType": "INPAINT", "canvasInitId": control}),
+            "canvasMaskId",
+            "required for INPAINT",
+        ),
+        (json!({"canvasInitId": control}), "canvasRequest", "set to true"),
+        (
+            json!({"canvasRequest": true, "canvasRequestType": "IMG2IMG", "canvasInitId": mask_id}),
+            "canvasInitId",
+            "its mask",
+        ),
+        (
+            json!({"canvasRequest": true, "canvasRequestType": "PAINT", "canvasInitId": control}),
+            "canvasRequestType",
+            "INPAINT",
+        ),
+        (
+            json!({"controlnets": [{"initImageType": "UPLOADED", "preprocessorId": 19}]}),
+            "controlnets[0].initImageId",
+            "required",
+        ),
+        (
+            json!({"controlnets": [{"initImageId": control, "initImageType": "DRAWN", "preprocessorId": 19}]}),
+            "controlnets[0].initImageType",
+            "UPLOADED",
+        ),
+        (
+            json!({"controlnets": [{"initImageId": control, "initImageType": "UPLOADED"}]}),
+            "controlnets[0].preprocessorId",
+            "required",
+        ),
+        (
+            json!({"controlnets": [{"initImageId": control, "initImageType": "GENERATED", "preprocessorId": 19}]}),
+            "controlnets[0].initImageId",
+            "no image",
+        ),
+        (
+            json!({"controlnets": [{"initImageId": image_id, "initImageType": "UPLOADED", "preprocessorId": 19}]}),
+            "controlnets[0].initImageId",
+            "no init image",
+        ),
+        (
+            json!({"controlnets": [{"initImageId": control, "initImageType": "UPLOADED", "preprocessorId": 19, "weight": 3}]}),
+            "controlnets[0].weight",
+            "between 0 and 2",
+        ),
+        (json!({"imagePrompts": [7]}), "imagePrompts[0]", "string"),
+        (json!({"imagePrompts": [green], "imagePromptWeight": 2}), "imagePromptWeight", "between 0 and 1"),
+        (
+            json!({"imagePrompts": [green], "modelId": crate::backends::OTHER_MODEL}),
+            "imagePrompts",
+            "runs on inference backends (gpu)",
+        ),
+    ];
+    for (extra, field, words) in cases {
+        let mut body = json!({"prompt": "p", "width": 64, "height": 64});
+        for (key, value) in extra.as_object().unwrap() {
+            body[key] = value.clone();
+        }
+        let reply = app.post(user, "/generations", &body).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{body}: {}", reply.text);
+        let error = reply.body["error"].as_str().unwrap();
+        assert!(error.contains(&format!("`{field}`")) && error.contains(words), "{body}: {error}");
+    }
+    // A generated image as a controlnet works too.
+    let mut body = plain_body.clone();
+    body["controlnets"] = json!([{"initImageId": image_id, "initImageType": "GENERATED", "preprocessorId": 19}]);
+    rendered(&app, user, &body).await;
+}

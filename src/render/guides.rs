@@ -1,0 +1,147 @@
+//! How the built-in renderer follows the pictures that guide a generation: a canvas request
+//! composites the rendered picture into the canvas picture where the mask (or the canvas's
+//! transparency) says to paint; a controlnet's edges are drawn into the picture by its weight;
+//! image prompts pull its colours toward theirs. Deterministic, like everything it renders.
+
+use image::imageops::FilterType;
+use image::{DynamicImage, GrayImage, RgbImage, RgbaImage};
+
+use super::{Guides, RenderError};
+use crate::generation::GenerationParams;
+
+/// `picture` (the rendered one) changed as `guides` ask.
+pub fn apply(picture: &mut RgbImage, params: &GenerationParams, guides: &Guides) -> Result<(), RenderError> {
+    let (width, height) = picture.dimensions();
+    if let (Some(canvas), Some((init, mask))) = (&params.canvas, &guides.canvas) {
+        let init = decode("canvasInitId", init)?.resize_exact(width, height, FilterType::Triangle).to_rgba8();
+        let mask = mask
+            .as_ref()
+            .map(|mask| {
+                decode("canvasMaskId", mask).map(|m| m.resize_exact(width, height, FilterType::Triangle).to_luma8())
+            })
+            .transpose()?;
+        composite(picture, &init, mask.as_ref(), &canvas.request_type, params.init_strength);
+    }
+    for (control, weight) in &guides.controls {
+        let edges =
+            edges(&decode("controlnets", control)?.resize_exact(width, height, FilterType::Triangle).to_luma8());
+        for (pixel, edge) in picture.pixels_mut().zip(edges.pixels()) {
+            let darken = (f64::from(edge[0]) / 255.0 * weight * 0.8).min(1.0);
+            for channel in 0..3 {
+                pixel[channel] = (f64::from(pixel[channel]) * (1.0 - darken)) as u8;
+            }
+        }
+    }
+    if !guides.image_prompts.is_empty() {
+        let mut sum = [0f64; 3];
+        for prompt in &guides.image_prompts {
+            let colour = mean_colour(&decode("imagePrompts", prompt)?.to_rgb8());
+            for c in 0..3 {
+                sum[c] += colour[c] / guides.image_prompts.len() as f64;
+            }
+        }
+        let pull = params.image_prompt_weight.unwrap_or(0.5) * 0.6;
+        for pixel in picture.pixels_mut() {
+            for c in 0..3 {
+                pixel[c] = (f64::from(pixel[c]) * (1.0 - pull) + sum[c] * pull) as u8;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn decode(field: &str, bytes: &[u8]) -> Result<DynamicImage, RenderError> {
+    image::load_from_memory(bytes).map_err(|e| RenderError(format!("the {field} picture cannot be decoded: {e}")))
+}
+
+/// Where to paint (0..1 per pixel) and how the rendered picture joins the canvas picture:
+/// - `INPAINT`: where the mask is white;
+/// - `OUTPAINT`: where the mask is white or the canvas picture is transparent;
+/// - `IMG2IMG`, `SKETCH2IMG`: everywhere, keeping `init_strength` of the canvas picture (0.5 and
+///   0.65 when not given: a sketch keeps more of its lines).
+fn composite(picture: &mut RgbImage, init: &RgbaImage, mask: Option<&GrayImage>, kind: &str, strength: Option<f64>) {
+    let keep = match kind {
+        "SKETCH2IMG" => strength.unwrap_or(0.65),
+        _ => strength.unwrap_or(0.5),
+    };
+    for (x, y, pixel) in picture.enumerate_pixels_mut() {
+        let base = init.get_pixel(x, y);
+        let masked = mask.map_or(0.0, |m| f64::from(m.get_pixel(x, y)[0]) / 255.0);
+        let paint = match kind {
+            "INPAINT" => masked,
+            "OUTPAINT" => masked.max(1.0 - f64::from(base[3]) / 255.0),
+            _ => 1.0 - keep,
+        };
+        for c in 0..3 {
+            pixel[c] = (f64::from(base[c]) * (1.0 - paint) + f64::from(pixel[c]) * paint).round() as u8;
+        }
+    }
+}
+
+/// The strength of edges (Sobel on luminance), 0 to 255.
+fn edges(luma: &GrayImage) -> GrayImage {
+    let (width, height) = luma.dimensions();
+    let at = |x: i64, y: i64| {
+        f64::from(luma.get_pixel(x.clamp(0, width as i64 - 1) as u32, y.clamp(0, height as i64 - 1) as u32)[0])
+    };
+    GrayImage::from_fn(width, height, |x, y| {
+        let (x, y) = (i64::from(x), i64::from(y));
+        let gx = at(x + 1, y - 1) + 2.0 * at(x + 1, y) + at(x + 1, y + 1)
+            - at(x - 1, y - 1)
+            - 2.0 * at(x - 1, y)
+            - at(x - 1, y + 1);
+        let gy = at(x - 1, y + 1) + 2.0 * at(x, y + 1) + at(x + 1, y + 1)
+            - at(x - 1, y - 1)
+            - 2.0 * at(x, y - 1)
+            - at(x + 1, y - 1);
+        image::Luma([((gx * gx + gy * gy).sqrt() / 4.0).min(255.0) as u8])
+    })
+}
+
+fn mean_colour(picture: &RgbImage) -> [f64; 3] {
+    let count = f64::from(picture.width() * picture.height()).max(1.0);
+    let mut sum = [0f64; 3];
+    for pixel in picture.pixels() {
+        for c in 0..3 {
+            sum[c] += f64::from(pixel[c]);
+        }
+    }
+    sum.map(|s| s / count)
+}
+
+#[cfg(test)]
+mod tests {
+    use image::{Luma, Rgb, Rgba};
+
+    use super::*;
+
+    #[test]
+    fn inpainting_paints_only_where_the_mask_is_white() {
+        let mut picture = RgbImage::from_pixel(8, 8, Rgb([0, 0, 255]));
+        let init = RgbaImage::from_pixel(8, 8, Rgba([255, 0, 0, 255]));
+        let mask = GrayImage::from_fn(8, 8, |x, _| Luma([if x < 4 { 0 } else { 255 }]));
+        composite(&mut picture, &init, Some(&mask), "INPAINT", None);
+        assert_eq!(picture.get_pixel(1, 1), &Rgb([255, 0, 0]));
+        assert_eq!(picture.get_pixel(6, 1), &Rgb([0, 0, 255]));
+    }
+
+    #[test]
+    fn outpainting_fills_the_transparent_part_of_the_canvas() {
+        let mut picture = RgbImage::from_pixel(8, 8, Rgb([0, 0, 255]));
+        let init = RgbaImage::from_fn(8, 8, |_, y| Rgba([255, 0, 0, if y < 4 { 255 } else { 0 }]));
+        composite(&mut picture, &init, None, "OUTPAINT", None);
+        assert_eq!(picture.get_pixel(1, 1), &Rgb([255, 0, 0]));
+        assert_eq!(picture.get_pixel(1, 6), &Rgb([0, 0, 255]));
+    }
+
+    #[test]
+    fn edges_mark_the_outline_of_a_shape() {
+        let square = GrayImage::from_fn(16, 16, |x, y| {
+            Luma([if (4..12).contains(&x) && (4..12).contains(&y) { 255 } else { 0 }])
+        });
+        let outline = edges(&square);
+        assert!(outline.get_pixel(4, 8)[0] > 200, "{}", outline.get_pixel(4, 8)[0]);
+        assert_eq!(outline.get_pixel(8, 8)[0], 0);
+        assert_eq!(outline.get_pixel(0, 0)[0], 0);
+    }
+}
