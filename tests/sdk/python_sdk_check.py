@@ -9,10 +9,13 @@ silently replaces a nested object that fails validation with `Unset` (a missing 
 vanished `generations_by_pk`), so each key the SDK's model knows must come back set.
 """
 
+import json
 import os
+import struct
 import sys
 import time
 import warnings
+import zlib
 
 import httpx
 from leonardo_ai_sdk import LeonardoAiSDK
@@ -69,12 +72,52 @@ def checked(response, where):
     return response.object
 
 
-def download_jpeg(url, where):
+MAGIC = {"image/jpeg": b"\xff\xd8\xff", "image/png": b"\x89PNG\r\n\x1a\n"}
+
+
+def download(url, where, content_type="image/jpeg"):
+    """The bytes at `url`, which must be served as `content_type` and start like one."""
     reply = httpx.get(url, timeout=30)
     check(reply.status_code == 200, f"{where}: GET {url} -> {reply.status_code}")
-    check(reply.headers.get("content-type") == "image/jpeg", f"{where}: content type {reply.headers.get('content-type')}")
-    check(reply.content[:3] == b"\xff\xd8\xff", f"{where}: not a JPEG")
+    served = reply.headers.get("content-type")
+    check(served == content_type, f"{where}: content type {served}, not {content_type}")
+    check(reply.content.startswith(MAGIC[content_type]), f"{where}: not an {content_type} file")
     return reply.content
+
+
+def download_jpeg(url, where):
+    return download(url, where)
+
+
+def png(width, height, rgb):
+    """A minimal valid PNG, written by hand: one colour, 8-bit RGB, every row unfiltered."""
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    rows = (b"\x00" + bytes(rgb) * width) * height
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+def policy_fields(fields, key, where):
+    """The form fields of an upload policy, sent as one JSON string; their `key` is the policy's."""
+    check(isinstance(fields, str), f"{where}: fields {fields!r} is not a JSON string")
+    try:
+        decoded = json.loads(fields)
+    except ValueError as error:
+        fail(f"{where}: fields is not JSON ({error}): {fields!r}")
+    check(isinstance(decoded, dict), f"{where}: fields {fields!r} is not a JSON object")
+    check(all(isinstance(v, str) for v in decoded.values()), f"{where}: fields {fields!r} are not all strings")
+    check(decoded.get("key") == key, f"{where}: key {key!r} but fields.key {decoded.get('key')!r}")
+    return decoded
+
+
+def upload(url, fields, file):
+    """POSTs every policy field and then the `file` part to `url` as multipart/form-data, with
+    no key (the policy is the authorization); the status and body of the answer."""
+    reply = httpx.post(url, data=fields, files={"file": ("init.png", file, "image/png")}, timeout=30)
+    return reply.status_code, reply.text
 
 
 def wait_for(fetch, done, where, timeout=60):
@@ -224,6 +267,82 @@ def main():
             )
             cost = priced.calculate_production_api_service_cost.cost
             check(cost == created.sd_generation_job.api_credit_cost, f"pricing {cost} != apiCreditCost at {width}x{height}x{count}")
+
+    # Init images: a presigned upload policy, the upload itself (plain multipart to the policy's
+    # URL, no key), image-to-image from it, one upload per policy, canvas pairs, deletion.
+    with LeonardoAiSDK(bearer_auth=KEY, server_url=f"{BASE}/api/rest/v1", timeout_ms=30_000) as leo:
+        policy = checked(
+            leo.init_images.upload_init_image(request={"extension": "png"}), "uploadInitImage"
+        ).upload_init_image
+        check(policy is not None, "uploadInitImage: uploadInitImage is null")
+        check(isinstance(policy.id, str) and isinstance(policy.url, str), f"uploadInitImage: {policy}")
+        init_id = policy.id
+        fields = policy_fields(policy.fields, policy.key, "uploadInitImage")
+        check(fields.get("Content-Type") == "image/png", f"uploadInitImage: Content-Type field {fields}")
+        picture = png(64, 64, (220, 20, 20))
+        status, body = upload(policy.url, fields, picture)
+        check(status == 204, f"upload to {policy.url}: status {status}: {body}")
+
+        found = checked(leo.init_images.get_init_image_by_id(id=init_id), "getInitImageById").init_images_by_pk
+        check(found is not None and found.id == init_id, f"getInitImageById: {found}")
+        check(isinstance(found.created_at, str) and found.created_at, f"getInitImageById: createdAt {found.created_at!r}")
+        check(download(found.url, "init image", "image/png") == picture, "init image: the download is not the upload")
+
+        img2img = checked(
+            leo.image.create_generation(
+                request={
+                    "prompt": "a blue sky over green hills",
+                    "width": 64,
+                    "height": 64,
+                    "num_images": 1,
+                    "init_image_id": init_id,
+                    "init_strength": 0.5,
+                }
+            ),
+            "createGeneration (init_image_id)",
+        ).sd_generation_job
+        check(img2img is not None and isinstance(img2img.generation_id, str), "createGeneration (init_image_id): no generationId")
+        from_upload = wait_for(
+            lambda: checked(
+                leo.image.get_generation_by_id(id=img2img.generation_id), "getGenerationById (init_image_id)"
+            ).generations_by_pk,
+            lambda g: g is not None and g.status.value != "PENDING",
+            "image-to-image generation",
+        )
+        check(from_upload.status.value == "COMPLETE", f"image-to-image generation: status {from_upload.status}")
+        check(from_upload.init_strength == 0.5, f"image-to-image generation: initStrength {from_upload.init_strength}")
+        check(len(from_upload.generated_images) == 1, f"image-to-image generation: {len(from_upload.generated_images)} images")
+        download_jpeg(from_upload.generated_images[0].url, "image-to-image result")
+
+        status, body = upload(policy.url, fields, picture)
+        check(status == 403, f"second upload to the same policy: status {status}, not 403: {body}")
+        check("already used" in body, f"second upload to the same policy: body {body}")
+
+        pair = checked(
+            leo.init_images.upload_canvas_init_image(request={"initExtension": "png", "maskExtension": "png"}),
+            "uploadCanvasInitImage",
+        ).upload_canvas_init_image
+        check(pair is not None, "uploadCanvasInitImage: uploadCanvasInitImage is null")
+        check(pair.init_image_id != pair.mask_image_id, f"uploadCanvasInitImage: one id for both halves: {pair}")
+        for side, image_id, url, key, side_fields in [
+            ("init", pair.init_image_id, pair.init_url, pair.init_key, pair.init_fields),
+            ("mask", pair.mask_image_id, pair.mask_url, pair.mask_key, pair.mask_fields),
+        ]:
+            where = f"uploadCanvasInitImage ({side})"
+            check(isinstance(image_id, str) and isinstance(url, str), f"{where}: id {image_id!r}, url {url!r}")
+            decoded = policy_fields(side_fields, key, where)
+            status, body = upload(url, decoded, png(32, 32, (200, 200, 200)))
+            check(status == 204, f"{where}: upload to {url}: status {status}: {body}")
+
+        deleted = checked(leo.init_images.delete_init_image_by_id(id=init_id), "deleteInitImageById")
+        check(
+            deleted.delete_init_images_by_pk is not None and deleted.delete_init_images_by_pk.id == init_id,
+            f"deleteInitImageById: {deleted}",
+        )
+        again = checked(leo.init_images.delete_init_image_by_id(id=init_id), "deleteInitImageById (again)")
+        check(again.delete_init_images_by_pk is None, f"deleteInitImageById (again): {again}")
+        gone = checked(leo.init_images.get_init_image_by_id(id=init_id), "getInitImageById (deleted)")
+        check(gone.init_images_by_pk is None, f"getInitImageById (deleted): {gone}")
 
     # An operation Easel does not serve says so by name (501 in the error shape).
     with LeonardoAiSDK(bearer_auth=KEY, server_url=f"{BASE}/api/rest/v1") as leo:

@@ -20,6 +20,7 @@ import { createRequire } from "node:module";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { isDeepStrictEqual } from "node:util";
+import { deflateSync } from "node:zlib";
 
 const PINNED = "4.21.3";
 const SDK_DEFAULT_MODEL = "b24e16ff-06e3-43eb-8d33-4416c2d75876";
@@ -152,6 +153,76 @@ async function download(url, where, type = "image/jpeg") {
   check(served === type, `${where}: content type ${served}, not ${type}`);
   const bytes = new Uint8Array(await reply.arrayBuffer());
   check(MAGIC[type].every((byte, index) => bytes[index] === byte), `${where}: not an ${type} file`);
+  return bytes;
+}
+
+const CRC_TABLE = Array.from({ length: 256 }, (_, n) => {
+  let c = n;
+  for (let k = 0; k < 8; k++) {
+    c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+  }
+  return c >>> 0;
+});
+
+function crc32(bytes) {
+  let c = 0xffffffff;
+  for (const byte of bytes) {
+    c = CRC_TABLE[(c ^ byte) & 0xff] ^ (c >>> 8);
+  }
+  return (c ^ 0xffffffff) >>> 0;
+}
+
+/** A minimal valid PNG, written by hand: one colour, 8-bit RGB, every row unfiltered. */
+function png(width, height, rgb) {
+  const chunk = (type, data) => {
+    const typed = Buffer.concat([Buffer.from(type, "ascii"), data]);
+    const framed = Buffer.alloc(typed.length + 8);
+    framed.writeUInt32BE(data.length, 0);
+    typed.copy(framed, 4);
+    framed.writeUInt32BE(crc32(typed), typed.length + 4);
+    return framed;
+  };
+  const header = Buffer.alloc(13);
+  header.writeUInt32BE(width, 0);
+  header.writeUInt32BE(height, 4);
+  header.set([8, 2, 0, 0, 0], 8); // 8-bit, RGB, deflate, no filter method, no interlace
+  const row = Buffer.from([0, ...Array.from({ length: width }, () => rgb).flat()]);
+  const pixels = Buffer.concat(Array.from({ length: height }, () => row));
+  return Buffer.concat([
+    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+    chunk("IHDR", header),
+    chunk("IDAT", deflateSync(pixels)),
+    chunk("IEND", Buffer.alloc(0)),
+  ]);
+}
+
+/** The form fields of an upload policy, sent as one JSON string; their `key` is the policy's. */
+function policyFields(fields, key, where) {
+  check(typeof fields === "string", `${where}: fields ${show(fields)} is not a JSON string`);
+  let decoded;
+  try {
+    decoded = JSON.parse(fields);
+  } catch (error) {
+    throw new Failure(`${where}: fields is not JSON (${error.message}): ${fields}`);
+  }
+  check(isObject(decoded), `${where}: fields ${fields} is not a JSON object`);
+  check(Object.values(decoded).every((value) => typeof value === "string"), `${where}: fields ${fields} are not all strings`);
+  check(decoded.key === key, `${where}: key ${show(key)} but fields.key ${show(decoded.key)}`);
+  return decoded;
+}
+
+/**
+ * POSTs every policy field and then the `file` part to `url` as multipart/form-data, with no key
+ * (the policy is the authorization); the status and body of the answer.
+ */
+async function upload(url, fields, bytes) {
+  const form = new FormData();
+  for (const [name, value] of Object.entries(fields)) {
+    form.append(name, value);
+  }
+  form.append("file", new Blob([bytes], { type: "image/png" }), "init.png");
+  const reply = await fetch(url, { method: "POST", body: form });
+  return { status: reply.status, body: await reply.text() };
 }
 
 async function waitFor(fetchValue, done, where, timeoutMs = 60_000) {
@@ -418,6 +489,85 @@ async function main() {
     `promptImprove: ${show(improved)}`,
   );
   check(Number.isInteger(improved.apiCreditCost), `promptImprove: apiCreditCost ${show(improved.apiCreditCost)}`);
+
+  // Init images: a presigned upload policy, the upload itself (plain multipart to the policy's
+  // URL, no key), image-to-image from it, one upload per policy, canvas pairs, deletion.
+  const policy = (await checked(sdk, "uploadInitImage", () => leo.initImages.uploadInitImage({ extension: "png" })))
+    .uploadInitImage;
+  check(policy != null, "uploadInitImage: uploadInitImage is null");
+  check(typeof policy.id === "string" && typeof policy.url === "string", `uploadInitImage: ${show(policy)}`);
+  const initId = policy.id;
+  const fields = policyFields(policy.fields, policy.key, "uploadInitImage");
+  check(fields["Content-Type"] === "image/png", `uploadInitImage: Content-Type field in ${policy.fields}`);
+  const picture = png(64, 64, [220, 20, 20]);
+  const uploaded = await upload(policy.url, fields, picture);
+  check(uploaded.status === 204, `upload to ${policy.url}: status ${uploaded.status}: ${uploaded.body}`);
+
+  const initPath = `/init-image/${initId}`;
+  const readInit = async (where) =>
+    (await checked(sdk, where, () => leo.initImages.getInitImageById(initId), initPath)).initImagesByPk;
+  const found = await readInit("getInitImageById");
+  check(found?.id === initId, `getInitImageById: ${show(found)}`);
+  check(typeof found.createdAt === "string" && found.createdAt !== "", `getInitImageById: createdAt ${show(found.createdAt)}`);
+  const served = await download(found.url, "init image", "image/png");
+  check(Buffer.from(served).equals(picture), `init image: the download (${served.length} bytes) is not the upload (${picture.length})`);
+
+  const img2img = await checked(sdk, "createGeneration (initImageId)", () =>
+    leo.image.createGeneration({
+      prompt: "a blue sky over green hills",
+      width: 64,
+      height: 64,
+      numImages: 1,
+      initImageId: initId,
+      initStrength: 0.5,
+    }),
+  );
+  const img2imgId = img2img.sdGenerationJob?.generationId;
+  check(typeof img2imgId === "string", `createGeneration (initImageId): ${show(img2img)}`);
+  const readImg2img = async (plainPath) =>
+    (
+      await checked(
+        sdk,
+        "getGenerationById (initImageId)",
+        () => leo.image.getGenerationById(img2imgId),
+        plainPath,
+      )
+    ).generationsByPk;
+  await waitFor(readImg2img, (g) => g != null && g.status !== "PENDING", "image-to-image generation");
+  const fromUpload = await readImg2img(`/generations/${img2imgId}`);
+  check(fromUpload.status === "COMPLETE", `image-to-image generation: status ${fromUpload.status}`);
+  check(fromUpload.initStrength === 0.5, `image-to-image generation: initStrength ${fromUpload.initStrength}`);
+  check(fromUpload.generatedImages.length === 1, `image-to-image generation: ${fromUpload.generatedImages.length} images`);
+  await download(fromUpload.generatedImages[0].url, "image-to-image result");
+
+  const reused = await upload(policy.url, fields, picture);
+  check(reused.status === 403, `second upload to the same policy: status ${reused.status}, not 403: ${reused.body}`);
+  check(reused.body.includes("already used"), `second upload to the same policy: body ${reused.body}`);
+
+  const pair = (
+    await checked(sdk, "uploadCanvasInitImage", () =>
+      leo.initImages.uploadCanvasInitImage({ initExtension: "png", maskExtension: "png" }),
+    )
+  ).uploadCanvasInitImage;
+  check(pair != null, "uploadCanvasInitImage: uploadCanvasInitImage is null");
+  check(pair.initImageId !== pair.maskImageId, `uploadCanvasInitImage: one id for both halves: ${show(pair)}`);
+  for (const side of ["init", "mask"]) {
+    const where = `uploadCanvasInitImage (${side})`;
+    const [id, url] = [pair[`${side}ImageId`], pair[`${side}Url`]];
+    check(typeof id === "string" && typeof url === "string", `${where}: id ${show(id)}, url ${show(url)}`);
+    const sideFields = policyFields(pair[`${side}Fields`], pair[`${side}Key`], where);
+    const sent = await upload(url, sideFields, png(32, 32, [200, 200, 200]));
+    check(sent.status === 204, `${where}: upload to ${url}: status ${sent.status}: ${sent.body}`);
+  }
+
+  const deletedInit = await checked(sdk, "deleteInitImageById", () => leo.initImages.deleteInitImageById(initId));
+  check(deletedInit.deleteInitImagesByPk?.id === initId, `deleteInitImageById: ${show(deletedInit)}`);
+  const deletedAgain = await checked(sdk, "deleteInitImageById (again)", () =>
+    leo.initImages.deleteInitImageById(initId),
+  );
+  check(deletedAgain.deleteInitImagesByPk === null, `deleteInitImageById (again): ${show(deletedAgain)}`);
+  const goneInit = await readInit("getInitImageById (deleted)");
+  check(goneInit === null, `getInitImageById (deleted): ${show(goneInit)}`);
 
   // An operation Easel does not serve says so by name: 501 in the error shape, which the SDK
   // throws as an SDKError ("Unexpected Status or Content-Type: Status 501 ... Body: ...").
