@@ -469,6 +469,21 @@ impl Attempt {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Troubleshooting callbacks: `POST /webhook/test`
+// ---------------------------------------------------------------------------------------------
+
+/// `POST /webhook/test`: the test callback's delivery with its attempt log, and its one attempt.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TestCallback {
+    /// The receiver answered 2xx.
+    pub delivered: bool,
+    /// The attempt (`null` if none was recorded in time: the delivery is still pending).
+    pub attempt: Option<Attempt>,
+    pub delivery: Delivery,
+}
+
+// ---------------------------------------------------------------------------------------------
 // Outside the REST API: errors, `/healthz`, `/egress-ips`
 // ---------------------------------------------------------------------------------------------
 

@@ -40,6 +40,10 @@ pub enum ApiError {
     /// A Leonardo operation this server does not serve (the message names it).
     #[error("{0}")]
     NotSupported(String),
+    /// This node cannot do what its configuration asks (a key's secrets that do not open with its
+    /// master key, say).
+    #[error("misconfigured: {0}")]
+    Misconfigured(crate::webhook::attempt::AttemptError),
     /// The database failed: an outage or a bug.
     #[error("store error while serving a request")]
     Store(#[from] StoreError),
@@ -63,7 +67,7 @@ impl ApiError {
             ApiError::SlotsFull { .. } => (StatusCode::TOO_MANY_REQUESTS, "concurrency-limit"),
             ApiError::TooSoon { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate-limited"),
             ApiError::NotSupported(_) => (StatusCode::NOT_IMPLEMENTED, "not-supported"),
-            ApiError::Store(_) | ApiError::Storage(_) | ApiError::Panic(_) => {
+            ApiError::Store(_) | ApiError::Storage(_) | ApiError::Panic(_) | ApiError::Misconfigured(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "unexpected")
             }
         }

@@ -13,6 +13,7 @@ mod models;
 mod pricing;
 mod unsupported;
 mod variations;
+mod webhook_tools;
 
 use std::sync::Arc;
 
@@ -54,6 +55,10 @@ pub struct AppState {
     pub metrics_config: crate::config::MetricsConfig,
     /// This node's delivery engine, for the deliveries it holds (`None` where it does not run).
     pub delivery_queue: Option<crate::webhook::engine::DeliveryQueue>,
+    /// Opens API keys' webhook secrets, for the doctor and test callbacks.
+    pub master_key: crate::secrets::MasterKey,
+    /// The delivery settings the doctor examines a webhook with.
+    pub webhook: crate::config::WebhookConfig,
 }
 
 pub type ApiContext = Arc<AppState>;
@@ -70,6 +75,7 @@ pub fn router(state: ApiContext, api: bool) -> Router {
             .merge(me::router())
             .merge(models::router())
             .merge(pricing::router())
+            .merge(webhook_tools::router())
             .merge(unsupported::router());
         router = router.nest("/api/rest/v1", rest).merge(cdn::router());
     }
