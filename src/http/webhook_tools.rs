@@ -1,6 +1,7 @@
-//! Easel's tools for troubleshooting callbacks, on the caller's own API key: test callbacks
-//! (`POST /webhook/test`: one signed callback of the real shape, sent by the delivery engine, kept
-//! in the delivery log, never retried).
+//! Easel's tools for troubleshooting callbacks, on the caller's own API key: the doctor
+//! (`POST /webhook/doctor`, the same run as `easel doctor`, with the key's webhook URL, webhook key
+//! and signing secret) and test callbacks (`POST /webhook/test`: one signed callback of the real
+//! shape, sent by the delivery engine, kept in the delivery log, never retried).
 
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use crate::clock::now_ms;
 use crate::generation::FieldError;
 use crate::ids::DeliveryId;
 use crate::store::{NewDelivery, TEST_EVENT_TYPE};
+use crate::webhook::doctor::{self, Patient};
 use crate::webhook::engine::KeySecrets;
 use crate::webhook::outbox::endpoint_of;
 use crate::webhook::payload;
@@ -27,12 +29,13 @@ const POLL: Duration = Duration::from_millis(25);
 const RECORD_MARGIN: Duration = Duration::from_secs(5);
 
 pub fn router() -> Router<ApiContext> {
-    Router::new().route("/webhook/test", post(send_test_callback))
+    Router::new().route("/webhook/doctor", post(run_doctor)).route("/webhook/test", post(send_test_callback))
 }
 
-/// The caller's key's webhook URL and a test callback's body (with its generation id).
+/// The caller's key's webhook URL, secrets and a test callback's body (with its generation id).
 struct Webhook {
     url: String,
+    secrets: KeySecrets,
     generation_id: crate::ids::GenerationId,
     body: bytes::Bytes,
 }
@@ -53,7 +56,14 @@ fn webhook_of(state: &ApiContext, caller: &Caller) -> ApiResult<Webhook> {
         &state.images,
         now_ms(),
     )?;
-    Ok(Webhook { url, generation_id, body })
+    Ok(Webhook { url, secrets, generation_id, body })
+}
+
+/// Examines the caller's key's webhook, step by step (see [`doctor`]).
+async fn run_doctor(State(state): State<ApiContext>, caller: Caller) -> ApiResult<Json<wire::DoctorReport>> {
+    let webhook = webhook_of(&state, &caller)?;
+    let patient = Patient { url: webhook.url, secrets: webhook.secrets, body: webhook.body, own_signing_secret: true };
+    Ok(Json(doctor::run(&state.webhook, &patient).await))
 }
 
 /// Sends a test callback to the caller's key's webhook through the delivery engine and answers
