@@ -58,9 +58,9 @@ pub async fn run(config: &WebhookConfig, patient: &Patient) -> DoctorReport {
     examine(config, patient, &mut steps).await;
     let missing: Vec<&'static str> =
         STEPS.iter().copied().filter(|name| !steps.iter().any(|step| step.step == *name)).collect();
-    let failed_before = steps.iter().any(|step| step.verdict == DoctorVerdict::Fail);
+    let failed = steps.iter().find(|step| step.verdict == DoctorVerdict::Fail).map(|step| step.step);
     for name in missing {
-        let why = if failed_before { "skipped: an earlier step failed" } else { "skipped" };
+        let why = failed.map(|failed| format!("skipped: the {failed} step failed")).unwrap_or("skipped".into());
         steps.push(Step::new(name, DoctorVerdict::Skipped, why).into());
     }
     steps.sort_by_key(|step| STEPS.iter().position(|name| *name == step.step));
@@ -128,18 +128,21 @@ async fn examine(config: &WebhookConfig, patient: &Patient, steps: &mut Vec<Doct
     record(step);
     let Some(target) = target else { return };
 
-    // The tools of a delivery, this run's own: its verifier keeps what the server presents.
-    let verifier = match web_pki_verifier(config) {
-        Ok(inner) => Arc::new(DiagnosingVerifier::recording(inner)),
+    // The tools of a delivery, this run's own: its verifier keeps what the server presents. A
+    // setting they cannot work with fails the step it belongs to.
+    let tools = web_pki_verifier(config).and_then(|inner| {
+        let verifier = Arc::new(DiagnosingVerifier::recording(inner));
+        Ok((Connector::new(config, verifier.clone())?, verifier))
+    });
+    let (connector, verifier) = match tools {
+        Ok(tools) => tools,
         Err(e) => {
-            record(Step::new("dns", DoctorVerdict::Fail, e.to_string()).advice(CONFIGURATION_ADVICE));
-            return;
-        }
-    };
-    let connector = match Connector::new(config, verifier.clone()) {
-        Ok(connector) => connector,
-        Err(e) => {
-            record(Step::new("dns", DoctorVerdict::Fail, e.to_string()).advice(CONFIGURATION_ADVICE));
+            let step = match e.setting.as_str() {
+                "webhook.egress_ips" => "egress",
+                "webhook.extra_ca_certs" | "webhook" => "tls",
+                _ => "dns",
+            };
+            record(Step::new(step, DoctorVerdict::Fail, e.to_string()).advice(CONFIGURATION_ADVICE));
             return;
         }
     };

@@ -342,6 +342,20 @@ async fn addresses_the_ssrf_guard_refuses_fail_at_dns_naming_why() {
     assert!(step(&report, "url")["detail"].as_str().unwrap().contains("must use https://"), "{report:#}");
     assert_eq!(report["verdict"], "fail");
     assert_eq!(dns.queries_for("hooks.example.com"), 0);
+    assert_eq!(step(&report, "dns")["detail"], "skipped: the url step failed");
+
+    // A setting the doctor cannot work with fails the step it belongs to, saying whose it is to fix.
+    let mut broken = env.clone();
+    broken[0].1 = "/nonexistent/ca.pem".to_string();
+    let (ok, report) = easel_doctor_json(&broken, &["https://127.0.0.1:1/hook"]).await;
+    assert!(!ok);
+    let tls = step(&report, "tls");
+    assert!(
+        tls["detail"].as_str().unwrap().starts_with("webhook.extra_ca_certs: cannot read /nonexistent/ca.pem"),
+        "{tls}"
+    );
+    assert!(tls["advice"].as_str().unwrap().contains("Easel operator"), "{tls}");
+    assert_eq!(step(&report, "dns")["detail"], "skipped: the tls step failed");
 }
 
 #[tokio::test]
