@@ -165,10 +165,11 @@ async fn examine(config: &WebhookConfig, patient: &Patient, steps: &mut Vec<Doct
         }
     } else {
         drop(tcp);
-        record(
-            Step::new("tls", DoctorVerdict::Warn, "an http:// URL: callbacks travel unencrypted (webhook.allow_http is on)")
-                .advice("use an https:// URL: Leonardo's guide requires HTTPS, and anyone on the path can read and change plain HTTP"),
-        );
+        let plain = "an http:// URL: callbacks travel unencrypted (webhook.allow_http is on)";
+        record(Step::new("tls", DoctorVerdict::Warn, plain).advice(
+            "use an https:// URL: Leonardo's guide requires HTTPS, and anyone on the path can read and change \
+             plain HTTP",
+        ));
     }
 
     let client = WebhookClient::with_connector(config, connector);
@@ -195,8 +196,8 @@ async fn examine(config: &WebhookConfig, patient: &Patient, steps: &mut Vec<Doct
              from forgeries by their signature",
         )
         .advice(
-            "give the API key a webhook key (create a new key with --webhook-key) and have the receiver refuse callbacks \
-             without `authorization: Bearer <it>`",
+            "give the API key a webhook key (create a new key with --webhook-key) and have the receiver refuse \
+             callbacks without `authorization: Bearer <it>`",
         ),
         Some(_) => {
             let mut wrong = HeaderValue::from_str(&format!("Bearer easel-doctor-wrong-{}", DeliveryId::random()))
@@ -209,7 +210,8 @@ async fn examine(config: &WebhookConfig, patient: &Patient, steps: &mut Vec<Doct
                 webhook_id,
                 "a callback with a wrong bearer token",
                 "it accepts unauthenticated callbacks",
-                "refuse (with 401) every callback whose authorization header is not exactly `Bearer <your webhook key>`",
+                "refuse (with 401) every callback whose authorization header is not exactly \
+                 `Bearer <your webhook key>`",
             )
         }
     };
