@@ -1,4 +1,5 @@
-//! The `easel` command line: `serve`, `migrate`, and the operator commands for users and API keys.
+//! The `easel` command line: `serve`, `migrate`, the operator commands for users and API keys,
+//! and `doctor` for webhook URLs.
 //! Operator commands open the same database as the server (safe while it runs) and take `--json`
 //! for scripts.
 
@@ -52,6 +53,22 @@ enum Command {
     /// The inference backends of `[[backends]]`.
     #[command(subcommand)]
     Backends(BackendsCommand),
+    /// Examine a webhook URL step by step (URL, DNS and the SSRF guard, egress, TCP, TLS, a signed
+    /// test callback, authentication): why do callbacks not arrive? Exits 1 when a step fails.
+    Doctor {
+        /// The callback URL, as an API key's webhook URL.
+        #[arg(value_name = "URL")]
+        url: String,
+        /// The webhook callback API key, sent as `authorization: Bearer <KEY>` as callbacks send it.
+        #[arg(long, value_name = "KEY")]
+        webhook_key: Option<String>,
+        /// The key's signing secret (`whsec_...`), so the receiver can verify the test callback;
+        /// without it, a secret made up for this run signs it.
+        #[arg(long, value_name = "SECRET")]
+        signing_secret: Option<String>,
+        #[command(flatten)]
+        output: Output,
+    },
 }
 
 #[derive(Subcommand)]
@@ -217,7 +234,56 @@ async fn run(command: Command, config: Config) -> Result<(), Failure> {
         Command::Keys(command) => keys(command, &config).await,
         Command::Deliveries(command) => deliveries(command, &config).await,
         Command::Backends(BackendsCommand::List { output }) => backends_list(&config, output).await,
+        Command::Doctor { url, webhook_key, signing_secret, output } => {
+            doctor(&config, url, webhook_key, signing_secret, output).await
+        }
     }
+}
+
+/// `easel doctor`: the doctor's run on a URL, with a made-up key (and, without
+/// `--signing-secret`, a made-up signing secret).
+async fn doctor(
+    config: &Config,
+    url: String,
+    webhook_key: Option<String>,
+    signing_secret: Option<String>,
+    output: Output,
+) -> Result<(), Failure> {
+    use crate::webhook::doctor::{self, Patient};
+    let own_signing_secret = signing_secret.is_some();
+    let secret = signing_secret.unwrap_or_else(crate::secrets::new_signing_secret);
+    let signing = crate::webhook::signing::SigningKey::from_secret(&secret)
+        .ok_or_else(|| Failure("--signing-secret is not a signing secret (whsec_ followed by base64)".into()))?;
+    let secrets = crate::webhook::engine::KeySecrets::new(webhook_key.as_deref().map(str::as_bytes), signing)
+        .map_err(|e| Failure(format!("--webhook-key: {}", e.detail)))?;
+    let now = crate::clock::now_ms();
+    let key = store::ApiKey {
+        id: ApiKeyId::random(),
+        user_id: UserId::random(),
+        name: "easel doctor".into(),
+        created_at: now,
+        last_used_at: None,
+        webhook_url: Some(url.clone()),
+        webhook_api_key_sealed: None,
+        signing_secret_sealed: Vec::new(),
+        deleted_at: None,
+    };
+    let catalogue = crate::models::Catalogue::new(&config.models)?;
+    let images = crate::images::ImageStore::from_config(config, &config.public_url_or(config.listen))?;
+    let masked = secrets.webhook_api_key_masked.as_deref();
+    let (_, body) = crate::webhook::payload::test_event(&key, masked, &catalogue, &images, now)?;
+    let report = doctor::run(&config.webhook, &Patient { url, secrets, body, own_signing_secret }).await;
+    if output.json {
+        print_json(&report);
+    } else {
+        print!("{}", doctor::render(&report));
+    }
+    if report.verdict == wire::DoctorVerdict::Fail {
+        let failed: Vec<&str> =
+            report.steps.iter().filter(|s| s.verdict == wire::DoctorVerdict::Fail).map(|s| s.step).collect();
+        return Err(Failure(format!("the webhook doctor found a failing step: {}", failed.join(", "))));
+    }
+    Ok(())
 }
 
 async fn serve(config: Config) -> Result<(), Failure> {

@@ -338,7 +338,12 @@ impl DeliveryStatus {
     }
 }
 
-/// A webhook delivery to enqueue with a finished generation (the transactional outbox).
+/// The `event_type` of a test callback's delivery (`POST /webhook/test`). Its body is a real
+/// callback's (`image_generation.complete`); the delivery is sent once, never retried.
+pub const TEST_EVENT_TYPE: &str = "webhook.test";
+
+/// A webhook delivery to enqueue with a finished generation (the transactional outbox), or a
+/// test callback.
 #[derive(Clone, Debug)]
 pub struct NewDelivery {
     pub id: DeliveryId,

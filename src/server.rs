@@ -195,6 +195,8 @@ pub async fn start(config: Config) -> Result<Easel, StartError> {
         metrics,
         metrics_config: config.metrics.clone(),
         delivery_queue: delivery_queue.clone(),
+        master_key: master_key.clone(),
+        webhook: config.webhook.clone(),
         running,
         node_id: node_id.clone(),
     });

@@ -502,6 +502,130 @@ impl Attempt {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Troubleshooting callbacks: `POST /webhook/doctor` and `easel doctor --json`, `POST /webhook/test`
+// ---------------------------------------------------------------------------------------------
+
+/// How a doctor's step (or the whole run) came out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DoctorVerdict {
+    Ok,
+    /// Not run: an earlier step failed, or it does not apply.
+    Skipped,
+    Warn,
+    Fail,
+}
+
+impl DoctorVerdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DoctorVerdict::Ok => "ok",
+            DoctorVerdict::Skipped => "skipped",
+            DoctorVerdict::Warn => "warn",
+            DoctorVerdict::Fail => "fail",
+        }
+    }
+}
+
+/// One run of the webhook doctor against a URL: every step in order, and the worst verdict.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DoctorReport {
+    pub url: String,
+    /// `fail` if a step failed, else `warn` if one warned, else `ok`.
+    pub verdict: DoctorVerdict,
+    pub started_at: String,
+    pub duration_ms: u64,
+    pub steps: Vec<DoctorStep>,
+}
+
+/// One step: `url`, `dns`, `egress`, `tcp`, `tls`, `http`, `bearer`, `signature`. The keys after
+/// `advice` are present only on the steps they belong to.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DoctorStep {
+    pub step: &'static str,
+    pub verdict: DoctorVerdict,
+    /// What was found, in words.
+    pub detail: String,
+    /// What to do about it (`null` when nothing needs doing).
+    pub advice: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// `dns`: every address the host resolves to, and whether callbacks may go there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub addresses: Option<Vec<DoctorAddress>>,
+    /// `egress`: the addresses callbacks leave from (`webhook.egress_ips`; empty: any).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub egress_ips: Option<Vec<IpAddr>>,
+    /// `tcp`: a connection to each allowed address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connections: Option<Vec<DoctorConnection>>,
+    /// `tls`: the handshake, and the chain as the server sent it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<DoctorTls>,
+    /// `http`, `bearer`, `signature`: the request's attempt, as the attempt log shows attempts
+    /// (the excerpt is the response's first 200 bytes or so).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response: Option<Attempt>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DoctorAddress {
+    pub address: IpAddr,
+    pub allowed: bool,
+    /// Why the SSRF guard refuses it.
+    pub refusal: Option<&'static str>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DoctorConnection {
+    /// `IP:PORT`.
+    pub address: String,
+    /// `connected`, `refused`, `timeout` or `failed`.
+    pub outcome: &'static str,
+    pub duration_ms: u64,
+    /// The local address the connection left from (toward the proxy, with `webhook.proxy_url`).
+    pub from: Option<String>,
+    pub error_class: Option<&'static str>,
+    pub error_detail: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DoctorTls {
+    /// `TLSv1_3`, ...; `null` when the handshake failed.
+    pub protocol: Option<String>,
+    pub cipher: Option<String>,
+    /// Exactly as the server sent them, leaf first.
+    pub certificates: Vec<DoctorCertificate>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DoctorCertificate {
+    pub subject: String,
+    pub issuer: String,
+    pub not_before: String,
+    pub not_after: String,
+    /// The DNS names and IP addresses it is for.
+    pub names: Vec<String>,
+}
+
+/// `POST /webhook/test`: the test callback's delivery with its attempt log, and its one attempt.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TestCallback {
+    /// The receiver answered 2xx.
+    pub delivered: bool,
+    /// The attempt (`null` if none was recorded in time: the delivery is still pending).
+    pub attempt: Option<Attempt>,
+    pub delivery: Delivery,
+}
+
+// ---------------------------------------------------------------------------------------------
 // Outside the REST API: errors, `/healthz`, `/egress-ips`
 // ---------------------------------------------------------------------------------------------
 

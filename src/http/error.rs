@@ -47,6 +47,10 @@ pub enum ApiError {
     /// says which and how.
     #[error("{0}")]
     Upstream(String),
+    /// This node cannot do what its configuration asks (a key's secrets that do not open with its
+    /// master key, say).
+    #[error("misconfigured: {0}")]
+    Misconfigured(crate::webhook::attempt::AttemptError),
     /// The database failed: an outage or a bug.
     #[error("store error while serving a request")]
     Store(#[from] StoreError),
@@ -72,7 +76,7 @@ impl ApiError {
             ApiError::NotSupported(_) => (StatusCode::NOT_IMPLEMENTED, "not-supported"),
             ApiError::Upstream(_) => (StatusCode::BAD_GATEWAY, "upstream-failed"),
             ApiError::UploadRefused(_) => (StatusCode::FORBIDDEN, "upload-refused"),
-            ApiError::Store(_) | ApiError::Storage(_) | ApiError::Panic(_) => {
+            ApiError::Store(_) | ApiError::Storage(_) | ApiError::Panic(_) | ApiError::Misconfigured(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "unexpected")
             }
         }

@@ -96,3 +96,20 @@ pub fn parse_id<T: std::str::FromStr>(name: &str, text: &str) -> Result<T, ApiEr
     text.parse()
         .map_err(|_| ApiError::Invalid(FieldError::new(name, format!("`{name}` must be a UUID (got {text:?})"))))
 }
+
+/// An integer query parameter between `min` and `max` (`default` when absent), naming the
+/// parameter when it is not.
+pub fn query_number(
+    query: &std::collections::HashMap<String, String>,
+    name: &str,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<u64, FieldError> {
+    match query.get(name) {
+        None => Ok(default),
+        Some(text) => text.parse::<u64>().ok().filter(|n| (min..=max).contains(n)).ok_or_else(|| {
+            FieldError::new(name, format!("`{name}` must be an integer between {min} and {max} (got {text:?})"))
+        }),
+    }
+}

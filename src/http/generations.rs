@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use super::ApiContext;
 use super::error::{ApiError, ApiResult};
-use super::extract::{Caller, JsonBody, PathText, parse_id};
+use super::extract::{Caller, JsonBody, PathText, parse_id, query_number};
 use crate::clock::now_ms;
 use crate::generation::{FieldError, GenerationParams};
 use crate::ids::{GenerationId, ImageId, UserId};
@@ -103,16 +103,8 @@ async fn list_generations(
     Query(query): Query<HashMap<String, String>>,
 ) -> ApiResult<Json<wire::GenerationList>> {
     let user_id: UserId = parse_id("userId", &user_id)?;
-    let number = |name: &str, default: u64, min: u64, max: u64| -> Result<u64, FieldError> {
-        match query.get(name) {
-            None => Ok(default),
-            Some(text) => text.parse::<u64>().ok().filter(|n| (min..=max).contains(n)).ok_or_else(|| {
-                FieldError::new(name, format!("`{name}` must be an integer between {min} and {max} (got {text:?})"))
-            }),
-        }
-    };
-    let limit = number("limit", 10, 1, MAX_PAGE)?;
-    let offset = number("offset", 0, 0, i64::MAX as u64)?;
+    let limit = query_number(&query, "limit", 10, 1, MAX_PAGE)?;
+    let offset = query_number(&query, "offset", 0, 0, i64::MAX as u64)?;
     // Another user's generations are answered as if there were none.
     let generations = if user_id == caller.user.id {
         state.store.list_generations(user_id, offset, limit).await?

@@ -15,6 +15,7 @@ mod pricing;
 mod prompts;
 mod unsupported;
 mod variations;
+mod webhook_tools;
 
 use std::sync::Arc;
 
@@ -63,6 +64,10 @@ pub struct AppState {
     pub metrics_config: crate::config::MetricsConfig,
     /// This node's delivery engine, for the deliveries it holds (`None` where it does not run).
     pub delivery_queue: Option<crate::webhook::engine::DeliveryQueue>,
+    /// Opens API keys' webhook secrets, for the doctor and test callbacks.
+    pub master_key: crate::secrets::MasterKey,
+    /// The delivery settings the doctor examines a webhook with.
+    pub webhook: crate::config::WebhookConfig,
 }
 
 pub type ApiContext = Arc<AppState>;
@@ -81,6 +86,7 @@ pub fn router(state: ApiContext, api: bool) -> Router {
             .merge(pricing::router())
             .merge(prompts::router())
             .merge(init_images::router())
+            .merge(webhook_tools::router())
             .merge(unsupported::router());
         router = router.nest("/api/rest/v1", rest).merge(cdn::router());
         if state.uploads.is_local() {

@@ -232,6 +232,9 @@ pub trait Store: Send + Sync + 'static {
         outcome: &JobOutcome<String>,
     ) -> StoreResult<bool>;
 
+    /// Inserts a delivery that no generation's transaction carries (a test callback), due at its
+    /// `created_at` unless leased, with its payload; other nodes are told.
+    async fn enqueue_delivery(&self, delivery: &NewDelivery) -> StoreResult<()>;
     /// Claims up to `limit` pending deliveries that are due, oldest due first, leased to `owner`
     /// until `lease_until`, skipping the endpoints in `skip_endpoints` (those this node cannot send
     /// to right now) and the deliveries this node already holds (`held`).
@@ -274,7 +277,8 @@ pub trait Store: Send + Sync + 'static {
     /// already due or in flight is left as it is, and so is one redelivered less than
     /// `REDELIVERY_INTERVAL_MS` ago: a burst of requests sends it once.
     async fn retry_delivery(&self, id: DeliveryId, user: Option<UserId>, now: Millis) -> StoreResult<Redelivery>;
-    /// Retries every delivery that failed at or after `since`; returns how many.
+    /// Retries every delivery that failed at or after `since`, test callbacks aside (they are
+    /// never retried); returns how many.
     async fn retry_failed_deliveries(&self, since: Millis, now: Millis) -> StoreResult<u64>;
 }
 

@@ -16,11 +16,12 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::Uri;
-use hyper::http::{HeaderMap, Request, header};
+use hyper::http::{HeaderMap, HeaderValue, Request, header};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::RootCertStore;
+use rustls::client::WebPkiServerVerifier;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -30,9 +31,12 @@ use tokio_rustls::TlsConnector;
 pub use super::attempt::{AttemptError, ErrorClass};
 use super::guard::Guard;
 use super::schedule::parse_retry_after;
+use super::signing::SigningKey;
 use super::tls::{DiagnosingVerifier, explain};
 use crate::clock::{Millis, now_ms};
 use crate::config::{ProxyUrl, WebhookConfig};
+use crate::ids::DeliveryId;
+use crate::records::Attempt;
 use crate::setting::InvalidSetting;
 
 /// How much of a response body the attempt log keeps.
@@ -51,6 +55,22 @@ pub struct AttemptResponse {
     pub error: Option<AttemptError>,
 }
 
+impl AttemptResponse {
+    /// The attempt log's entry for this response, attempt number `attempt` of `delivery`.
+    pub fn logged(self, delivery: DeliveryId, attempt: u32) -> Attempt {
+        Attempt {
+            delivery_id: delivery,
+            attempt,
+            started_at: self.started_at,
+            duration_ms: self.duration.as_millis().min(u128::from(u32::MAX)) as u32,
+            status_code: self.status,
+            error_class: self.error.as_ref().map(|e| e.class.as_str().to_string()),
+            error_detail: self.error.map(|e| e.detail),
+            response_excerpt: self.excerpt,
+        }
+    }
+}
+
 /// Reads the PEM file of `[webhook] extra_ca_certs`.
 pub fn load_extra_roots(path: &Path) -> Result<Vec<CertificateDer<'static>>, InvalidSetting> {
     let invalid = |reason: String| InvalidSetting::new("webhook.extra_ca_certs", reason);
@@ -66,8 +86,8 @@ pub fn load_extra_roots(path: &Path) -> Result<Vec<CertificateDer<'static>>, Inv
     Ok(certificates)
 }
 
-/// TLS settings for callbacks: the web PKI roots plus the configured extra roots.
-pub fn tls_config(config: &WebhookConfig) -> Result<rustls::ClientConfig, InvalidSetting> {
+/// The web PKI verifier for callbacks: the built-in roots plus the configured extra roots.
+pub fn web_pki_verifier(config: &WebhookConfig) -> Result<Arc<WebPkiServerVerifier>, InvalidSetting> {
     let invalid = |reason: String| InvalidSetting::new("webhook.extra_ca_certs", reason);
     let mut roots = RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
     if let Some(path) = &config.extra_ca_certs {
@@ -77,18 +97,54 @@ pub fn tls_config(config: &WebhookConfig) -> Result<rustls::ClientConfig, Invali
                 .map_err(|e| invalid(format!("{}: unusable root certificate: {e}", path.display())).caused_by(e))?;
         }
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+    WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::new(rustls::crypto::ring::default_provider()))
         .build()
-        .map_err(|e| invalid(format!("cannot build a verifier for these roots: {e}")).caused_by(e))?;
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .map_err(|e| invalid(format!("cannot build a verifier for these roots: {e}")).caused_by(e))
+}
+
+/// TLS settings for callbacks: certificates judged (and explained) by `verifier`.
+pub fn tls_config(verifier: Arc<DiagnosingVerifier>) -> Result<rustls::ClientConfig, InvalidSetting> {
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .map_err(|e| InvalidSetting::new("webhook", format!("no usable TLS protocol version: {e}")).caused_by(e))?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(DiagnosingVerifier::new(verifier)))
+        .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(tls)
+}
+
+/// The `user-agent` of callbacks.
+pub const USER_AGENT: &str = concat!("Easel/", env!("CARGO_PKG_VERSION"));
+/// The header that marks a test callback (`easel-test: true`); its body has a real callback's
+/// shape, so nothing else tells it apart.
+pub const TEST_HEADER: &str = "easel-test";
+
+/// The headers of one callback attempt: the guide's, the bearer when the key has a webhook key,
+/// and the Standard Webhooks headers signing `body` at `timestamp` (seconds) under `webhook_id`.
+pub fn callback_headers(
+    webhook_id: &str,
+    timestamp: i64,
+    authorization: Option<&HeaderValue>,
+    signing: &SigningKey,
+    body: &[u8],
+    test: bool,
+) -> HeaderMap {
+    let mut headers = HeaderMap::with_capacity(8);
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(header::ACCEPT, HeaderValue::from_static("application/json, text/plain, */*"));
+    headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
+    if let Some(authorization) = authorization {
+        headers.insert(header::AUTHORIZATION, authorization.clone());
+    }
+    let signature = signing.sign(webhook_id, timestamp, body);
+    headers.insert("webhook-id", HeaderValue::from_str(webhook_id).expect("an id is a valid header value"));
+    headers.insert("webhook-timestamp", HeaderValue::from(timestamp));
+    headers.insert("webhook-signature", HeaderValue::from_str(&signature).expect("base64 is a valid header value"));
+    if test {
+        headers.insert(TEST_HEADER, HeaderValue::from_static("true"));
+    }
+    headers
 }
 
 /// Sends delivery attempts.
@@ -103,18 +159,17 @@ impl WebhookClient {
     /// Fails if the configuration cannot work here (an egress address not assigned to this
     /// machine, say).
     pub fn new(config: &WebhookConfig) -> Result<WebhookClient, InvalidSetting> {
-        let connector = Connector {
-            tls: TlsConnector::from(Arc::new(tls_config(config)?)),
-            connect_timeout: config.connect_timeout,
-            guard: Guard::from_config(config)?,
-            egress: Arc::new(Egress::new(&config.egress_ips)?),
-            proxy: config.proxy_url.as_ref().map(|proxy| Arc::new(Proxy::new(proxy))),
-        };
+        let verifier = DiagnosingVerifier::new(web_pki_verifier(config)?);
+        Ok(WebhookClient::with_connector(config, Connector::new(config, Arc::new(verifier))?))
+    }
+
+    /// A client whose connections `connector` opens (the doctor's, which records what it sees).
+    pub fn with_connector(config: &WebhookConfig, connector: Connector) -> WebhookClient {
         let http = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(config.per_endpoint_in_flight)
             .pool_idle_timeout(Duration::from_secs(60))
             .build(connector);
-        Ok(WebhookClient { http, timeout: config.timeout, max_response_bytes: config.max_response_bytes })
+        WebhookClient { http, timeout: config.timeout, max_response_bytes: config.max_response_bytes }
     }
 
     /// POSTs `body` to `url` with `headers`; never follows redirects.
@@ -276,6 +331,32 @@ impl tower_service::Service<Uri> for Connector {
 }
 
 impl Connector {
+    /// Connections as `config` says, with certificates judged by `verifier`.
+    pub fn new(config: &WebhookConfig, verifier: Arc<DiagnosingVerifier>) -> Result<Connector, InvalidSetting> {
+        Ok(Connector {
+            tls: TlsConnector::from(Arc::new(tls_config(verifier)?)),
+            connect_timeout: config.connect_timeout,
+            guard: Guard::from_config(config)?,
+            egress: Arc::new(Egress::new(&config.egress_ips)?),
+            proxy: config.proxy_url.as_ref().map(|proxy| Arc::new(Proxy::new(proxy))),
+        })
+    }
+
+    /// The SSRF guard every connection's host goes through.
+    pub fn guard(&self) -> &Guard {
+        &self.guard
+    }
+
+    /// The addresses connections leave from.
+    pub fn egress(&self) -> &Egress {
+        &self.egress
+    }
+
+    /// Connecting (TCP and TLS) must finish within this.
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
     async fn connect(&self, uri: Uri) -> Result<Stream, AttemptError> {
         let https = match uri.scheme_str() {
             Some("https") => true,
@@ -304,10 +385,21 @@ impl Connector {
         if !https {
             return Ok(Stream::Plain(tcp));
         }
-        let server_name = ServerName::try_from(host.clone()).map_err(|e| {
+        Ok(Stream::Tls(Box::new(self.handshake(&host, tcp, deadline).await?)))
+    }
+
+    /// The TLS handshake with `host` (its name is the SNI and what the certificate must hold) over
+    /// `tcp`, finished by `deadline`.
+    pub async fn handshake(
+        &self,
+        host: &str,
+        tcp: TcpStream,
+        deadline: tokio::time::Instant,
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, AttemptError> {
+        let server_name = ServerName::try_from(host.to_string()).map_err(|e| {
             AttemptError::new(ErrorClass::InvalidUrl, format!("{host:?} is not a valid TLS server name: {e}"))
         })?;
-        let tls = tokio::time::timeout_at(deadline, self.tls.connect(server_name, tcp))
+        tokio::time::timeout_at(deadline, self.tls.connect(server_name, tcp))
             .await
             .map_err(|_| {
                 AttemptError::new(
@@ -318,12 +410,11 @@ impl Connector {
                     ),
                 )
             })?
-            .map_err(|e| tls_error(&host, &e))?;
-        Ok(Stream::Tls(Box::new(tls)))
+            .map_err(|e| tls_error(host, &e))
     }
 
     /// A TCP stream to one of `addresses` (all checked), from an egress address.
-    async fn open(&self, addresses: &[SocketAddr]) -> Result<TcpStream, AttemptError> {
+    pub async fn open(&self, addresses: &[SocketAddr]) -> Result<TcpStream, AttemptError> {
         match &self.proxy {
             None => {
                 let reachable = self.egress.reachable(addresses)?;
@@ -373,7 +464,7 @@ impl Egress {
 
     /// The destinations an egress address of the same family can reach (all without egress
     /// addresses).
-    fn reachable(&self, destinations: &[SocketAddr]) -> Result<Vec<SocketAddr>, AttemptError> {
+    pub fn reachable(&self, destinations: &[SocketAddr]) -> Result<Vec<SocketAddr>, AttemptError> {
         if self.addresses.is_empty() {
             return Ok(destinations.to_vec());
         }

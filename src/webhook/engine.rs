@@ -19,21 +19,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hyper::http::{HeaderMap, HeaderValue, header};
+use hyper::http::{HeaderMap, HeaderValue};
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::client::{AttemptError, ErrorClass, WebhookClient, printable_excerpt};
-use super::schedule::{RetryPolicy, Verdict, verdict_for_status};
+use super::client::{AttemptError, ErrorClass, WebhookClient, callback_headers, printable_excerpt};
+use super::schedule::{RetryPolicy, Verdict, verdict_for_event, verdict_for_status};
 use super::signing::SigningKey;
 use crate::clock::{Millis, now_ms};
 use crate::config::WebhookConfig;
 use crate::ids::{ApiKeyId, DeliveryId};
-use crate::secrets::{MasterKey, seal_context};
-use crate::store::{Attempt, AttemptRecord, DeliveryJob, EndpointClaim, NextStep, Store};
-
-const USER_AGENT: &str = concat!("Easel/", env!("CARGO_PKG_VERSION"));
+use crate::secrets::{MasterKey, mask, seal_context};
+use crate::store::{ApiKey, Attempt, AttemptRecord, DeliveryJob, EndpointClaim, NextStep, Store, TEST_EVENT_TYPE};
 /// Deliveries this node holds in memory, as a multiple of `max_in_flight`.
 const HELD_PER_SLOT: usize = 4;
 /// Deliveries queued for one endpoint, beyond those in flight, as a multiple of
@@ -47,9 +45,50 @@ const RECORD_RESERVE: Duration = Duration::from_secs(1);
 const SECRET_CACHE_LIMIT: usize = 10_000;
 
 /// The secrets a key's callbacks need, opened once.
-struct KeySecrets {
-    authorization: Option<HeaderValue>,
-    signing: SigningKey,
+pub struct KeySecrets {
+    /// `Bearer <webhook callback API key>`, when the key has one.
+    pub authorization: Option<HeaderValue>,
+    /// The webhook callback API key as callback bodies show it (masked).
+    pub webhook_api_key_masked: Option<String>,
+    pub signing: SigningKey,
+}
+
+impl KeySecrets {
+    /// Opens `key`'s sealed webhook key and signing secret; a `configuration` error when they do
+    /// not open (another master key).
+    pub fn open(master_key: &MasterKey, key: &ApiKey) -> Result<KeySecrets, AttemptError> {
+        let unavailable = |why: &str| AttemptError::new(ErrorClass::Configuration, why);
+        let signing = master_key
+            .open(&key.signing_secret_sealed, &seal_context(key.id, "signing_secret"))
+            .ok()
+            .and_then(|secret| SigningKey::from_secret(&String::from_utf8_lossy(&secret)))
+            .ok_or_else(|| unavailable("the signing secret does not open with this master key"))?;
+        let webhook_api_key = match &key.webhook_api_key_sealed {
+            None => None,
+            Some(sealed) => Some(
+                master_key
+                    .open(sealed, &seal_context(key.id, "webhook_api_key"))
+                    .map_err(|_| unavailable("the webhook API key does not open with this master key"))?,
+            ),
+        };
+        KeySecrets::new(webhook_api_key.as_deref(), signing)
+    }
+
+    /// The secrets of a webhook key (`None`: callbacks carry no `authorization`) and a signing key.
+    pub fn new(webhook_api_key: Option<&[u8]>, signing: SigningKey) -> Result<KeySecrets, AttemptError> {
+        let authorization = match webhook_api_key {
+            None => None,
+            Some(secret) => {
+                let mut value = HeaderValue::from_bytes(&[b"Bearer ".as_slice(), secret].concat()).map_err(|_| {
+                    AttemptError::new(ErrorClass::Configuration, "the webhook API key is not a valid header value")
+                })?;
+                value.set_sensitive(true);
+                Some(value)
+            }
+        };
+        let webhook_api_key_masked = webhook_api_key.map(|secret| mask(&String::from_utf8_lossy(secret)));
+        Ok(KeySecrets { authorization, webhook_api_key_masked, signing })
+    }
 }
 
 #[derive(Default)]
@@ -318,17 +357,7 @@ impl DeliveryEngine {
                     (Some(_), Some(status)) => verdict_for_status(status, response.retry_after),
                     (Some(_), None) => Verdict::Retry { retry_after: None },
                 };
-                let attempt = Attempt {
-                    delivery_id: job.id,
-                    attempt: job.attempt_count + 1,
-                    started_at: response.started_at,
-                    duration_ms: response.duration.as_millis().min(u128::from(u32::MAX)) as u32,
-                    status_code: response.status,
-                    error_class: response.error.as_ref().map(|e| e.class.as_str().to_string()),
-                    error_detail: response.error.map(|e| e.detail),
-                    response_excerpt: response.excerpt,
-                };
-                (attempt, verdict)
+                (response.logged(job.id, job.attempt_count + 1), verdict)
             }
             Err(error) => {
                 let attempt = Attempt {
@@ -345,6 +374,7 @@ impl DeliveryEngine {
             }
         };
         self.metrics.attempt(attempt.error_class.as_deref(), f64::from(attempt.duration_ms) / 1000.0);
+        let verdict = verdict_for_event(&job.event_type, verdict);
         let next = self.policy.next_step(verdict, job.schedule_index, now_ms(), fastrand::f64());
         if let Some(class) = &attempt.error_class {
             tracing::warn!(
@@ -370,20 +400,9 @@ impl DeliveryEngine {
             ));
         }
         let secrets = self.secrets_for(job.api_key_id).await?;
-        let id = job.id.to_string();
-        let timestamp = now_ms() / 1000;
-        let mut headers = HeaderMap::with_capacity(8);
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        headers.insert(header::ACCEPT, HeaderValue::from_static("application/json, text/plain, */*"));
-        headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
-        if let Some(authorization) = &secrets.authorization {
-            headers.insert(header::AUTHORIZATION, authorization.clone());
-        }
-        let signature = secrets.signing.sign(&id, timestamp, &job.payload);
-        headers.insert("webhook-id", HeaderValue::from_str(&id).expect("a UUID is a valid header value"));
-        headers.insert("webhook-timestamp", HeaderValue::from(timestamp));
-        headers.insert("webhook-signature", HeaderValue::from_str(&signature).expect("base64 is a valid header value"));
-        Ok(headers)
+        let test = job.event_type == TEST_EVENT_TYPE;
+        let authorization = secrets.authorization.as_ref();
+        Ok(callback_headers(&job.id.to_string(), now_ms() / 1000, authorization, &secrets.signing, &job.payload, test))
     }
 
     /// The key's secrets, opened once and cached (webhook details are immutable).
@@ -398,26 +417,7 @@ impl DeliveryEngine {
             .await
             .map_err(|e| unavailable(format!("cannot read the API key: {e}")))?
             .ok_or_else(|| unavailable(format!("the API key {key} no longer exists")))?;
-        let signing = self
-            .master_key
-            .open(&record.signing_secret_sealed, &seal_context(key, "signing_secret"))
-            .ok()
-            .and_then(|secret| SigningKey::from_secret(&String::from_utf8_lossy(&secret)))
-            .ok_or_else(|| unavailable("the signing secret does not open with this master key".into()))?;
-        let authorization = match &record.webhook_api_key_sealed {
-            None => None,
-            Some(sealed) => {
-                let secret = self
-                    .master_key
-                    .open(sealed, &seal_context(key, "webhook_api_key"))
-                    .map_err(|_| unavailable("the webhook API key does not open with this master key".into()))?;
-                let mut value = HeaderValue::from_bytes(&[b"Bearer ".as_slice(), &secret].concat())
-                    .map_err(|_| unavailable("the webhook API key is not a valid header value".into()))?;
-                value.set_sensitive(true);
-                Some(value)
-            }
-        };
-        let secrets = Arc::new(KeySecrets { authorization, signing });
+        let secrets = Arc::new(KeySecrets::open(&self.master_key, &record)?);
         let mut cache = self.secrets.lock().expect("lock");
         if cache.len() >= SECRET_CACHE_LIMIT {
             cache.clear();

@@ -245,13 +245,19 @@ impl HostResolver {
         port: u16,
     ) -> Result<Vec<SocketAddr>, AttemptError> {
         let addresses = self.resolve(host, port).await?;
+        policy.allowed(host, addresses)
+    }
+}
+
+impl DestinationPolicy {
+    /// The addresses of `host` this policy allows; an error naming every refused address (and why)
+    /// when none is.
+    pub fn allowed(&self, host: &str, addresses: Vec<SocketAddr>) -> Result<Vec<SocketAddr>, AttemptError> {
         let (allowed, refused): (Vec<SocketAddr>, Vec<SocketAddr>) =
-            addresses.into_iter().partition(|address| policy.refusal(address.ip()).is_none());
+            addresses.into_iter().partition(|address| self.refusal(address.ip()).is_none());
         if allowed.is_empty() {
-            let reasons: Vec<String> = refused
-                .iter()
-                .map(|a| format!("{} ({})", a.ip(), policy.refusal(a.ip()).unwrap_or("blocked")))
-                .collect();
+            let reasons: Vec<String> =
+                refused.iter().map(|a| format!("{} ({})", a.ip(), self.refusal(a.ip()).unwrap_or("blocked"))).collect();
             let what = if host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().is_ok() {
                 format!("{host} is a blocked address: {}", reasons.join(", "))
             } else {

@@ -12,10 +12,12 @@
 //! - [`tls`]: certificate verification with diagnoses;
 //! - [`client`]: the HTTP(S) client and the classification of failures;
 //! - [`engine`]: claiming, concurrency caps, sending and recording; the hand-off queue;
-//! - [`report`]: deliveries and attempts as REST and the CLI show them.
+//! - [`report`]: deliveries and attempts as REST and the CLI show them;
+//! - [`doctor`]: a URL examined step by step (`easel doctor`, `POST /webhook/doctor`).
 
 pub mod attempt;
 pub mod client;
+pub mod doctor;
 pub mod engine;
 pub mod guard;
 pub mod outbox;

@@ -4,7 +4,7 @@
 use std::time::{Duration, SystemTime};
 
 use crate::clock::Millis;
-use crate::records::NextStep;
+use crate::records::{NextStep, TEST_EVENT_TYPE};
 
 /// How an attempt ended, as far as retrying is concerned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -14,8 +14,18 @@ pub enum Verdict {
     Retry {
         retry_after: Option<Duration>,
     },
-    /// Failed for good (410 Gone).
+    /// Failed for good (410 Gone; any failure of a test callback).
     Stop,
+}
+
+/// The verdict for an attempt of a delivery of `event_type`: a test callback (`POST
+/// /webhook/test`) is sent once, so its failure is final. Nobody is owed it, the caller reads its
+/// outcome at once, and a retry hours later would only surprise the receiver.
+pub fn verdict_for_event(event_type: &str, verdict: Verdict) -> Verdict {
+    match verdict {
+        Verdict::Retry { .. } if event_type == TEST_EVENT_TYPE => Verdict::Stop,
+        other => other,
+    }
 }
 
 /// The verdict for an HTTP status. Any 2xx is success; 410 stops; everything else is retried
@@ -112,6 +122,15 @@ mod tests {
         let asked = Some(Duration::from_secs(9));
         assert_eq!(verdict_for_status(429, asked), Verdict::Retry { retry_after: asked });
         assert_eq!(verdict_for_status(503, asked), Verdict::Retry { retry_after: asked });
+    }
+
+    #[test]
+    fn a_failed_test_callback_is_never_retried() {
+        let retry = Verdict::Retry { retry_after: Some(Duration::from_secs(9)) };
+        assert_eq!(verdict_for_event(TEST_EVENT_TYPE, retry), Verdict::Stop);
+        assert_eq!(verdict_for_event(TEST_EVENT_TYPE, Verdict::Delivered), Verdict::Delivered);
+        assert_eq!(verdict_for_event("image_generation.complete", retry), retry);
+        assert_eq!(policy().next_step(verdict_for_event(TEST_EVENT_TYPE, retry), 0, 0, 0.5), NextStep::Failed);
     }
 
     #[test]

@@ -2,27 +2,87 @@
 //! failed verification is explained in words a receiver's operator can act on: how many
 //! certificates the server sent and which issuer could not be found (a missing intermediate), a
 //! self-signed or untrusted root, expiry dates, the names a certificate does hold, a protocol or
-//! cipher mismatch.
+//! cipher mismatch. A recording verifier also keeps the chain the server sent, for the doctor.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{AlertDescription, CertificateError, DigitallySignedStruct, Error, OtherError, SignatureScheme};
 
-use crate::clock::rfc3339_ms;
+use crate::clock::{Millis, rfc3339_ms};
 
 /// Wraps the web PKI verifier and replaces its terse errors with a diagnosis.
 #[derive(Debug)]
 pub struct DiagnosingVerifier {
     inner: Arc<WebPkiServerVerifier>,
+    /// What the server presented in the last handshake, when recording: the doctor shows it
+    /// whether or not it verifies.
+    presented: Option<Mutex<Presented>>,
+}
+
+/// The certificates a server sent, exactly as sent (leaf first), and what was wrong with them.
+#[derive(Clone, Debug, Default)]
+pub struct Presented {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub problem: Option<Problem>,
+}
+
+/// What is wrong with a certificate chain, for advice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Problem {
+    IncompleteChain,
+    SelfSigned,
+    UntrustedRoot,
+    ForeignSignature,
+    Expired,
+    NotYetValid,
+    NameMismatch,
+}
+
+impl Problem {
+    /// What the receiver's operator should do about it.
+    pub fn advice(self) -> &'static str {
+        match self {
+            Problem::IncompleteChain => {
+                "configure the server to send its certificate followed by the intermediate certificates (the \
+                 \"full chain\" file of your CA or ACME client), then check with `openssl s_client -showcerts \
+                 -connect HOST:PORT -servername HOST`"
+            }
+            Problem::SelfSigned | Problem::UntrustedRoot => {
+                "use a certificate from a public CA (Let's Encrypt is free); for a private CA, the Easel operator \
+                 must add its root to webhook.extra_ca_certs"
+            }
+            Problem::ForeignSignature => {
+                "reissue the server's certificate from the CA that is trusted, or trust the CA that signed it"
+            }
+            Problem::Expired => "renew the certificate and reload the server",
+            Problem::NotYetValid => "check the server's clock and the certificate's dates; use one already valid",
+            Problem::NameMismatch => {
+                "use a certificate whose names include the webhook URL's host, or change the URL to a name the \
+                 certificate holds"
+            }
+        }
+    }
 }
 
 impl DiagnosingVerifier {
     pub fn new(inner: Arc<WebPkiServerVerifier>) -> DiagnosingVerifier {
-        DiagnosingVerifier { inner }
+        DiagnosingVerifier { inner, presented: None }
+    }
+
+    /// A verifier that also keeps what each server presents (one diagnosis at a time: not for the
+    /// delivery client, whose handshakes run concurrently).
+    pub fn recording(inner: Arc<WebPkiServerVerifier>) -> DiagnosingVerifier {
+        DiagnosingVerifier { inner, presented: Some(Mutex::new(Presented::default())) }
+    }
+
+    /// What the server presented in the last handshake (nothing when not recording, or before
+    /// any handshake).
+    pub fn presented(&self) -> Presented {
+        self.presented.as_ref().map(|presented| presented.lock().expect("lock").clone()).unwrap_or_default()
     }
 }
 
@@ -47,13 +107,19 @@ impl ServerCertVerifier for DiagnosingVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
-        self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now).map_err(|error| {
-            match diagnose(&error, end_entity, intermediates) {
-                Some(words) => {
-                    Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(Diagnosis(words)))))
-                }
-                None => error,
+        let verified = self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now);
+        let diagnosis = verified.as_ref().err().and_then(|error| diagnose(error, end_entity, intermediates));
+        if let Some(presented) = &self.presented {
+            *presented.lock().expect("lock") = Presented {
+                chain: std::iter::once(end_entity).chain(intermediates).map(|c| c.clone().into_owned()).collect(),
+                problem: diagnosis.as_ref().map(|(problem, _)| *problem),
+            };
+        }
+        verified.map_err(|error| match diagnosis {
+            Some((_, words)) => {
+                Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(Diagnosis(words)))))
             }
+            None => error,
         })
     }
 
@@ -80,32 +146,53 @@ impl ServerCertVerifier for DiagnosingVerifier {
     }
 }
 
-/// Subject and issuer of a certificate, as distinguished names.
-fn names(certificate: &CertificateDer<'_>) -> Option<(String, String)> {
-    let (_, parsed) = x509_parser::parse_x509_certificate(certificate.as_ref()).ok()?;
-    Some((parsed.subject().to_string(), parsed.issuer().to_string()))
+/// What a certificate says: the doctor prints it, and the diagnoses quote it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertificateSummary {
+    /// Distinguished names, as `CN=..., O=...`.
+    pub subject: String,
+    pub issuer: String,
+    pub not_before: Millis,
+    pub not_after: Millis,
+    /// The DNS names and IP addresses it is for (subject alternative names).
+    pub names: Vec<String>,
 }
 
-/// The DNS names and IP addresses a certificate is for.
-fn subject_alt_names(certificate: &CertificateDer<'_>) -> Option<Vec<String>> {
+impl CertificateSummary {
+    pub fn self_signed(&self) -> bool {
+        self.subject == self.issuer
+    }
+}
+
+/// Reads a certificate (`None` if it does not parse as X.509).
+pub fn describe(certificate: &CertificateDer<'_>) -> Option<CertificateSummary> {
     use x509_parser::extensions::GeneralName;
     let (_, parsed) = x509_parser::parse_x509_certificate(certificate.as_ref()).ok()?;
-    let extension = parsed.subject_alternative_name().ok()??;
-    let names = extension
-        .value
-        .general_names
-        .iter()
-        .filter_map(|name| match name {
-            GeneralName::DNSName(dns) => Some(dns.to_string()),
-            GeneralName::IPAddress(bytes) => match bytes.len() {
-                4 => Some(std::net::IpAddr::from(<[u8; 4]>::try_from(*bytes).ok()?).to_string()),
-                16 => Some(std::net::IpAddr::from(<[u8; 16]>::try_from(*bytes).ok()?).to_string()),
+    let names = match parsed.subject_alternative_name() {
+        Ok(Some(extension)) => extension
+            .value
+            .general_names
+            .iter()
+            .filter_map(|name| match name {
+                GeneralName::DNSName(dns) => Some(dns.to_string()),
+                GeneralName::IPAddress(bytes) => match bytes.len() {
+                    4 => Some(std::net::IpAddr::from(<[u8; 4]>::try_from(*bytes).ok()?).to_string()),
+                    16 => Some(std::net::IpAddr::from(<[u8; 16]>::try_from(*bytes).ok()?).to_string()),
+                    _ => None,
+                },
                 _ => None,
-            },
-            _ => None,
-        })
-        .collect();
-    Some(names)
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let validity = parsed.validity();
+    Some(CertificateSummary {
+        subject: parsed.subject().to_string(),
+        issuer: parsed.issuer().to_string(),
+        not_before: validity.not_before.timestamp() * 1000,
+        not_after: validity.not_after.timestamp() * 1000,
+        names,
+    })
 }
 
 fn time(t: &UnixTime) -> String {
@@ -116,57 +203,72 @@ fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
-fn diagnose(error: &Error, end_entity: &CertificateDer<'_>, intermediates: &[CertificateDer<'_>]) -> Option<String> {
+fn diagnose(
+    error: &Error,
+    end_entity: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+) -> Option<(Problem, String)> {
     let Error::InvalidCertificate(problem) = error else { return None };
     let sent = 1 + intermediates.len();
     Some(match problem {
         CertificateError::UnknownIssuer => {
-            let last = intermediates.last().unwrap_or(end_entity);
-            let (subject, issuer) = names(last)?;
-            if subject == issuer && sent == 1 {
-                format!("the certificate is self-signed (\"{subject}\") and no trusted authority issued it")
-            } else if subject == issuer {
-                format!(
+            let last = describe(intermediates.last().unwrap_or(end_entity))?;
+            let (subject, issuer) = (&last.subject, &last.issuer);
+            if last.self_signed() && sent == 1 {
+                let words =
+                    format!("the certificate is self-signed (\"{subject}\") and no trusted authority issued it");
+                (Problem::SelfSigned, words)
+            } else if last.self_signed() {
+                let words = format!(
                     "the server sent {sent} certificate{}, ending in the self-signed root \"{subject}\", which is not a trusted root",
                     plural(sent)
-                )
+                );
+                (Problem::UntrustedRoot, words)
             } else if sent == 1 {
-                format!(
+                let words = format!(
                     "incomplete certificate chain: the server sent only its own certificate (\"{subject}\"); the \
                      certificate of its issuer \"{issuer}\" is missing and no trusted root is that issuer: configure \
                      the server to send its intermediate certificates"
-                )
+                );
+                (Problem::IncompleteChain, words)
             } else {
-                format!(
+                let words = format!(
                     "the server sent {sent} certificates; the issuer of the last one, \"{issuer}\", is neither among \
                      them nor a trusted root: the chain is incomplete or its root is not trusted"
-                )
+                );
+                (Problem::IncompleteChain, words)
             }
         }
         CertificateError::BadSignature => {
-            let last = intermediates.last().unwrap_or(end_entity);
-            let (_, issuer) = names(last)?;
-            format!(
+            let issuer = describe(intermediates.last().unwrap_or(end_entity))?.issuer;
+            let words = format!(
                 "the certificate names \"{issuer}\" as its issuer, and a trusted authority has that name, but that \
                  authority's key did not sign it: the authority was regenerated with a new key, or another CA took \
                  its name. Reissue the server's certificate from the authority that is trusted (or trust the one that \
                  signed it)"
-            )
+            );
+            (Problem::ForeignSignature, words)
         }
         CertificateError::ExpiredContext { time: now, not_after } => {
-            format!("the certificate expired at {} (it is now {})", time(not_after), time(now))
+            (Problem::Expired, format!("the certificate expired at {} (it is now {})", time(not_after), time(now)))
         }
         CertificateError::NotValidYetContext { time: now, not_before } => {
-            format!("the certificate is not valid before {} (it is now {})", time(not_before), time(now))
+            let words = format!("the certificate is not valid before {} (it is now {})", time(not_before), time(now));
+            (Problem::NotYetValid, words)
         }
         CertificateError::NotValidForNameContext { expected, presented } => {
-            let names = subject_alt_names(end_entity).unwrap_or_else(|| presented.clone());
+            let names = describe(end_entity)
+                .map(|leaf| leaf.names)
+                .filter(|names| !names.is_empty())
+                .unwrap_or_else(|| presented.clone());
             let held = if names.is_empty() { "no names".to_string() } else { names.join(", ") };
-            format!("the certificate is for {held}, not {}", expected.to_str())
+            (Problem::NameMismatch, format!("the certificate is for {held}, not {}", expected.to_str()))
         }
-        CertificateError::Expired => "the certificate has expired".to_string(),
-        CertificateError::NotValidYet => "the certificate is not valid yet".to_string(),
-        CertificateError::NotValidForName => "the certificate is not valid for this host name".to_string(),
+        CertificateError::Expired => (Problem::Expired, "the certificate has expired".to_string()),
+        CertificateError::NotValidYet => (Problem::NotYetValid, "the certificate is not valid yet".to_string()),
+        CertificateError::NotValidForName => {
+            (Problem::NameMismatch, "the certificate is not valid for this host name".to_string())
+        }
         _ => return None,
     })
 }

@@ -11,6 +11,7 @@ mod backends;
 mod child;
 mod comfyui_api;
 mod dns;
+mod doctor;
 mod hardening;
 mod helpers;
 mod init_images;

@@ -128,10 +128,13 @@ async fn metrics_count_real_traffic_with_bounded_labels() {
     // An unknown id: counted under the route's pattern, never the raw path.
     let missing = app.get(&hooked.user, "/generations/00000000-0000-4000-8000-000000000000").await;
     assert_eq!(missing.status, StatusCode::OK);
+    // An attempt is counted when it ends, and its delivery leaves `pending` when the recorder's
+    // batch commits a moment later: wait for both.
     let after = eventually(Duration::from_secs(10), || async {
         let text = scrape(&app).await;
         let delivered = r#"easel_webhook_attempts_total{outcome="delivered",error_class="none"}"#;
-        (sample(&text, delivered) - sample(&before, delivered) == 3.0).then_some(text)
+        let recorded = sample(&text, "easel_webhook_deliveries_pending") == 0.0;
+        (sample(&text, delivered) - sample(&before, delivered) == 3.0 && recorded).then_some(text)
     })
     .await;
     let delta = |series: &str| sample(&after, series) - sample(&before, series);

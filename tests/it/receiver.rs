@@ -56,6 +56,52 @@ impl TestCa {
     }
 }
 
+/// TLS for a test server with `identity`.
+fn acceptor(identity: ServerIdentity) -> TlsAcceptor {
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(identity.key));
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(identity.chain, key)
+        .unwrap();
+    TlsAcceptor::from(Arc::new(config))
+}
+
+/// A CA hierarchy: root (trusted through extra_ca_certs) -> intermediate -> leaves.
+pub struct Hierarchy {
+    pub root: TestCa,
+    intermediate: Issuer<'static, KeyPair>,
+    pub intermediate_der: CertificateDer<'static>,
+}
+
+impl Hierarchy {
+    pub fn new() -> Hierarchy {
+        let root = TestCa::new();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, "Easel Test Intermediate CA");
+        let key = KeyPair::generate().unwrap();
+        let certificate = params.signed_by(&key, root.issuer()).unwrap();
+        Hierarchy { root, intermediate_der: certificate.der().clone(), intermediate: Issuer::new(params, key) }
+    }
+
+    /// A leaf for `names` (the first is also its common name), signed by the intermediate.
+    pub fn leaf(
+        &self,
+        names: &[&str],
+        edit: impl FnOnce(&mut CertificateParams),
+    ) -> (CertificateDer<'static>, Vec<u8>) {
+        let mut params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, names[0]);
+        edit(&mut params);
+        let key = KeyPair::generate().unwrap();
+        let certificate = params.signed_by(&key, &self.intermediate).unwrap();
+        (certificate.der().clone(), key.serialize_der())
+    }
+}
+
 /// One request a receiver got.
 #[derive(Clone, Debug)]
 pub struct Received {
@@ -111,7 +157,8 @@ impl Reply {
     }
 }
 
-type Respond = Arc<dyn Fn(usize) -> Reply + Send + Sync>;
+/// How a receiver answers: from the request's number (0 for the first) and the request.
+type Respond = Arc<dyn Fn(usize, &Received) -> Reply + Send + Sync>;
 
 /// A running receiver; stops when dropped.
 pub struct TestReceiver {
@@ -135,26 +182,29 @@ impl TestReceiver {
         Self::https_with(ca.identity(&["localhost", "127.0.0.1"]), "127.0.0.1:0", respond).await
     }
 
+    /// Like [`TestReceiver::https`], answering each request as `judge` says after reading it
+    /// (a receiver that checks the bearer token and the signature, say).
+    pub async fn https_judging(
+        ca: &TestCa,
+        judge: impl Fn(&Received) -> Reply + Send + Sync + 'static,
+    ) -> TestReceiver {
+        let identity = ca.identity(&["localhost", "127.0.0.1"]);
+        Self::start("127.0.0.1:0", Some(acceptor(identity)), Arc::new(move |_, request: &Received| judge(request)))
+            .await
+    }
+
     /// An HTTPS receiver with the given certificate chain, listening on `bind`.
     pub async fn https_with(
         identity: ServerIdentity,
         bind: &str,
         respond: impl Fn(usize) -> Reply + Send + Sync + 'static,
     ) -> TestReceiver {
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(identity.key));
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(identity.chain, key)
-            .unwrap();
-        Self::start(bind, Some(TlsAcceptor::from(Arc::new(config))), Arc::new(respond)).await
+        Self::start(bind, Some(acceptor(identity)), Arc::new(move |number, _: &Received| respond(number))).await
     }
 
     /// A plain HTTP receiver (for `webhook.allow_http`).
     pub async fn http(respond: impl Fn(usize) -> Reply + Send + Sync + 'static) -> TestReceiver {
-        Self::start("127.0.0.1:0", None, Arc::new(respond)).await
+        Self::start("127.0.0.1:0", None, Arc::new(move |number, _: &Received| respond(number))).await
     }
 
     async fn start(bind: &str, tls: Option<TlsAcceptor>, respond: Respond) -> TestReceiver {
@@ -177,13 +227,14 @@ impl TestReceiver {
                             let path = request.uri().path().to_string();
                             let headers = request.headers().clone();
                             let body = request.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                            let received = Received { path, headers, body, peer, at: Instant::now() };
                             let number = {
                                 let mut requests = requests.lock().unwrap();
-                                requests.push(Received { path, headers, body, peer, at: Instant::now() });
+                                requests.push(received.clone());
                                 requests.len() - 1
                             };
                             arrived.notify_waiters();
-                            let reply = respond(number);
+                            let reply = respond(number, &received);
                             if !reply.delay.is_zero() {
                                 tokio::time::sleep(reply.delay).await;
                             }

@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use rcgen::{CertificateParams, DnType, KeyPair};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::child::{EaselProcess, easel_cli_with, easel_json_with};
 use crate::dns::TestDns;
 use crate::helpers::*;
-use crate::receiver::{Reply, ServerIdentity, TestCa, TestReceiver};
+use crate::receiver::{Hierarchy, Reply, ServerIdentity, TestCa, TestReceiver};
 
 async fn create_key(app: &TestApp, url: &str) -> Result<easel::admin::CreatedKey, String> {
     let user = easel::admin::create_user(&*app.easel.store, &format!("u{}", fastrand::u32(..)), 10).await.unwrap();
@@ -279,38 +279,6 @@ async fn callbacks_go_through_the_proxy_to_the_checked_address() {
     // A name resolving to a blocked address is not asked of the proxy at all.
     let blocked = create_key(&app, "https://10.9.8.7/hook").await;
     assert!(blocked.is_err());
-}
-
-/// A CA hierarchy: root (trusted through extra_ca_certs) -> intermediate -> leaves.
-struct Hierarchy {
-    root: TestCa,
-    intermediate: Issuer<'static, KeyPair>,
-    intermediate_der: rustls_pki_types::CertificateDer<'static>,
-}
-
-impl Hierarchy {
-    fn new() -> Hierarchy {
-        let root = TestCa::new();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, "Easel Test Intermediate CA");
-        let key = KeyPair::generate().unwrap();
-        let certificate = params.signed_by(&key, root.issuer()).unwrap();
-        Hierarchy { root, intermediate_der: certificate.der().clone(), intermediate: Issuer::new(params, key) }
-    }
-
-    fn leaf(
-        &self,
-        names: &[&str],
-        edit: impl FnOnce(&mut CertificateParams),
-    ) -> (rustls_pki_types::CertificateDer<'static>, Vec<u8>) {
-        let mut params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
-        params.distinguished_name.push(DnType::CommonName, names[0]);
-        edit(&mut params);
-        let key = KeyPair::generate().unwrap();
-        let certificate = params.signed_by(&key, &self.intermediate).unwrap();
-        (certificate.der().clone(), key.serialize_der())
-    }
 }
 
 #[tokio::test]

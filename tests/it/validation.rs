@@ -49,7 +49,11 @@ async fn every_documented_constraint_is_enforced_with_a_message_naming_the_field
         (with(json!({"sd_version": "v9"})), "sd_version", "SDXL_1_0"),
         (with(json!({"modelId": "00000000-0000-0000-0000-000000000000"})), "modelId", "platformModels"),
         (with(json!({"public": "yes"})), "public", "a boolean"),
-        (with(json!({"controlnets": [{"initImageId": "x", "preprocessorId": 1}]})), "controlnets[0].initImageId", "not a UUID"),
+        (
+            with(json!({"controlnets": [{"initImageId": "x", "preprocessorId": 1}]})),
+            "controlnets[0].initImageId",
+            "not a UUID",
+        ),
         (with(json!({"elements": [{"akUUID": "x"}]})), "elements", "not supported"),
         (with(json!({"prompt": ""})), "prompt", "must not be empty"),
         (with(json!({"prompt": 12})), "prompt", "a string"),

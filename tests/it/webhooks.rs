@@ -12,11 +12,11 @@ use sha2::Sha256;
 use crate::helpers::*;
 use crate::receiver::{Received, Reply, TestCa, TestReceiver};
 
-const SAMPLE: &str = include_str!("../fixtures/leonardo-webhook-sample.json");
+pub(crate) const SAMPLE: &str = include_str!("../fixtures/leonardo-webhook-sample.json");
 
 /// Every key of `sample` is in `actual` with the same JSON type (a `null` in the sample allows
 /// any type: those fields are nullable), recursively, and in the same order.
-fn assert_same_shape(sample: &Value, actual: &Value, path: &str) {
+pub(crate) fn assert_same_shape(sample: &Value, actual: &Value, path: &str) {
     match (sample, actual) {
         (Value::Object(sample), Value::Object(actual)) => {
             let sample_keys: Vec<&String> = sample.keys().collect();
@@ -45,15 +45,19 @@ fn assert_same_shape(sample: &Value, actual: &Value, path: &str) {
     }
 }
 
-fn verify_signature(received: &Received, secret: &str) {
-    let id = received.header("webhook-id").unwrap();
-    let timestamp = received.header("webhook-timestamp").unwrap();
+pub(crate) fn verify_signature(received: &Received, secret: &str) {
+    assert_eq!(received.header("webhook-signature"), Some(expected_signature(received, secret).as_str()));
+}
+
+/// The `webhook-signature` a request signed with `secret` carries, computed here independently.
+pub(crate) fn expected_signature(received: &Received, secret: &str) -> String {
+    let id = received.header("webhook-id").unwrap_or_default();
+    let timestamp = received.header("webhook-timestamp").unwrap_or_default();
     let key = base64::engine::general_purpose::STANDARD.decode(secret.strip_prefix("whsec_").unwrap()).unwrap();
     let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
     mac.update(format!("{id}.{timestamp}.").as_bytes());
     mac.update(&received.body);
-    let expected = format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()));
-    assert_eq!(received.header("webhook-signature"), Some(expected.as_str()));
+    format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()))
 }
 
 #[tokio::test]

@@ -1,0 +1,97 @@
+//! Easel's tools for troubleshooting callbacks, on the caller's own API key: the doctor
+//! (`POST /webhook/doctor`, the same run as `easel doctor`, with the key's webhook URL, webhook key
+//! and signing secret) and test callbacks (`POST /webhook/test`: one signed callback of the real
+//! shape, sent by the delivery engine, kept in the delivery log, never retried).
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::routing::post;
+use axum::{Json, Router};
+
+use super::ApiContext;
+use super::error::{ApiError, ApiResult};
+use super::extract::Caller;
+use crate::clock::now_ms;
+use crate::generation::FieldError;
+use crate::ids::DeliveryId;
+use crate::store::{NewDelivery, TEST_EVENT_TYPE};
+use crate::webhook::doctor::{self, Patient};
+use crate::webhook::engine::KeySecrets;
+use crate::webhook::outbox::endpoint_of;
+use crate::webhook::payload;
+use crate::webhook::report::delivery_report;
+use crate::wire;
+
+/// How often a test callback's delivery is looked at while the caller waits for its attempt.
+const POLL: Duration = Duration::from_millis(25);
+/// Beyond `webhook.timeout`, how long the caller waits for the engine to claim and record it.
+const RECORD_MARGIN: Duration = Duration::from_secs(5);
+
+pub fn router() -> Router<ApiContext> {
+    Router::new().route("/webhook/doctor", post(run_doctor)).route("/webhook/test", post(send_test_callback))
+}
+
+/// The caller's key's webhook URL, secrets and a test callback's body (with its generation id).
+struct Webhook {
+    url: String,
+    secrets: KeySecrets,
+    generation_id: crate::ids::GenerationId,
+    body: bytes::Bytes,
+}
+
+fn webhook_of(state: &ApiContext, caller: &Caller) -> ApiResult<Webhook> {
+    let url = caller.key.webhook_url.clone().ok_or_else(|| {
+        ApiError::Invalid(FieldError::new(
+            "webhookCallbackUrl",
+            "this API key has no webhook callback URL: there is nothing to examine or call back. Create a key with \
+             one (easel keys create --webhook-url https://...) and use that key",
+        ))
+    })?;
+    let secrets = KeySecrets::open(&state.master_key, &caller.key).map_err(ApiError::Misconfigured)?;
+    let (generation_id, body) = payload::test_event(
+        &caller.key,
+        secrets.webhook_api_key_masked.as_deref(),
+        &state.catalogue,
+        &state.images,
+        now_ms(),
+    )?;
+    Ok(Webhook { url, secrets, generation_id, body })
+}
+
+/// Examines the caller's key's webhook, step by step (see [`doctor`]).
+async fn run_doctor(State(state): State<ApiContext>, caller: Caller) -> ApiResult<Json<wire::DoctorReport>> {
+    let webhook = webhook_of(&state, &caller)?;
+    let patient = Patient { url: webhook.url, secrets: webhook.secrets, body: webhook.body, own_signing_secret: true };
+    Ok(Json(doctor::run(&state.webhook, &patient).await))
+}
+
+/// Sends a test callback to the caller's key's webhook through the delivery engine and answers
+/// with its attempt once it is recorded (within `webhook.timeout` and a few seconds).
+async fn send_test_callback(State(state): State<ApiContext>, caller: Caller) -> ApiResult<Json<wire::TestCallback>> {
+    let webhook = webhook_of(&state, &caller)?;
+    let delivery = NewDelivery {
+        id: DeliveryId::random(),
+        generation_id: webhook.generation_id,
+        user_id: caller.user.id,
+        api_key_id: caller.key.id,
+        event_type: TEST_EVENT_TYPE.to_string(),
+        endpoint: endpoint_of(&webhook.url),
+        url: webhook.url,
+        payload: webhook.body,
+        created_at: now_ms(),
+        lease: None,
+    };
+    state.store.enqueue_delivery(&delivery).await?;
+    state.wake_delivery_engine();
+    let deadline = tokio::time::Instant::now() + state.webhook.timeout + RECORD_MARGIN;
+    loop {
+        let report = delivery_report(&*state.store, delivery.id, Some(caller.user.id)).await?;
+        let report = report.expect("a delivery just inserted for this user exists");
+        if report.status != "pending" || tokio::time::Instant::now() >= deadline {
+            let attempt = report.attempts.as_ref().and_then(|attempts| attempts.last().cloned());
+            return Ok(Json(wire::TestCallback { delivered: report.status == "succeeded", attempt, delivery: report }));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
