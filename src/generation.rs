@@ -70,6 +70,9 @@ pub struct GenerationParams {
     pub image_prompts: Vec<Uuid>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_prompt_weight: Option<f64>,
+    /// `elements`: the configured elements applied, as they were configured at creation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub elements: Vec<AppliedElement>,
     pub public: bool,
     pub tiling: bool,
     pub ultra: Option<bool>,
@@ -85,6 +88,20 @@ pub struct Canvas {
     pub init_id: Uuid,
     /// `canvasMaskId`: white where the picture is repainted; needed by `INPAINT`.
     pub mask_id: Option<Uuid>,
+}
+
+/// An element applied to a generation, with its weight.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AppliedElement {
+    pub element: crate::models::ElementConfig,
+    pub weight: f64,
+}
+
+impl AppliedElement {
+    /// The name of its LoRA on the backends (`lora`, else its name).
+    pub fn lora(&self) -> &str {
+        self.element.lora.as_deref().unwrap_or(&self.element.name)
+    }
 }
 
 /// One entry of `controlnets`.
@@ -283,12 +300,15 @@ impl GenerationParams {
             ));
         }
         let image_prompt_weight = body.number_in("imagePromptWeight", 0.0, 1.0)?;
-        // Features that need inputs Easel cannot serve (Elements) are refused rather than
-        // silently ignored.
-        for field in ["elements", "userElements"] {
-            if body.array(field)?.is_some_and(|items| !items.is_empty()) {
-                return Err(unsupported(field));
-            }
+        let elements = parse_elements(&body, catalogue, &sd_version)?;
+        // Easel trains no elements, so no user element can be named.
+        if let Some(first) = body.array("userElements")?.and_then(|items| items.first()) {
+            return Err(FieldError::new(
+                "userElements[0]",
+                format!(
+                    "`userElements[0]`: Easel trains no elements, so there is no user element {first}; use `elements` (GET /elements)"
+                ),
+            ));
         }
         for field in ["controlNet", "unzoom"] {
             if body.boolean(field)? == Some(true) {
@@ -331,6 +351,7 @@ impl GenerationParams {
             controlnets,
             image_prompts,
             image_prompt_weight,
+            elements,
             public: body.boolean("public")?.unwrap_or(false),
             tiling: body.boolean("tiling")?.unwrap_or(false),
             ultra: body.boolean("ultra")?,
@@ -350,6 +371,48 @@ impl GenerationParams {
 const MAX_CONTROLNETS: usize = 4;
 const INIT_IMAGE_TYPES: &[&str] = &["UPLOADED", "GENERATED"];
 const STRENGTH_TYPES: &[&str] = &["Low", "Mid", "High", "Ultra", "Max"];
+
+/// `elements`: each a configured element (`akUUID`) for this model's base (`sd_version`), with a
+/// weight in its range (its default when not given); at most [`MAX_CONTROLNETS`].
+fn parse_elements(body: &Body<'_>, catalogue: &Catalogue, sd_version: &str) -> Result<Vec<AppliedElement>, FieldError> {
+    let Some(items) = body.array("elements")? else { return Ok(Vec::new()) };
+    if items.len() > MAX_CONTROLNETS {
+        return Err(FieldError::new("elements", format!("`elements` takes at most {MAX_CONTROLNETS} entries")));
+    }
+    let mut applied = Vec::new();
+    for (index, item) in items.iter().enumerate() {
+        let field = format!("elements[{index}]");
+        let Some(map) = item.as_object() else {
+            return Err(FieldError::new(&field, format!("`{field}` must be an object with `akUUID` and `weight`")));
+        };
+        let item = Body(map);
+        let id_field = format!("{field}.akUUID");
+        let text = item
+            .string("akUUID")
+            .map_err(|e| FieldError::new(&id_field, e.message.replace("`akUUID`", &format!("`{id_field}`"))))?
+            .ok_or_else(|| FieldError::new(&id_field, format!("`{id_field}` is required")))?;
+        let element = text.parse::<Uuid>().ok().and_then(|id| catalogue.element(&id)).ok_or_else(|| {
+            FieldError::new(&id_field, format!("`{id_field}`: there is no element {text:?} (GET /elements lists them)"))
+        })?;
+        if element.base_model != sd_version {
+            return Err(FieldError::new(
+                &id_field,
+                format!(
+                    "`{id_field}`: {} is for {} models, and this generation's model is {sd_version}",
+                    element.name, element.base_model
+                ),
+            ));
+        }
+        let weight_field = format!("{field}.weight");
+        let (min, max) = (element.weight_min as f64, element.weight_max as f64);
+        let weight = item
+            .number_in("weight", min, max)
+            .map_err(|e| FieldError::new(&weight_field, e.message.replace("`weight`", &format!("`{weight_field}`"))))?
+            .unwrap_or(element.weight_default as f64);
+        applied.push(AppliedElement { element: element.clone(), weight });
+    }
+    Ok(applied)
+}
 
 impl Canvas {
     /// `canvasRequest` with its type and ids; the ids without `canvasRequest: true` are refused

@@ -62,7 +62,7 @@ impl ModelConfig {
 }
 
 /// An element (a LoRA a backend has) as configured (`[[elements]]`), listed by `GET /elements`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ElementConfig {
     /// `akUUID`: the id clients name the element by.
@@ -172,6 +172,8 @@ impl Model {
 #[derive(Clone, Debug)]
 pub struct Catalogue {
     models: BTreeMap<Uuid, Model>,
+    /// `[[elements]]` (validated), by id.
+    elements: BTreeMap<Uuid, ElementConfig>,
 }
 
 impl Catalogue {
@@ -216,7 +218,27 @@ impl Catalogue {
                 },
             );
         }
-        Ok(Catalogue { models })
+        Ok(Catalogue { models, elements: BTreeMap::new() })
+    }
+
+    /// With the elements of `[[elements]]`, checked by [`validate_elements`].
+    pub fn with_elements(mut self, elements: &[ElementConfig]) -> Result<Catalogue, InvalidSetting> {
+        validate_elements(elements)?;
+        for element in elements {
+            let id = Uuid::parse_str(&element.id).expect("validated");
+            self.elements.insert(id, ElementConfig { id: id.to_string(), ..element.clone() });
+        }
+        Ok(self)
+    }
+
+    /// A configured element by id.
+    pub fn element(&self, id: &Uuid) -> Option<&ElementConfig> {
+        self.elements.get(id)
+    }
+
+    /// Every configured element, by id.
+    pub fn elements(&self) -> impl Iterator<Item = &ElementConfig> {
+        self.elements.values()
     }
 
     /// Makes the models that `backend` runs take only sizes that are multiples of `multiple`.

@@ -90,7 +90,9 @@ pub async fn start(config: Config) -> Result<Easel, StartError> {
     let public_url = config.public_url_or(addr);
     let images = ImageStore::from_config(&config, &public_url)
         .map_err(|e| StartError(format!("cannot use the image storage: {e}")))?;
-    let mut catalogue = Catalogue::new(&config.models).map_err(|e| StartError(e.to_string()))?;
+    let mut catalogue = Catalogue::new(&config.models)
+        .and_then(|catalogue| catalogue.with_elements(&config.elements))
+        .map_err(|e| StartError(e.to_string()))?;
     for backend in &config.backends {
         catalogue.require_size_multiple(&backend.name, backend.size_multiple);
     }
@@ -179,7 +181,6 @@ pub async fn start(config: Config) -> Result<Easel, StartError> {
     let state = Arc::new(AppState {
         store: store.clone(),
         prompts: Arc::new(prompts),
-        elements: config.elements.clone(),
         uploads: crate::uploads::Uploads::from_config(
             &config,
             &public_url,

@@ -160,7 +160,7 @@ pub struct Generation {
     #[serde(rename = "generated_images")]
     pub generated_images: Vec<GeneratedImage>,
     #[serde(rename = "generation_elements")]
-    pub generation_elements: EmptyList,
+    pub generation_elements: Vec<GenerationElement>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure_reason: Option<String>,
 }
@@ -192,7 +192,7 @@ impl Generation {
             prompt_magic_version: p.prompt_magic_version.clone(),
             ultra: p.ultra,
             generated_images: generation.images.iter().map(|image| GeneratedImage::new(image, images)).collect(),
-            generation_elements: [],
+            generation_elements: p.elements.iter().enumerate().map(GenerationElement::new).collect(),
             failure_reason: generation.failure_reason.clone(),
         }
     }
@@ -1401,6 +1401,50 @@ impl Element {
             weight_default: config.weight_default,
             weight_min: config.weight_min,
             weight_max: config.weight_max,
+        }
+    }
+}
+
+/// An element applied to a generation (`generation_elements[]`): its position, the element as
+/// `listElements` shows it (without `creatorName`, which the SDKs do not read here) and the weight.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GenerationElement {
+    pub id: usize,
+    pub lora: GenerationLora,
+    pub weight_applied: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GenerationLora {
+    #[serde(rename = "akUUID")]
+    pub ak_uuid: String,
+    pub base_model: String,
+    pub description: String,
+    pub name: String,
+    pub url_image: Option<String>,
+    pub weight_default: i64,
+    pub weight_max: i64,
+    pub weight_min: i64,
+}
+
+impl GenerationElement {
+    pub fn new((index, applied): (usize, &crate::generation::AppliedElement)) -> GenerationElement {
+        let e = &applied.element;
+        GenerationElement {
+            id: index,
+            lora: GenerationLora {
+                ak_uuid: e.id.clone(),
+                base_model: e.base_model.clone(),
+                description: e.description.clone(),
+                name: e.name.clone(),
+                url_image: e.image_url.clone(),
+                weight_default: e.weight_default,
+                weight_max: e.weight_max,
+                weight_min: e.weight_min,
+            },
+            weight_applied: applied.weight,
         }
     }
 }

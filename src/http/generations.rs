@@ -143,6 +143,27 @@ async fn check_guides(state: &ApiContext, caller: &Caller, params: &GenerationPa
     for (index, id) in params.image_prompts.iter().enumerate() {
         check_init_image(state, caller, &format!("imagePrompts[{index}]"), *id, &[Init, CanvasInit]).await?;
     }
+    if let Some(model) = state.catalogue.get(&params.model_id)
+        && !params.elements.is_empty()
+    {
+        let takes_no_loras = state.backends.iter().find(|backend| {
+            model.backends.contains(&backend.name)
+                && matches!(backend.kind, crate::config::BackendKind::Cog | crate::config::BackendKind::Comfyui)
+        });
+        if let Some(backend) = takes_no_loras {
+            return Err(FieldError::new(
+                "elements",
+                format!(
+                    "`elements`: the model {} runs on the backend {} ({}), which takes no LoRAs from Easel; \
+                     elements work on the built-in renderer and on sdapi and openai (stable-diffusion.cpp) backends",
+                    model.name,
+                    backend.name,
+                    backend.kind.as_str()
+                ),
+            )
+            .into());
+        }
+    }
     let guided = [
         ("canvasRequest", params.canvas.is_some()),
         ("controlnets", !params.controlnets.is_empty()),

@@ -57,8 +57,6 @@ pub struct AppState {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Where init image uploads go.
     pub uploads: crate::uploads::Uploads,
-    /// `[[elements]]`, for `GET /elements`.
-    pub elements: Vec<crate::models::ElementConfig>,
     /// `POST /prompt/random` and `/prompt/improve`.
     pub prompts: Arc<crate::prompts::PromptTools>,
     pub metrics_config: crate::config::MetricsConfig,

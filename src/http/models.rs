@@ -50,7 +50,7 @@ async fn list_user_models(_caller: Caller, PathText(user): PathText) -> ApiResul
 
 /// The configured elements (`[[elements]]`), as `{"loras": [...]}`.
 async fn list_elements(State(state): State<ApiContext>, _caller: Caller) -> ApiResult<Json<wire::Elements>> {
-    Ok(Json(wire::Elements { loras: state.elements.iter().map(wire::Element::new).collect() }))
+    Ok(Json(wire::Elements { loras: state.catalogue.elements().map(wire::Element::new).collect() }))
 }
 
 /// A trained element of the caller by its (integer) id: always `null`, as Easel trains none.

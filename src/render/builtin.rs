@@ -63,7 +63,17 @@ impl Renderer for BuiltinRenderer {
 /// Renders image `index` of a generation to JPEG.
 pub fn render_one(request: &GenerateRequest, index: u32) -> Result<RenderedImage, RenderError> {
     let params = &request.params;
-    let mut picture = paint(params, index);
+    // Elements add their names' shapes, as prompt words do.
+    let mut picture = if params.elements.is_empty() {
+        paint(params, index)
+    } else {
+        let mut with_elements = params.clone();
+        for applied in &params.elements {
+            with_elements.prompt.push(' ');
+            with_elements.prompt.push_str(&applied.element.name);
+        }
+        paint(&with_elements, index)
+    };
     if let Some(init) = &request.init_image {
         blend_init_image(&mut picture, init, params.init_strength.unwrap_or(0.5))?;
     }

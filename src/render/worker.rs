@@ -344,7 +344,7 @@ impl RenderWorkers {
         let job = BackendJob {
             id: generation.id.to_string(),
             model: model.and_then(|m| m.backend_model.clone()),
-            prompt: params.prompt.clone(),
+            prompt: prompt_with_loras(params),
             negative_prompt: params.negative_prompt.clone(),
             width: params.width,
             height: params.height,
@@ -654,4 +654,14 @@ fn finished_record(generation: &Generation, outcome: &JobOutcome<Vec<NewImage>>,
         }
     }
     finished
+}
+
+/// The prompt a backend gets: the user's, then `<lora:NAME:WEIGHT>` per applied element (the
+/// syntax AUTOMATIC1111 and stable-diffusion.cpp read; models on other kinds refuse elements).
+fn prompt_with_loras(params: &crate::generation::GenerationParams) -> String {
+    let mut prompt = params.prompt.clone();
+    for applied in &params.elements {
+        prompt.push_str(&format!(" <lora:{}:{}>", applied.lora(), applied.weight));
+    }
+    prompt
 }

@@ -12,6 +12,7 @@ mod child;
 mod comfyui_api;
 mod dns;
 mod doctor;
+mod elements;
 mod hardening;
 mod helpers;
 mod init_images;

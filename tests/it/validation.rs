@@ -54,7 +54,7 @@ async fn every_documented_constraint_is_enforced_with_a_message_naming_the_field
             "controlnets[0].initImageId",
             "not a UUID",
         ),
-        (with(json!({"elements": [{"akUUID": "x"}]})), "elements", "not supported"),
+        (with(json!({"elements": [{"akUUID": "x"}]})), "elements[0].akUUID", "no element"),
         (with(json!({"prompt": ""})), "prompt", "must not be empty"),
         (with(json!({"prompt": 12})), "prompt", "a string"),
         (json!({"width": 512}), "prompt", "required"),
