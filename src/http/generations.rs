@@ -164,19 +164,27 @@ async fn check_guides(state: &ApiContext, caller: &Caller, params: &GenerationPa
             .into());
         }
     }
-    let guided = [
-        ("canvasRequest", params.canvas.is_some()),
-        ("controlnets", !params.controlnets.is_empty()),
-        ("imagePrompts", !params.image_prompts.is_empty()),
+    let Some(model) = state.catalogue.get(&params.model_id).filter(|m| !m.backends.is_empty()) else {
+        return Ok(());
+    };
+    // Every backend of the model gets init images; only `sdapi` takes an inpainting mask; none
+    // takes control images or image prompts yet.
+    let all_inpaint = model
+        .backends
+        .iter()
+        .all(|name| state.backends.iter().any(|b| &b.name == name && b.kind == crate::config::BackendKind::Sdapi));
+    let masked = params.canvas.as_ref().is_some_and(|c| matches!(c.request_type.as_str(), "INPAINT" | "OUTPAINT"));
+    let refused = [
+        ("canvasRequest", masked && !all_inpaint, "INPAINT and OUTPAINT need backends that inpaint (sdapi)"),
+        ("controlnets", !params.controlnets.is_empty(), "Easel cannot pass control images to backends yet"),
+        ("imagePrompts", !params.image_prompts.is_empty(), "Easel cannot pass image prompts to backends yet"),
     ];
-    if let Some((field, _)) = guided.iter().find(|(_, used)| *used)
-        && let Some(model) = state.catalogue.get(&params.model_id).filter(|m| !m.backends.is_empty())
-    {
+    if let Some((field, _, why)) = refused.iter().find(|(_, refused, _)| *refused) {
         return Err(FieldError::new(
             field,
             format!(
-                "`{field}`: the model {} runs on inference backends ({}), and Easel cannot pass `{field}` to \
-                 them yet; use a model on the built-in renderer",
+                "`{field}`: the model {} runs on inference backends ({}): {why}; use a model on the built-in \
+                 renderer",
                 model.name,
                 model.backends.join(", ")
             ),

@@ -50,6 +50,48 @@ pub fn apply(picture: &mut RgbImage, params: &GenerationParams, guides: &Guides)
     Ok(())
 }
 
+/// A canvas request for an inpainting backend: the canvas picture as JPEG at the generation's
+/// size, the mask as PNG (white = repaint: the mask's white for INPAINT, and for OUTPAINT also
+/// where the canvas is transparent; none for IMG2IMG and SKETCH2IMG), and how much of the canvas
+/// to keep when `init_strength` is not given.
+pub fn canvas_for_backend(
+    canvas: &crate::generation::Canvas,
+    init: &[u8],
+    mask: Option<&[u8]>,
+    width: u32,
+    height: u32,
+) -> Result<(bytes::Bytes, Option<bytes::Bytes>, f64), RenderError> {
+    let init = decode("canvasInitId", init)?.resize_exact(width, height, FilterType::Triangle).to_rgba8();
+    let mask = mask
+        .map(|mask| {
+            decode("canvasMaskId", mask).map(|m| m.resize_exact(width, height, FilterType::Triangle).to_luma8())
+        })
+        .transpose()?;
+    let repaint = match canvas.request_type.as_str() {
+        "INPAINT" | "OUTPAINT" => Some(GrayImage::from_fn(width, height, |x, y| {
+            let masked = mask.as_ref().map_or(0, |m| m.get_pixel(x, y)[0]);
+            let transparent = if canvas.request_type == "OUTPAINT" { 255 - init.get_pixel(x, y)[3] } else { 0 };
+            image::Luma([masked.max(transparent)])
+        })),
+        _ => None,
+    };
+    let jpeg = super::builtin::encode_jpeg(&DynamicImage::ImageRgba8(init).to_rgb8())?;
+    let png = repaint
+        .map(|mask| {
+            let mut png = std::io::Cursor::new(Vec::new());
+            mask.write_to(&mut png, image::ImageFormat::Png)
+                .map(|()| bytes::Bytes::from(png.into_inner()))
+                .map_err(|e| RenderError(format!("the mask cannot be encoded: {e}")))
+        })
+        .transpose()?;
+    let keep = match canvas.request_type.as_str() {
+        "INPAINT" | "OUTPAINT" => 0.25,
+        "SKETCH2IMG" => 0.65,
+        _ => 0.5,
+    };
+    Ok((jpeg, png, keep))
+}
+
 fn decode(field: &str, bytes: &[u8]) -> Result<DynamicImage, RenderError> {
     image::load_from_memory(bytes).map_err(|e| RenderError(format!("the {field} picture cannot be decoded: {e}")))
 }

@@ -355,6 +355,11 @@ impl RenderWorkers {
             scheduler: params.scheduler.clone(),
             init_image,
             init_strength: params.init_strength,
+            mask: None,
+        };
+        let job = match self.canvas_for_backend(generation, job).await? {
+            Ok(job) => job,
+            Err(reason) => return Ok(BackendRun::Failed(reason)),
         };
         let timeout = backend.config.timeout;
         let result = {
@@ -500,6 +505,30 @@ impl RenderWorkers {
             return Ok(Err(format!("init image {id} is not a {} picture Easel can use: {why}", image.extension)));
         }
         Ok(Ok(bytes))
+    }
+
+    /// `job` with a canvas request's picture as its init image and (for INPAINT and OUTPAINT) the
+    /// mask to repaint, for backends that inpaint (`sdapi`), or why the pictures cannot be used.
+    async fn canvas_for_backend(
+        &self,
+        generation: &Generation,
+        mut job: BackendJob,
+    ) -> Result<Result<BackendJob, String>, JobError> {
+        let Some(canvas) = &generation.params.canvas else { return Ok(Ok(job)) };
+        let guides = match self.guides(generation).await? {
+            Ok(guides) => guides,
+            Err(reason) => return Ok(Err(reason)),
+        };
+        let Some((init, mask)) = guides.canvas else { return Ok(Ok(job)) };
+        match super::guides::canvas_for_backend(canvas, &init, mask.as_deref(), job.width, job.height) {
+            Ok((init, mask, keep)) => {
+                job.init_image = Some(init);
+                job.mask = mask;
+                job.init_strength = Some(generation.params.init_strength.unwrap_or(keep));
+                Ok(Ok(job))
+            }
+            Err(e) => Ok(Err(e.to_string())),
+        }
     }
 
     /// The canvas, controlnet and image prompt pictures of `generation`, or why one cannot be used.

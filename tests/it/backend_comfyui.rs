@@ -39,6 +39,7 @@ fn job(id: &str) -> BackendJob {
         scheduler: "EULER_ANCESTRAL_DISCRETE".into(),
         init_image: None,
         init_strength: None,
+        mask: None,
     }
 }
 

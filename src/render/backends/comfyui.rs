@@ -721,6 +721,7 @@ mod tests {
             scheduler: "DPM_SOLVER".into(),
             init_image: None,
             init_strength: None,
+            mask: None,
         }
     }
 

@@ -46,6 +46,9 @@ pub struct BackendJob {
     /// `init_strength`, 0.1 to 0.9; the denoising strength is `1 - init_strength`).
     pub init_image: Option<Bytes>,
     pub init_strength: Option<f64>,
+    /// Inpainting: where to repaint the init image (PNG, white = repaint). Only `sdapi` takes
+    /// it; requests with one are refused for models on other kinds.
+    pub mask: Option<Bytes>,
 }
 
 impl BackendJob {

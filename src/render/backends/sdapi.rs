@@ -61,6 +61,13 @@ pub fn request_body(job: &BackendJob) -> Value {
         body["init_images"] = json!([encode_base64(init)]);
         body["denoising_strength"] = json!(job.denoising_strength());
     }
+    if let Some(mask) = &job.mask {
+        // Repaint the white part, starting from the picture that is there ("original").
+        body["mask"] = json!(encode_base64(mask));
+        body["inpainting_fill"] = json!(1);
+        body["mask_blur"] = json!(4);
+        body["inpaint_full_res"] = json!(false);
+    }
     body
 }
 
@@ -131,6 +138,7 @@ mod tests {
             scheduler: "EULER_ANCESTRAL_DISCRETE".into(),
             init_image: None,
             init_strength: None,
+            mask: None,
         }
     }
 
