@@ -453,3 +453,35 @@ async fn controlnets_and_image_prompts_guide_the_built_in_renderer() {
     body["controlnets"] = json!([{"initImageId": image_id, "initImageType": "GENERATED", "preprocessorId": 19}]);
     rendered(&app, user, &body).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_python_sdk_uploads_straight_to_the_bucket() {
+    let test = "the_python_sdk_uploads_straight_to_the_bucket";
+    let Some(s3) = crate::storage::s3_server(test).await else { return };
+    let Some(python) = tokio::task::spawn_blocking(move || crate::sdk::python_or_skip("sdk", test)).await.unwrap()
+    else {
+        return;
+    };
+    let client = reqwest::Client::new();
+    assert!(client.put(format!("{}/sdk-uploads", s3.endpoint)).send().await.unwrap().status().is_success());
+    let app = spawn_app_with(|config| {
+        config.storage.url = Some("s3://sdk-uploads".into());
+        config.storage.endpoint = Some(s3.endpoint.clone());
+        config.storage.region = Some("us-east-1".into());
+        config.storage.access_key_id = Some("testing".into());
+        config.storage.secret_access_key = Some(serde_json::from_value(json!("testing")).unwrap());
+        config.storage.allow_http = true;
+    })
+    .await;
+    let mut command = std::process::Command::new(python);
+    command
+        .arg(crate::sdk::script("s3_upload_check.py"))
+        .env("EASEL_URL", &app.origin)
+        .env("EASEL_KEY", &app.admin.key)
+        .env("EASEL_USER_ID", app.admin.id.to_string())
+        .env("S3_ENDPOINT", &s3.endpoint);
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap()).await.unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("s3 upload check passed"), "{stdout}");
+}
