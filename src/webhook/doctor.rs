@@ -465,8 +465,9 @@ async fn connect(connector: &Connector, allowed: &[SocketAddr]) -> (Option<tokio
     (kept, step.took(started))
 }
 
-/// The TLS handshake: protocol, cipher, the chain as sent, the verdict in the diagnoses' words,
-/// and a warning when the leaf expires soon.
+/// The TLS handshake: protocol, cipher, the chain as sent, the verdict in the diagnoses' words
+/// (or, when no certificate came and the port answers a plain HTTP request, that it serves plain
+/// HTTP), and a warning when the leaf expires soon.
 async fn handshake(
     connector: &Connector,
     verifier: &DiagnosingVerifier,
@@ -475,6 +476,7 @@ async fn handshake(
 ) -> Step {
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + connector.connect_timeout();
+    let peer = tcp.peer_addr().ok();
     let result = connector.handshake(host, tcp, deadline).await;
     let presented = verifier.presented();
     let summaries: Vec<_> = presented.chain.iter().filter_map(describe).collect();
@@ -496,8 +498,27 @@ async fn handshake(
                          HOST` shows what it sends"
                     .to_string(),
             };
-            let tls = DoctorTls { protocol: None, cipher: None, certificates };
-            (tls, Step::new("tls", DoctorVerdict::Fail, error.detail).advice(advice))
+            // No certificate came: a server speaking plain HTTP on the port is the usual cause; ask it.
+            let plain = match peer {
+                Some(peer) if presented.chain.is_empty() => plain_http_status(connector, host, peer).await,
+                _ => None,
+            };
+            let step = match plain {
+                Some(status) => Step::new(
+                    "tls",
+                    DoctorVerdict::Fail,
+                    format!(
+                        "TLS handshake with {host} failed: the server answered in plain HTTP, not TLS (to a plain \
+                         request on this port it answers {status:?})"
+                    ),
+                )
+                .advice(
+                    "this port serves plain HTTP: serve HTTPS on it (a certificate in the receiver, or a TLS reverse \
+                     proxy in front of it), or create a new key with the https:// URL of the port that serves TLS",
+                ),
+                None => Step::new("tls", DoctorVerdict::Fail, error.detail).advice(advice),
+            };
+            (DoctorTls { protocol: None, cipher: None, certificates }, step)
         }
         Ok(stream) => {
             let connection = stream.get_ref().1;
@@ -536,6 +557,28 @@ async fn handshake(
     };
     step.0.tls = Some(tls);
     step.took(started)
+}
+
+/// The status line a server at `peer` answers a plain HTTP `HEAD /` with (from the egress
+/// addresses, within the connect timeout), or `None` when it does not answer in HTTP.
+async fn plain_http_status(connector: &Connector, host: &str, peer: SocketAddr) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ask = async {
+        let mut tcp = connector.open(&[peer]).await.ok()?;
+        let request = format!("HEAD / HTTP/1.0\r\nHost: {host}\r\nUser-Agent: easel-doctor\r\n\r\n");
+        tcp.write_all(request.as_bytes()).await.ok()?;
+        let mut answer = vec![0; 256];
+        let mut read = 0;
+        while read < answer.len() && !answer[..read].contains(&b'\n') {
+            match tcp.read(&mut answer[read..]).await.ok()? {
+                0 => break,
+                n => read += n,
+            }
+        }
+        let line = String::from_utf8_lossy(&answer[..read]).lines().next()?.trim().to_string();
+        line.starts_with("HTTP/").then_some(line)
+    };
+    tokio::time::timeout(connector.connect_timeout(), ask).await.ok().flatten()
 }
 
 /// The response as the attempt log shows it, with a shorter excerpt.

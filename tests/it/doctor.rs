@@ -8,6 +8,7 @@ use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -251,6 +252,165 @@ async fn broken_tls_fails_with_the_chain_as_sent_and_the_diagnosis() {
     assert_eq!(sent[0]["names"], json!(["other.example", "www.other.example"]));
     assert_eq!(sent[1]["subject"], "CN=Easel Test Intermediate CA");
     assert!(tls["advice"].as_str().unwrap().contains("names include the webhook URL's host"), "{tls}");
+}
+
+/// `easel doctor URL` against a receiver whose TLS is broken: the run fails at the tls step (every
+/// step before it passes, every one after is skipped, the receiver gets nothing) and the step is
+/// returned for its words.
+async fn failing_tls_step(env: &[(&'static str, String)], url: &str) -> Value {
+    let (ok, report) = easel_doctor_json(env, &[url, "--webhook-key", "abcd"]).await;
+    assert!(!ok, "{report:#}");
+    assert_eq!(report["verdict"], "fail", "{report:#}");
+    let expected: Vec<(String, String)> = STEPS
+        .iter()
+        .enumerate()
+        .map(|(n, s)| (s.to_string(), ["ok", "fail", "skipped"][usize::from(n >= 4) + usize::from(n > 4)].to_string()))
+        .collect();
+    assert_eq!(verdicts(&report), expected, "{report:#}");
+    let tls = step(&report, "tls").clone();
+    assert!(tls["detail"].as_str().unwrap().starts_with("TLS handshake with 127.0.0.1 failed: "), "{tls:#}");
+    tls
+}
+
+/// A receiver that sends one certificate, for localhost and 127.0.0.1 with the common name
+/// `common_name`, made by `sign` from its parameters and key (self-signed, or by some issuer).
+async fn receiver_with_leaf(
+    common_name: &str,
+    sign: impl FnOnce(CertificateParams, &KeyPair) -> Result<rcgen::Certificate, rcgen::Error>,
+) -> TestReceiver {
+    let mut params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    params.distinguished_name.push(DnType::CommonName, common_name);
+    let key = KeyPair::generate().unwrap();
+    let certificate = sign(params, &key).unwrap();
+    let identity = ServerIdentity { chain: vec![certificate.der().clone()], key: key.serialize_der() };
+    TestReceiver::https_with(identity, "127.0.0.1:0", |_| Reply::ok()).await
+}
+
+#[tokio::test]
+async fn a_self_signed_certificate_fails_at_tls_saying_so() {
+    let ca = TestCa::new();
+    let receiver = receiver_with_leaf("Self Signed Receiver", |params, key| params.self_signed(key)).await;
+
+    let tls = failing_tls_step(&cli_env(&ca, None), &receiver.url).await;
+    let detail = tls["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(
+            "the certificate is self-signed (\"CN=Self Signed Receiver\") and no trusted authority issued it"
+        ),
+        "{detail}"
+    );
+    let advice = tls["advice"].as_str().unwrap();
+    assert!(advice.contains("a public CA") && advice.contains("webhook.extra_ca_certs"), "{advice}");
+    let sent = tls["tls"]["certificates"].as_array().unwrap();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0]["subject"], "CN=Self Signed Receiver");
+    assert_eq!(sent[0]["issuer"], "CN=Self Signed Receiver");
+    assert!(receiver.received().is_empty());
+}
+
+#[tokio::test]
+async fn an_expired_certificate_fails_at_tls_giving_the_dates() {
+    let pki = Hierarchy::new();
+    let (leaf, key) = pki.leaf(&["localhost", "127.0.0.1"], |params| {
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    });
+    let chain = vec![leaf, pki.intermediate_der.clone()];
+    let receiver = TestReceiver::https_with(ServerIdentity { chain, key }, "127.0.0.1:0", |_| Reply::ok()).await;
+    let env = cli_env(&pki.root, None);
+
+    let tls = failing_tls_step(&env, &receiver.url).await;
+    let detail = tls["detail"].as_str().unwrap();
+    let today = &easel::clock::rfc3339_ms(easel::clock::now_ms())[..10];
+    assert!(detail.contains("the certificate expired at 2021-01-01T00:00:00.000Z (it is now "), "{detail}");
+    assert!(detail.contains(&format!("(it is now {today}T")), "{detail}");
+    assert!(tls["advice"].as_str().unwrap().contains("renew the certificate"), "{tls:#}");
+    let sent = tls["tls"]["certificates"].as_array().unwrap();
+    assert_eq!(sent.len(), 2);
+    assert_eq!(
+        (sent[0]["notBefore"].as_str(), sent[0]["notAfter"].as_str()),
+        (Some("2020-01-01T00:00:00.000Z"), Some("2021-01-01T00:00:00.000Z"))
+    );
+
+    let (ok, stdout, _) = easel_doctor(&env, &[&receiver.url]).await;
+    assert!(!ok);
+    let line = stdout.lines().find(|l| l.starts_with("fail    tls ")).unwrap_or_else(|| panic!("{stdout}"));
+    assert!(line.contains("the certificate expired at 2021-01-01T00:00:00.000Z"), "{line}");
+    assert!(line.contains("→ renew the certificate"), "{line}");
+    assert!(stdout.contains("valid 2020-01-01T00:00:00.000Z to 2021-01-01T00:00:00.000Z"), "{stdout}");
+}
+
+#[tokio::test]
+async fn a_chain_from_a_same_name_ca_with_another_key_fails_at_tls_saying_so() {
+    let trusted = TestCa::new();
+    // Another CA with the trusted root's name (regenerated with a new key, or an impostor).
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(DnType::CommonName, "Easel Test Root CA");
+    let impostor = Issuer::new(ca_params, KeyPair::generate().unwrap());
+    let receiver = receiver_with_leaf("localhost", |params, key| params.signed_by(key, &impostor)).await;
+
+    let tls = failing_tls_step(&cli_env(&trusted, None), &receiver.url).await;
+    let detail = tls["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(
+            "the certificate names \"CN=Easel Test Root CA\" as its issuer, and a trusted authority has that name, \
+             but that authority's key did not sign it"
+        ),
+        "{detail}"
+    );
+    assert!(detail.contains("regenerated with a new key, or another CA took its name"), "{detail}");
+    assert!(tls["advice"].as_str().unwrap().contains("reissue the server's certificate"), "{tls:#}");
+    let sent = tls["tls"]["certificates"].as_array().unwrap();
+    assert_eq!(
+        (sent[0]["subject"].as_str(), sent[0]["issuer"].as_str()),
+        (Some("CN=localhost"), Some("CN=Easel Test Root CA"))
+    );
+    assert!(receiver.received().is_empty());
+}
+
+#[tokio::test]
+async fn plain_http_on_the_https_port_fails_at_tls_saying_the_server_answered_in_plain_http() {
+    let ca = TestCa::new();
+    let receiver = TestReceiver::http(|_| Reply::ok()).await;
+    let url = receiver.url.replace("http://", "https://");
+
+    let tls = failing_tls_step(&cli_env(&ca, None), &url).await;
+    let detail = tls["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(
+            "failed: the server answered in plain HTTP, not TLS (to a plain request on this port it answers \"HTTP/1.0 \
+             200 OK\")"
+        ),
+        "{detail}"
+    );
+    let advice = tls["advice"].as_str().unwrap();
+    assert!(advice.starts_with("this port serves plain HTTP: serve HTTPS on it"), "{advice}");
+    assert_eq!(tls["tls"]["certificates"], json!([]), "no certificate was sent");
+    // The doctor's question (HEAD /) reached it; no callback went out in plain text.
+    let received = receiver.received();
+    assert_eq!(received.len(), 1);
+    assert_eq!((received[0].path.as_str(), received[0].body.is_empty()), ("/", true));
+    assert_eq!(received[0].header("user-agent"), Some("easel-doctor"));
+
+    // A server that speaks neither TLS nor HTTP is not called an HTTP server.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let silent = tokio::spawn(async move {
+        loop {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                let _ = tcp.write_all(b"SSH-2.0-OpenSSH_9.6\r\n").await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            });
+        }
+    });
+    let tls = failing_tls_step(&cli_env(&ca, None), &format!("https://127.0.0.1:{port}/hook")).await;
+    let detail = tls["detail"].as_str().unwrap();
+    assert!(!detail.contains("plain HTTP, not TLS"), "{detail}");
+    assert!(detail.contains("the server did not answer with TLS"), "{detail}");
+    silent.abort();
 }
 
 #[tokio::test]
