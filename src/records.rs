@@ -502,6 +502,9 @@ pub struct BackendClaim<'a> {
     pub lease_until: Millis,
     /// Most jobs this claim takes (this node's free capacity).
     pub limit: u32,
+    /// Generations not to claim for this backend now (ids): they just timed out on it and should
+    /// go to another backend of their model first.
+    pub skip: &'a [String],
 }
 
 /// What one node last saw of one backend's health.

@@ -165,6 +165,7 @@ pub async fn start(config: Config) -> Result<Easel, StartError> {
             },
             backends: backends.clone(),
             metrics: metrics.clone(),
+            avoid: Default::default(),
         });
         let (guard, flag) = RunningGuard::new();
         running.render = Some(flag);

@@ -40,6 +40,10 @@ pub struct RenderWorkers {
     /// The inference servers of `[[backends]]` and the models they run.
     pub backends: Arc<Backends>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Generations that timed out on a backend, kept off it until the instant given, so they go to
+    /// another backend of their model first (a server that hangs on jobs but passes its probe
+    /// would otherwise get them straight back). This node's view only: a hint, not a rule.
+    pub avoid: std::sync::Mutex<std::collections::HashMap<crate::ids::GenerationId, (String, std::time::Instant)>>,
 }
 
 /// Where a claimed job runs.
@@ -107,12 +111,20 @@ impl RenderWorkers {
     async fn claim(&self, limit: u32) -> Vec<(RenderJob, Route)> {
         let now = now_ms();
         let mut claimed = Vec::new();
+        let avoid: Vec<(String, String)> = {
+            let mut avoid = self.avoid.lock().unwrap_or_else(|e| e.into_inner());
+            let at = std::time::Instant::now();
+            avoid.retain(|_, (_, until)| *until > at);
+            avoid.iter().map(|(id, (backend, _))| (backend.clone(), id.to_string())).collect()
+        };
         let result = async {
             for backend in &self.backends.list {
                 let room = backend.room().min(limit - claimed.len() as u32);
                 if room == 0 || !backend.is_healthy() {
                     continue;
                 }
+                let skip: Vec<String> =
+                    avoid.iter().filter(|(name, _)| name == backend.name()).map(|(_, id)| id.clone()).collect();
                 let lease_until = now + self.backend_lease(backend).as_millis() as i64;
                 let claim = BackendClaim {
                     owner: &self.node_id,
@@ -122,6 +134,7 @@ impl RenderWorkers {
                     now,
                     lease_until,
                     limit: room,
+                    skip: &skip,
                 };
                 for job in self.store.claim_backend_jobs(&claim).await? {
                     claimed.push((job, Route::Backend(backend.clone())));
@@ -384,8 +397,10 @@ impl RenderWorkers {
                     "{name} did not finish the generation within its timeout of {waited}; it was cancelled there"
                 );
                 // A hung server leaves the rotation until a probe passes; the job tries another
-                // backend of its model, if it has one.
+                // backend of its model, if it has one, and stays off this one for two timeouts.
                 backend.failed(&reason);
+                let until = std::time::Instant::now() + timeout * 2;
+                self.avoid.lock().unwrap_or_else(|e| e.into_inner()).insert(generation.id, (name.to_string(), until));
                 if self.backends.others_serve(&params.model_id, name) && attempt < self.config.max_attempts {
                     return self.give_back(generation, name, attempt, &reason).await;
                 }

@@ -689,10 +689,15 @@ impl Store for SqlStore {
                 "UPDATE generations SET lease_owner = $1, lease_expires_at = $2, attempts = attempts + 1, backend = $3 \
                  WHERE id IN (SELECT id FROM (SELECT id, created_at, ROW_NUMBER() OVER \
                  (PARTITION BY user_id ORDER BY created_at) AS turn FROM generations \
-                 WHERE status = 'PENDING' AND lease_expires_at <= $4 AND model_id IN ({})) ranked \
+                 WHERE status = 'PENDING' AND lease_expires_at <= $4 AND model_id IN ({}){}) ranked \
                  ORDER BY turn, created_at LIMIT $5) AND status = 'PENDING' AND lease_expires_at <= $4 \
                  RETURNING {GENERATION_COLUMNS}, attempts",
-                placeholders(6, claim.models.len())
+                placeholders(6, claim.models.len()),
+                if claim.skip.is_empty() {
+                    String::new()
+                } else {
+                    format!(" AND id NOT IN ({})", placeholders(6 + claim.models.len(), claim.skip.len()))
+                }
             );
             let mut query = sqlx::query(&sql)
                 .bind(claim.owner)
@@ -702,6 +707,9 @@ impl Store for SqlStore {
                 .bind(free);
             for model in claim.models {
                 query = query.bind(model.to_string());
+            }
+            for id in claim.skip {
+                query = query.bind(id);
             }
             let jobs = generation_jobs(&query.fetch_all(&mut *tx).await?)?;
             tx.commit().await?;

@@ -700,10 +700,10 @@ async fn a_job_that_hangs_past_the_timeout_is_cancelled_and_runs_on_another_back
     let id = generate(&app, &user, MODEL, "hang then move", 1).await;
     let generation = finished_within(&app, &user, &id, Duration::from_secs(20)).await;
     assert_eq!(generation["status"], "COMPLETE", "{generation}");
-    // Tried on the hung server first. Its probe passes 1 s after the timeout (it hangs only on
-    // prompts), so on a loaded machine the job can meet it a second time before the other
-    // backend claims it.
-    assert!(!hung.requests_to("/prompt").is_empty(), "tried on the hung server first");
+    // Tried on the hung server once (it may hang before the prompt is recorded): its probe passes
+    // 1 s after the timeout, but the job stays off it for two timeouts, so the other backend
+    // takes it.
+    assert!(hung.requests_to("/prompt").len() <= 1, "tried twice on the hung server");
     assert!(!hung.interrupts().is_empty() || !hung.deletes().is_empty(), "cancelled on the hung server");
     assert_eq!(healthy.requests_to("/prompt").len(), 1, "then run on the other backend");
 }

@@ -324,6 +324,7 @@ async fn backend_claims_respect_max_concurrent_across_owners_and_let_users_take_
         now,
         lease_until: now + 60_000,
         limit,
+        skip: &[],
     };
     let ids = |jobs: Vec<RenderJob>| -> Vec<RenderJobId> { jobs.iter().map(|job| job.work.id()).collect() };
     // Two slots: the first user's oldest job, then the second user's (users take turns).
@@ -332,6 +333,12 @@ async fn backend_claims_respect_max_concurrent_across_owners_and_let_users_take_
     // Both slots are held: no node gets more, whatever its own limit.
     assert!(f.store.claim_backend_jobs(&claim("node-b", 2, 10, now)).await.unwrap().is_empty());
     assert!(f.store.claim_backend_jobs(&claim("node-a", 2, 10, now)).await.unwrap().is_empty());
+    // Jobs a node keeps off a backend (they just timed out there) are not claimed for it.
+    let skipped = [first[1].to_string(), first[2].to_string()];
+    let mut avoiding = claim("node-b", 1, 10, now);
+    avoiding.backend = "gpu-b";
+    avoiding.skip = &skipped;
+    assert!(f.store.claim_backend_jobs(&avoiding).await.unwrap().is_empty(), "skipped jobs were claimed");
     // Another backend of the model has its own slots.
     let mut elsewhere = claim("node-b", 1, 10, now);
     elsewhere.backend = "gpu-b";
@@ -374,6 +381,7 @@ async fn concurrent_backend_claims_never_exceed_max_concurrent() {
                 now,
                 lease_until: now + 60_000,
                 limit: 3,
+                skip: &[],
             };
             store.claim_backend_jobs(&claim).await.unwrap().len()
         }
