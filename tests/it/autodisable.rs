@@ -64,9 +64,10 @@ async fn a_webhook_failing_for_the_period_is_disabled_its_deliveries_held_and_re
     assert!(seen >= 10, "failing for a second at 100 ms intervals: {seen} attempts");
 
     // New deliveries are held (kept, not attempted), and so is the pending one.
+    // One after the other: a delivery is created when its generation finishes.
     let second = app.create_generation(&hooked.user, &small_generation("second")).await;
-    let third = app.create_generation(&hooked.user, &small_generation("third")).await;
     app.finished_generation(&hooked.user, &second).await;
+    let third = app.create_generation(&hooked.user, &small_generation("third")).await;
     app.finished_generation(&hooked.user, &third).await;
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(receiver.received().len(), seen, "a disabled webhook is not called");
@@ -108,27 +109,39 @@ async fn a_webhook_failing_for_the_period_is_disabled_its_deliveries_held_and_re
 #[tokio::test]
 async fn a_success_before_the_period_resets_the_clock() {
     let ca = TestCa::new();
-    // Three failures (0, 300, 600 ms), then a success; again for the next callback. Failures span
-    // more than the second `disable_after` allows, but never without a success in between.
+    // Three failures (0, 300, 600 ms), then a success; again for each callback. The failures
+    // span more than `disable_after` (2 s here), but never without a success in between.
     let receiver =
         TestReceiver::https(&ca, |n| if n % 4 == 3 { Reply::ok() } else { Reply::status(500).body("down") }).await;
-    let app = spawn_app_with(|config| compressed(config, &ca, &["0s", "300ms", "300ms", "300ms", "300ms"])).await;
+    let app = spawn_app_with(|config| {
+        compressed(config, &ca, &["0s", "300ms", "300ms", "300ms", "300ms"]);
+        config.webhook.disable_after = Duration::from_secs(2);
+    })
+    .await;
     let hooked = app.new_webhook_user("resets", &receiver.url, None).await;
-    for prompt in ["one", "two", "three"] {
-        let generation = app.create_generation(&hooked.user, &small_generation(prompt)).await;
+    let mut callbacks = 0;
+    loop {
+        let generation = app.create_generation(&hooked.user, &small_generation("again")).await;
         let failing = eventually(Duration::from_secs(10), || async {
             let state = webhook_state(&app, &hooked.user).await;
-            (state["state"] == "failing").then_some(state)
+            (state["state"] != "active").then_some(state)
         })
         .await;
+        assert_eq!(failing["state"], "failing", "{failing}");
         assert!(failing["failingSince"].is_string() && failing["disabledAt"].is_null(), "{failing}");
         let delivery = app.settled_delivery(&hooked.user, &generation).await;
         assert_eq!(delivery["status"], "succeeded", "{delivery}");
         let state = webhook_state(&app, &hooked.user).await;
         assert_eq!(state["state"], "active", "a success stops the clock: {state}");
         assert!(state["failingSince"].is_null());
+        callbacks += 1;
+        let received = receiver.received();
+        if received.last().unwrap().at - received[0].at > Duration::from_millis(2500) {
+            break;
+        }
+        assert!(callbacks < 10, "ten callbacks should span more than 2.5 s");
     }
-    assert_eq!(receiver.received().len(), 12);
+    assert_eq!(receiver.received().len(), callbacks * 4);
 }
 
 #[tokio::test]
