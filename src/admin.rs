@@ -92,6 +92,8 @@ pub async fn create_api_key(
             .map(|secret| master_key.seal(secret.as_bytes(), &seal_context(id, "webhook_api_key"))),
         signing_secret_sealed: master_key.seal(signing_secret.as_bytes(), &seal_context(id, "signing_secret")),
         deleted_at: None,
+        webhook_failing_since: None,
+        webhook_disabled_at: None,
     };
     store.create_api_key(&record, &secrets::hash_api_key(&key)).await?;
     Ok(CreatedKey { record, key, signing_secret })

@@ -160,6 +160,14 @@ enum KeysCommand {
         #[command(flatten)]
         output: Output,
     },
+    /// Re-enable a key's webhook disabled for failing (webhook.disable_after): its held
+    /// deliveries are sent, oldest first.
+    EnableWebhook {
+        #[arg(value_name = "KEY_ID")]
+        id: String,
+        #[command(flatten)]
+        output: Output,
+    },
     /// Delete an API key: it stops authenticating at once.
     Delete {
         #[arg(value_name = "KEY_ID")]
@@ -267,6 +275,8 @@ async fn doctor(
         webhook_api_key_sealed: None,
         signing_secret_sealed: Vec::new(),
         deleted_at: None,
+        webhook_failing_since: None,
+        webhook_disabled_at: None,
     };
     let catalogue = crate::models::Catalogue::new(&config.models)?;
     let images = crate::images::ImageStore::from_config(config, &config.public_url_or(config.listen))?;
@@ -419,15 +429,31 @@ async fn keys(command: KeysCommand, config: &Config) -> Result<(), Failure> {
             } else {
                 for key in keys {
                     println!(
-                        "{}  {}  user={}  created {}  webhook={}{}",
+                        "{}  {}  user={}  created {}  webhook={}{}{}",
                         key.id,
                         key.name,
                         key.user_id,
                         rfc3339_ms(key.created_at),
                         key.webhook_url.as_deref().unwrap_or("-"),
                         if key.webhook_api_key_sealed.is_some() { " (with webhook key)" } else { "" },
+                        webhook_state_text(&key),
                     );
                 }
+            }
+        }
+        KeysCommand::EnableWebhook { id, output } => {
+            let id: ApiKeyId = parse_id("key id", &id)?;
+            if !store.enable_webhook(id, None, crate::clock::now_ms()).await? {
+                return Err(Failure(format!("there is no live API key with id {id}")));
+            }
+            let key = store.get_api_key(id).await?.ok_or_else(|| Failure(format!("API key {id} vanished")))?;
+            if output.json {
+                print_json(&wire::WebhookState::new(&key));
+            } else {
+                println!(
+                    "webhook of API key {id} enabled: its held deliveries are sent in order (a running server \
+                     picks them up within webhook.poll_interval)"
+                );
             }
         }
         KeysCommand::Delete { id, output } => {
@@ -443,6 +469,16 @@ async fn keys(command: KeysCommand, config: &Config) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+/// `  webhook: failing since ...` / `disabled at ...` for `keys list` (nothing while active).
+fn webhook_state_text(key: &store::ApiKey) -> String {
+    match (key.webhook_disabled_at, key.webhook_failing_since) {
+        _ if key.webhook_url.is_none() => String::new(),
+        (Some(at), _) => format!("  webhook disabled at {} (deliveries held)", rfc3339_ms(at)),
+        (None, Some(since)) => format!("  webhook failing since {}", rfc3339_ms(since)),
+        (None, None) => "  webhook active".into(),
+    }
 }
 
 async fn backends_list(config: &Config, output: Output) -> Result<(), Failure> {

@@ -307,6 +307,11 @@ pub struct WebhookConfig {
     /// A claimed delivery whose attempt is not recorded within this time is claimed again.
     #[serde(with = "duration_text")]
     pub lease: Duration,
+    /// A key's webhook whose every attempt has failed for this long is disabled: its deliveries
+    /// are held until it is re-enabled (`easel keys enable-webhook`, `POST /webhook/enable`).
+    /// `0s`: never.
+    #[serde(with = "duration_text")]
+    pub disable_after: Duration,
 }
 
 impl Default for WebhookConfig {
@@ -330,6 +335,7 @@ impl Default for WebhookConfig {
             batch_size: 1000,
             poll_interval: Duration::from_secs(1),
             lease: Duration::from_secs(300),
+            disable_after: Duration::from_secs(5 * 24 * 3600),
         }
     }
 }

@@ -74,6 +74,7 @@ pub struct Metrics {
     pub deliveries_pending: Gauge,
     pub oldest_due_age: Gauge<f64, AtomicU64>,
     pub deliveries_held: Gauge,
+    pub webhooks_disabled: Gauge,
     pub backends_healthy: Family<BackendLabels, Gauge>,
     pub backend_jobs: Family<BackendLabels, Gauge>,
     pub db_connections: Family<StateLabels, Gauge>,
@@ -150,6 +151,12 @@ impl Metrics {
             "Deliveries this node's engine holds in memory (queued, in flight or being recorded)",
             deliveries_held.clone(),
         );
+        let webhooks_disabled = Gauge::default();
+        registry.register(
+            "webhooks_disabled",
+            "API keys whose webhook is disabled for failing (their deliveries are held), cluster",
+            webhooks_disabled.clone(),
+        );
         let backends_healthy = Family::<BackendLabels, Gauge>::default();
         registry.register(
             "backend_healthy",
@@ -181,6 +188,7 @@ impl Metrics {
             deliveries_pending,
             oldest_due_age,
             deliveries_held,
+            webhooks_disabled,
             backends_healthy,
             backend_jobs,
             db_connections,

@@ -59,6 +59,20 @@ pub struct ApiKey {
     pub signing_secret_sealed: Vec<u8>,
     /// Deleted keys no longer authenticate, but stay on record for the generations they made.
     pub deleted_at: Option<Millis>,
+    /// The first failed callback attempt since the last successful one (`None`: the last attempt
+    /// succeeded, or there was none).
+    pub webhook_failing_since: Option<Millis>,
+    /// When the webhook was disabled for failing `webhook.disable_after`: its deliveries are held.
+    pub webhook_disabled_at: Option<Millis>,
+}
+
+/// A webhook the recording of attempts just disabled.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DisabledWebhook {
+    pub api_key_id: ApiKeyId,
+    pub url: Option<String>,
+    pub failing_since: Millis,
+    pub disabled_at: Millis,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -413,6 +427,8 @@ pub struct Delivery {
     pub created_at: Millis,
     pub updated_at: Millis,
     pub finished_at: Option<Millis>,
+    /// Pending, but held: its key's webhook is disabled.
+    pub held: bool,
 }
 
 /// One attempt to deliver, as logged.
@@ -448,6 +464,8 @@ pub enum NextStep {
 #[derive(Clone, Debug)]
 pub struct AttemptRecord {
     pub attempt: Attempt,
+    /// The key whose webhook was called: its failing clock moves with the attempt.
+    pub api_key_id: ApiKeyId,
     pub lease_owner: String,
     pub next: NextStep,
 }
@@ -536,6 +554,8 @@ pub struct QueueStats {
     pub deliveries_pending: u64,
     /// When the oldest delivery that is due (and not leased) came due.
     pub oldest_due_at: Option<Millis>,
+    /// Live keys whose webhook is disabled (their deliveries are held).
+    pub disabled_webhooks: u64,
 }
 
 /// The database pool(s): connections open and idle.

@@ -442,6 +442,8 @@ pub struct Delivery {
     pub created_at: String,
     pub updated_at: String,
     pub finished_at: Option<String>,
+    /// Pending but held: the key's webhook is disabled (`POST /webhook/enable` resumes it).
+    pub held: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attempts: Option<Vec<Attempt>>,
 }
@@ -464,6 +466,7 @@ impl Delivery {
             created_at: rfc3339_ms(delivery.created_at),
             updated_at: rfc3339_ms(delivery.updated_at),
             finished_at: delivery.finished_at.map(rfc3339_ms),
+            held: delivery.held,
             attempts: None,
         }
     }
@@ -1088,6 +1091,8 @@ pub struct ApiKey {
     pub last_used: Option<String>,
     pub webhook_callback_url: Option<String>,
     pub webhook_callback_api_key: Option<String>,
+    /// The webhook's state, when the key has one (see [`WebhookState`]).
+    pub webhook: Option<WebhookState>,
 }
 
 impl ApiKey {
@@ -1100,6 +1105,37 @@ impl ApiKey {
             last_used: key.last_used_at.map(rfc3339_ms),
             webhook_callback_url: key.webhook_url.clone(),
             webhook_callback_api_key: key.webhook_api_key_sealed.as_ref().map(|_| mask("")),
+            webhook: key.webhook_url.is_some().then(|| WebhookState::new(key)),
+        }
+    }
+}
+
+/// A key's webhook: `GET /webhook`, `POST /webhook/enable` and the keys listing. `state` is
+/// `active` (the last attempt succeeded, or none was made), `failing` (every attempt has failed
+/// since `failingSince`) or `disabled` (since `disabledAt`, for failing `webhook.disable_after`:
+/// its deliveries are held until it is re-enabled); `none` when the key has no webhook URL.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookState {
+    pub url: Option<String>,
+    pub state: &'static str,
+    pub failing_since: Option<String>,
+    pub disabled_at: Option<String>,
+}
+
+impl WebhookState {
+    pub fn new(key: &store::ApiKey) -> WebhookState {
+        let state = match (&key.webhook_url, key.webhook_disabled_at, key.webhook_failing_since) {
+            (None, _, _) => "none",
+            (Some(_), Some(_), _) => "disabled",
+            (Some(_), None, Some(_)) => "failing",
+            (Some(_), None, None) => "active",
+        };
+        WebhookState {
+            url: key.webhook_url.clone(),
+            state,
+            failing_since: key.webhook_failing_since.map(rfc3339_ms),
+            disabled_at: key.webhook_disabled_at.map(rfc3339_ms),
         }
     }
 }

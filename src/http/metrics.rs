@@ -51,6 +51,7 @@ pub async fn scrape(State(state): State<ApiContext>, headers: HeaderMap) -> Resu
     let stats = state.store.queue_stats(now).await?;
     metrics.render_queue.set(stats.render_queue as i64);
     metrics.deliveries_pending.set(stats.deliveries_pending as i64);
+    metrics.webhooks_disabled.set(stats.disabled_webhooks as i64);
     metrics.oldest_due_age.set(stats.oldest_due_at.map(|due| (now - due).max(0) as f64 / 1000.0).unwrap_or(0.0));
     if let Some(held) = state.delivery_queue.as_ref().and_then(|queue| queue.held()) {
         metrics.deliveries_held.set(held as i64);

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 
 use super::ApiContext;
@@ -29,7 +29,24 @@ const POLL: Duration = Duration::from_millis(25);
 const RECORD_MARGIN: Duration = Duration::from_secs(5);
 
 pub fn router() -> Router<ApiContext> {
-    Router::new().route("/webhook/doctor", post(run_doctor)).route("/webhook/test", post(send_test_callback))
+    Router::new()
+        .route("/webhook", get(webhook_state))
+        .route("/webhook/enable", post(enable_webhook))
+        .route("/webhook/doctor", post(run_doctor))
+        .route("/webhook/test", post(send_test_callback))
+}
+
+/// The caller's key's webhook: its URL and state (`active`, `failing`, `disabled`, or `none`).
+async fn webhook_state(caller: Caller) -> Json<wire::WebhookState> {
+    Json(wire::WebhookState::new(&caller.key))
+}
+
+/// Re-enables the caller's key's webhook: held deliveries are sent, oldest first.
+async fn enable_webhook(State(state): State<ApiContext>, caller: Caller) -> ApiResult<Json<wire::WebhookState>> {
+    state.store.enable_webhook(caller.key.id, Some(caller.user.id), now_ms()).await?;
+    state.wake_delivery_engine();
+    let key = state.store.get_api_key(caller.key.id).await?.unwrap_or(caller.key);
+    Ok(Json(wire::WebhookState::new(&key)))
 }
 
 /// The caller's key's webhook URL, secrets and a test callback's body (with its generation id).

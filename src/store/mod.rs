@@ -87,12 +87,15 @@ pub async fn open(config: &Config) -> StoreResult<Arc<dyn Store>> {
         DatabaseUrl::Sqlite(path) => Backend::Sqlite(sqlite::SqliteDb::open(&path).await?),
         DatabaseUrl::Postgres(url) => Backend::Postgres(postgres::PgDb::open(&url, &config.database).await?),
     };
-    Ok(Arc::new(SqlStore { backend }))
+    let disable_after = config.webhook.disable_after.as_millis() as Millis;
+    Ok(Arc::new(SqlStore { backend, disable_after: (disable_after > 0).then_some(disable_after) }))
 }
 
 /// The store on one of the two databases.
 pub struct SqlStore {
     backend: Backend,
+    /// `webhook.disable_after` in milliseconds (`None`: webhooks are never disabled).
+    disable_after: Option<Millis>,
 }
 
 enum Backend {
@@ -259,8 +262,14 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<DeliveryJob>>;
     /// Records attempts and moves their deliveries on, in one transaction. On a multi-node
     /// backend, a delivery whose lease `lease_owner` no longer holds keeps its state; its attempt is
-    /// still logged.
-    async fn record_attempts(&self, records: &[AttemptRecord]) -> StoreResult<()>;
+    /// still logged. In the same transaction each key's failing clock moves: a success clears
+    /// `webhook_failing_since`, a failure starts it if it is not running, and a webhook whose every
+    /// attempt has failed for `webhook.disable_after` is disabled (returned, once).
+    async fn record_attempts(&self, records: &[AttemptRecord]) -> StoreResult<Vec<DisabledWebhook>>;
+    /// Re-enables a key's disabled webhook (and stops its failing clock): its held deliveries
+    /// become due at once, in the order they were created, and the nodes are told. Returns false
+    /// if there is no live key with this id (of `user`, when given).
+    async fn enable_webhook(&self, id: ApiKeyId, user: Option<UserId>, now: Millis) -> StoreResult<bool>;
     /// How many deliveries are in `status`.
     async fn count_deliveries(&self, status: DeliveryStatus) -> StoreResult<u64>;
     /// When the earliest pending delivery is due.

@@ -12,6 +12,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
 use tokio_util::sync::CancellationToken;
 
+use super::rows::HELD;
 use super::*;
 use crate::config::DatabaseConfig;
 
@@ -21,6 +22,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (3, "backends", include_str!("../../migrations/postgres/0003_backends.sql")),
     (4, "transforms", include_str!("../../migrations/postgres/0004_transforms.sql")),
     (5, "init images", include_str!("../../migrations/postgres/0005_init_images.sql")),
+    (6, "webhook disable", include_str!("../../migrations/postgres/0006_webhook_disable.sql")),
 ];
 
 pub(super) struct PgDb {
@@ -79,11 +81,12 @@ impl PgDb {
         limit: u32,
         skip_endpoints: &[String],
     ) -> StoreResult<Vec<String>> {
-        Ok(sqlx::query_scalar(
+        Ok(sqlx::query_scalar(&format!(
             "UPDATE webhook_deliveries SET lease_owner = $1, next_attempt_at = $2 WHERE id IN \
              (SELECT id FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= $3 \
-             AND NOT (endpoint = ANY($4)) ORDER BY next_attempt_at LIMIT $5 FOR UPDATE SKIP LOCKED) RETURNING id",
-        )
+             AND NOT (endpoint = ANY($4)) AND NOT {HELD} ORDER BY next_attempt_at LIMIT $5 FOR UPDATE SKIP LOCKED) \
+             RETURNING id"
+        ))
         .bind(owner)
         .bind(lease_until)
         .bind(now)
@@ -102,11 +105,12 @@ impl PgDb {
     ) -> StoreResult<Vec<String>> {
         let mut ids = Vec::new();
         for claim in wanted {
-            let claimed: Vec<String> = sqlx::query_scalar(
+            let claimed: Vec<String> = sqlx::query_scalar(&format!(
                 "UPDATE webhook_deliveries SET lease_owner = $1, next_attempt_at = $2 WHERE id IN \
                  (SELECT id FROM webhook_deliveries WHERE status = 'pending' AND endpoint = $3 \
-                 AND next_attempt_at <= $4 ORDER BY next_attempt_at LIMIT $5 FOR UPDATE SKIP LOCKED) RETURNING id",
-            )
+                 AND next_attempt_at <= $4 AND NOT {HELD} ORDER BY next_attempt_at LIMIT $5 FOR UPDATE SKIP LOCKED) \
+                 RETURNING id"
+            ))
             .bind(owner)
             .bind(lease_until)
             .bind(&claim.endpoint)

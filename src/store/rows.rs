@@ -70,7 +70,7 @@ pub(super) fn user_from_row(row: &impl Columns) -> StoreResult<User> {
 }
 
 pub(super) const API_KEY_COLUMNS: &str = "k.id, k.user_id, k.name, k.created_at, k.last_used_at, k.webhook_url, \
-     k.webhook_api_key_sealed, k.signing_secret_sealed, k.deleted_at";
+     k.webhook_api_key_sealed, k.signing_secret_sealed, k.deleted_at, k.webhook_failing_since, k.webhook_disabled_at";
 
 pub(super) fn api_key_from_row(row: &impl Columns) -> StoreResult<ApiKey> {
     Ok(ApiKey {
@@ -83,6 +83,8 @@ pub(super) fn api_key_from_row(row: &impl Columns) -> StoreResult<ApiKey> {
         webhook_api_key_sealed: row.opt_blob("webhook_api_key_sealed")?,
         signing_secret_sealed: row.blob("signing_secret_sealed")?,
         deleted_at: row.opt_int("deleted_at")?,
+        webhook_failing_since: row.opt_int("webhook_failing_since")?,
+        webhook_disabled_at: row.opt_int("webhook_disabled_at")?,
     })
 }
 
@@ -164,8 +166,23 @@ pub(super) fn variation_from_row(row: &impl Columns) -> StoreResult<Variation> {
     })
 }
 
-pub(super) const DELIVERY_COLUMNS: &str = "id, generation_id, user_id, api_key_id, event_type, url, status, attempt_count, \
-     next_attempt_at, last_status_code, last_error, created_at, updated_at, finished_at";
+/// A delivery of `webhook_deliveries` (the row in scope) is held: its key's webhook is disabled.
+/// Test callbacks (`webhook.test`, [`TEST_EVENT_TYPE`]) are never held: they are how a user checks
+/// that the receiver works again.
+macro_rules! held {
+    () => {
+        "(webhook_deliveries.event_type <> 'webhook.test' AND EXISTS (SELECT 1 FROM api_keys hk \
+         WHERE hk.id = webhook_deliveries.api_key_id AND hk.webhook_disabled_at IS NOT NULL))"
+    };
+}
+pub(super) const HELD: &str = held!();
+
+pub(super) const DELIVERY_COLUMNS: &str = concat!(
+    "id, generation_id, user_id, api_key_id, event_type, url, status, attempt_count, next_attempt_at, \
+     last_status_code, last_error, created_at, updated_at, finished_at, CAST(CASE WHEN status = 'pending' AND ",
+    held!(),
+    " THEN 1 ELSE 0 END AS BIGINT) AS held"
+);
 
 pub(super) fn delivery_from_row(row: &impl Columns) -> StoreResult<Delivery> {
     let status = row.text("status")?;
@@ -186,6 +203,7 @@ pub(super) fn delivery_from_row(row: &impl Columns) -> StoreResult<Delivery> {
         created_at: row.int("created_at")?,
         updated_at: row.int("updated_at")?,
         finished_at: row.opt_int("finished_at")?,
+        held: row.int("held")? != 0,
     })
 }
 

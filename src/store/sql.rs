@@ -110,6 +110,15 @@ macro_rules! insert_delivery {
     }};
 }
 
+/// `make_due!(tx, dialect, sql, id, now)`: runs `sql` (an update that makes deliveries due, with
+/// `$1` the id and `$2` now) in `tx` and tells the nodes.
+macro_rules! make_due {
+    ($tx:ident, $dialect:ident, $sql:expr, $id:expr, $now:expr) => {{
+        sqlx::query($sql).bind($id.to_string()).bind($now).execute(&mut *$tx).await?;
+        $dialect.notify(&mut $tx, DELIVERY_CHANNEL).await?;
+    }};
+}
+
 /// Pending generations plus pending variations of user `$2`: what concurrency slots count.
 const PENDING_JOBS_OF_USER: &str = "(SELECT COUNT(*) FROM generations WHERE user_id = $2 AND status = 'PENDING') \
      + (SELECT COUNT(*) FROM variations WHERE user_id = $2 AND status = 'PENDING')";
@@ -200,7 +209,8 @@ impl SqlStore {
                 for id in chunk {
                     list.push_bind(id);
                 }
-                query.push(") ORDER BY d.next_attempt_at");
+                // Deliveries claimed together on PostgreSQL share their lease's expiry: oldest first.
+                query.push(") ORDER BY d.next_attempt_at, d.created_at, d.id");
                 for row in query.build().fetch_all(db).await? {
                     jobs.push(job_from_row(&row)?);
                 }
@@ -798,13 +808,15 @@ impl Store for SqlStore {
 
     async fn queue_stats(&self, now: Millis) -> StoreResult<QueueStats> {
         let stats = read!(self, |db| {
-            let row = sqlx::query(
+            let row = sqlx::query(&format!(
                 "SELECT (SELECT COUNT(*) FROM generations WHERE status = 'PENDING' AND lease_expires_at <= $1) \
                  + (SELECT COUNT(*) FROM variations WHERE status = 'PENDING' AND lease_expires_at <= $1) AS queue, \
                  (SELECT COUNT(*) FROM webhook_deliveries WHERE status = 'pending') AS pending, \
                  (SELECT MIN(next_attempt_at) FROM webhook_deliveries WHERE status = 'pending' \
-                 AND lease_owner IS NULL AND next_attempt_at <= $1) AS oldest_due",
-            )
+                 AND lease_owner IS NULL AND next_attempt_at <= $1 AND NOT {HELD}) AS oldest_due, \
+                 (SELECT COUNT(*) FROM api_keys WHERE webhook_disabled_at IS NOT NULL AND deleted_at IS NULL) \
+                 AS disabled_webhooks"
+            ))
             .bind(now)
             .fetch_one(db)
             .await?;
@@ -812,6 +824,7 @@ impl Store for SqlStore {
                 render_queue: row.int("queue")?.max(0) as u64,
                 deliveries_pending: row.int("pending")?.max(0) as u64,
                 oldest_due_at: row.opt_int("oldest_due")?,
+                disabled_webhooks: row.int("disabled_webhooks")?.max(0) as u64,
             }
         });
         Ok(stats)
@@ -1020,9 +1033,9 @@ impl Store for SqlStore {
 
     /// Attempts in multi-row `INSERT`s and a `VALUES` table driving one `UPDATE` per chunk, all in
     /// one transaction (one commit for the batch).
-    async fn record_attempts(&self, records: &[AttemptRecord]) -> StoreResult<()> {
+    async fn record_attempts(&self, records: &[AttemptRecord]) -> StoreResult<Vec<DisabledWebhook>> {
         if records.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         transaction!(self, |tx, _dialect| {
             for chunk in records.chunks(ROWS_PER_STATEMENT) {
@@ -1063,8 +1076,83 @@ impl Store for SqlStore {
                 update.push(format!(") UPDATE webhook_deliveries {RECORD_ATTEMPT_SET} FROM v {RECORD_ATTEMPT_WHERE}"));
                 update.build().execute(&mut *tx).await?;
             }
+            // Keys in id order, so concurrent batches (other nodes) lock them in the same order.
+            let mut disabled = Vec::new();
+            for (key, clock) in key_clocks(records) {
+                let key = key.to_string();
+                if clock.reset {
+                    sqlx::query(
+                        "UPDATE api_keys SET webhook_failing_since = $2 WHERE id = $1 \
+                         AND (webhook_failing_since IS NOT NULL OR CAST($2 AS BIGINT) IS NOT NULL)",
+                    )
+                    .bind(&key)
+                    .bind(clock.failing_since)
+                    .execute(&mut *tx)
+                    .await?;
+                } else {
+                    sqlx::query(
+                        "UPDATE api_keys SET webhook_failing_since = $2 WHERE id = $1 AND webhook_failing_since IS NULL",
+                    )
+                    .bind(&key)
+                    .bind(clock.failing_since)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                let (Some(after), Some(last_failure)) = (self.disable_after, clock.last_failure) else { continue };
+                let row = sqlx::query(
+                    "UPDATE api_keys SET webhook_disabled_at = $2 WHERE id = $1 AND webhook_disabled_at IS NULL \
+                     AND deleted_at IS NULL AND webhook_failing_since <= $3 \
+                     RETURNING webhook_url, webhook_failing_since",
+                )
+                .bind(&key)
+                .bind(last_failure)
+                .bind(last_failure - after)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some(row) = row {
+                    disabled.push(DisabledWebhook {
+                        api_key_id: key.parse().map_err(|_| StoreError::Corrupt(format!("api key id {key:?}")))?,
+                        url: row.opt_text("webhook_url")?,
+                        failing_since: row.int("webhook_failing_since")?,
+                        disabled_at: last_failure,
+                    });
+                }
+            }
             tx.commit().await?;
-            Ok(())
+            Ok(disabled)
+        })
+    }
+
+    async fn enable_webhook(&self, id: ApiKeyId, user: Option<UserId>, now: Millis) -> StoreResult<bool> {
+        transaction!(self, |tx, dialect| {
+            let row = sqlx::query(&format!(
+                "SELECT webhook_disabled_at FROM api_keys WHERE id = $1 AND deleted_at IS NULL \
+                 AND (CAST($2 AS TEXT) IS NULL OR user_id = $2){}",
+                dialect.row_lock(" FOR UPDATE")
+            ))
+            .bind(id.to_string())
+            .bind(user.map(|u| u.to_string()))
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(row) = row else { return Ok(false) };
+            sqlx::query("UPDATE api_keys SET webhook_disabled_at = NULL, webhook_failing_since = NULL WHERE id = $1")
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await?;
+            if row.opt_int("webhook_disabled_at")?.is_some() {
+                // Everything held is due now, oldest first: the claims take due deliveries in
+                // `next_attempt_at` order.
+                make_due!(
+                    tx,
+                    dialect,
+                    "UPDATE webhook_deliveries SET next_attempt_at = created_at, updated_at = $2 \
+                     WHERE api_key_id = $1 AND status = 'pending' AND lease_owner IS NULL",
+                    id,
+                    now
+                );
+            }
+            tx.commit().await?;
+            Ok(true)
         })
     }
 
@@ -1080,9 +1168,11 @@ impl Store for SqlStore {
 
     async fn next_delivery_due(&self) -> StoreResult<Option<Millis>> {
         Ok(read!(self, |db| {
-            sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM webhook_deliveries WHERE status = 'pending'")
-                .fetch_one(db)
-                .await?
+            sqlx::query_scalar(&format!(
+                "SELECT MIN(next_attempt_at) FROM webhook_deliveries WHERE status = 'pending' AND NOT {HELD}"
+            ))
+            .fetch_one(db)
+            .await?
         }))
     }
 
@@ -1158,15 +1248,14 @@ impl Store for SqlStore {
             let Some(row) = row else { return Ok(Redelivery::Missing) };
             let answer = redelivery_of(&row, now)?;
             if answer == Redelivery::Queued {
-                sqlx::query(
+                make_due!(
+                    tx,
+                    dialect,
                     "UPDATE webhook_deliveries SET schedule_index = 0, updated_at = $2, finished_at = NULL, \
                      next_attempt_at = $2, redelivered_at = $2, status = 'pending' WHERE id = $1",
-                )
-                .bind(id.to_string())
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-                dialect.notify(&mut tx, DELIVERY_CHANNEL).await?;
+                    id,
+                    now
+                );
             }
             tx.commit().await?;
             Ok(answer)
@@ -1193,4 +1282,36 @@ impl Store for SqlStore {
             Ok(retried)
         })
     }
+}
+
+/// How one batch of attempts moves a key's failing clock.
+#[derive(Default)]
+struct KeyClock {
+    /// An attempt succeeded: the clock restarts at `failing_since` (`None`: stopped).
+    reset: bool,
+    /// The first failure after the batch's last success (or in the batch, without one).
+    failing_since: Option<Millis>,
+    /// The batch's last failure.
+    last_failure: Option<Millis>,
+}
+
+/// Each key's clock after `records`, in key id order.
+fn key_clocks(records: &[AttemptRecord]) -> std::collections::BTreeMap<String, KeyClock> {
+    let mut attempts: Vec<(String, Millis, bool)> = records
+        .iter()
+        .map(|r| (r.api_key_id.to_string(), r.attempt.started_at, r.next == NextStep::Succeeded))
+        .collect();
+    attempts.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+    let mut clocks = std::collections::BTreeMap::<String, KeyClock>::new();
+    for (key, at, succeeded) in attempts {
+        let clock = clocks.entry(key).or_default();
+        if succeeded {
+            clock.reset = true;
+            clock.failing_since = None;
+        } else {
+            clock.failing_since.get_or_insert(at);
+            clock.last_failure = Some(at);
+        }
+    }
+    clocks
 }

@@ -39,6 +39,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (4, "backends", include_str!("../../migrations/sqlite/0004_backends.sql")),
     (5, "transforms", include_str!("../../migrations/sqlite/0005_transforms.sql")),
     (6, "init images", include_str!("../../migrations/sqlite/0006_init_images.sql")),
+    (7, "webhook disable", include_str!("../../migrations/sqlite/0007_webhook_disable.sql")),
 ];
 
 impl SqliteDb {
@@ -111,9 +112,9 @@ impl SqliteDb {
         skip_endpoints: &[String],
         held: &HashSet<DeliveryId>,
     ) -> StoreResult<Vec<String>> {
-        let mut query = QueryBuilder::<Sqlite>::new(
-            "SELECT id FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= ",
-        );
+        let mut query = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT id FROM webhook_deliveries WHERE status = 'pending' AND NOT {HELD} AND next_attempt_at <= "
+        ));
         query.push_bind(now);
         if !skip_endpoints.is_empty() {
             query.push(" AND endpoint NOT IN (");
@@ -136,10 +137,10 @@ impl SqliteDb {
     ) -> StoreResult<Vec<String>> {
         let mut ids = Vec::new();
         for claim in wanted {
-            let rows = sqlx::query(
+            let rows = sqlx::query(&format!(
                 "SELECT id FROM webhook_deliveries WHERE status = 'pending' AND endpoint = $1 AND next_attempt_at <= $2 \
-                 ORDER BY next_attempt_at LIMIT $3",
-            )
+                 AND NOT {HELD} ORDER BY next_attempt_at LIMIT $3"
+            ))
             .bind(&claim.endpoint)
             .bind(now)
             .bind(i64::from(claim.want + claim.held))

@@ -27,11 +27,14 @@ use tokio_util::task::TaskTracker;
 use super::client::{AttemptError, ErrorClass, WebhookClient, callback_headers, printable_excerpt};
 use super::schedule::{RetryPolicy, Verdict, verdict_for_event, verdict_for_status};
 use super::signing::SigningKey;
-use crate::clock::{Millis, now_ms};
+use crate::clock::{Millis, now_ms, rfc3339_ms};
 use crate::config::WebhookConfig;
+use crate::config::redact_url;
 use crate::ids::{ApiKeyId, DeliveryId};
 use crate::secrets::{MasterKey, mask, seal_context};
-use crate::store::{ApiKey, Attempt, AttemptRecord, DeliveryJob, EndpointClaim, NextStep, Store, TEST_EVENT_TYPE};
+use crate::store::{
+    ApiKey, Attempt, AttemptRecord, DeliveryJob, DisabledWebhook, EndpointClaim, NextStep, Store, TEST_EVENT_TYPE,
+};
 /// Deliveries this node holds in memory, as a multiple of `max_in_flight`.
 const HELD_PER_SLOT: usize = 4;
 /// Deliveries queued for one endpoint, beyond those in flight, as a multiple of
@@ -389,7 +392,7 @@ impl DeliveryEngine {
         } else {
             tracing::debug!(delivery.id = %job.id, status = ?attempt.status_code, "webhook delivered");
         }
-        AttemptRecord { attempt, lease_owner: self.node_id.clone(), next }
+        AttemptRecord { attempt, api_key_id: job.api_key_id, lease_owner: self.node_id.clone(), next }
     }
 
     async fn headers(&self, job: &DeliveryJob) -> Result<HeaderMap, AttemptError> {
@@ -627,7 +630,8 @@ impl DeliveryEngine {
                 _ = abandon.cancelled() => return false,
             };
             let error = match written {
-                Ok(()) => {
+                Ok(disabled) => {
+                    log_disabled(&disabled);
                     backoff = Duration::from_millis(100);
                     continue;
                 }
@@ -656,11 +660,14 @@ impl DeliveryEngine {
                 _ = abandon.cancelled() => return false,
             };
             match written {
-                Ok(()) => tracing::warn!(
+                Ok(disabled) => {
+                    log_disabled(&disabled);
+                    tracing::warn!(
                     delivery.id = %record.attempt.delivery_id,
                     error.message = %error,
-                    "the database refused a webhook attempt's log entry; recorded it without the receiver's status and response"
-                ),
+                        "the database refused a webhook attempt's log entry; recorded it without the receiver's status and response"
+                    )
+                }
                 Err(again) if again.is_rejected_data() => {
                     tracing::error!(
                         delivery.id = %record.attempt.delivery_id,
@@ -695,6 +702,20 @@ impl DeliveryEngine {
             self.wake.notify_one();
         }
         true
+    }
+}
+
+/// One warning per webhook the recorder just disabled.
+fn log_disabled(disabled: &[DisabledWebhook]) {
+    for webhook in disabled {
+        tracing::warn!(
+            api_key.id = %webhook.api_key_id,
+            url = %webhook.url.as_deref().map(redact_url).unwrap_or_default(),
+            failing_since = %rfc3339_ms(webhook.failing_since),
+            "webhook disabled: every attempt has failed since {} (webhook.disable_after); its deliveries are held \
+             until it is re-enabled (easel keys enable-webhook, POST /webhook/enable)",
+            rfc3339_ms(webhook.failing_since)
+        );
     }
 }
 

@@ -81,7 +81,9 @@ impl Outbox {
         let endpoint = endpoint_of(&url);
         // Straight to the engine only while it has room for this receiver; otherwise the delivery
         // waits in the store like any other (memory stays bounded whatever the receivers do).
-        let slot = self.queue.as_ref().and_then(|queue| {
+        // A disabled webhook's deliveries are held in the store, never handed to the engine.
+        let held = api_key.webhook_disabled_at.is_some();
+        let slot = self.queue.as_ref().filter(|_| !held).and_then(|queue| {
             let engine = queue.engine.upgrade()?;
             if !engine.has_room_for(&endpoint) {
                 return None;

@@ -6,6 +6,7 @@
 // `helpers::not_applicable`, in its own code.
 
 mod api;
+mod autodisable;
 mod backend_comfyui;
 mod backends;
 mod child;

@@ -40,6 +40,8 @@ impl Fixture {
             webhook_api_key_sealed: None,
             signing_secret_sealed: vec![1, 2, 3],
             deleted_at: None,
+            webhook_failing_since: None,
+            webhook_disabled_at: None,
         };
         store.create_api_key(&key, &format!("hash-{}", key.id)).await.unwrap();
         Fixture { store, user, key, _dir: dir }
@@ -114,6 +116,7 @@ fn record(delivery: DeliveryId, attempt: u32, owner: &str, started_at: Millis, n
             error_detail: Some("HTTP 500".into()),
             response_excerpt: Some("down".into()),
         },
+        api_key_id: ApiKeyId::random(),
         lease_owner: owner.into(),
         next,
     }
