@@ -29,6 +29,21 @@ pub fn content_type(extension: &str) -> Option<&'static str> {
     EXTENSIONS.iter().find(|(ext, _)| *ext == extension).map(|(_, ct)| *ct)
 }
 
+/// The largest width or height an uploaded picture may have.
+pub const MAX_SIDE: u32 = 8192;
+
+/// Decodes `bytes` as the declared format; its size, or why it is not usable.
+pub fn check_picture(bytes: &[u8], extension: &str) -> Result<(u32, u32), String> {
+    let format =
+        image::ImageFormat::from_extension(extension).ok_or_else(|| format!("unknown extension {extension}"))?;
+    let picture = image::load_from_memory_with_format(bytes, format).map_err(|e| e.to_string())?;
+    let (width, height) = (picture.width(), picture.height());
+    if width > MAX_SIDE || height > MAX_SIDE {
+        return Err(format!("{width}x{height} is larger than {MAX_SIDE}x{MAX_SIDE}"));
+    }
+    Ok((width, height))
+}
+
 /// The local target's signature field (S3 policies use `x-amz-signature`).
 pub const LOCAL_SIGNATURE_FIELD: &str = "x-easel-signature";
 

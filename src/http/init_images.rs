@@ -20,9 +20,6 @@ use crate::store::{InitImage, InitImageKind};
 use crate::uploads::{self, UploadRules, Uploads};
 use crate::wire;
 
-/// The largest width or height an uploaded picture may have.
-pub const MAX_SIDE: u32 = 8192;
-
 pub fn router() -> Router<ApiContext> {
     Router::new()
         .route("/init-image", post(upload_init_image))
@@ -185,7 +182,7 @@ async fn receive_upload(
     if form.get("key") != Some(&image.storage_key) {
         return Err(refused(format!("this URL takes the upload of {}, not of the `key` sent", image.storage_key)));
     }
-    let (width, height) = check_picture(&file, &image.extension).map_err(|why| {
+    let (width, height) = uploads::check_picture(&file, &image.extension).map_err(|why| {
         ApiError::Invalid(FieldError::new(
             "file",
             format!("the file is not a {} picture Easel can use: {why}", image.extension),
@@ -197,16 +194,4 @@ async fn receive_upload(
     state.images.put(&image.storage_key, file).await?;
     tracing::info!(init_image.id = %id, width, height, "init image uploaded");
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// Decodes `bytes` as the declared format; its size, or why it is not usable.
-pub fn check_picture(bytes: &[u8], extension: &str) -> Result<(u32, u32), String> {
-    let format =
-        image::ImageFormat::from_extension(extension).ok_or_else(|| format!("unknown extension {extension}"))?;
-    let picture = image::load_from_memory_with_format(bytes, format).map_err(|e| e.to_string())?;
-    let (width, height) = (picture.width(), picture.height());
-    if width > MAX_SIDE || height > MAX_SIDE {
-        return Err(format!("{width}x{height} is larger than {MAX_SIDE}x{MAX_SIDE}"));
-    }
-    Ok((width, height))
 }

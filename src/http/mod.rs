@@ -28,7 +28,6 @@ use tokio::sync::Notify;
 use tower_http::catch_panic::CatchPanicLayer;
 
 pub use error::ApiError;
-pub use init_images::check_picture;
 
 use crate::config::ApiConfig;
 use crate::images::ImageStore;

@@ -516,7 +516,7 @@ impl RenderWorkers {
                 crate::clock::rfc3339_ms(image.expires_at)
             )));
         };
-        if let Err(why) = crate::http::check_picture(&bytes, &image.extension) {
+        if let Err(why) = crate::uploads::check_picture(&bytes, &image.extension) {
             return Ok(Err(format!("init image {id} is not a {} picture Easel can use: {why}", image.extension)));
         }
         Ok(Ok(bytes))

@@ -206,12 +206,7 @@ async fn with_s3_storage_the_upload_goes_straight_to_the_bucket() {
     let client = reqwest::Client::new();
     assert!(client.put(format!("{}/easel-uploads", s3.endpoint)).send().await.unwrap().status().is_success());
     let app = spawn_app_with(|config| {
-        config.storage.url = Some("s3://easel-uploads/prod".into());
-        config.storage.endpoint = Some(s3.endpoint.clone());
-        config.storage.region = Some("us-east-1".into());
-        config.storage.access_key_id = Some("testing".into());
-        config.storage.secret_access_key = Some(serde_json::from_value(json!("testing")).unwrap());
-        config.storage.allow_http = true;
+        s3.use_bucket(config, "s3://easel-uploads/prod");
     })
     .await;
     let user = &app.admin;
@@ -465,12 +460,7 @@ async fn the_python_sdk_uploads_straight_to_the_bucket() {
     let client = reqwest::Client::new();
     assert!(client.put(format!("{}/sdk-uploads", s3.endpoint)).send().await.unwrap().status().is_success());
     let app = spawn_app_with(|config| {
-        config.storage.url = Some("s3://sdk-uploads".into());
-        config.storage.endpoint = Some(s3.endpoint.clone());
-        config.storage.region = Some("us-east-1".into());
-        config.storage.access_key_id = Some("testing".into());
-        config.storage.secret_access_key = Some(serde_json::from_value(json!("testing")).unwrap());
-        config.storage.allow_http = true;
+        s3.use_bucket(config, "s3://sdk-uploads");
     })
     .await;
     let mut command = std::process::Command::new(python);

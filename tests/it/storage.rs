@@ -24,6 +24,18 @@ impl Drop for S3Server {
     }
 }
 
+impl S3Server {
+    /// Makes `config` keep its images in `url` (`s3://BUCKET/PREFIX`) on this server.
+    pub fn use_bucket(&self, config: &mut easel::config::Config, url: &str) {
+        config.storage.url = Some(url.into());
+        config.storage.endpoint = Some(self.endpoint.clone());
+        config.storage.region = Some("us-east-1".into());
+        config.storage.access_key_id = Some("testing".into());
+        config.storage.secret_access_key = Some(serde_json::from_value(json!("testing")).unwrap());
+        config.storage.allow_http = true;
+    }
+}
+
 pub async fn s3_server(test: &str) -> Option<S3Server> {
     let test = test.to_string();
     let python = tokio::task::spawn_blocking(move || python_or_skip("s3", &test)).await.unwrap()?;
@@ -50,12 +62,7 @@ async fn images_live_in_the_bucket_are_served_through_cdn_and_deleted_with_their
     let client = reqwest::Client::new();
     assert!(client.put(format!("{}/easel-images", s3.endpoint)).send().await.unwrap().status().is_success());
     let app = spawn_app_with(|config| {
-        config.storage.url = Some("s3://easel-images/prod".into());
-        config.storage.endpoint = Some(s3.endpoint.clone());
-        config.storage.region = Some("us-east-1".into());
-        config.storage.access_key_id = Some("testing".into());
-        config.storage.secret_access_key = Some(serde_json::from_value(json!("testing")).unwrap());
-        config.storage.allow_http = true;
+        s3.use_bucket(config, "s3://easel-images/prod");
     })
     .await;
     let user = &app.admin;
