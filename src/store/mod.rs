@@ -88,7 +88,12 @@ pub async fn open(config: &Config) -> StoreResult<Arc<dyn Store>> {
         DatabaseUrl::Postgres(url) => Backend::Postgres(postgres::PgDb::open(&url, &config.database).await?),
     };
     let disable_after = config.webhook.disable_after.as_millis() as Millis;
-    Ok(Arc::new(SqlStore { backend, disable_after: (disable_after > 0).then_some(disable_after) }))
+    Ok(Arc::new_cyclic(|me| SqlStore {
+        backend,
+        disable_after: (disable_after > 0).then_some(disable_after),
+        admissions: sql::GroupCommit::default(),
+        me: me.clone(),
+    }))
 }
 
 /// The store on one of the two databases.
@@ -96,6 +101,11 @@ pub struct SqlStore {
     backend: Backend,
     /// `webhook.disable_after` in milliseconds (`None`: webhooks are never disabled).
     disable_after: Option<Millis>,
+    /// Job inserts waiting to be admitted together, one transaction for all that arrive while the
+    /// previous one commits.
+    admissions: sql::GroupCommit,
+    /// This store, for work that must outlive the caller that started it.
+    me: std::sync::Weak<SqlStore>,
 }
 
 enum Backend {

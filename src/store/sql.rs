@@ -119,9 +119,10 @@ macro_rules! make_due {
     }};
 }
 
-/// Pending generations plus pending variations of user `$2`: what concurrency slots count.
-const PENDING_JOBS_OF_USER: &str = "(SELECT COUNT(*) FROM generations WHERE user_id = $2 AND status = 'PENDING') \
-     + (SELECT COUNT(*) FROM variations WHERE user_id = $2 AND status = 'PENDING')";
+/// Pending generations plus pending variations of user `$2`: what concurrency slots count. Kept
+/// on the user's row by triggers (migration "pending jobs counter"), so reading it costs the same
+/// however many jobs are pending.
+const PENDING_JOBS_OF_USER: &str = "(SELECT pending_jobs FROM users WHERE id = $2)";
 
 /// The table and id of a job's row.
 fn job_row(job: RenderJobId) -> (&'static str, String) {
@@ -148,51 +149,141 @@ enum Value {
     Int(i64),
 }
 
+/// Group commit of job inserts: a request joins the queue, then waits for its answer or for the
+/// leader's lock, whichever comes first. The one that gets the lock takes everything queued and
+/// admits it in one transaction, on a task of its own (a client that goes away while leading
+/// cancels nothing), holding the lock until the commit. While one transaction commits the next
+/// batch gathers, so under load each commit serves many requests and a lone request waits for
+/// nothing.
+#[derive(Default)]
+pub(super) struct GroupCommit {
+    queue: std::sync::Mutex<Vec<Admit>>,
+    leader: std::sync::Arc<tokio::sync::Mutex<()>>,
+}
+
+/// One job insert waiting for admission (see [`SqlStore::admit`]).
+struct Admit {
+    user: UserId,
+    slots: u32,
+    source_image: Option<ImageId>,
+    insert: &'static str,
+    values: Vec<Value>,
+    answer: tokio::sync::oneshot::Sender<StoreResult<Admission>>,
+}
+
 impl SqlStore {
     /// Inserts a PENDING job (`insert`: an `INSERT ... SELECT` of `values`, user id at `$2`) unless
     /// the user's slots are all taken, or `source_image` is given and is not the user's (deleted
     /// a moment ago, say). The check and the insert are atomic: the user's row is locked
     /// (PostgreSQL) or the database's one writer held (SQLite), and the image is held until the
     /// commit, so a delete of its generation waits for the insert (and then removes the job with
-    /// the image) or has already happened and is seen here.
+    /// the image) or has already happened and is seen here. Concurrent inserts share a
+    /// transaction ([`GroupCommit`]); the answer comes after the commit.
     async fn admit(
         &self,
         user: UserId,
         slots: u32,
         source_image: Option<ImageId>,
-        insert: &str,
+        insert: &'static str,
         values: Vec<Value>,
     ) -> StoreResult<Admission> {
-        transaction!(self, |tx, dialect| {
-            dialect.lock_user(&mut tx, user).await?;
-            if let Some(image) = source_image {
-                let held = sqlx::query(&format!(
-                    "SELECT 1 FROM images WHERE id = $1 AND user_id = $2{}",
-                    dialect.row_lock(" FOR KEY SHARE")
-                ))
-                .bind(image.to_string())
-                .bind(user.to_string())
-                .fetch_optional(&mut *tx)
-                .await?;
-                if held.is_none() {
-                    return Ok(Admission::SourceMissing);
+        let (answer, mut answered) = tokio::sync::oneshot::channel();
+        self.admissions.queue.lock().expect("admission queue").push(Admit {
+            user,
+            slots,
+            source_image,
+            insert,
+            values,
+            answer,
+        });
+        loop {
+            tokio::select! {
+                biased;
+                answer = &mut answered => {
+                    return answer.unwrap_or_else(|_| {
+                        Err(StoreError::Corrupt("the admission batch stopped before answering".into()))
+                    });
+                }
+                lead = self.admissions.leader.clone().lock_owned() => {
+                    let batch = std::mem::take(&mut *self.admissions.queue.lock().expect("admission queue"));
+                    let Some(store) = self.me.upgrade().filter(|_| !batch.is_empty()) else { continue };
+                    tokio::spawn(async move {
+                        store.admit_batch(batch).await;
+                        drop(lead);
+                    });
                 }
             }
-            let sql = format!("{insert} WHERE {PENDING_JOBS_OF_USER} < ${}", values.len() + 1);
-            let mut query = sqlx::query(&sql);
-            for value in values {
-                query = match value {
-                    Value::Text(text) => query.bind(text),
-                    Value::OptText(text) => query.bind(text),
-                    Value::Int(int) => query.bind(int),
-                };
+        }
+    }
+
+    /// Admits `batch` in one transaction and answers each request; if the transaction fails, each
+    /// request is tried alone, so one request's error is never another's.
+    async fn admit_batch(&self, batch: Vec<Admit>) {
+        match self.admit_together(&batch).await {
+            Ok(admissions) => {
+                for (admit, admission) in batch.into_iter().zip(admissions) {
+                    let _ = admit.answer.send(Ok(admission));
+                }
             }
-            if query.bind(i64::from(slots)).execute(&mut *tx).await?.rows_affected() == 0 {
-                return Ok(Admission::SlotsFull { slots });
+            Err(error) if batch.len() == 1 => {
+                let _ = batch.into_iter().next().expect("one").answer.send(Err(error));
             }
-            dialect.notify(&mut tx, RENDER_CHANNEL).await?;
+            Err(_) => {
+                for admit in batch {
+                    let alone = self.admit_together(std::slice::from_ref(&admit)).await;
+                    let _ = admit.answer.send(alone.map(|mut admissions| admissions.remove(0)));
+                }
+            }
+        }
+    }
+
+    /// The admission of each request in `batch`, in order, in one transaction.
+    async fn admit_together(&self, batch: &[Admit]) -> StoreResult<Vec<Admission>> {
+        transaction!(self, |tx, dialect| {
+            // Users are locked in one order, so two nodes' batches cannot deadlock.
+            let mut users: Vec<UserId> = batch.iter().map(|admit| admit.user).collect();
+            users.sort_unstable();
+            users.dedup();
+            for user in users {
+                dialect.lock_user(&mut tx, user).await?;
+            }
+            let mut admissions = Vec::with_capacity(batch.len());
+            for admit in batch {
+                if let Some(image) = admit.source_image {
+                    let held = sqlx::query(&format!(
+                        "SELECT 1 FROM images WHERE id = $1 AND user_id = $2{}",
+                        dialect.row_lock(" FOR KEY SHARE")
+                    ))
+                    .bind(image.to_string())
+                    .bind(admit.user.to_string())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if held.is_none() {
+                        admissions.push(Admission::SourceMissing);
+                        continue;
+                    }
+                }
+                let sql = format!("{} WHERE {PENDING_JOBS_OF_USER} < ${}", admit.insert, admit.values.len() + 1);
+                let mut query = sqlx::query(&sql);
+                for value in &admit.values {
+                    query = match value {
+                        Value::Text(text) => query.bind(text.clone()),
+                        Value::OptText(text) => query.bind(text.clone()),
+                        Value::Int(int) => query.bind(*int),
+                    };
+                }
+                let inserted = query.bind(i64::from(admit.slots)).execute(&mut *tx).await?.rows_affected();
+                admissions.push(if inserted == 0 {
+                    Admission::SlotsFull { slots: admit.slots }
+                } else {
+                    Admission::Accepted
+                });
+            }
+            if admissions.iter().any(|admission| matches!(admission, Admission::Accepted)) {
+                dialect.notify(&mut tx, RENDER_CHANNEL).await?;
+            }
             tx.commit().await?;
-            Ok(Admission::Accepted)
+            Ok(admissions)
         })
     }
 

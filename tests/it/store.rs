@@ -207,6 +207,40 @@ async fn concurrent_admissions_never_exceed_the_slots() {
 }
 
 #[tokio::test]
+async fn a_slot_is_free_again_once_its_job_completes_fails_or_is_deleted() {
+    let f = Fixture::new().await;
+    let jobs: Vec<Generation> = (0..3).map(|n| f.generation(n)).collect();
+    for job in &jobs {
+        assert_eq!(f.store.create_generation(job, 3).await.unwrap(), Admission::Accepted);
+    }
+    let mut n = 10;
+    let mut one_more = async || {
+        n += 1;
+        f.store.create_generation(&f.generation(n), 3).await.unwrap()
+    };
+    assert_eq!(one_more().await, Admission::SlotsFull { slots: 3 });
+
+    let now = now_ms();
+    assert_eq!(f.store.claim_render_jobs("node-a", now, now + 60_000, 10, &[]).await.unwrap().len(), 3);
+    let complete = JobOutcome::Complete(Vec::new());
+    assert!(f.store.finish_generation(jobs[0].id, "node-a", now, &complete, None).await.unwrap());
+    assert_eq!(one_more().await, Admission::Accepted, "a completed job's slot");
+    assert_eq!(one_more().await, Admission::SlotsFull { slots: 3 });
+
+    let failed = JobOutcome::Failed { reason: "no".into() };
+    assert!(f.store.finish_generation(jobs[1].id, "node-a", now, &failed, None).await.unwrap());
+    assert_eq!(one_more().await, Admission::Accepted, "a failed job's slot");
+    assert_eq!(one_more().await, Admission::SlotsFull { slots: 3 });
+
+    assert!(f.store.delete_generation(f.user.id, jobs[2].id).await.unwrap().is_some());
+    assert_eq!(one_more().await, Admission::Accepted, "a deleted pending job's slot");
+    assert_eq!(one_more().await, Admission::SlotsFull { slots: 3 });
+    // Deleting a finished job frees nothing: it held no slot.
+    assert!(f.store.delete_generation(f.user.id, jobs[0].id).await.unwrap().is_some());
+    assert_eq!(one_more().await, Admission::SlotsFull { slots: 3 });
+}
+
+#[tokio::test]
 async fn deliveries_are_claimed_by_endpoint_and_skipped_by_endpoint() {
     let f = Fixture::new().await;
     let mut by_endpoint: Vec<(String, DeliveryId)> = Vec::new();
