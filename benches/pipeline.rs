@@ -15,6 +15,9 @@
 //!   go, for the sustained rate, and the server's peak resident memory.
 //! - backlog: `POST /generations` with 50,000 jobs already pending for the user (100,000 slots)
 //!   against the same with none.
+//!
+//! `EASEL_BENCH_BINARY=/path/to/easel` runs another build of the server (an older commit's, to
+//! compare) under the same load.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -68,7 +71,7 @@ impl Server {
                 .env("EASEL_WEBHOOK__ALLOW_PRIVATE_NETWORKS", "[\"127.0.0.0/8\"]");
         };
         let cli = |args: &[&str]| -> serde_json::Value {
-            let mut command = Command::new(env!("CARGO_BIN_EXE_easel"));
+            let mut command = Command::new(easel_binary());
             command.args(args);
             env(&mut command);
             let output = command.output().unwrap();
@@ -84,7 +87,8 @@ impl Server {
         }
         let key = cli(&args)["key"].as_str().unwrap().to_string();
 
-        let mut command = Command::new(env!("CARGO_BIN_EXE_easel"));
+        let mut command = Command::new(easel_binary());
+        env(&mut command);
         command
             .arg("serve")
             .env("EASEL_LISTEN", "127.0.0.1:0")
@@ -92,7 +96,6 @@ impl Server {
             .env("EASEL_ROLES", roles)
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        env(&mut command);
         let mut child = command.spawn().unwrap();
         // The log is read on its own thread (so the child never blocks on a full pipe) until the
         // listening line names the port.
@@ -373,8 +376,10 @@ async fn open_loop(server: &Server, receiver: &Receiver, rate: u64, seconds: u64
 
 // ---------------------------------------------------------------------------------------------
 
+/// The `easel` binary under test: this build's, or `EASEL_BENCH_BINARY` (another build, to
+/// compare).
 fn easel_binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_easel"))
+    std::env::var_os("EASEL_BENCH_BINARY").map(PathBuf::from).unwrap_or_else(|| env!("CARGO_BIN_EXE_easel").into())
 }
 
 fn main() {

@@ -10,6 +10,7 @@
 //! a lease that expires, and the job is claimed again. A job is finished only by the holder of its
 //! lease, so a worker whose lease was taken over cannot finish it twice.
 
+mod group;
 mod postgres;
 mod rows;
 mod sql;
@@ -91,7 +92,8 @@ pub async fn open(config: &Config) -> StoreResult<Arc<dyn Store>> {
     Ok(Arc::new_cyclic(|me| SqlStore {
         backend,
         disable_after: (disable_after > 0).then_some(disable_after),
-        admissions: sql::GroupCommit::default(),
+        admissions: group::GroupCommit::default(),
+        finishes: group::GroupCommit::default(),
         me: me.clone(),
     }))
 }
@@ -102,8 +104,9 @@ pub struct SqlStore {
     /// `webhook.disable_after` in milliseconds (`None`: webhooks are never disabled).
     disable_after: Option<Millis>,
     /// Job inserts waiting to be admitted together, one transaction for all that arrive while the
-    /// previous one commits.
-    admissions: sql::GroupCommit,
+    /// previous one commits; the same for finished generations.
+    admissions: group::GroupCommit<sql::Admit>,
+    finishes: group::GroupCommit<sql::Finish>,
     /// This store, for work that must outlive the caller that started it.
     me: std::sync::Weak<SqlStore>,
 }

@@ -6,7 +6,10 @@
 
 use std::collections::HashSet;
 
+use futures_util::future::BoxFuture;
 use sqlx::QueryBuilder;
+
+use super::group::Grouped;
 
 use super::rows::*;
 use super::*;
@@ -149,26 +152,48 @@ enum Value {
     Int(i64),
 }
 
-/// Group commit of job inserts: a request joins the queue, then waits for its answer or for the
-/// leader's lock, whichever comes first. The one that gets the lock takes everything queued and
-/// admits it in one transaction, on a task of its own (a client that goes away while leading
-/// cancels nothing), holding the lock until the commit. While one transaction commits the next
-/// batch gathers, so under load each commit serves many requests and a lone request waits for
-/// nothing.
-#[derive(Default)]
-pub(super) struct GroupCommit {
-    queue: std::sync::Mutex<Vec<Admit>>,
-    leader: std::sync::Arc<tokio::sync::Mutex<()>>,
-}
-
 /// One job insert waiting for admission (see [`SqlStore::admit`]).
-struct Admit {
+pub(super) struct Admit {
     user: UserId,
     slots: u32,
     source_image: Option<ImageId>,
     insert: &'static str,
     values: Vec<Value>,
     answer: tokio::sync::oneshot::Sender<StoreResult<Admission>>,
+}
+
+impl Grouped for Admit {
+    type Output = Admission;
+
+    fn answer(self, result: StoreResult<Admission>) {
+        let _ = self.answer.send(result);
+    }
+
+    fn together<'a>(store: &'a SqlStore, batch: &'a [Admit]) -> BoxFuture<'a, StoreResult<Vec<Admission>>> {
+        Box::pin(store.admit_together(batch))
+    }
+}
+
+/// One finished generation waiting to be recorded (see [`Store::finish_generation`]).
+pub(super) struct Finish {
+    id: GenerationId,
+    owner: String,
+    at: Millis,
+    outcome: JobOutcome<Vec<NewImage>>,
+    delivery: Option<NewDelivery>,
+    answer: tokio::sync::oneshot::Sender<StoreResult<bool>>,
+}
+
+impl Grouped for Finish {
+    type Output = bool;
+
+    fn answer(self, result: StoreResult<bool>) {
+        let _ = self.answer.send(result);
+    }
+
+    fn together<'a>(store: &'a SqlStore, batch: &'a [Finish]) -> BoxFuture<'a, StoreResult<Vec<bool>>> {
+        Box::pin(store.finish_together(batch))
+    }
 }
 
 impl SqlStore {
@@ -178,7 +203,7 @@ impl SqlStore {
     /// (PostgreSQL) or the database's one writer held (SQLite), and the image is held until the
     /// commit, so a delete of its generation waits for the insert (and then removes the job with
     /// the image) or has already happened and is seen here. Concurrent inserts share a
-    /// transaction ([`GroupCommit`]); the answer comes after the commit.
+    /// transaction (`group::GroupCommit`); the answer comes after the commit.
     async fn admit(
         &self,
         user: UserId,
@@ -187,54 +212,71 @@ impl SqlStore {
         insert: &'static str,
         values: Vec<Value>,
     ) -> StoreResult<Admission> {
-        let (answer, mut answered) = tokio::sync::oneshot::channel();
-        self.admissions.queue.lock().expect("admission queue").push(Admit {
-            user,
-            slots,
-            source_image,
-            insert,
-            values,
-            answer,
-        });
-        loop {
-            tokio::select! {
-                biased;
-                answer = &mut answered => {
-                    return answer.unwrap_or_else(|_| {
-                        Err(StoreError::Corrupt("the admission batch stopped before answering".into()))
-                    });
-                }
-                lead = self.admissions.leader.clone().lock_owned() => {
-                    let batch = std::mem::take(&mut *self.admissions.queue.lock().expect("admission queue"));
-                    let Some(store) = self.me.upgrade().filter(|_| !batch.is_empty()) else { continue };
-                    tokio::spawn(async move {
-                        store.admit_batch(batch).await;
-                        drop(lead);
-                    });
-                }
-            }
-        }
+        self.admissions.submit(&self.me, |answer| Admit { user, slots, source_image, insert, values, answer }).await
     }
 
-    /// Admits `batch` in one transaction and answers each request; if the transaction fails, each
-    /// request is tried alone, so one request's error is never another's.
-    async fn admit_batch(&self, batch: Vec<Admit>) {
-        match self.admit_together(&batch).await {
-            Ok(admissions) => {
-                for (admit, admission) in batch.into_iter().zip(admissions) {
-                    let _ = admit.answer.send(Ok(admission));
+    /// Records each finished generation of `batch`, in one transaction: whether it was finished
+    /// (it was still PENDING and leased to its owner), with its images and delivery.
+    async fn finish_together(&self, batch: &[Finish]) -> StoreResult<Vec<bool>> {
+        transaction!(self, |tx, dialect| {
+            // Finishing a job updates its user's row (the pending count): users are locked first,
+            // in the order admissions lock them, so the two cannot deadlock.
+            let ids: Vec<String> = batch.iter().map(|finish| finish.id.to_string()).collect();
+            let sql = format!("SELECT DISTINCT user_id FROM generations WHERE id IN ({})", placeholders(1, ids.len()));
+            let rows = ids.iter().fold(sqlx::query(&sql), |query, id| query.bind(id)).fetch_all(&mut *tx).await?;
+            let mut users = rows.iter().map(|row| parse(row, "user_id")).collect::<StoreResult<Vec<UserId>>>()?;
+            users.sort_unstable();
+            for user in users {
+                dialect.lock_user(&mut tx, user).await?;
+            }
+            let mut finished = Vec::with_capacity(batch.len());
+            for finish in batch {
+                let (status, reason) = match &finish.outcome {
+                    JobOutcome::Complete(_) => ("COMPLETE", None),
+                    JobOutcome::Failed { reason } => ("FAILED", Some(reason.as_str())),
+                };
+                let row = sqlx::query(
+                    "UPDATE generations SET status = $3, failure_reason = $4, updated_at = $5, lease_owner = NULL, \
+                     lease_expires_at = 0 WHERE id = $1 AND lease_owner = $2 AND status = 'PENDING' RETURNING user_id",
+                )
+                .bind(finish.id.to_string())
+                .bind(&finish.owner)
+                .bind(status)
+                .bind(reason)
+                .bind(finish.at)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(row) = row else {
+                    finished.push(false);
+                    continue;
+                };
+                let user_id = row.text("user_id")?;
+                if let JobOutcome::Complete(images) = &finish.outcome {
+                    for image in images {
+                        sqlx::query(
+                            "INSERT INTO images (id, generation_id, user_id, idx, storage_key, width, height, \
+                             created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                        )
+                        .bind(image.id.to_string())
+                        .bind(finish.id.to_string())
+                        .bind(&user_id)
+                        .bind(i64::from(image.index))
+                        .bind(&image.storage_key)
+                        .bind(i64::from(image.width))
+                        .bind(i64::from(image.height))
+                        .bind(finish.at)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
                 }
-            }
-            Err(error) if batch.len() == 1 => {
-                let _ = batch.into_iter().next().expect("one").answer.send(Err(error));
-            }
-            Err(_) => {
-                for admit in batch {
-                    let alone = self.admit_together(std::slice::from_ref(&admit)).await;
-                    let _ = admit.answer.send(alone.map(|mut admissions| admissions.remove(0)));
+                if let Some(delivery) = &finish.delivery {
+                    insert_delivery!(tx, dialect, delivery);
                 }
+                finished.push(true);
             }
-        }
+            tx.commit().await?;
+            Ok(finished)
+        })
     }
 
     /// The admission of each request in `batch`, in order, in one transaction.
@@ -1010,48 +1052,8 @@ impl Store for SqlStore {
         outcome: &JobOutcome<Vec<NewImage>>,
         delivery: Option<&NewDelivery>,
     ) -> StoreResult<bool> {
-        let (status, reason) = match outcome {
-            JobOutcome::Complete(_) => ("COMPLETE", None),
-            JobOutcome::Failed { reason } => ("FAILED", Some(reason.as_str())),
-        };
-        transaction!(self, |tx, dialect| {
-            let row = sqlx::query(
-                "UPDATE generations SET status = $3, failure_reason = $4, updated_at = $5, lease_owner = NULL, \
-                 lease_expires_at = 0 WHERE id = $1 AND lease_owner = $2 AND status = 'PENDING' RETURNING user_id",
-            )
-            .bind(id.to_string())
-            .bind(owner)
-            .bind(status)
-            .bind(reason)
-            .bind(at)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(row) = row else { return Ok(false) };
-            let user_id = row.text("user_id")?;
-            if let JobOutcome::Complete(images) = outcome {
-                for image in images {
-                    sqlx::query(
-                        "INSERT INTO images (id, generation_id, user_id, idx, storage_key, width, height, created_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                    )
-                    .bind(image.id.to_string())
-                    .bind(id.to_string())
-                    .bind(&user_id)
-                    .bind(i64::from(image.index))
-                    .bind(&image.storage_key)
-                    .bind(i64::from(image.width))
-                    .bind(i64::from(image.height))
-                    .bind(at)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-            }
-            if let Some(delivery) = delivery {
-                insert_delivery!(tx, dialect, delivery);
-            }
-            tx.commit().await?;
-            Ok(true)
-        })
+        let (owner, outcome, delivery) = (owner.to_string(), outcome.clone(), delivery.cloned());
+        self.finishes.submit(&self.me, |answer| Finish { id, owner, at, outcome, delivery, answer }).await
     }
 
     async fn finish_variation(
