@@ -373,29 +373,29 @@ pub fn validate_response(response: &BinResponse, config: &InspectorConfig) -> Re
         return Err(FieldError::new("status", format!("`status` must be 200 to 599 (got {})", response.status)));
     }
     if response.headers.len() > 50 {
-        return Err(FieldError::new("headers", "at most 50 response headers"));
+        return Err(FieldError::new("headers", "`headers`: at most 50 response headers"));
     }
     for (name, value) in &response.headers {
         if header::HeaderName::from_bytes(name.as_bytes()).is_err() {
-            return Err(FieldError::new("headers", format!("{name:?} is not a valid header name")));
+            return Err(FieldError::new("headers", format!("`headers`: {name:?} is not a valid header name")));
         }
         if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
             return Err(FieldError::new(
                 "headers",
-                format!("{name:?} cannot be configured: the server sets it for the connection"),
+                format!("`headers`: {name:?} cannot be configured: the server sets it for the connection"),
             ));
         }
         if HeaderValue::from_str(value).is_err() || value.len() > 4096 {
             return Err(FieldError::new(
                 "headers",
-                format!("the value of {name:?} must be visible text of at most 4096 bytes"),
+                format!("`headers`: the value of {name:?} must be visible text of at most 4096 bytes"),
             ));
         }
     }
     if response.body.len() > config.body_cap {
         return Err(FieldError::new(
             "body",
-            format!("the response body may be at most {} bytes (inspector.body_cap)", config.body_cap),
+            format!("`body` may be at most {} bytes (inspector.body_cap)", config.body_cap),
         ));
     }
     let max_delay = config.max_delay.as_millis();

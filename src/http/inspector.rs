@@ -124,7 +124,10 @@ pub fn parse_response(body: Option<&Value>, inspector: &Inspector) -> Result<Bin
     let status = integer("status", 200, 999)? as u16;
     let delay_ms = integer("delayMs", 0, u64::from(u32::MAX))? as u32;
     let text = |value: &Value, what: &str| -> Result<String, FieldError> {
-        value.as_str().map(str::to_string).ok_or_else(|| FieldError::new("headers", format!("{what} must be a string")))
+        value
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| FieldError::new("headers", format!("`headers`: {what} must be a string")))
     };
     let headers = match fields.get("headers") {
         None | Some(Value::Null) => Vec::new(),
