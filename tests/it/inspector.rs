@@ -517,3 +517,37 @@ async fn the_cli_creates_lists_follows_and_deletes_bins() {
     let (ok, _, stderr) = easel_cli(dir, &["inspect", "requests", &id]);
     assert!(!ok && stderr.contains("no bin"), "{stderr}");
 }
+
+#[tokio::test]
+async fn a_bin_gets_the_same_headers_and_body_as_a_network_receiver() {
+    use crate::receiver::{Reply as ReceiverReply, TestCa, TestReceiver};
+    let ca = TestCa::new();
+    let receiver = TestReceiver::https(&ca, |_| ReceiverReply::ok()).await;
+    let app = spawn_app_with(|config| fast_webhooks(config, &ca, &["0s"])).await;
+    let networked = app.new_webhook_user("networked", &receiver.url, Some("hook-secret")).await;
+    let bin = create_bin(&app, &networked.user, json!({})).await;
+    let in_process = key_calling_back(&app, &networked.user, bin["url"].as_str().unwrap()).await;
+
+    for key in [&networked, &in_process] {
+        let test = app.post(&key.user, "/webhook/test", &json!({})).await;
+        assert_eq!(test.body["delivered"], true, "{:#}", test.body);
+    }
+    let network = &receiver.wait_for(1).await[0];
+    let captured = &requests_of(&app, &networked.user, bin["id"].as_str().unwrap()).await[0];
+    let mut network_names: Vec<String> = network.headers.keys().map(|name| name.to_string()).collect();
+    let mut bin_names: Vec<String> =
+        captured["headers"].as_array().unwrap().iter().map(|pair| pair[0].as_str().unwrap().to_string()).collect();
+    network_names.sort();
+    bin_names.sort();
+    assert_eq!(bin_names, network_names, "the same headers as over the network");
+    for name in ["content-type", "accept", "user-agent", "authorization", "easel-test"] {
+        assert_eq!(header(captured, name), network.header(name), "{name}");
+    }
+    assert_eq!(header(captured, "content-length"), Some(captured["bodySize"].to_string().as_str()));
+    // Both bodies have the same shape (they differ only in ids and times).
+    let (network_body, bin_body) =
+        (network.json(), serde_json::from_str::<Value>(captured["body"].as_str().unwrap()).unwrap());
+    crate::webhooks::assert_same_shape(&bin_body, &network_body, "$");
+    crate::webhooks::verify_signature(network, &networked.signing_secret);
+    assert_eq!(captured["callbackChecks"][0]["signatureVerified"], true);
+}
