@@ -134,16 +134,25 @@ impl Inspector {
             .into_iter()
             .filter(|key| key.webhook_url.as_deref().is_some_and(|url| calls_back(url, bin.id)))
             .collect();
+        let mut headers = header_pairs(arrival.headers);
         let verification = if keys.is_empty() {
             None
         } else {
-            let checks: Vec<CallbackCheck> = keys
-                .iter()
-                .map(|key| {
-                    let secrets = KeySecrets::open(&self.master_key, key);
-                    check_callback(key, secrets.as_ref().ok(), arrival.headers, arrival.body, now / 1000)
-                })
-                .collect();
+            let mut checks = Vec::with_capacity(keys.len());
+            for key in &keys {
+                let secrets = KeySecrets::open(&self.master_key, key).ok();
+                let check = check_callback(key, secrets.as_ref(), arrival.headers, arrival.body, now / 1000);
+                // Secrets are shown once: a bearer that is one of these keys' webhook keys is kept
+                // masked, as callback bodies show it (`bearerMatched` says it was right).
+                if check.bearer_matched == Some(true)
+                    && let Some(masked) = secrets.as_ref().and_then(|s| s.webhook_api_key_masked.as_deref())
+                {
+                    for (_, value) in headers.iter_mut().filter(|(name, _)| name == "authorization") {
+                        *value = format!("Bearer {masked}");
+                    }
+                }
+                checks.push(check);
+            }
             Some(serde_json::to_string(&checks).expect("checks serialize"))
         };
         let cap = self.config.body_cap.min(arrival.body.len());
@@ -153,7 +162,7 @@ impl Inspector {
             received_at: now,
             method: arrival.method.to_string(),
             path: arrival.path,
-            headers: header_pairs(arrival.headers),
+            headers,
             body: arrival.body[..cap].to_vec(),
             body_size: arrival.body.len() as i64,
             source: arrival.source,
