@@ -155,7 +155,7 @@ pub fn validate_webhook_url(url: &str, policy: &WebhookConfig) -> Result<String,
 
 /// Whether `url` (normalized) is a bin of this Easel: `prefix` (`{public_url}/inspect/`) followed
 /// by a bin id.
-fn is_own_bin(url: &str, prefix: &str) -> bool {
+pub fn is_own_bin(url: &str, prefix: &str) -> bool {
     let Some(rest) = url.strip_prefix(prefix) else { return false };
     let id = rest.split(['/', '?']).next().unwrap_or("");
     id.parse::<uuid::Uuid>().is_ok()

@@ -333,7 +333,14 @@ async fn doctor(
     let images = crate::images::ImageStore::from_config(config, &config.public_url_or(config.listen))?;
     let masked = secrets.webhook_api_key_masked.as_deref();
     let (_, body) = crate::webhook::payload::test_event(&key, masked, &catalogue, &images, now)?;
-    let report = doctor::run(&config.webhook, &Patient { url, secrets, body, own_signing_secret }).await;
+    let own_bins = format!("{}{}", config.public_url_or(config.listen), crate::inspector::BIN_PATH);
+    let own_bin = config.inspector.enabled
+        && url::Url::parse(&url).is_ok_and(|parsed| admin::is_own_bin(parsed.as_str(), &own_bins));
+    let report = if own_bin {
+        doctor::in_process(&url)
+    } else {
+        doctor::run(&config.webhook, &Patient { url, secrets, body, own_signing_secret }).await
+    };
     if output.json {
         print_json(&report);
     } else {

@@ -197,7 +197,7 @@ impl Inspector {
 #[async_trait::async_trait]
 impl LocalReceiver for Inspector {
     fn owns(&self, url: &str) -> bool {
-        self.split_url(url).is_some()
+        crate::admin::is_own_bin(url, &self.prefix)
     }
 
     async fn receive(&self, url: &str, mut headers: HeaderMap, body: Bytes) -> AttemptResponse {

@@ -369,6 +369,13 @@ async fn a_callback_to_a_bin_of_this_server_arrives_in_process_bearer_matched_an
     assert_eq!(checks[0]["bearerMatched"], true, "{:#}", checks[0]);
     assert_eq!(checks[0]["signatureVerified"], true, "{:#}", checks[0]);
 
+    // The doctor says there is nothing to connect to.
+    let doctor = app.post(&hooked.user, "/webhook/doctor", &json!({})).await;
+    assert_eq!(doctor.status, StatusCode::OK, "{}", doctor.text);
+    assert_eq!(doctor.body["verdict"], "ok", "{:#}", doctor.body);
+    assert!(doctor.body["steps"][0]["detail"].as_str().unwrap().contains("in-process"), "{:#}", doctor.body);
+    assert_eq!(requests_of(&app, &owner, id).await.len(), 1, "the doctor records nothing");
+
     // The same for a test callback, which also says it is one.
     let test = app.post(&hooked.user, "/webhook/test", &json!({})).await;
     assert_eq!(test.status, StatusCode::OK, "{}", test.text);
