@@ -62,12 +62,41 @@ pub async fn create_api_key(
     webhook_api_key: Option<&str>,
     policy: &WebhookConfig,
 ) -> Result<CreatedKey, AdminError> {
+    create_api_key_with(store, master_key, user, name, webhook_url, webhook_api_key, policy, None).await
+}
+
+/// [`create_api_key`], where `own_bins` is the prefix of this Easel's inspector bins
+/// (`{public_url}/inspect/`): a webhook URL under it is delivered in-process (no connection is
+/// made), so it is accepted on a plain-http or private `public_url`; the https rule and the SSRF
+/// guard still apply to every other URL.
+#[allow(clippy::too_many_arguments)]
+pub async fn create_api_key_with(
+    store: &dyn Store,
+    master_key: &MasterKey,
+    user: UserId,
+    name: &str,
+    webhook_url: Option<&str>,
+    webhook_api_key: Option<&str>,
+    policy: &WebhookConfig,
+    own_bins: Option<&str>,
+) -> Result<CreatedKey, AdminError> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 100 {
         return Err(AdminError::Invalid("the key name must be 1 to 100 characters".into()));
     }
-    let webhook_url = webhook_url.map(|url| validate_webhook_url(url, policy)).transpose()?;
-    if let Some(url) = &webhook_url {
+    let own_bin = |url: &str| own_bins.is_some_and(|prefix| is_own_bin(url, prefix));
+    let webhook_url = webhook_url
+        .map(|url| {
+            let parsed = url::Url::parse(url).map(|u| u.to_string()).unwrap_or_default();
+            if own_bin(&parsed) {
+                let in_process = WebhookConfig { allow_http: true, ..policy.clone() };
+                validate_webhook_url(url, &in_process)
+            } else {
+                validate_webhook_url(url, policy)
+            }
+        })
+        .transpose()?;
+    if let Some(url) = webhook_url.as_deref().filter(|url| !own_bin(url)) {
         check_destination(url, policy).await?;
     }
     if webhook_api_key.is_some() && webhook_url.is_none() {
@@ -124,6 +153,14 @@ pub fn validate_webhook_url(url: &str, policy: &WebhookConfig) -> Result<String,
     Ok(parsed.to_string())
 }
 
+/// Whether `url` (normalized) is a bin of this Easel: `prefix` (`{public_url}/inspect/`) followed
+/// by a bin id.
+pub fn is_own_bin(url: &str, prefix: &str) -> bool {
+    let Some(rest) = url.strip_prefix(prefix) else { return false };
+    let id = rest.split(['/', '?']).next().unwrap_or("");
+    id.parse::<uuid::Uuid>().is_ok()
+}
+
 /// Refuses a callback URL whose host is a blocked address or resolves only to blocked addresses
 /// (the SSRF guard). A host that does not resolve yet is accepted: every delivery checks again.
 async fn check_destination(url: &str, policy: &WebhookConfig) -> Result<(), AdminError> {
@@ -171,6 +208,17 @@ mod tests {
         ] {
             assert!(validate(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn only_urls_of_this_easels_bins_are_own_bins() {
+        let prefix = "http://127.0.0.1:8080/inspect/";
+        let bin = uuid::Uuid::new_v4();
+        assert!(is_own_bin(&format!("{prefix}{bin}"), prefix));
+        assert!(is_own_bin(&format!("{prefix}{bin}/hooks?x=1"), prefix));
+        assert!(!is_own_bin(&format!("http://127.0.0.1:8081/inspect/{bin}"), prefix));
+        assert!(!is_own_bin(&format!("{prefix}not-a-bin"), prefix));
+        assert!(!is_own_bin("http://127.0.0.1:8080/admin", prefix));
     }
 
     #[test]

@@ -53,6 +53,9 @@ enum Command {
     /// The inference backends of `[[backends]]`.
     #[command(subcommand)]
     Backends(BackendsCommand),
+    /// Request inspector bins: capture URLs that record requests and answer as configured.
+    #[command(subcommand)]
+    Inspect(InspectCommand),
     /// Examine a webhook URL step by step (URL, DNS and the SSRF guard, egress, TCP, TLS, a signed
     /// test callback, authentication): why do callbacks not arrive? Exits 1 when a step fails.
     Doctor {
@@ -68,6 +71,53 @@ enum Command {
         signing_secret: Option<String>,
         #[command(flatten)]
         output: Output,
+    },
+}
+
+#[derive(Subcommand)]
+enum InspectCommand {
+    /// Create a bin for a user; prints its URL ({public_url}/inspect/{id}).
+    Create {
+        #[arg(long, value_name = "USER_ID")]
+        user: String,
+        /// The status the bin answers with (200 to 599).
+        #[arg(long, default_value_t = 200)]
+        status: u16,
+        /// A response header, `Name: value` (repeatable).
+        #[arg(long = "header", value_name = "NAME: VALUE")]
+        headers: Vec<String>,
+        /// The response body.
+        #[arg(long, default_value = "")]
+        body: String,
+        /// How long the bin waits before answering (`1500ms`, `3s`; at most inspector.max_delay).
+        #[arg(long, value_name = "DURATION")]
+        delay: Option<String>,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// List unexpired bins (of one user, or everyone's).
+    List {
+        #[arg(long, value_name = "USER_ID")]
+        user: Option<String>,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Show a bin's requests, newest first; with --follow, then print new ones as they arrive
+    /// (oldest first) until Ctrl-C or the bin is gone.
+    Requests {
+        #[arg(value_name = "BIN_ID")]
+        bin: String,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[arg(long)]
+        follow: bool,
+        #[command(flatten)]
+        output: Output,
+    },
+    /// Delete a bin and its requests.
+    Delete {
+        #[arg(value_name = "BIN_ID")]
+        bin: String,
     },
 }
 
@@ -242,6 +292,7 @@ async fn run(command: Command, config: Config) -> Result<(), Failure> {
         Command::Keys(command) => keys(command, &config).await,
         Command::Deliveries(command) => deliveries(command, &config).await,
         Command::Backends(BackendsCommand::List { output }) => backends_list(&config, output).await,
+        Command::Inspect(command) => inspect(command, &config).await,
         Command::Doctor { url, webhook_key, signing_secret, output } => {
             doctor(&config, url, webhook_key, signing_secret, output).await
         }
@@ -282,7 +333,14 @@ async fn doctor(
     let images = crate::images::ImageStore::from_config(config, &config.public_url_or(config.listen))?;
     let masked = secrets.webhook_api_key_masked.as_deref();
     let (_, body) = crate::webhook::payload::test_event(&key, masked, &catalogue, &images, now)?;
-    let report = doctor::run(&config.webhook, &Patient { url, secrets, body, own_signing_secret }).await;
+    let own_bins = format!("{}{}", config.public_url_or(config.listen), crate::inspector::BIN_PATH);
+    let own_bin = config.inspector.enabled
+        && url::Url::parse(&url).is_ok_and(|parsed| admin::is_own_bin(parsed.as_str(), &own_bins));
+    let report = if own_bin {
+        doctor::in_process(&url)
+    } else {
+        doctor::run(&config.webhook, &Patient { url, secrets, body, own_signing_secret }).await
+    };
     if output.json {
         print_json(&report);
     } else {
@@ -395,7 +453,11 @@ async fn keys(command: KeysCommand, config: &Config) -> Result<(), Failure> {
                 return Err(Failure(format!("there is no user with id {user}")));
             }
             let master_key = MasterKey::load(config.master_key.as_ref().map(|key| key.expose()), &config.data_dir)?;
-            let created = admin::create_api_key(
+            let own_bins = config
+                .inspector
+                .enabled
+                .then(|| format!("{}{}", config.public_url_or(config.listen), crate::inspector::BIN_PATH));
+            let created = admin::create_api_key_with(
                 &*store,
                 &master_key,
                 user,
@@ -403,6 +465,7 @@ async fn keys(command: KeysCommand, config: &Config) -> Result<(), Failure> {
                 webhook_url.as_deref(),
                 webhook_key.as_deref(),
                 &config.webhook,
+                own_bins.as_deref(),
             )
             .await?;
             if output.json {
@@ -604,4 +667,150 @@ async fn deliveries(command: DeliveriesCommand, config: &Config) -> Result<(), F
         }
     }
     Ok(())
+}
+
+/// How often `easel inspect requests --follow` looks for new requests.
+const FOLLOW_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
+async fn inspect(command: InspectCommand, config: &Config) -> Result<(), Failure> {
+    use crate::inspector::Inspector;
+    let store = store::open(config).await?;
+    let master_key = MasterKey::load(config.master_key.as_ref().map(|key| key.expose()), &config.data_dir)?;
+    let inspector = Inspector::new(
+        store.clone(),
+        config.inspector.clone(),
+        master_key,
+        &config.public_url_or(config.listen),
+        config.webhook.timeout,
+        tokio_util::sync::CancellationToken::new(),
+    );
+    let now = crate::clock::now_ms();
+    match command {
+        InspectCommand::Create { user, status, headers, body, delay, output } => {
+            let user: UserId = parse_id("user id", &user)?;
+            if store.get_user(user).await?.is_none() {
+                return Err(Failure(format!("there is no user with id {user}")));
+            }
+            let headers = headers
+                .iter()
+                .map(|header| match header.split_once(':') {
+                    Some((name, value)) => Ok((name.trim().to_string(), value.trim().to_string())),
+                    None => Err(Failure(format!("--header {header:?} must be `Name: value`"))),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let delay_ms = match delay {
+                None => 0,
+                Some(text) => crate::config::duration_text::parse(&text)
+                    .map_err(|e| Failure(format!("--delay {text:?}: {e}")))?
+                    .as_millis()
+                    .min(u128::from(u32::MAX)) as u32,
+            };
+            let response = store::BinResponse { status, headers, body: body.into_bytes(), delay_ms };
+            crate::inspector::validate_response(&response, inspector.config())
+                .map_err(|e| Failure(format!("--{}: {}", e.field.replace("delayMs", "delay"), e.message)))?;
+            let bin = inspector.create_bin(user, response).await?.ok_or_else(|| {
+                Failure(format!(
+                    "user {user} already has {} bins (inspector.max_bins_per_user): delete one first",
+                    config.inspector.max_bins_per_user
+                ))
+            })?;
+            let view = wire::BinView::new(&bin, inspector.bin_url(bin.id));
+            if output.json {
+                print_json(&view);
+            } else {
+                println!("created bin {} for user {user}, until {}", bin.id, view.expires_at);
+                println!("  url: {}", view.url);
+            }
+        }
+        InspectCommand::List { user, output } => {
+            let user = user.map(|u| parse_id::<UserId>("user id", &u)).transpose()?;
+            let bins = store.list_bins(user, now).await?;
+            let views: Vec<wire::BinView> =
+                bins.iter().map(|bin| wire::BinView::new(bin, inspector.bin_url(bin.id))).collect();
+            if output.json {
+                print_json(&wire::BinList { bins: views });
+            } else if views.is_empty() {
+                println!("no bins");
+            } else {
+                for bin in &views {
+                    println!(
+                        "{}  user {}  answers {}  {} requests ({} bytes)  until {}\n  {}",
+                        bin.id,
+                        bin.user_id,
+                        bin.response.status,
+                        bin.request_count,
+                        bin.stored_bytes,
+                        bin.expires_at,
+                        bin.url
+                    );
+                }
+            }
+        }
+        InspectCommand::Requests { bin, limit, follow, output } => {
+            let bin: uuid::Uuid = parse_id("bin id", &bin)?;
+            let gone = || Failure(format!("there is no bin {bin} (it never existed, expired or was deleted)"));
+            let requests = store.list_requests(bin, None, None, limit.clamp(1, 1000), now).await?.ok_or_else(gone)?;
+            let mut after = requests.first().map(|r| r.seq).unwrap_or(0);
+            for request in &requests {
+                print_request(request, output.json);
+            }
+            if !follow {
+                return Ok(());
+            }
+            if !output.json {
+                println!("following bin {bin} (Ctrl-C to stop)");
+            }
+            loop {
+                let Some(new) = store.requests_after(bin, None, after, 100, crate::clock::now_ms()).await? else {
+                    return Err(gone());
+                };
+                for request in &new {
+                    print_request(request, output.json);
+                    after = request.seq;
+                }
+                if new.is_empty() {
+                    tokio::select! {
+                        _ = tokio::time::sleep(FOLLOW_POLL) => {}
+                        _ = tokio::signal::ctrl_c() => return Ok(()),
+                    }
+                }
+            }
+        }
+        InspectCommand::Delete { bin } => {
+            let bin: uuid::Uuid = parse_id("bin id", &bin)?;
+            if !store.delete_bin(bin, None).await? {
+                return Err(Failure(format!("there is no bin {bin}")));
+            }
+            println!("deleted bin {bin}");
+        }
+    }
+    Ok(())
+}
+
+/// One captured request: a JSON line, or a block of text (headers, body excerpt, callback checks).
+fn print_request(request: &store::CapturedRequest, json: bool) {
+    let view = wire::CapturedRequestView::new(request);
+    if json {
+        print_json(&view);
+        return;
+    }
+    let truncated = if view.body_truncated { ", stored truncated" } else { "" };
+    println!(
+        "#{} {} {} {} from {} ({} bytes{truncated})",
+        view.seq, view.received_at, view.method, view.path, view.source, view.body_size
+    );
+    for (name, value) in &view.headers {
+        println!("  {name}: {value}");
+    }
+    if !view.body.is_empty() {
+        let body = crate::webhook::client::printable_excerpt(view.body.as_bytes());
+        let excerpt: String = body.chars().take(2000).collect();
+        println!("  body: {excerpt}");
+    }
+    for check in view.callback_checks.iter().flatten() {
+        println!(
+            "  key {} ({}): bearer {}; signature {}",
+            check.api_key_id, check.api_key_name, check.bearer, check.signature
+        );
+    }
 }

@@ -37,6 +37,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "metrics",
     "prompt_tools",
     "elements",
+    "inspector",
 ];
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -76,6 +77,44 @@ pub struct Config {
     pub prompt_tools: PromptToolsConfig,
     /// Elements (LoRAs) `GET /elements` lists (`[[elements]]`).
     pub elements: Vec<crate::models::ElementConfig>,
+    pub inspector: InspectorConfig,
+}
+
+/// The request inspector: capture bins at `{public_url}/inspect/{id}` (`[inspector]`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InspectorConfig {
+    /// Serve bins (the REST routes and the capture URLs); off: both answer 404.
+    pub enabled: bool,
+    /// How long a bin lives after its creation; then it answers as missing and is purged.
+    #[serde(with = "duration_text")]
+    pub bin_ttl: Duration,
+    /// Unexpired bins one user may have; creating one more is refused (409).
+    pub max_bins_per_user: u32,
+    /// Requests a bin keeps; past it the oldest are dropped.
+    pub max_requests_per_bin: u32,
+    /// Bytes of requests (bodies as stored, paths, headers) a bin keeps; past it the oldest are
+    /// dropped (the newest request is always kept).
+    pub max_bytes_per_bin: u64,
+    /// How much of each request body is stored (the full size is recorded).
+    pub body_cap: usize,
+    /// The longest response delay a bin may be configured with.
+    #[serde(with = "duration_text")]
+    pub max_delay: Duration,
+}
+
+impl Default for InspectorConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            bin_ttl: Duration::from_secs(7 * 24 * 3600),
+            max_bins_per_user: 20,
+            max_requests_per_bin: 500,
+            max_bytes_per_bin: 4 * 1024 * 1024,
+            body_cap: 64 * 1024,
+            max_delay: Duration::from_secs(60),
+        }
+    }
 }
 
 /// `POST /prompt/random` and `/prompt/improve`: built in, or through an OpenAI-compatible
@@ -430,6 +469,7 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             prompt_tools: PromptToolsConfig::default(),
             elements: Vec::new(),
+            inspector: InspectorConfig::default(),
         }
     }
 }
@@ -547,6 +587,13 @@ impl Config {
         }
         if self.api.max_upload_bytes == 0 || self.api.upload_expiry.is_zero() {
             return fail("api.max_upload_bytes", "uploads need a size limit and an expiry above zero".into());
+        }
+        let inspector = &self.inspector;
+        if inspector.bin_ttl.is_zero() || inspector.max_bins_per_user == 0 || inspector.max_requests_per_bin == 0 {
+            return fail("inspector", "bin_ttl, max_bins_per_user and max_requests_per_bin must be above zero".into());
+        }
+        if inspector.max_bytes_per_bin < inspector.body_cap as u64 {
+            return fail("inspector.max_bytes_per_bin", "must be at least inspector.body_cap".into());
         }
         if self.roles.is_empty() {
             return fail("roles", "name at least one of api, render, deliver".into());

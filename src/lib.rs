@@ -12,6 +12,7 @@ pub mod generation;
 pub mod http;
 pub mod ids;
 pub mod images;
+pub mod inspector;
 pub mod metrics;
 pub mod models;
 pub mod prompts;

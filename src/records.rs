@@ -564,3 +564,57 @@ pub struct PoolStats {
     pub open: u32,
     pub idle: u32,
 }
+
+/// What an inspector bin answers every request with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BinResponse {
+    pub status: u16,
+    /// Header names and values, in order (a name may repeat).
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// How long the bin waits (after recording) before answering.
+    pub delay_ms: u32,
+}
+
+/// A request inspector bin: a capture URL of one user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bin {
+    pub id: uuid::Uuid,
+    pub user_id: UserId,
+    pub created_at: Millis,
+    pub expires_at: Millis,
+    pub response: BinResponse,
+    /// Requests it holds now, and their stored size (what `inspector.max_bytes_per_bin` counts).
+    pub request_count: u64,
+    pub stored_bytes: u64,
+}
+
+/// A request a bin recorded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CapturedRequest {
+    pub bin_id: uuid::Uuid,
+    /// The bin's running number for it (1, 2, ...): newer requests have larger numbers.
+    pub seq: i64,
+    pub received_at: Millis,
+    pub method: String,
+    /// The path after the bin's URL, with the query (`/`, `/a/b?c=d`).
+    pub path: String,
+    /// Header names and values as received (values as lossy UTF-8).
+    pub headers: Vec<(String, String)>,
+    /// The body, up to `inspector.body_cap` bytes.
+    pub body: Vec<u8>,
+    /// The whole body's size in bytes.
+    pub body_size: i64,
+    /// The sender's address (`ip:port`), or `in-process` for this Easel's own callbacks.
+    pub source: String,
+    /// The callback check against the owner's keys calling back this bin (a JSON document of
+    /// `wire::CallbackCheck`s), when any does.
+    pub verification: Option<String>,
+}
+
+/// How much a bin keeps: past either bound the oldest requests are dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BinLimits {
+    pub max_requests: u64,
+    pub max_bytes: u64,
+}

@@ -120,6 +120,18 @@ pub async fn start(config: Config) -> Result<Easel, StartError> {
     let mut wakeups = store::Wakeups::default();
     let mut running = Running::default();
 
+    // The request inspector's bins; the engine hands callbacks to them in-process.
+    let inspector = config.inspector.enabled.then(|| {
+        Arc::new(crate::inspector::Inspector::new(
+            store.clone(),
+            config.inspector.clone(),
+            master_key.clone(),
+            &public_url,
+            config.webhook.timeout,
+            shutdown.clone(),
+        ))
+    });
+
     // The delivery engine first: render workers on this node hand it their callbacks.
     let engine_shutdown = CancellationToken::new();
     let (deliver, delivery_queue) = if config.runs(Role::Deliver) {
@@ -134,6 +146,9 @@ pub async fn start(config: Config) -> Result<Easel, StartError> {
         wakeups.deliveries = Some(queue.wakeup());
         let (guard, flag) = RunningGuard::new();
         running.deliver = Some(flag);
+        if let Some(inspector) = &inspector {
+            engine.set_local_receiver(inspector.clone());
+        }
         let run = engine.run(inbox, engine_shutdown.clone(), deadline.clone());
         (
             Some(tokio::spawn(async move {
@@ -199,6 +214,7 @@ pub async fn start(config: Config) -> Result<Easel, StartError> {
         delivery_queue: delivery_queue.clone(),
         master_key: master_key.clone(),
         webhook: config.webhook.clone(),
+        inspector: inspector.clone(),
         running,
         node_id: node_id.clone(),
     });
@@ -262,7 +278,7 @@ async fn serve_http(
         .max_buf_size(limits.max_header_bytes.max(8192) + 8192);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
-        let (tcp, _) = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -275,7 +291,13 @@ async fn serve_http(
             },
         };
         let _ = tcp.set_nodelay(true);
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        // Each request carries its peer's address (the inspector records it).
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(crate::http::PeerAddr(peer));
+            let mut app = app.clone();
+            async move { tower_service::Service::call(&mut app, request).await }
+        });
         let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(tcp), service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {

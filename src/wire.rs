@@ -1538,3 +1538,132 @@ impl PricingResponse {
         PricingResponse { calculate_production_api_service_cost: PricingCost { cost } }
     }
 }
+
+/// What a correct receiver concludes about a callback a bin recorded, for one of the bin owner's
+/// API keys whose webhook URL is this bin (stored with the request as JSON, read back as is).
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct CallbackCheck {
+    pub api_key_id: ApiKeyId,
+    pub api_key_name: String,
+    /// Whether `authorization: Bearer ...` equals the key's webhook callback API key (`null`:
+    /// the key has none, so there is nothing to match).
+    pub bearer_matched: Option<bool>,
+    /// The bearer check in words.
+    pub bearer: String,
+    /// Whether the Standard Webhooks signature verifies with the key's signing secret, within
+    /// the timestamp tolerance.
+    pub signature_verified: bool,
+    /// The signature check in words: `verified`, or why not.
+    pub signature: String,
+}
+
+/// What a bin answers with.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BinResponseView {
+    pub status: u16,
+    /// `[name, value]` pairs, in order.
+    pub headers: Vec<(String, String)>,
+    /// The body as text (lossy UTF-8).
+    pub body: String,
+    pub delay_ms: u32,
+}
+
+impl BinResponseView {
+    pub fn new(response: &store::BinResponse) -> BinResponseView {
+        BinResponseView {
+            status: response.status,
+            headers: response.headers.clone(),
+            body: String::from_utf8_lossy(&response.body).into_owned(),
+            delay_ms: response.delay_ms,
+        }
+    }
+}
+
+/// An inspector bin (`/inspector/bins`, `easel inspect list --json`).
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BinView {
+    pub id: Uuid,
+    /// Where to send requests: `{public_url}/inspect/{id}`, with any method and path suffix.
+    pub url: String,
+    pub user_id: UserId,
+    pub created_at: String,
+    pub expires_at: String,
+    pub response: BinResponseView,
+    pub request_count: u64,
+    pub stored_bytes: u64,
+}
+
+impl BinView {
+    pub fn new(bin: &store::Bin, url: String) -> BinView {
+        BinView {
+            id: bin.id,
+            url,
+            user_id: bin.user_id,
+            created_at: rfc3339_ms(bin.created_at),
+            expires_at: rfc3339_ms(bin.expires_at),
+            response: BinResponseView::new(&bin.response),
+            request_count: bin.request_count,
+            stored_bytes: bin.stored_bytes,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct BinList {
+    pub bins: Vec<BinView>,
+}
+
+/// A request a bin recorded.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CapturedRequestView {
+    /// The bin's running number of the request (newer is larger): the `before` cursor, the SSE
+    /// event id.
+    pub seq: i64,
+    pub received_at: String,
+    pub method: String,
+    /// The path after the bin's URL, with the query.
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    /// The stored body as text (lossy UTF-8); `bodyBase64` has its exact bytes.
+    pub body: String,
+    pub body_base64: String,
+    /// The whole body's size; `bodyTruncated` when only the first `inspector.body_cap` bytes
+    /// were kept.
+    pub body_size: i64,
+    pub body_truncated: bool,
+    /// `ip:port` of the sender, or `in-process` (a callback of this Easel handed over directly).
+    pub source: String,
+    /// For a callback of the owner's keys calling back this bin: what a receiver must check.
+    pub callback_checks: Option<Vec<CallbackCheck>>,
+}
+
+impl CapturedRequestView {
+    pub fn new(request: &store::CapturedRequest) -> CapturedRequestView {
+        use base64::Engine;
+        CapturedRequestView {
+            seq: request.seq,
+            received_at: rfc3339_ms(request.received_at),
+            method: request.method.clone(),
+            path: request.path.clone(),
+            headers: request.headers.clone(),
+            body: String::from_utf8_lossy(&request.body).into_owned(),
+            body_base64: base64::engine::general_purpose::STANDARD.encode(&request.body),
+            body_size: request.body_size,
+            body_truncated: request.body_size > request.body.len() as i64,
+            source: request.source.clone(),
+            callback_checks: request.verification.as_deref().and_then(|text| serde_json::from_str(text).ok()),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CapturedRequestList {
+    pub requests: Vec<CapturedRequestView>,
+    /// Pass as `before` for the next (older) page; `null` when this page is the last.
+    pub next_before: Option<i64>,
+}

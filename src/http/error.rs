@@ -60,6 +60,12 @@ pub enum ApiError {
     /// A handler panicked, with the panic's message.
     #[error("a request handler panicked: {0}")]
     Panic(String),
+    /// The caller's object (an inspector bin) does not exist; another user's answers the same.
+    #[error("{0}")]
+    NotFound(String),
+    /// A per-user cap (inspector bins) is reached; the message names the setting.
+    #[error("{0}")]
+    LimitReached(String),
 }
 
 impl ApiError {
@@ -76,6 +82,8 @@ impl ApiError {
             ApiError::NotSupported(_) => (StatusCode::NOT_IMPLEMENTED, "not-supported"),
             ApiError::Upstream(_) => (StatusCode::BAD_GATEWAY, "upstream-failed"),
             ApiError::UploadRefused(_) => (StatusCode::FORBIDDEN, "upload-refused"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found"),
+            ApiError::LimitReached(_) => (StatusCode::CONFLICT, "limit-reached"),
             ApiError::Store(_) | ApiError::Storage(_) | ApiError::Panic(_) | ApiError::Misconfigured(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "unexpected")
             }

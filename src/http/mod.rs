@@ -8,6 +8,7 @@ mod error;
 mod extract;
 mod generations;
 mod init_images;
+mod inspector;
 mod me;
 mod metrics;
 mod models;
@@ -65,7 +66,13 @@ pub struct AppState {
     pub master_key: crate::secrets::MasterKey,
     /// The delivery settings the doctor examines a webhook with.
     pub webhook: crate::config::WebhookConfig,
+    /// The request inspector (`None` when `inspector.enabled` is off).
+    pub inspector: Option<Arc<crate::inspector::Inspector>>,
 }
+
+/// The address a request came from (the TCP peer), set on each request by the server.
+#[derive(Clone, Copy, Debug)]
+pub struct PeerAddr(pub std::net::SocketAddr);
 
 pub type ApiContext = Arc<AppState>;
 
@@ -84,8 +91,12 @@ pub fn router(state: ApiContext, api: bool) -> Router {
             .merge(prompts::router())
             .merge(init_images::router())
             .merge(webhook_tools::router())
+            .merge(inspector::router())
             .merge(unsupported::router());
         router = router.nest("/api/rest/v1", rest).merge(cdn::router());
+        if state.inspector.is_some() {
+            router = router.merge(inspector::capture_router());
+        }
         if state.uploads.is_local() {
             router = router.merge(init_images::upload_router(state.api.max_upload_bytes));
         }

@@ -302,6 +302,55 @@ pub trait Store: Send + Sync + 'static {
     /// Retries every delivery that failed at or after `since`, test callbacks aside (they are
     /// never retried); returns how many.
     async fn retry_failed_deliveries(&self, since: Millis, now: Millis) -> StoreResult<u64>;
+
+    /// Creates an inspector bin unless its user already has `max_bins` unexpired bins (false
+    /// then). Expired bins (everyone's) are purged in the same transaction.
+    async fn create_bin(&self, bin: &Bin, max_bins: u32, now: Millis) -> StoreResult<bool>;
+    /// Unexpired bins at `now`, oldest first; with `user`, only theirs.
+    async fn list_bins(&self, user: Option<UserId>, now: Millis) -> StoreResult<Vec<Bin>>;
+    /// An unexpired bin; with `user`, only if it is theirs (another user's reads as missing).
+    async fn get_bin(&self, id: uuid::Uuid, user: Option<UserId>, now: Millis) -> StoreResult<Option<Bin>>;
+    /// Replaces an unexpired bin's response; false if there is no such bin (of `user`).
+    async fn set_bin_response(
+        &self,
+        id: uuid::Uuid,
+        user: UserId,
+        response: &BinResponse,
+        now: Millis,
+    ) -> StoreResult<bool>;
+    /// Deletes a bin with its requests; false if there is no such bin (of `user`, when given).
+    async fn delete_bin(&self, id: uuid::Uuid, user: Option<UserId>) -> StoreResult<bool>;
+    /// Records a request in its bin if the bin exists and has not expired at `received_at`, then
+    /// drops the bin's oldest requests past `limits` (never the one just recorded), all in one
+    /// transaction that serializes the bin's captures. Returns the request's number and the
+    /// bin's response, or `None` for a missing or expired bin.
+    async fn capture_request(
+        &self,
+        request: &CapturedRequest,
+        limits: BinLimits,
+    ) -> StoreResult<Option<(i64, BinResponse)>>;
+    /// A bin's requests numbered below `before` (all when `None`), newest first, at most
+    /// `limit`; `None` when the bin is missing, expired or not `user`'s.
+    async fn list_requests(
+        &self,
+        bin: uuid::Uuid,
+        user: Option<UserId>,
+        before: Option<i64>,
+        limit: u32,
+        now: Millis,
+    ) -> StoreResult<Option<Vec<CapturedRequest>>>;
+    /// A bin's requests numbered above `after`, oldest first, at most `limit` (for following a
+    /// bin live); `None` when the bin is missing, expired or not `user`'s.
+    async fn requests_after(
+        &self,
+        bin: uuid::Uuid,
+        user: Option<UserId>,
+        after: i64,
+        limit: u32,
+        now: Millis,
+    ) -> StoreResult<Option<Vec<CapturedRequest>>>;
+    /// Deletes bins expired at `now` with their requests; returns how many bins.
+    async fn purge_expired_bins(&self, now: Millis) -> StoreResult<u64>;
 }
 
 /// Rows per multi-row statement: well under SQLite's 32766 bound parameters.

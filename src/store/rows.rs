@@ -302,3 +302,58 @@ pub(super) fn redelivery_of(row: &impl Columns, now: Millis) -> StoreResult<Rede
     }
     Ok(Redelivery::Queued)
 }
+
+pub(super) const BIN_COLUMNS: &str = "b.id, b.user_id, b.created_at, b.expires_at, b.response_status, \
+     b.response_headers, b.response_body, b.response_delay_ms, \
+     (SELECT COUNT(*) FROM inspector_requests r WHERE r.bin_id = b.id) AS request_count, \
+     (SELECT CAST(COALESCE(SUM(r.stored_bytes), 0) AS BIGINT) FROM inspector_requests r WHERE r.bin_id = b.id) \
+     AS stored_bytes";
+
+fn headers_from(row: &impl Columns, column: &str) -> StoreResult<Vec<(String, String)>> {
+    let text = row.text(column)?;
+    serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("column {column}: {e}")))
+}
+
+pub(super) fn headers_text(headers: &[(String, String)]) -> String {
+    serde_json::to_string(headers).expect("strings serialize")
+}
+
+pub(super) fn bin_response_from_row(row: &impl Columns) -> StoreResult<BinResponse> {
+    let status = row.int("response_status")?;
+    Ok(BinResponse {
+        status: u16::try_from(status).map_err(|_| StoreError::Corrupt(format!("bin response status {status}")))?,
+        headers: headers_from(row, "response_headers")?,
+        body: row.blob("response_body")?,
+        delay_ms: row.int("response_delay_ms")?.clamp(0, i64::from(u32::MAX)) as u32,
+    })
+}
+
+pub(super) fn bin_from_row(row: &impl Columns) -> StoreResult<Bin> {
+    Ok(Bin {
+        id: parse(row, "id")?,
+        user_id: parse(row, "user_id")?,
+        created_at: row.int("created_at")?,
+        expires_at: row.int("expires_at")?,
+        response: bin_response_from_row(row)?,
+        request_count: row.int("request_count")?.max(0) as u64,
+        stored_bytes: row.int("stored_bytes")?.max(0) as u64,
+    })
+}
+
+pub(super) const REQUEST_COLUMNS: &str =
+    "bin_id, seq, received_at, method, path, headers, body, body_size, source, verification";
+
+pub(super) fn request_from_row(row: &impl Columns) -> StoreResult<CapturedRequest> {
+    Ok(CapturedRequest {
+        bin_id: parse(row, "bin_id")?,
+        seq: row.int("seq")?,
+        received_at: row.int("received_at")?,
+        method: row.text("method")?,
+        path: row.text("path")?,
+        headers: headers_from(row, "headers")?,
+        body: row.blob("body")?,
+        body_size: row.int("body_size")?,
+        source: row.text("source")?,
+        verification: row.opt_text("verification")?,
+    })
+}

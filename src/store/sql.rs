@@ -1375,6 +1375,236 @@ impl Store for SqlStore {
             Ok(retried)
         })
     }
+
+    async fn create_bin(&self, bin: &Bin, max_bins: u32, now: Millis) -> StoreResult<bool> {
+        transaction!(self, |tx, dialect| {
+            dialect.lock_user(&mut tx, bin.user_id).await?;
+            sqlx::query("DELETE FROM inspector_bins WHERE expires_at <= $1").bind(now).execute(&mut *tx).await?;
+            let inserted = sqlx::query(
+                "INSERT INTO inspector_bins (id, user_id, created_at, expires_at, response_status, response_headers, \
+                 response_body, response_delay_ms) SELECT $1, $2, $3, $4, $5, $6, $7, $8 \
+                 WHERE (SELECT COUNT(*) FROM inspector_bins WHERE user_id = $2) < $9",
+            )
+            .bind(bin.id.to_string())
+            .bind(bin.user_id.to_string())
+            .bind(bin.created_at)
+            .bind(bin.expires_at)
+            .bind(i64::from(bin.response.status))
+            .bind(headers_text(&bin.response.headers))
+            .bind(bin.response.body.as_slice())
+            .bind(i64::from(bin.response.delay_ms))
+            .bind(i64::from(max_bins))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            tx.commit().await?;
+            Ok(inserted == 1)
+        })
+    }
+
+    async fn list_bins(&self, user: Option<UserId>, now: Millis) -> StoreResult<Vec<Bin>> {
+        read!(self, |db| {
+            let rows = sqlx::query(&format!(
+                "SELECT {BIN_COLUMNS} FROM inspector_bins b WHERE b.expires_at > $1 \
+                 AND (CAST($2 AS TEXT) IS NULL OR b.user_id = $2) ORDER BY b.created_at, b.id"
+            ))
+            .bind(now)
+            .bind(user.map(|u| u.to_string()))
+            .fetch_all(db)
+            .await?;
+            rows.iter().map(bin_from_row).collect()
+        })
+    }
+
+    async fn get_bin(&self, id: uuid::Uuid, user: Option<UserId>, now: Millis) -> StoreResult<Option<Bin>> {
+        read!(self, |db| {
+            let row = sqlx::query(&format!(
+                "SELECT {BIN_COLUMNS} FROM inspector_bins b WHERE b.id = $1 AND b.expires_at > $2 \
+                 AND (CAST($3 AS TEXT) IS NULL OR b.user_id = $3)"
+            ))
+            .bind(id.to_string())
+            .bind(now)
+            .bind(user.map(|u| u.to_string()))
+            .fetch_optional(db)
+            .await?;
+            row.as_ref().map(bin_from_row).transpose()
+        })
+    }
+
+    async fn set_bin_response(
+        &self,
+        id: uuid::Uuid,
+        user: UserId,
+        response: &BinResponse,
+        now: Millis,
+    ) -> StoreResult<bool> {
+        write!(self, |db| {
+            let updated = sqlx::query(
+                "UPDATE inspector_bins SET response_status = $4, response_headers = $5, response_body = $6, \
+                 response_delay_ms = $7 WHERE id = $1 AND user_id = $2 AND expires_at > $3",
+            )
+            .bind(id.to_string())
+            .bind(user.to_string())
+            .bind(now)
+            .bind(i64::from(response.status))
+            .bind(headers_text(&response.headers))
+            .bind(response.body.as_slice())
+            .bind(i64::from(response.delay_ms))
+            .execute(db)
+            .await?;
+            Ok(updated.rows_affected() == 1)
+        })
+    }
+
+    async fn delete_bin(&self, id: uuid::Uuid, user: Option<UserId>) -> StoreResult<bool> {
+        transaction!(self, |tx, dialect| {
+            let _ = dialect;
+            let owned = sqlx::query(
+                "SELECT 1 FROM inspector_bins WHERE id = $1 AND (CAST($2 AS TEXT) IS NULL OR user_id = $2)",
+            )
+            .bind(id.to_string())
+            .bind(user.map(|u| u.to_string()))
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+            if owned {
+                sqlx::query("DELETE FROM inspector_requests WHERE bin_id = $1")
+                    .bind(id.to_string())
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("DELETE FROM inspector_bins WHERE id = $1").bind(id.to_string()).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok(owned)
+        })
+    }
+
+    async fn capture_request(
+        &self,
+        request: &CapturedRequest,
+        limits: BinLimits,
+    ) -> StoreResult<Option<(i64, BinResponse)>> {
+        let bin = request.bin_id.to_string();
+        let headers = headers_text(&request.headers);
+        let stored = (request.body.len() + request.path.len() + headers.len() + request.method.len()) as i64;
+        transaction!(self, |tx, dialect| {
+            let _ = dialect;
+            // The update takes the bin's row lock: one bin's captures are serialized, so their
+            // numbers follow the order of their commits.
+            let row = sqlx::query(
+                "UPDATE inspector_bins SET next_seq = next_seq + 1 WHERE id = $1 AND expires_at > $2 \
+                 RETURNING next_seq, response_status, response_headers, response_body, response_delay_ms",
+            )
+            .bind(&bin)
+            .bind(request.received_at)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(row) = row else { return Ok(None) };
+            let seq = row.int("next_seq")?;
+            let response = bin_response_from_row(&row)?;
+            sqlx::query(
+                "INSERT INTO inspector_requests (bin_id, seq, received_at, method, path, headers, body, body_size, \
+                 source, verification, stored_bytes) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            )
+            .bind(&bin)
+            .bind(seq)
+            .bind(request.received_at)
+            .bind(&request.method)
+            .bind(&request.path)
+            .bind(&headers)
+            .bind(request.body.as_slice())
+            .bind(request.body_size)
+            .bind(&request.source)
+            .bind(request.verification.as_deref())
+            .bind(stored)
+            .execute(&mut *tx)
+            .await?;
+            let max_requests = i64::try_from(limits.max_requests).unwrap_or(i64::MAX);
+            sqlx::query("DELETE FROM inspector_requests WHERE bin_id = $1 AND seq <= $2")
+                .bind(&bin)
+                .bind(seq.saturating_sub(max_requests))
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "DELETE FROM inspector_requests WHERE bin_id = $1 AND seq < $2 AND seq IN (SELECT seq FROM \
+                 (SELECT seq, SUM(stored_bytes) OVER (ORDER BY seq DESC) AS kept FROM inspector_requests \
+                 WHERE bin_id = $1) newest WHERE kept > $3)",
+            )
+            .bind(&bin)
+            .bind(seq)
+            .bind(i64::try_from(limits.max_bytes).unwrap_or(i64::MAX))
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(Some((seq, response)))
+        })
+    }
+
+    async fn list_requests(
+        &self,
+        bin: uuid::Uuid,
+        user: Option<UserId>,
+        before: Option<i64>,
+        limit: u32,
+        now: Millis,
+    ) -> StoreResult<Option<Vec<CapturedRequest>>> {
+        if self.get_bin(bin, user, now).await?.is_none() {
+            return Ok(None);
+        }
+        read!(self, |db| {
+            let rows = sqlx::query(&format!(
+                "SELECT {REQUEST_COLUMNS} FROM inspector_requests WHERE bin_id = $1 AND seq < $2 \
+                 ORDER BY seq DESC LIMIT $3"
+            ))
+            .bind(bin.to_string())
+            .bind(before.unwrap_or(i64::MAX))
+            .bind(i64::from(limit))
+            .fetch_all(db)
+            .await?;
+            rows.iter().map(request_from_row).collect::<StoreResult<Vec<_>>>().map(Some)
+        })
+    }
+
+    async fn requests_after(
+        &self,
+        bin: uuid::Uuid,
+        user: Option<UserId>,
+        after: i64,
+        limit: u32,
+        now: Millis,
+    ) -> StoreResult<Option<Vec<CapturedRequest>>> {
+        if self.get_bin(bin, user, now).await?.is_none() {
+            return Ok(None);
+        }
+        read!(self, |db| {
+            let rows = sqlx::query(&format!(
+                "SELECT {REQUEST_COLUMNS} FROM inspector_requests WHERE bin_id = $1 AND seq > $2 \
+                 ORDER BY seq LIMIT $3"
+            ))
+            .bind(bin.to_string())
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(db)
+            .await?;
+            rows.iter().map(request_from_row).collect::<StoreResult<Vec<_>>>().map(Some)
+        })
+    }
+
+    async fn purge_expired_bins(&self, now: Millis) -> StoreResult<u64> {
+        transaction!(self, |tx, dialect| {
+            let _ = dialect;
+            sqlx::query(
+                "DELETE FROM inspector_requests WHERE bin_id IN (SELECT id FROM inspector_bins WHERE expires_at <= $1)",
+            )
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            let purged =
+                sqlx::query("DELETE FROM inspector_bins WHERE expires_at <= $1").bind(now).execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(purged.rows_affected())
+        })
+    }
 }
 
 /// How one batch of attempts moves a key's failing clock.

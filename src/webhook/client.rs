@@ -210,29 +210,37 @@ impl WebhookClient {
                 return response;
             }
         };
-        let status = head.status();
-        response.status = Some(status.as_u16());
-        let header_text =
-            |name: header::HeaderName| head.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let location = header_text(header::LOCATION);
-        response.retry_after = header_text(header::RETRY_AFTER).and_then(|v| parse_retry_after(&v, SystemTime::now()));
+        let (parts, body) = head.into_parts();
         // The status decides the outcome; the body is only read (up to the cap, within the
         // deadline) for the log and to keep the connection reusable.
-        let body = read_capped(head.into_body(), self.max_response_bytes, deadline).await;
-        if !body.is_empty() {
-            response.excerpt = Some(printable_excerpt(&body[..body.len().min(EXCERPT_BYTES)]));
-        }
+        let body = read_capped(body, self.max_response_bytes, deadline).await;
         response.duration = started.elapsed();
+        response.judge(parts.status, &parts.headers, &body);
+        response
+    }
+}
+
+impl AttemptResponse {
+    /// Records a receiver's answer and judges it: the status decides (redirects are not
+    /// followed), `Retry-After` is read, the body is kept as an excerpt. The one judgement of an
+    /// answer, for the network client and in-process receivers (the inspector's bins) alike.
+    pub fn judge(&mut self, status: hyper::StatusCode, headers: &HeaderMap, body: &[u8]) {
+        self.status = Some(status.as_u16());
+        let header_text = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let location = header_text(header::LOCATION);
+        self.retry_after = header_text(header::RETRY_AFTER).and_then(|v| parse_retry_after(&v, SystemTime::now()));
+        if !body.is_empty() {
+            self.excerpt = Some(printable_excerpt(&body[..body.len().min(EXCERPT_BYTES)]));
+        }
         if status.is_redirection() {
             let to = location.map(|l| format!(" to {l}")).unwrap_or_default();
-            response.error = Some(AttemptError::new(
+            self.error = Some(AttemptError::new(
                 ErrorClass::Redirect,
                 format!("HTTP {status}: a redirect{to}; redirects are not followed, update the webhook URL instead"),
             ));
         } else if !status.is_success() {
-            response.error = Some(AttemptError::new(ErrorClass::HttpStatus, format!("HTTP {status}")));
+            self.error = Some(AttemptError::new(ErrorClass::HttpStatus, format!("HTTP {status}")));
         }
-        response
     }
 }
 

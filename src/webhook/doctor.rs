@@ -79,6 +79,37 @@ pub async fn run(config: &WebhookConfig, patient: &Patient) -> DoctorReport {
     }
 }
 
+/// The report for a URL of one of this Easel's own inspector bins: its callbacks are handed to
+/// the bin in-process (see `webhook::engine::LocalReceiver`), so there is no address, connection
+/// or certificate to examine; the bin itself shows each callback with its bearer and signature
+/// checks.
+pub fn in_process(url: &str) -> DoctorReport {
+    let mut steps = vec![DoctorStep::from(Step::new(
+        "url",
+        DoctorVerdict::Ok,
+        "a request inspector bin of this Easel: callbacks are handed to it in-process, with the headers and body \
+         a network receiver gets; no DNS, connection or TLS is involved (nor the https rule or the SSRF guard)",
+    ))];
+    for name in &STEPS[1..] {
+        steps.push(
+            Step::new(
+                name,
+                DoctorVerdict::Skipped,
+                "skipped: delivered in-process; the bin records each callback with its bearer and signature checks",
+            )
+            .advice("read them with GET /inspector/bins/{id}/requests or easel inspect requests BIN_ID")
+            .into(),
+        );
+    }
+    DoctorReport {
+        url: url.to_string(),
+        verdict: DoctorVerdict::Ok,
+        started_at: rfc3339_ms(now_ms()),
+        duration_ms: 0,
+        steps,
+    }
+}
+
 /// A step under construction.
 struct Step(DoctorStep);
 

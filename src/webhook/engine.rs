@@ -47,6 +47,19 @@ const RECORD_RESERVE: Duration = Duration::from_secs(1);
 /// Cached key secrets; the cache is cleared when it grows past this.
 const SECRET_CACHE_LIMIT: usize = 10_000;
 
+/// A receiver inside this Easel (the request inspector's bins): a delivery to one of its URLs is
+/// handed to it in-process, with exactly the headers and body the network client would send,
+/// instead of connecting anywhere. No connection is made, so the SSRF guard has nothing to check,
+/// and it is not opened to this server's own address.
+#[async_trait::async_trait]
+pub trait LocalReceiver: Send + Sync + 'static {
+    /// Whether `url` is one of this receiver's.
+    fn owns(&self, url: &str) -> bool;
+    /// Takes one callback and answers as the network client reports an answer (status judged by
+    /// `AttemptResponse::judge`, a timeout past `webhook.timeout`).
+    async fn receive(&self, url: &str, headers: HeaderMap, body: bytes::Bytes) -> super::client::AttemptResponse;
+}
+
 /// The secrets a key's callbacks need, opened once.
 pub struct KeySecrets {
     /// `Bearer <webhook callback API key>`, when the key has one.
@@ -135,6 +148,8 @@ pub struct DeliveryEngine {
     sends: TaskTracker,
     cancel_sends: CancellationToken,
     metrics: Arc<crate::metrics::Metrics>,
+    /// The in-process receiver for this Easel's own URLs (set once at start-up).
+    local: std::sync::OnceLock<Arc<dyn LocalReceiver>>,
 }
 
 /// A handle to this node's delivery engine, for the fast path.
@@ -201,6 +216,7 @@ impl DeliveryEngine {
             sends: TaskTracker::new(),
             cancel_sends: CancellationToken::new(),
             metrics,
+            local: std::sync::OnceLock::new(),
         });
         let queue = DeliveryQueue {
             handoff: handoff_tx,
@@ -210,6 +226,11 @@ impl DeliveryEngine {
             lease: engine.config.lease,
         };
         Ok((engine, queue, EngineInbox { handoff, records }))
+    }
+
+    /// Hands deliveries to `receiver`'s URLs to it in-process (see [`LocalReceiver`]).
+    pub fn set_local_receiver(&self, receiver: Arc<dyn LocalReceiver>) {
+        let _ = self.local.set(receiver);
     }
 
     /// Runs until `shutdown`, then lets sends in flight finish until `deadline` (the end of the
@@ -350,10 +371,14 @@ impl DeliveryEngine {
 
     /// One attempt: sign, send, judge.
     async fn attempt(&self, job: &DeliveryJob) -> AttemptRecord {
-        let (attempt, verdict) = match self.headers(job).await {
+        let local = self.local.get().filter(|receiver| receiver.owns(&job.url));
+        let (attempt, verdict) = match self.headers(job, local.is_some()).await {
             Ok(headers) => {
                 let permit = self.global.acquire().await.expect("the semaphore is never closed");
-                let response = self.client.post(&job.url, headers, job.payload.clone()).await;
+                let response = match local {
+                    Some(receiver) => receiver.receive(&job.url, headers, job.payload.clone()).await,
+                    None => self.client.post(&job.url, headers, job.payload.clone()).await,
+                };
                 drop(permit);
                 let verdict = match (&response.error, response.status) {
                     (None, _) => Verdict::Delivered,
@@ -395,8 +420,10 @@ impl DeliveryEngine {
         AttemptRecord { attempt, api_key_id: job.api_key_id, lease_owner: self.node_id.clone(), next }
     }
 
-    async fn headers(&self, job: &DeliveryJob) -> Result<HeaderMap, AttemptError> {
-        if job.url.starts_with("http://") && !self.config.allow_http {
+    /// The callback's headers; `local`: for an in-process receiver, where `http://` (this Easel's
+    /// own `public_url`) carries nothing over a network.
+    async fn headers(&self, job: &DeliveryJob, local: bool) -> Result<HeaderMap, AttemptError> {
+        if job.url.starts_with("http://") && !self.config.allow_http && !local {
             return Err(AttemptError::new(
                 ErrorClass::Configuration,
                 "http:// callback URLs are refused: webhook.allow_http is off",

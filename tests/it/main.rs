@@ -17,6 +17,7 @@ mod elements;
 mod hardening;
 mod helpers;
 mod init_images;
+mod inspector;
 mod isolation;
 mod jobs;
 mod memory;

@@ -426,3 +426,67 @@ async fn concurrent_backend_claims_never_exceed_max_concurrent() {
     let total: usize = futures_util::future::join_all(claims).await.into_iter().sum();
     assert_eq!(total, 3, "eight nodes claiming at once share the backend's three slots");
 }
+
+#[tokio::test]
+async fn concurrent_captures_in_one_bin_are_numbered_in_order_and_capped() {
+    let fixture = Fixture::new().await;
+    let store = fixture.store.clone();
+    let now = now_ms();
+    let response =
+        BinResponse { status: 200, headers: vec![("x-a".into(), "1".into())], body: b"ok".to_vec(), delay_ms: 0 };
+    let bin = Bin {
+        id: uuid::Uuid::new_v4(),
+        user_id: fixture.user.id,
+        created_at: now,
+        expires_at: now + 60_000,
+        response: response.clone(),
+        request_count: 0,
+        stored_bytes: 0,
+    };
+    assert!(store.create_bin(&bin, 1, now).await.unwrap());
+    let second = Bin { id: uuid::Uuid::new_v4(), ..bin.clone() };
+    assert!(!store.create_bin(&second, 1, now).await.unwrap(), "one bin per user at most here");
+
+    let limits = BinLimits { max_requests: 10, max_bytes: 1 << 20 };
+    let captures = (0..30).map(|n| {
+        let store = store.clone();
+        let request = CapturedRequest {
+            bin_id: bin.id,
+            seq: 0,
+            received_at: now_ms(),
+            method: "POST".into(),
+            path: format!("/{n}"),
+            headers: vec![("content-type".into(), "text/plain".into())],
+            body: format!("body {n}").into_bytes(),
+            body_size: 6,
+            source: "127.0.0.1:1".into(),
+            verification: None,
+        };
+        tokio::spawn(async move { store.capture_request(&request, limits).await.unwrap().unwrap() })
+    });
+    let mut numbers = Vec::new();
+    for capture in captures {
+        let (seq, answered) = capture.await.unwrap();
+        assert_eq!(answered, response);
+        numbers.push(seq);
+    }
+    numbers.sort();
+    assert_eq!(numbers, (1..=30).collect::<Vec<i64>>(), "each capture has its own number");
+    let kept = store.list_requests(bin.id, Some(fixture.user.id), None, 100, now_ms()).await.unwrap().unwrap();
+    let seqs: Vec<i64> = kept.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, (21..=30).rev().collect::<Vec<i64>>(), "the newest ten, newest first");
+    let after = store.requests_after(bin.id, None, 25, 100, now_ms()).await.unwrap().unwrap();
+    assert_eq!(after.iter().map(|r| r.seq).collect::<Vec<_>>(), [26, 27, 28, 29, 30]);
+    assert_eq!(store.get_bin(bin.id, None, now_ms()).await.unwrap().unwrap().request_count, 10);
+
+    // Another user's view: missing.
+    assert!(store.get_bin(bin.id, Some(UserId::random()), now_ms()).await.unwrap().is_none());
+    assert!(store.list_requests(bin.id, Some(UserId::random()), None, 10, now_ms()).await.unwrap().is_none());
+    // Expired at a later time: no capture, then purged with its requests.
+    let later = bin.expires_at + 1;
+    let late = CapturedRequest { received_at: later, ..kept[0].clone() };
+    assert!(store.capture_request(&late, limits).await.unwrap().is_none());
+    assert_eq!(store.purge_expired_bins(later).await.unwrap(), 1);
+    assert!(store.get_bin(bin.id, None, 0).await.unwrap().is_none());
+    assert!(!store.delete_bin(bin.id, None).await.unwrap());
+}
