@@ -159,6 +159,69 @@ pub struct BackendConfig {
     /// at the end of the prompt.
     #[serde(default)]
     pub sd_cpp_extra_args: bool,
+    /// `sdapi` only: the variations the server does, by route name (`upscale`,
+    /// `universal-upscaler`, `unzoom`, `nobg`); variations of its models' images with other
+    /// transforms run on the built-in renderer. Unset: the three AUTOMATIC1111 does itself
+    /// (`nobg` needs its rembg extension); `[]` for servers without them (stable-diffusion.cpp).
+    #[serde(default)]
+    pub variations: Option<Vec<String>>,
+    /// `sdapi` only: the upscaler (`upscaler_1`) of `/sdapi/v1/extra-single-image` for upscales.
+    #[serde(default = "default_upscaler")]
+    pub upscaler: String,
+    /// `sdapi` only: the model of the rembg extension (`/rembg`) for background removal.
+    #[serde(default = "default_rembg_model")]
+    pub rembg_model: String,
+    /// `sdapi` only: Leonardo's controlnet `preprocessorId`s (as strings, TOML keys) to the
+    /// sd-webui-controlnet `"module:model"` that serves each; other ids are refused with 400.
+    #[serde(default)]
+    pub controlnet_models: std::collections::BTreeMap<String, String>,
+    /// `sdapi` only: the sd-webui-controlnet IP-Adapter unit (`"module:model"`) for `imagePrompts`;
+    /// unset, image prompts are refused with 400.
+    #[serde(default)]
+    pub ip_adapter: Option<String>,
+}
+
+/// The variations a `[[backends]]` entry may list (`variations`), and their stored names.
+pub const BACKEND_VARIATIONS: &[(&str, &str)] =
+    &[("upscale", "UPSCALE"), ("universal-upscaler", "UNIVERSAL_UPSCALER"), ("unzoom", "UNZOOM"), ("nobg", "NOBG")];
+
+impl BackendConfig {
+    /// The transforms ([`crate::records::Transform::name`]) it runs (validated names).
+    pub fn variation_transforms(&self) -> Vec<&'static str> {
+        let default = ["upscale", "universal-upscaler", "unzoom"].map(String::from).to_vec();
+        let listed = match (&self.variations, self.kind) {
+            (Some(list), _) => list.clone(),
+            (None, BackendKind::Sdapi) => default,
+            (None, _) => Vec::new(),
+        };
+        BACKEND_VARIATIONS.iter().filter(|(name, _)| listed.iter().any(|l| l == name)).map(|(_, t)| *t).collect()
+    }
+
+    /// The `(module, model)` of sd-webui-controlnet that serves Leonardo's `preprocessor`.
+    pub fn controlnet(&self, preprocessor: u32) -> Option<(&str, &str)> {
+        let unit = self.controlnet_models.get(&preprocessor.to_string())?;
+        control_unit(unit)
+    }
+
+    /// The `(module, model)` of the IP-Adapter unit, for image prompts.
+    pub fn ip_adapter_unit(&self) -> Option<(&str, &str)> {
+        self.ip_adapter.as_deref().and_then(control_unit)
+    }
+}
+
+/// `"module:model"` split at its first colon, both parts non-empty.
+fn control_unit(text: &str) -> Option<(&str, &str)> {
+    let (module, model) = text.split_once(':')?;
+    let (module, model) = (module.trim(), model.trim());
+    (!module.is_empty() && !model.is_empty()).then_some((module, model))
+}
+
+fn default_upscaler() -> String {
+    "R-ESRGAN 4x+".into()
+}
+
+fn default_rembg_model() -> String {
+    "u2net".into()
 }
 
 /// The protocol an inference server speaks.
@@ -660,6 +723,42 @@ impl Config {
             }
             if backend.sd_cpp_extra_args && backend.kind != BackendKind::Openai {
                 return fail("sd_cpp_extra_args", "only openai backends take it".into());
+            }
+            let sdapi_only = [
+                ("variations", backend.variations.as_ref().is_some_and(|list| !list.is_empty())),
+                ("controlnet_models", !backend.controlnet_models.is_empty()),
+                ("ip_adapter", backend.ip_adapter.is_some()),
+            ];
+            if let Some((field, _)) = sdapi_only.iter().find(|(_, set)| *set && backend.kind != BackendKind::Sdapi) {
+                return fail(field, format!("only sdapi backends take it, not {}", backend.kind.as_str()));
+            }
+            for name in backend.variations.iter().flatten() {
+                if !BACKEND_VARIATIONS.iter().any(|(known, _)| known == name) {
+                    let known: Vec<&str> = BACKEND_VARIATIONS.iter().map(|(name, _)| *name).collect();
+                    return fail("variations", format!("{name:?} is not one of {}", known.join(", ")));
+                }
+            }
+            if backend.upscaler.trim().is_empty() {
+                return fail("upscaler", "must name an upscaler of the server".into());
+            }
+            if backend.rembg_model.trim().is_empty() {
+                return fail("rembg_model", "must name a rembg model".into());
+            }
+            for (id, unit) in &backend.controlnet_models {
+                if !id.parse::<u32>().is_ok_and(|id| (1..=1000).contains(&id)) {
+                    return fail("controlnet_models", format!("{id:?} is not a preprocessorId (1 to 1000)"));
+                }
+                if control_unit(unit).is_none() {
+                    return fail(
+                        "controlnet_models",
+                        format!("{id}: {unit:?} is not \"module:model\" (such as \"canny:control_v11p_sd15_canny\")"),
+                    );
+                }
+            }
+            if let Some(unit) = &backend.ip_adapter
+                && control_unit(unit).is_none()
+            {
+                return fail("ip_adapter", format!("{unit:?} is not \"module:model\""));
             }
             match (backend.kind, &backend.workflow) {
                 (BackendKind::Comfyui, None) => {

@@ -23,6 +23,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (4, "transforms", include_str!("../../migrations/postgres/0004_transforms.sql")),
     (5, "init images", include_str!("../../migrations/postgres/0005_init_images.sql")),
     (6, "webhook disable", include_str!("../../migrations/postgres/0006_webhook_disable.sql")),
+    (9, "variation backends", include_str!("../../migrations/postgres/0009_variation_backends.sql")),
 ];
 
 pub(super) struct PgDb {

@@ -73,7 +73,7 @@ impl Fixture {
     async fn completed_with_delivery(&self, owner: &str, endpoint: &str) -> (Generation, DeliveryId) {
         let generation = self.pending_generation().await;
         let now = now_ms();
-        let jobs = self.store.claim_render_jobs(owner, now, now + 60_000, 100, &[]).await.unwrap();
+        let jobs = self.store.claim_render_jobs(owner, now, now + 60_000, 100, &[], &[]).await.unwrap();
         assert!(jobs.iter().any(|j| j.work.id() == RenderJobId::Generation(generation.id)));
         let images = (0..2)
             .map(|index| NewImage {
@@ -127,16 +127,16 @@ async fn a_job_is_finished_only_by_the_holder_of_its_lease() {
     let f = Fixture::new().await;
     let generation = f.pending_generation().await;
     let now = now_ms();
-    let claimed = f.store.claim_render_jobs("node-a", now, now + 60_000, 10, &[]).await.unwrap();
+    let claimed = f.store.claim_render_jobs("node-a", now, now + 60_000, 10, &[], &[]).await.unwrap();
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].attempt, 1);
-    assert!(f.store.claim_render_jobs("node-b", now, now + 60_000, 10, &[]).await.unwrap().is_empty(), "leased");
+    assert!(f.store.claim_render_jobs("node-b", now, now + 60_000, 10, &[], &[]).await.unwrap().is_empty(), "leased");
     let failed = JobOutcome::Failed { reason: "no".into() };
     assert!(!f.store.finish_generation(generation.id, "node-b", now, &failed, None).await.unwrap());
 
     // The lease expires: another node takes the job over, and the first can no longer finish it.
     let later = now + 60_001;
-    let taken = f.store.claim_render_jobs("node-b", later, later + 60_000, 10, &[]).await.unwrap();
+    let taken = f.store.claim_render_jobs("node-b", later, later + 60_000, 10, &[], &[]).await.unwrap();
     assert_eq!((taken.len(), taken[0].attempt), (1, 2));
     assert!(!f.store.finish_generation(generation.id, "node-a", later, &failed, None).await.unwrap());
 
@@ -144,13 +144,13 @@ async fn a_job_is_finished_only_by_the_holder_of_its_lease() {
     let id = RenderJobId::Generation(generation.id);
     assert!(!f.store.postpone_render_job(id, "node-a", later + 500, later).await.unwrap(), "not node-a's");
     assert!(f.store.postpone_render_job(id, "node-b", later + 500, later).await.unwrap());
-    assert!(f.store.claim_render_jobs("node-c", later + 499, later + 60_000, 10, &[]).await.unwrap().is_empty());
-    let again = f.store.claim_render_jobs("node-c", later + 500, later + 60_000, 10, &[]).await.unwrap();
+    assert!(f.store.claim_render_jobs("node-c", later + 499, later + 60_000, 10, &[], &[]).await.unwrap().is_empty());
+    let again = f.store.claim_render_jobs("node-c", later + 500, later + 60_000, 10, &[], &[]).await.unwrap();
     assert_eq!(again[0].attempt, 3);
 
     // Given back at a graceful stop: claimable at once, and the attempt is not counted.
     assert_eq!(f.store.release_leases(Some("node-c"), later + 501).await.unwrap(), 1);
-    let back = f.store.claim_render_jobs("node-d", later + 502, later + 60_000, 10, &[]).await.unwrap();
+    let back = f.store.claim_render_jobs("node-d", later + 502, later + 60_000, 10, &[], &[]).await.unwrap();
     assert_eq!(back[0].attempt, 3);
     assert!(f.store.finish_generation(generation.id, "node-d", later + 503, &failed, None).await.unwrap());
     let stored = f.store.get_generation(f.user.id, generation.id).await.unwrap().unwrap();
@@ -258,9 +258,10 @@ async fn deleting_a_generation_removes_its_images_and_variations_and_keeps_its_d
         failure_reason: None,
         created_at: now,
         updated_at: now,
+        backend: None,
     };
     assert_eq!(f.store.create_variation(&variation, 100).await.unwrap(), Admission::Accepted);
-    let claimed = f.store.claim_render_jobs("node-a", now, now + 60_000, 10, &[]).await.unwrap();
+    let claimed = f.store.claim_render_jobs("node-a", now, now + 60_000, 10, &[], &[]).await.unwrap();
     assert!(matches!(&claimed[0].work, RenderWork::Variation { source, .. } if source.id == image.id));
     let outcome = JobOutcome::Complete("users/x/variation.jpg".to_string());
     assert!(f.store.finish_variation(variation.id, "node-a", now, &outcome).await.unwrap());
@@ -328,6 +329,7 @@ async fn backend_claims_respect_max_concurrent_across_owners_and_let_users_take_
         lease_until: now + 60_000,
         limit,
         skip: &[],
+        transforms: &[],
     };
     let ids = |jobs: Vec<RenderJob>| -> Vec<RenderJobId> { jobs.iter().map(|job| job.work.id()).collect() };
     // Two slots: the first user's oldest job, then the second user's (users take turns).
@@ -354,7 +356,7 @@ async fn backend_claims_respect_max_concurrent_across_owners_and_let_users_take_
         vec![RenderJobId::Generation(first[2])]
     );
     // The built-in renderer does not take jobs of models that backends run.
-    assert!(f.store.claim_render_jobs("node-c", now, now + 60_000, 10, &[model]).await.unwrap().is_empty());
+    assert!(f.store.claim_render_jobs("node-c", now, now + 60_000, 10, &[model], &[]).await.unwrap().is_empty());
     // Expired leases free their slots: the jobs go back to the queue.
     let later = now + 60_001;
     assert_eq!(f.store.claim_backend_jobs(&claim("node-c", 3, 10, later)).await.unwrap().len(), 3);
@@ -385,6 +387,7 @@ async fn concurrent_backend_claims_never_exceed_max_concurrent() {
                 lease_until: now + 60_000,
                 limit: 3,
                 skip: &[],
+                transforms: &[],
             };
             store.claim_backend_jobs(&claim).await.unwrap().len()
         }
