@@ -1002,6 +1002,45 @@ mod tests {
     }
 
     #[test]
+    fn sdapi_variations_controlnets_and_ip_adapter_are_checked() {
+        let load = |backend: &str| -> Result<Config, String> {
+            let text = format!("[[backends]]\nname = \"a1111\"\nurl = \"http://127.0.0.1:7860\"\n{backend}");
+            let config: Config = Figment::from(Serialized::defaults(Config::default()))
+                .merge(Toml::string(&text))
+                .extract()
+                .map_err(|e| e.to_string())?;
+            config.validate().map(|()| config).map_err(|e| e.to_string())
+        };
+        let config = load(
+            "kind = \"sdapi\"\nvariations = [\"upscale\", \"nobg\"]\n\
+             controlnet_models = { 19 = \"canny:control_v11p_sd15_canny [d14c016b]\" }\n\
+             ip_adapter = \"ip-adapter_clip_sd15:ip-adapter_sd15\"",
+        )
+        .unwrap();
+        let backend = &config.backends[0];
+        assert_eq!(backend.variation_transforms(), ["UPSCALE", "NOBG"]);
+        assert_eq!(backend.controlnet(19), Some(("canny", "control_v11p_sd15_canny [d14c016b]")));
+        assert_eq!(backend.controlnet(20), None);
+        assert_eq!(backend.ip_adapter_unit(), Some(("ip-adapter_clip_sd15", "ip-adapter_sd15")));
+        let defaults = load("kind = \"sdapi\"").unwrap();
+        assert_eq!(defaults.backends[0].variation_transforms(), ["UPSCALE", "UNIVERSAL_UPSCALER", "UNZOOM"]);
+        assert!(load("kind = \"openai\"").unwrap().backends[0].variation_transforms().is_empty());
+        let refused = [
+            ("kind = \"sdapi\"\nvariations = [\"zoom\"]", "`backends[0].variations`: \"zoom\" is not one of"),
+            ("kind = \"openai\"\nvariations = [\"upscale\"]", "`backends[0].variations`: only sdapi backends"),
+            ("kind = \"cog\"\nip_adapter = \"a:b\"", "`backends[0].ip_adapter`: only sdapi backends"),
+            ("kind = \"sdapi\"\ncontrolnet_models = { x = \"canny:m\" }", "\"x\" is not a preprocessorId"),
+            ("kind = \"sdapi\"\ncontrolnet_models = { 19 = \"canny\" }", "is not \"module:model\""),
+            ("kind = \"sdapi\"\nip_adapter = \":model\"", "`backends[0].ip_adapter`"),
+            ("kind = \"sdapi\"\nupscaler = \" \"", "`backends[0].upscaler`"),
+        ];
+        for (backend, words) in refused {
+            let error = load(backend).unwrap_err();
+            assert!(error.contains(words), "{backend}: {error}");
+        }
+    }
+
+    #[test]
     fn defaults_are_valid() {
         Config::default().validate().unwrap();
     }

@@ -958,8 +958,10 @@ impl Store for SqlStore {
                 });
             }
             for row in sqlx::query(
-                "SELECT backend, COUNT(*) AS n FROM generations WHERE status = 'PENDING' AND backend IS NOT NULL \
-                 AND lease_owner IS NOT NULL AND lease_expires_at > $1 GROUP BY backend",
+                "SELECT backend, COUNT(*) AS n FROM (SELECT backend FROM generations WHERE status = 'PENDING' \
+                 AND backend IS NOT NULL AND lease_owner IS NOT NULL AND lease_expires_at > $1 UNION ALL \
+                 SELECT backend FROM variations WHERE status = 'PENDING' AND backend IS NOT NULL \
+                 AND lease_owner IS NOT NULL AND lease_expires_at > $1) running GROUP BY backend",
             )
             .bind(now)
             .fetch_all(db)

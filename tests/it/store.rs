@@ -395,3 +395,72 @@ async fn concurrent_backend_claims_never_exceed_max_concurrent() {
     let total: usize = futures_util::future::join_all(claims).await.into_iter().sum();
     assert_eq!(total, 3, "eight nodes claiming at once share the backend's three slots");
 }
+
+#[tokio::test]
+async fn variations_are_claimed_for_the_backends_that_do_their_transform() {
+    let f = Fixture::new().await;
+    let model = easel::models::DEFAULT_MODEL_ID.parse::<uuid::Uuid>().unwrap();
+    let (generation, _) = f.completed_with_delivery("node-a", "https://hooks.example:443").await;
+    let image = f.store.get_generation(f.user.id, generation.id).await.unwrap().unwrap().images[0].clone();
+    let now = now_ms();
+    let variation = |transform: Transform, created_at: Millis| Variation {
+        id: VariationId::random(),
+        image_id: image.id,
+        generation_id: generation.id,
+        user_id: f.user.id,
+        api_key_id: f.key.id,
+        transform,
+        source_key: None,
+        status: JobStatus::Pending,
+        storage_key: None,
+        failure_reason: None,
+        created_at,
+        updated_at: created_at,
+        backend: None,
+    };
+    let (upscale, nobg) = (variation(Transform::Upscale, now - 20), variation(Transform::NoBackground, now - 10));
+    for v in [&upscale, &nobg] {
+        assert_eq!(f.store.create_variation(v, 100).await.unwrap(), Admission::Accepted);
+    }
+    // The built-in renderer leaves the variations backends do.
+    let served = [(model, "UPSCALE"), (model, "NOBG")];
+    assert!(f.store.claim_render_jobs("node-b", now, now + 60_000, 10, &[model], &served).await.unwrap().is_empty());
+
+    // A backend that does upscales takes the upscale, and it holds the backend's one slot.
+    let claim = |owner: &'static str, transforms: &'static [&'static str]| BackendClaim {
+        owner,
+        backend: "gpu-a",
+        max_concurrent: 1,
+        models: std::slice::from_ref(&model),
+        now,
+        lease_until: now + 60_000,
+        limit: 10,
+        skip: &[],
+        transforms,
+    };
+    let taken = f.store.claim_backend_jobs(&claim("node-b", &["UPSCALE"])).await.unwrap();
+    assert_eq!(taken.len(), 1);
+    assert!(
+        matches!(&taken[0].work, RenderWork::Variation { variation, source } if variation.id == upscale.id && source.id == image.id)
+    );
+    assert_eq!(taken[0].attempt, 1);
+    let stored = f.store.get_variation(f.user.id, upscale.id).await.unwrap().unwrap();
+    assert_eq!(stored.backend.as_deref(), Some("gpu-a"));
+    assert_eq!(f.store.backend_overview(now).await.unwrap().running.get("gpu-a"), Some(&1));
+    let pending = f.pending_generation().await;
+    assert!(f.store.claim_backend_jobs(&claim("node-c", &["UPSCALE", "NOBG"])).await.unwrap().is_empty(), "slot held");
+
+    // The built-in renderer takes what no backend of the model does.
+    let built_in = f.store.claim_render_jobs("node-b", now, now + 60_000, 10, &[model], &served[..1]).await.unwrap();
+    assert_eq!(built_in.iter().map(|j| j.work.id()).collect::<Vec<_>>(), vec![RenderJobId::Variation(nobg.id)]);
+    assert_eq!(f.store.get_variation(f.user.id, nobg.id).await.unwrap().unwrap().backend, None);
+
+    // Given back, the upscale is stranded once its model has had no backend for too long; the
+    // generation of the same model is too, first.
+    assert!(f.store.postpone_render_job(RenderJobId::Variation(upscale.id), "node-b", now, now).await.unwrap());
+    let stranded =
+        f.store.claim_stranded_jobs("node-d", now, now + 60_000, &[model], &served, now + 1_000, 10).await.unwrap();
+    let ids: Vec<RenderJobId> = stranded.iter().map(|j| j.work.id()).collect();
+    assert_eq!(ids, vec![RenderJobId::Generation(pending.id), RenderJobId::Variation(upscale.id)]);
+    assert_eq!(stranded[1].attempt, 2);
+}
