@@ -159,10 +159,10 @@ pub struct BackendConfig {
     /// at the end of the prompt.
     #[serde(default)]
     pub sd_cpp_extra_args: bool,
-    /// `sdapi` only: the variations the server does, by route name (`upscale`,
-    /// `universal-upscaler`, `unzoom`, `nobg`); variations of its models' images with other
-    /// transforms run on the built-in renderer. Unset: the three AUTOMATIC1111 does itself
-    /// (`nobg` needs its rembg extension); `[]` for servers without them (stable-diffusion.cpp).
+    /// The variations the server does, by route name (`upscale`, `universal-upscaler`, `unzoom`,
+    /// `nobg` on `sdapi`; `unzoom` on `openai`); variations of its models' images with other
+    /// transforms run on the built-in renderer. Unset: on `sdapi` the three AUTOMATIC1111 does
+    /// itself (`nobg` needs its rembg extension; `[]` for stable-diffusion.cpp), else none.
     #[serde(default)]
     pub variations: Option<Vec<String>>,
     /// `sdapi` only: the upscaler (`upscaler_1`) of `/sdapi/v1/extra-single-image` for upscales.
@@ -239,6 +239,15 @@ pub enum BackendKind {
 }
 
 impl BackendKind {
+    /// The variations (`variations` names) a server of this kind can do.
+    pub fn variations(self) -> &'static [&'static str] {
+        match self {
+            BackendKind::Sdapi => &["upscale", "universal-upscaler", "unzoom", "nobg"],
+            BackendKind::Openai => &["unzoom"],
+            BackendKind::Cog | BackendKind::Comfyui => &[],
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             BackendKind::Sdapi => "sdapi",
@@ -725,7 +734,6 @@ impl Config {
                 return fail("sd_cpp_extra_args", "only openai backends take it".into());
             }
             let sdapi_only = [
-                ("variations", backend.variations.as_ref().is_some_and(|list| !list.is_empty())),
                 ("controlnet_models", !backend.controlnet_models.is_empty()),
                 ("ip_adapter", backend.ip_adapter.is_some()),
             ];
@@ -736,6 +744,14 @@ impl Config {
                 if !BACKEND_VARIATIONS.iter().any(|(known, _)| known == name) {
                     let known: Vec<&str> = BACKEND_VARIATIONS.iter().map(|(name, _)| *name).collect();
                     return fail("variations", format!("{name:?} is not one of {}", known.join(", ")));
+                }
+                let can = backend.kind.variations();
+                if !can.contains(&name.as_str()) {
+                    let what = if can.is_empty() { "none".to_string() } else { can.join(", ") };
+                    return fail(
+                        "variations",
+                        format!("{} backends cannot do {name:?}; they do {what}", backend.kind.as_str()),
+                    );
                 }
             }
             if backend.upscaler.trim().is_empty() {
@@ -1027,7 +1043,8 @@ mod tests {
         assert!(load("kind = \"openai\"").unwrap().backends[0].variation_transforms().is_empty());
         let refused = [
             ("kind = \"sdapi\"\nvariations = [\"zoom\"]", "`backends[0].variations`: \"zoom\" is not one of"),
-            ("kind = \"openai\"\nvariations = [\"upscale\"]", "`backends[0].variations`: only sdapi backends"),
+            ("kind = \"openai\"\nvariations = [\"upscale\"]", "openai backends cannot do \"upscale\"; they do unzoom"),
+            ("kind = \"cog\"\nvariations = [\"unzoom\"]", "cog backends cannot do \"unzoom\"; they do none"),
             ("kind = \"cog\"\nip_adapter = \"a:b\"", "`backends[0].ip_adapter`: only sdapi backends"),
             ("kind = \"sdapi\"\ncontrolnet_models = { x = \"canny:m\" }", "\"x\" is not a preprocessorId"),
             ("kind = \"sdapi\"\ncontrolnet_models = { 19 = \"canny\" }", "is not \"module:model\""),

@@ -88,6 +88,18 @@ pub fn unzoom_outpaint(source: &[u8]) -> Result<(Bytes, Bytes, u32, u32), Render
     Ok((encode_png(&canvas)?, Bytes::from(mask_png.into_inner()), width, height))
 }
 
+/// A mask that is white where to paint (as `unzoom_outpaint` makes it) as the PNG OpenAI's image
+/// edits take: transparent where to paint, opaque elsewhere.
+pub fn transparent_where_white(mask: &[u8]) -> Result<Bytes, RenderError> {
+    let mask =
+        image::load_from_memory(mask).map_err(|e| RenderError(format!("the mask cannot be decoded: {e}")))?.to_luma8();
+    let alpha = RgbaImage::from_fn(mask.width(), mask.height(), |x, y| {
+        let white = mask.get_pixel(x, y).0[0] >= 128;
+        Rgba([0, 0, 0, if white { 0 } else { 255 }])
+    });
+    encode_png(&alpha)
+}
+
 /// A picture a backend made for `transform` (PNG, JPEG or WebP) as the file Easel stores: a PNG
 /// with its transparency for background removal, a JPEG otherwise.
 pub fn as_stored(bytes: &[u8], transform: &Transform) -> Result<Bytes, RenderError> {

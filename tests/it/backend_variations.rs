@@ -431,3 +431,85 @@ async fn controlnets_and_image_prompts_reach_sdapi_backends_as_controlnet_units(
     on_cog["modelId"] = json!(cog_model);
     refused(on_cog, &["`controlnets[0].preprocessorId`", "backend cog", "cog backends take no controlnets"]).await;
 }
+
+/// The multipart fields of each edit request, by name.
+type Edits = Arc<Mutex<Vec<HashMap<String, Vec<u8>>>>>;
+
+/// A recording imitation of an OpenAI-compatible image API: `generations` and `edits` (whose
+/// multipart fields it keeps, by name).
+struct OpenAiImitation {
+    url: String,
+    edits: Edits,
+}
+
+impl OpenAiImitation {
+    async fn start() -> OpenAiImitation {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let edits: Edits = Arc::default();
+        let size = |text: &str| {
+            let (width, height) = text.split_once('x').unwrap();
+            (width.parse::<u32>().unwrap(), height.parse::<u32>().unwrap())
+        };
+        let recorded = edits.clone();
+        let app = axum::Router::new()
+            .route("/v1/models", axum::routing::get(|| async { axum::Json(json!({"data": []})) }))
+            .route(
+                "/v1/images/generations",
+                axum::routing::post(move |axum::Json(body): axum::Json<Value>| async move {
+                    let (width, height) = size(body["size"].as_str().unwrap());
+                    axum::Json(json!({"data": [{"b64_json": png(solid(width, height, PAINTED))}]}))
+                }),
+            )
+            .route(
+                "/v1/images/edits",
+                axum::routing::post(move |mut form: axum::extract::Multipart| async move {
+                    let mut fields = HashMap::new();
+                    while let Some(field) = form.next_field().await.unwrap() {
+                        let name = field.name().unwrap().to_string();
+                        fields.insert(name, field.bytes().await.unwrap().to_vec());
+                    }
+                    let (width, height) = size(std::str::from_utf8(&fields["size"]).unwrap());
+                    recorded.lock().unwrap().push(fields);
+                    axum::Json(json!({"data": [{"b64_json": png(solid(width, height, UPSCALED))}]}))
+                }),
+            );
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        OpenAiImitation { url, edits }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unzoom_runs_on_openai_backends_as_an_image_edit_with_a_transparent_mask() {
+    let server = OpenAiImitation::start().await;
+    let ca = TestCa::new();
+    let mut images_api = backend("images", BackendKind::Openai, &server.url);
+    images_api.variations = Some(vec!["unzoom".into()]);
+    let app = easel_with(vec![images_api], &["images"], &ca, |_| {}).await;
+    let user = app.new_user("openai").await;
+    let (image, _) = backend_image(&app, &user, "a lighthouse").await;
+
+    let id = request_variation(&app, &user, "/variations/unzoom", json!({"id": image}), "sdUnzoomJob").await;
+    let (served, stored) = variation_within(&app, &user, &id).await;
+    assert_eq!(stored.backend.as_deref(), Some("images"));
+    let edits = server.edits.lock().unwrap().clone();
+    assert_eq!(edits.len(), 1);
+    let text = |name: &str| String::from_utf8(edits[0][name].clone()).unwrap();
+    assert_eq!((text("prompt"), text("size"), text("n")), ("a lighthouse".into(), "64x64".into(), "1".into()));
+    // OpenAI's mask: transparent where to paint (around the shrunk picture), opaque over it.
+    let mask = image::load_from_memory(&edits[0]["mask"]).unwrap().to_rgba8();
+    let inside = |x: u32, y: u32| (10..53).contains(&x) && (10..53).contains(&y);
+    for (x, y, pixel) in mask.enumerate_pixels() {
+        assert_eq!(pixel[3], if inside(x, y) { 255 } else { 0 }, "mask alpha at ({x}, {y})");
+    }
+    let init = image::load_from_memory(&edits[0]["image"]).unwrap().to_rgb8();
+    assert!(near(init.get_pixel(32, 32).0, PAINTED), "the picture, shrunk: {:?}", init.get_pixel(32, 32));
+    assert!(near(result_picture(&app, &served).await.to_rgb8().get_pixel(2, 2).0, UPSCALED), "the server's answer");
+
+    // The upscale is not an openai variation: built in.
+    let id = request_variation(&app, &user, "/variations/upscale", json!({"id": image}), "sdUpscaleJob").await;
+    let (served, stored) = variation_within(&app, &user, &id).await;
+    assert_eq!(stored.backend, None);
+    assert_eq!(result_picture(&app, &served).await.to_rgb8().dimensions(), (128, 128));
+    assert_eq!(server.edits.lock().unwrap().len(), 1);
+}

@@ -79,6 +79,10 @@ pub struct TransformJob {
     pub generation: BackendJob,
 }
 
+/// Unzoom's `init_strength` on backends: the surroundings (a blurred stretch of the picture) are
+/// mostly repainted (denoising strength 0.75).
+pub const UNZOOM_KEEP: f64 = 0.25;
+
 impl BackendJob {
     /// The denoising strength for image-to-image: how much of the init image is repainted.
     pub fn denoising_strength(&self) -> f64 {

@@ -213,7 +213,7 @@ impl Adapter for Sdapi {
                     init_image: Some(init),
                     mask: Some(mask),
                     // Repaint the surroundings freely; the mask keeps the picture.
-                    init_strength: Some(UNZOOM_KEEP),
+                    init_strength: Some(super::UNZOOM_KEEP),
                     controls: Vec::new(),
                     ..job.generation.clone()
                 };
@@ -231,10 +231,6 @@ impl Adapter for Sdapi {
         self.image_field(&answer)
     }
 }
-
-/// Unzoom's `init_strength`: the surroundings (a blurred stretch of the picture) are mostly
-/// repainted (denoising strength 0.75).
-const UNZOOM_KEEP: f64 = 0.25;
 
 #[cfg(test)]
 mod tests {
