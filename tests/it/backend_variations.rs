@@ -38,6 +38,8 @@ struct Shared {
     failures: Mutex<HashMap<String, (u16, String)>>,
     /// Whether `/sdapi/v1/samplers` (the health check) answers.
     sick: AtomicBool,
+    /// Paths that never answer.
+    hanging: Mutex<Vec<String>>,
 }
 
 /// A recording imitation of an AUTOMATIC1111 server with the rembg extension.
@@ -75,6 +77,11 @@ impl Imitation {
         self.shared.failures.lock().unwrap().insert(path.into(), (status, message.into()));
     }
 
+    /// `path` never answers from now on.
+    pub fn hang(&self, path: &str) {
+        self.shared.hanging.lock().unwrap().push(path.into());
+    }
+
     pub fn set_sick(&self, sick: bool) {
         self.shared.sick.store(sick, Ordering::SeqCst);
     }
@@ -105,6 +112,9 @@ async fn answer(State(shared): State<Arc<Shared>>, uri: Uri, body: axum::body::B
     let path = uri.path().trim_start_matches('/').trim_start_matches("sdapi/v1/").to_string();
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     shared.received.lock().unwrap().push((path.clone(), body.clone()));
+    if shared.hanging.lock().unwrap().contains(&path) {
+        std::future::pending::<()>().await;
+    }
     let failure = shared.failures.lock().unwrap().get(&path).cloned();
     if let Some((status, message)) = failure {
         if (502..=504).contains(&status) {
@@ -339,6 +349,21 @@ async fn variation_failures_on_backends_behave_like_generation_failures() {
     assert_eq!(served["status"], "FAILED", "{served}");
     let reason = stored.failure_reason.unwrap();
     assert!(reason.contains("in 1 attempts") && reason.contains("bad gateway"), "{reason}");
+
+    // Past the backend's timeout: cancelled on the server (`interrupt`), FAILED (no other backend).
+    let fourth = Imitation::start().await;
+    let mut slow = sdapi_with_variations(&fourth.url);
+    slow.timeout = Duration::from_secs(1);
+    let app = easel_with(vec![slow], &["a1111"], &ca, |_| {}).await;
+    let user = app.new_user("timeout").await;
+    let (image, _) = backend_image(&app, &user, "a lighthouse").await;
+    fourth.hang("img2img");
+    let id = request_variation(&app, &user, "/variations/unzoom", json!({"id": image}), "sdUnzoomJob").await;
+    let (served, stored) = variation_within(&app, &user, &id).await;
+    assert_eq!(served["status"], "FAILED", "{served}");
+    let reason = stored.failure_reason.unwrap();
+    assert!(reason.contains("a1111 did not finish the variation within its timeout of 1s"), "{reason}");
+    assert_eq!(fourth.requests("interrupt").len(), 1, "{:?}", fourth.paths());
 }
 
 #[tokio::test(flavor = "multi_thread")]

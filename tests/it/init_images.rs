@@ -430,7 +430,7 @@ async fn controlnets_and_image_prompts_guide_the_built_in_renderer() {
         (
             json!({"imagePrompts": [green], "modelId": crate::backends::OTHER_MODEL}),
             "imagePrompts",
-            "runs on inference backends (gpu)",
+            "runs on the backend gpu, which cannot serve image prompts",
         ),
     ];
     for (extra, field, words) in cases {
