@@ -198,6 +198,69 @@ pub struct BackendConfig {
     /// at the end of the prompt.
     #[serde(default)]
     pub sd_cpp_extra_args: bool,
+    /// The variations the server does, by route name (`upscale`, `universal-upscaler`, `unzoom`,
+    /// `nobg` on `sdapi`; `unzoom` on `openai`); variations of its models' images with other
+    /// transforms run on the built-in renderer. Unset: on `sdapi` the three AUTOMATIC1111 does
+    /// itself (`nobg` needs its rembg extension; `[]` for stable-diffusion.cpp), else none.
+    #[serde(default)]
+    pub variations: Option<Vec<String>>,
+    /// `sdapi` only: the upscaler (`upscaler_1`) of `/sdapi/v1/extra-single-image` for upscales.
+    #[serde(default = "default_upscaler")]
+    pub upscaler: String,
+    /// `sdapi` only: the model of the rembg extension (`/rembg`) for background removal.
+    #[serde(default = "default_rembg_model")]
+    pub rembg_model: String,
+    /// `sdapi` only: Leonardo's controlnet `preprocessorId`s (as strings, TOML keys) to the
+    /// sd-webui-controlnet `"module:model"` that serves each; other ids are refused with 400.
+    #[serde(default)]
+    pub controlnet_models: std::collections::BTreeMap<String, String>,
+    /// `sdapi` only: the sd-webui-controlnet IP-Adapter unit (`"module:model"`) for `imagePrompts`;
+    /// unset, image prompts are refused with 400.
+    #[serde(default)]
+    pub ip_adapter: Option<String>,
+}
+
+/// The variations a `[[backends]]` entry may list (`variations`), and their stored names.
+pub const BACKEND_VARIATIONS: &[(&str, &str)] =
+    &[("upscale", "UPSCALE"), ("universal-upscaler", "UNIVERSAL_UPSCALER"), ("unzoom", "UNZOOM"), ("nobg", "NOBG")];
+
+impl BackendConfig {
+    /// The transforms ([`crate::records::Transform::name`]) it runs (validated names).
+    pub fn variation_transforms(&self) -> Vec<&'static str> {
+        let default = ["upscale", "universal-upscaler", "unzoom"].map(String::from).to_vec();
+        let listed = match (&self.variations, self.kind) {
+            (Some(list), _) => list.clone(),
+            (None, BackendKind::Sdapi) => default,
+            (None, _) => Vec::new(),
+        };
+        BACKEND_VARIATIONS.iter().filter(|(name, _)| listed.iter().any(|l| l == name)).map(|(_, t)| *t).collect()
+    }
+
+    /// The `(module, model)` of sd-webui-controlnet that serves Leonardo's `preprocessor`.
+    pub fn controlnet(&self, preprocessor: u32) -> Option<(&str, &str)> {
+        let unit = self.controlnet_models.get(&preprocessor.to_string())?;
+        control_unit(unit)
+    }
+
+    /// The `(module, model)` of the IP-Adapter unit, for image prompts.
+    pub fn ip_adapter_unit(&self) -> Option<(&str, &str)> {
+        self.ip_adapter.as_deref().and_then(control_unit)
+    }
+}
+
+/// `"module:model"` split at its first colon, both parts non-empty.
+fn control_unit(text: &str) -> Option<(&str, &str)> {
+    let (module, model) = text.split_once(':')?;
+    let (module, model) = (module.trim(), model.trim());
+    (!module.is_empty() && !model.is_empty()).then_some((module, model))
+}
+
+fn default_upscaler() -> String {
+    "R-ESRGAN 4x+".into()
+}
+
+fn default_rembg_model() -> String {
+    "u2net".into()
 }
 
 /// The protocol an inference server speaks.
@@ -215,6 +278,15 @@ pub enum BackendKind {
 }
 
 impl BackendKind {
+    /// The variations (`variations` names) a server of this kind can do.
+    pub fn variations(self) -> &'static [&'static str] {
+        match self {
+            BackendKind::Sdapi => &["upscale", "universal-upscaler", "unzoom", "nobg"],
+            BackendKind::Openai => &["unzoom"],
+            BackendKind::Cog | BackendKind::Comfyui => &[],
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             BackendKind::Sdapi => "sdapi",
@@ -708,6 +780,49 @@ impl Config {
             if backend.sd_cpp_extra_args && backend.kind != BackendKind::Openai {
                 return fail("sd_cpp_extra_args", "only openai backends take it".into());
             }
+            let sdapi_only = [
+                ("controlnet_models", !backend.controlnet_models.is_empty()),
+                ("ip_adapter", backend.ip_adapter.is_some()),
+            ];
+            if let Some((field, _)) = sdapi_only.iter().find(|(_, set)| *set && backend.kind != BackendKind::Sdapi) {
+                return fail(field, format!("only sdapi backends take it, not {}", backend.kind.as_str()));
+            }
+            for name in backend.variations.iter().flatten() {
+                if !BACKEND_VARIATIONS.iter().any(|(known, _)| known == name) {
+                    let known: Vec<&str> = BACKEND_VARIATIONS.iter().map(|(name, _)| *name).collect();
+                    return fail("variations", format!("{name:?} is not one of {}", known.join(", ")));
+                }
+                let can = backend.kind.variations();
+                if !can.contains(&name.as_str()) {
+                    let what = if can.is_empty() { "none".to_string() } else { can.join(", ") };
+                    return fail(
+                        "variations",
+                        format!("{} backends cannot do {name:?}; they do {what}", backend.kind.as_str()),
+                    );
+                }
+            }
+            if backend.upscaler.trim().is_empty() {
+                return fail("upscaler", "must name an upscaler of the server".into());
+            }
+            if backend.rembg_model.trim().is_empty() {
+                return fail("rembg_model", "must name a rembg model".into());
+            }
+            for (id, unit) in &backend.controlnet_models {
+                if !id.parse::<u32>().is_ok_and(|id| (1..=1000).contains(&id)) {
+                    return fail("controlnet_models", format!("{id:?} is not a preprocessorId (1 to 1000)"));
+                }
+                if control_unit(unit).is_none() {
+                    return fail(
+                        "controlnet_models",
+                        format!("{id}: {unit:?} is not \"module:model\" (such as \"canny:control_v11p_sd15_canny\")"),
+                    );
+                }
+            }
+            if let Some(unit) = &backend.ip_adapter
+                && control_unit(unit).is_none()
+            {
+                return fail("ip_adapter", format!("{unit:?} is not \"module:model\""));
+            }
             match (backend.kind, &backend.workflow) {
                 (BackendKind::Comfyui, None) => {
                     return fail("workflow", "a comfyui backend needs its workflow (API format JSON file)".into());
@@ -947,6 +1062,46 @@ mod tests {
             DatabaseUrl::Postgres("postgres://easel@db/easel".into())
         );
         assert_eq!(redact_url("postgres://easel:hunter2@db/easel"), "postgres://easel:***@db/easel");
+    }
+
+    #[test]
+    fn sdapi_variations_controlnets_and_ip_adapter_are_checked() {
+        let load = |backend: &str| -> Result<Config, String> {
+            let text = format!("[[backends]]\nname = \"a1111\"\nurl = \"http://127.0.0.1:7860\"\n{backend}");
+            let config: Config = Figment::from(Serialized::defaults(Config::default()))
+                .merge(Toml::string(&text))
+                .extract()
+                .map_err(|e| e.to_string())?;
+            config.validate().map(|()| config).map_err(|e| e.to_string())
+        };
+        let config = load(
+            "kind = \"sdapi\"\nvariations = [\"upscale\", \"nobg\"]\n\
+             controlnet_models = { 19 = \"canny:control_v11p_sd15_canny [d14c016b]\" }\n\
+             ip_adapter = \"ip-adapter_clip_sd15:ip-adapter_sd15\"",
+        )
+        .unwrap();
+        let backend = &config.backends[0];
+        assert_eq!(backend.variation_transforms(), ["UPSCALE", "NOBG"]);
+        assert_eq!(backend.controlnet(19), Some(("canny", "control_v11p_sd15_canny [d14c016b]")));
+        assert_eq!(backend.controlnet(20), None);
+        assert_eq!(backend.ip_adapter_unit(), Some(("ip-adapter_clip_sd15", "ip-adapter_sd15")));
+        let defaults = load("kind = \"sdapi\"").unwrap();
+        assert_eq!(defaults.backends[0].variation_transforms(), ["UPSCALE", "UNIVERSAL_UPSCALER", "UNZOOM"]);
+        assert!(load("kind = \"openai\"").unwrap().backends[0].variation_transforms().is_empty());
+        let refused = [
+            ("kind = \"sdapi\"\nvariations = [\"zoom\"]", "`backends[0].variations`: \"zoom\" is not one of"),
+            ("kind = \"openai\"\nvariations = [\"upscale\"]", "openai backends cannot do \"upscale\"; they do unzoom"),
+            ("kind = \"cog\"\nvariations = [\"unzoom\"]", "cog backends cannot do \"unzoom\"; they do none"),
+            ("kind = \"cog\"\nip_adapter = \"a:b\"", "`backends[0].ip_adapter`: only sdapi backends"),
+            ("kind = \"sdapi\"\ncontrolnet_models = { x = \"canny:m\" }", "\"x\" is not a preprocessorId"),
+            ("kind = \"sdapi\"\ncontrolnet_models = { 19 = \"canny\" }", "is not \"module:model\""),
+            ("kind = \"sdapi\"\nip_adapter = \":model\"", "`backends[0].ip_adapter`"),
+            ("kind = \"sdapi\"\nupscaler = \" \"", "`backends[0].upscaler`"),
+        ];
+        for (backend, words) in refused {
+            let error = load(backend).unwrap_err();
+            assert!(error.contains(words), "{backend}: {error}");
+        }
     }
 
     #[test]

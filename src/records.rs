@@ -122,6 +122,8 @@ pub struct Variation {
     pub failure_reason: Option<String>,
     pub created_at: Millis,
     pub updated_at: Millis,
+    /// The inference backend that ran (or runs) it; `None` on the built-in renderer.
+    pub backend: Option<String>,
 }
 
 /// An uploaded init image: first an upload policy, then the file.
@@ -523,6 +525,9 @@ pub struct BackendClaim<'a> {
     /// Generations not to claim for this backend now (ids): they just timed out on it and should
     /// go to another backend of their model first.
     pub skip: &'a [String],
+    /// The variations it runs ([`Transform::name`]s): variations of images of `models` with
+    /// these transforms are claimed too, after the generations.
+    pub transforms: &'a [&'a str],
 }
 
 /// What one node last saw of one backend's health.

@@ -116,7 +116,7 @@ async fn list_generations(
 }
 
 /// The pictures a generation starts from or is guided by: each the caller's, of the right kind,
-/// and served by the model's renderer (the built-in one; backends take init images only).
+/// and served by the model's renderer (the built-in one, or backends that take them).
 async fn check_guides(state: &ApiContext, caller: &Caller, params: &GenerationParams) -> ApiResult<()> {
     use crate::store::InitImageKind::{CanvasInit, CanvasMask, Init};
     if let Some(id) = params.init_image_id {
@@ -167,18 +167,52 @@ async fn check_guides(state: &ApiContext, caller: &Caller, params: &GenerationPa
     let Some(model) = state.catalogue.get(&params.model_id).filter(|m| !m.backends.is_empty()) else {
         return Ok(());
     };
-    // Every backend of the model gets init images; only `sdapi` takes an inpainting mask; none
-    // takes control images or image prompts yet.
+    // Every backend of the model gets init images; only `sdapi` takes an inpainting mask, and
+    // controlnets and image prompts where its configuration maps them to units.
+    let backends: Vec<&crate::config::BackendConfig> =
+        state.backends.iter().filter(|b| model.backends.contains(&b.name)).collect();
+    for (index, control) in params.controlnets.iter().enumerate() {
+        if let Some(backend) = backends.iter().find(|b| b.controlnet(control.preprocessor_id).is_none()) {
+            let field = format!("controlnets[{index}].preprocessorId");
+            let why = if backend.kind == crate::config::BackendKind::Sdapi {
+                format!("its `controlnet_models` map no controlnet to preprocessor {}", control.preprocessor_id)
+            } else {
+                format!("{} backends take no controlnets", backend.kind.as_str())
+            };
+            return Err(FieldError::new(
+                &field,
+                format!(
+                    "`{field}`: the model {} runs on the backend {}, which cannot serve this controlnet: {why}",
+                    model.name, backend.name
+                ),
+            )
+            .into());
+        }
+    }
+    if !params.image_prompts.is_empty()
+        && let Some(backend) = backends.iter().find(|b| b.ip_adapter_unit().is_none())
+    {
+        let why = if backend.kind == crate::config::BackendKind::Sdapi {
+            "it has no `ip_adapter` configured".to_string()
+        } else {
+            format!("{} backends take no image prompts", backend.kind.as_str())
+        };
+        return Err(FieldError::new(
+            "imagePrompts",
+            format!(
+                "`imagePrompts`: the model {} runs on the backend {}, which cannot serve image prompts: {why}",
+                model.name, backend.name
+            ),
+        )
+        .into());
+    }
     let all_inpaint = model
         .backends
         .iter()
         .all(|name| state.backends.iter().any(|b| &b.name == name && b.kind == crate::config::BackendKind::Sdapi));
     let masked = params.canvas.as_ref().is_some_and(|c| matches!(c.request_type.as_str(), "INPAINT" | "OUTPAINT"));
-    let refused = [
-        ("canvasRequest", masked && !all_inpaint, "INPAINT and OUTPAINT need backends that inpaint (sdapi)"),
-        ("controlnets", !params.controlnets.is_empty(), "Easel cannot pass control images to backends yet"),
-        ("imagePrompts", !params.image_prompts.is_empty(), "Easel cannot pass image prompts to backends yet"),
-    ];
+    let refused =
+        [("canvasRequest", masked && !all_inpaint, "INPAINT and OUTPAINT need backends that inpaint (sdapi)")];
     if let Some((field, _, why)) = refused.iter().find(|(_, refused, _)| *refused) {
         return Err(FieldError::new(
             field,

@@ -223,6 +223,7 @@ async fn create(
         failure_reason: None,
         created_at: now,
         updated_at: now,
+        backend: None,
     };
     match state.store.create_variation(&variation, caller.user.api_concurrency_slots).await? {
         Admission::Accepted => {}

@@ -32,6 +32,8 @@ pub struct BackendSlot {
     pub adapter: Arc<dyn Adapter>,
     /// The models whose jobs it runs.
     pub models: Vec<Uuid>,
+    /// The variations of its models' images it runs ([`crate::records::Transform::name`]s).
+    pub transforms: Vec<&'static str>,
     /// Jobs this node runs on it now.
     running: AtomicU32,
     health: Mutex<Health>,
@@ -120,6 +122,8 @@ pub struct Backends {
     by_model: HashMap<Uuid, Vec<usize>>,
     /// Every model that backends run (the built-in renderer skips their jobs).
     served: Vec<Uuid>,
+    /// Every (model, transform) whose variations backends run.
+    served_variations: Vec<(Uuid, &'static str)>,
     started_at: Millis,
 }
 
@@ -141,6 +145,7 @@ impl Backends {
             list.push(Arc::new(BackendSlot {
                 config: config.clone(),
                 adapter: backends::adapter(config)?,
+                transforms: config.variation_transforms(),
                 models,
                 running: AtomicU32::new(0),
                 health: Mutex::new(Health::default()),
@@ -149,12 +154,37 @@ impl Backends {
         }
         let mut served: Vec<Uuid> = by_model.keys().copied().collect();
         served.sort();
-        Ok(Backends { list, by_model, served, started_at: now_ms() })
+        let mut served_variations: Vec<(Uuid, &'static str)> = list
+            .iter()
+            .flat_map(|slot| slot.models.iter().flat_map(|model| slot.transforms.iter().map(|t| (*model, *t))))
+            .collect();
+        served_variations.sort();
+        served_variations.dedup();
+        Ok(Backends { list, by_model, served, served_variations, started_at: now_ms() })
     }
 
     /// The models whose jobs backends run.
     pub fn served_models(&self) -> &[Uuid] {
         &self.served
+    }
+
+    /// The (model, transform) pairs whose variations backends run: a variation of an image of
+    /// that model with that transform; the built-in renderer runs all others.
+    pub fn served_variations(&self) -> &[(Uuid, &'static str)] {
+        &self.served_variations
+    }
+
+    /// Whether a backend of `model` runs variations with `transform`.
+    pub fn serves_variation(&self, model: &Uuid, transform: &str) -> bool {
+        self.served_variations.iter().any(|(m, t)| m == model && *t == transform)
+    }
+
+    /// Whether a backend other than `backend` runs `transform` for `model`.
+    pub fn others_serve_variation(&self, model: &Uuid, transform: &str, backend: &str) -> bool {
+        self.by_model.get(model).is_some_and(|list| {
+            list.iter()
+                .any(|&index| self.list[index].name() != backend && self.list[index].transforms.contains(&transform))
+        })
     }
 
     /// Models none of whose backends has been available since at least `since` (this node's

@@ -59,16 +59,55 @@ fn unzoom(picture: &DynamicImage) -> DynamicImage {
     let sigma = (width.min(height) as f32 / 24.0).max(1.0);
     let mut canvas = picture.to_rgba8();
     canvas = image::imageops::blur(&canvas, sigma);
-    let inner_width = ((width as f32 * UNZOOM_SCALE).round() as u32).max(1);
-    let inner_height = ((height as f32 * UNZOOM_SCALE).round() as u32).max(1);
+    let (x, y, inner_width, inner_height) = unzoom_inner(width, height);
     let inner = picture.resize_exact(inner_width, inner_height, FilterType::CatmullRom).to_rgba8();
-    image::imageops::overlay(
-        &mut canvas,
-        &inner,
-        i64::from((width - inner_width) / 2),
-        i64::from((height - inner_height) / 2),
-    );
+    image::imageops::overlay(&mut canvas, &inner, i64::from(x), i64::from(y));
     DynamicImage::ImageRgba8(canvas)
+}
+
+/// Where unzoom puts the picture on a canvas of `width` x `height`: left, top, width, height.
+pub fn unzoom_inner(width: u32, height: u32) -> (u32, u32, u32, u32) {
+    let inner_width = ((width as f32 * UNZOOM_SCALE).round() as u32).clamp(1, width.max(1));
+    let inner_height = ((height as f32 * UNZOOM_SCALE).round() as u32).clamp(1, height.max(1));
+    ((width - inner_width) / 2, (height - inner_height) / 2, inner_width, inner_height)
+}
+
+/// Unzoom as an outpaint, for backends that inpaint: the built-in unzoom (the picture shrunk into
+/// its blurred surroundings) as the init picture, PNG, and the mask of what to paint (PNG, white
+/// around the shrunk picture, black over it), with their width and height.
+pub fn unzoom_outpaint(source: &[u8]) -> Result<(Bytes, Bytes, u32, u32), RenderError> {
+    let picture =
+        image::load_from_memory(source).map_err(|e| RenderError(format!("the source image cannot be decoded: {e}")))?;
+    let (width, height) = (picture.width(), picture.height());
+    let canvas = unzoom(&picture).to_rgba8();
+    let (x, y, inner_width, inner_height) = unzoom_inner(width, height);
+    let inside = |px: u32, py: u32| (x..x + inner_width).contains(&px) && (y..y + inner_height).contains(&py);
+    let mask = image::GrayImage::from_fn(width, height, |px, py| image::Luma([if inside(px, py) { 0 } else { 255 }]));
+    let mut mask_png = Cursor::new(Vec::new());
+    mask.write_to(&mut mask_png, ImageFormat::Png).map_err(|e| RenderError(format!("PNG encoding failed: {e}")))?;
+    Ok((encode_png(&canvas)?, Bytes::from(mask_png.into_inner()), width, height))
+}
+
+/// A mask that is white where to paint (as `unzoom_outpaint` makes it) as the PNG OpenAI's image
+/// edits take: transparent where to paint, opaque elsewhere.
+pub fn transparent_where_white(mask: &[u8]) -> Result<Bytes, RenderError> {
+    let mask =
+        image::load_from_memory(mask).map_err(|e| RenderError(format!("the mask cannot be decoded: {e}")))?.to_luma8();
+    let alpha = RgbaImage::from_fn(mask.width(), mask.height(), |x, y| {
+        let white = mask.get_pixel(x, y).0[0] >= 128;
+        Rgba([0, 0, 0, if white { 0 } else { 255 }])
+    });
+    encode_png(&alpha)
+}
+
+/// A picture a backend made for `transform` (PNG, JPEG or WebP) as the file Easel stores: a PNG
+/// with its transparency for background removal, a JPEG otherwise.
+pub fn as_stored(bytes: &[u8], transform: &Transform) -> Result<Bytes, RenderError> {
+    let picture = image::load_from_memory(bytes).map_err(|e| RenderError(format!("it cannot be decoded: {e}")))?;
+    match transform {
+        Transform::NoBackground => encode_png(&picture.to_rgba8()),
+        _ => encode_jpeg(&picture.to_rgb8()),
+    }
 }
 
 /// The picture with its background transparent. The background is modelled as a linear

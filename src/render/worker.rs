@@ -10,7 +10,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::backends::{BackendError, BackendImage, BackendJob};
+use super::backends::{BackendError, BackendImage, BackendJob, ControlUnit, TransformJob};
 use super::dispatch::{BackendSlot, Backends};
 use super::{GenerateRequest, Guides, RenderError, RenderedImage, Renderer};
 use crate::clock::Millis;
@@ -135,6 +135,7 @@ impl RenderWorkers {
                     lease_until,
                     limit: room,
                     skip: &skip,
+                    transforms: &backend.transforms,
                 };
                 for job in self.store.claim_backend_jobs(&claim).await? {
                     claimed.push((job, Route::Backend(backend.clone())));
@@ -145,9 +146,16 @@ impl RenderWorkers {
             let stranded = self.backends.models_unavailable_since(waited_since);
             let room = limit - claimed.len() as u32;
             if !stranded.is_empty() && room > 0 {
+                let variations: Vec<(uuid::Uuid, &str)> = self
+                    .backends
+                    .served_variations()
+                    .iter()
+                    .filter(|(model, _)| stranded.contains(model))
+                    .copied()
+                    .collect();
                 for job in self
                     .store
-                    .claim_stranded_jobs(&self.node_id, now, lease_until, &stranded, waited_since, room)
+                    .claim_stranded_jobs(&self.node_id, now, lease_until, &stranded, &variations, waited_since, room)
                     .await?
                 {
                     claimed.push((job, Route::Stranded));
@@ -156,7 +164,10 @@ impl RenderWorkers {
             let room = limit - claimed.len() as u32;
             if room > 0 {
                 let skip = self.backends.served_models();
-                for job in self.store.claim_render_jobs(&self.node_id, now, lease_until, room, skip).await? {
+                let skip_variations = self.backends.served_variations();
+                for job in
+                    self.store.claim_render_jobs(&self.node_id, now, lease_until, room, skip, skip_variations).await?
+                {
                     claimed.push((job, Route::Builtin));
                 }
             }
@@ -187,7 +198,11 @@ impl RenderWorkers {
         let id = job.work.id();
         let result = match &job.work {
             RenderWork::Generation(generation) => self.run_generation_on(generation, job.attempt, route).await,
-            RenderWork::Variation { variation, source } => self.run_variation(variation, source).await,
+            RenderWork::Variation { variation, source } => match route {
+                Route::Builtin => self.run_variation(variation, source).await,
+                Route::Backend(backend) => self.run_variation_on(&backend, variation, source, job.attempt).await,
+                Route::Stranded => self.strand_variation(variation).await,
+            },
         };
         let result = match result {
             Err(JobError::Storage(error)) => self.storage_failed(&job, error).await,
@@ -369,8 +384,13 @@ impl RenderWorkers {
             init_image,
             init_strength: params.init_strength,
             mask: None,
+            controls: Vec::new(),
         };
         let job = match self.canvas_for_backend(generation, job).await? {
+            Ok(job) => job,
+            Err(reason) => return Ok(BackendRun::Failed(reason)),
+        };
+        let job = match self.controls_for_backend(backend, generation, job).await? {
             Ok(job) => job,
             Err(reason) => return Ok(BackendRun::Failed(reason)),
         };
@@ -546,6 +566,56 @@ impl RenderWorkers {
         }
     }
 
+    /// `job` with the controlnets and image prompts of `generation` as the sd-webui-controlnet
+    /// units `backend` maps them to (`controlnet_models`, `ip_adapter`), or why they cannot be used.
+    async fn controls_for_backend(
+        &self,
+        backend: &BackendSlot,
+        generation: &Generation,
+        mut job: BackendJob,
+    ) -> Result<Result<BackendJob, String>, JobError> {
+        let params = &generation.params;
+        if params.controlnets.is_empty() && params.image_prompts.is_empty() {
+            return Ok(Ok(job));
+        }
+        let guides = match self.guides(generation).await? {
+            Ok(guides) => guides,
+            Err(reason) => return Ok(Err(reason)),
+        };
+        for (index, (control, (image, weight))) in params.controlnets.iter().zip(guides.controls).enumerate() {
+            let Some((module, model)) = backend.config.controlnet(control.preprocessor_id) else {
+                return Ok(Err(format!(
+                    "controlnets[{index}].preprocessorId: {} has no controlnet for preprocessor {} \
+                     (its `controlnet_models`)",
+                    backend.name(),
+                    control.preprocessor_id
+                )));
+            };
+            job.controls.push(ControlUnit {
+                image,
+                module: module.to_string(),
+                model: model.to_string(),
+                weight,
+                control_mode: control_mode(control.strength_type.as_deref()),
+            });
+        }
+        if !guides.image_prompts.is_empty() {
+            let Some((module, model)) = backend.config.ip_adapter_unit() else {
+                return Ok(Err(format!("imagePrompts: {} has no IP-Adapter (its `ip_adapter`)", backend.name())));
+            };
+            for image in guides.image_prompts {
+                job.controls.push(ControlUnit {
+                    image,
+                    module: module.to_string(),
+                    model: model.to_string(),
+                    weight: params.image_prompt_weight.unwrap_or(DEFAULT_IMAGE_PROMPT_WEIGHT),
+                    control_mode: "Balanced",
+                });
+            }
+        }
+        Ok(Ok(job))
+    }
+
     /// The canvas, controlnet and image prompt pictures of `generation`, or why one cannot be used.
     async fn guides(&self, generation: &Generation) -> Result<Result<Guides, String>, JobError> {
         let (user, params) = (generation.user_id, &generation.params);
@@ -589,7 +659,169 @@ impl RenderWorkers {
         Ok(Ok(guides))
     }
 
+    /// Fails a variation none of whose model's backends has been available for too long.
+    async fn strand_variation(&self, variation: &Variation) -> Result<Finished, JobError> {
+        let model = self.variation_model(variation).await?;
+        let waited = humantime::format_duration(self.config.no_backend_timeout);
+        let errors = model.map(|model| self.backends.errors_of_model(&model)).unwrap_or_default();
+        let reason = format!("no backend of this model has been available for {waited}: {errors}");
+        self.finish_variation(variation, JobOutcome::Failed { reason }).await
+    }
+
+    /// The model of the generation a variation's image comes from (`None` once it is deleted).
+    async fn variation_model(&self, variation: &Variation) -> Result<Option<uuid::Uuid>, JobError> {
+        let generation = self.store.get_generation(variation.user_id, variation.generation_id).await?;
+        Ok(generation.map(|generation| generation.params.model_id))
+    }
+
+    /// Runs `variation` on `backend`, like a generation: within the backend's timeout, cancelled
+    /// there if the variation is deleted meanwhile, given back for another backend (or this one
+    /// once it works) if this one is not working, FAILED with the server's words if it refuses.
+    async fn run_variation_on(
+        &self,
+        backend: &Arc<BackendSlot>,
+        variation: &Variation,
+        source: &Image,
+        attempt: u32,
+    ) -> Result<Finished, JobError> {
+        let started = std::time::Instant::now();
+        let source_key = variation.source_key.as_deref().unwrap_or(&source.storage_key);
+        let Some(bytes) = self.images.get(source_key).await? else {
+            let reason = "the source image no longer exists".to_string();
+            return self.finish_variation(variation, JobOutcome::Failed { reason }).await;
+        };
+        let Some(generation) = self.store.get_generation(variation.user_id, variation.generation_id).await? else {
+            let reason = "the source image's generation no longer exists".to_string();
+            return self.finish_variation(variation, JobOutcome::Failed { reason }).await;
+        };
+        let (width, height) = image::ImageReader::new(std::io::Cursor::new(&bytes))
+            .with_guessed_format()
+            .ok()
+            .and_then(|reader| reader.into_dimensions().ok())
+            .unwrap_or((source.width, source.height));
+        let params = &generation.params;
+        let model = self.catalogue.get(&params.model_id);
+        let job = TransformJob {
+            id: variation.id.to_string(),
+            transform: variation.transform.clone(),
+            source: bytes,
+            generation: BackendJob {
+                id: variation.id.to_string(),
+                model: model.and_then(|m| m.backend_model.clone()),
+                prompt: prompt_with_loras(params),
+                negative_prompt: params.negative_prompt.clone(),
+                width,
+                height,
+                num_images: 1,
+                seed: params.seed,
+                steps: params.inference_steps,
+                guidance: params.guidance_scale,
+                scheduler: params.scheduler.clone(),
+                init_image: None,
+                init_strength: None,
+                mask: None,
+                controls: Vec::new(),
+            },
+        };
+        let timeout = backend.config.timeout;
+        let result = {
+            let _running = backend.start_job();
+            tokio::select! {
+                result = tokio::time::timeout(timeout, backend.adapter.transform(&job)) => Some(result),
+                () = self.variation_deleted(variation) => None,
+            }
+        };
+        self.wakeup.notify_one();
+        let name = backend.name();
+        let transform = variation.transform.name();
+        let give_back = |reason: String| async move {
+            tracing::warn!(variation.id = %variation.id, backend = name, attempt, error.message = %reason, "backend not working; the variation goes back to the queue");
+            let now = now_ms();
+            self.store.postpone_render_job(RenderJobId::Variation(variation.id), &self.node_id, now, now).await?;
+            self.wakeup.notify_one();
+            Ok::<Finished, JobError>(Finished::Postponed)
+        };
+        let outcome = match result {
+            None => {
+                tracing::info!(variation.id = %variation.id, backend = name, "variation deleted while it ran; cancelling it on the backend");
+                backend.adapter.cancel(&job.generation).await;
+                return Ok(Finished::Abandoned);
+            }
+            Some(Err(_elapsed)) => {
+                backend.adapter.cancel(&job.generation).await;
+                let waited = humantime::format_duration(timeout);
+                let reason = format!(
+                    "{name} did not finish the variation within its timeout of {waited}; it was cancelled there"
+                );
+                backend.failed(&reason);
+                if self.backends.others_serve_variation(&params.model_id, transform, name)
+                    && attempt < self.config.max_attempts
+                {
+                    return give_back(reason).await;
+                }
+                JobOutcome::Failed { reason }
+            }
+            Some(Ok(Err(BackendError::Failed(reason)))) => JobOutcome::Failed { reason },
+            Some(Ok(Err(BackendError::Unavailable(reason)))) => {
+                backend.failed(&reason);
+                if attempt >= self.config.max_attempts {
+                    JobOutcome::Failed {
+                        reason: format!(
+                            "no backend could run the variation in {attempt} attempts; the last error: {reason}"
+                        ),
+                    }
+                } else {
+                    return give_back(reason).await;
+                }
+            }
+            Some(Ok(Ok(image))) => {
+                let for_transform = variation.transform.clone();
+                let converted = tokio::task::spawn_blocking(move || {
+                    super::transform::as_stored(&image.bytes, &for_transform)
+                        .map_err(|e| format!("{name} returned an unusable image: {e}", name = "the backend"))
+                })
+                .await
+                .unwrap_or_else(|e| Err(format!("converting the image failed: {e}")));
+                match converted {
+                    Ok(file) => {
+                        let key = images::variation_image_key(
+                            variation.user_id,
+                            variation.generation_id,
+                            variation.id,
+                            variation.transform.extension(),
+                        );
+                        self.images.put(&key, file).await?;
+                        JobOutcome::Complete(key)
+                    }
+                    Err(reason) => JobOutcome::Failed { reason: reason.replacen("the backend", name, 1) },
+                }
+            }
+        };
+        let finished = self.finish_variation(variation, outcome).await;
+        if let Ok(Finished::Complete | Finished::Failed) = &finished {
+            let labels = crate::metrics::BackendLabels { backend: name.to_string() };
+            self.metrics.render_duration.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+        }
+        finished
+    }
+
+    /// Resolves when `variation` no longer exists (its generation was deleted).
+    async fn variation_deleted(&self, variation: &Variation) {
+        loop {
+            tokio::time::sleep(DELETE_POLL).await;
+            if let Ok(None) = self.store.get_variation(variation.user_id, variation.id).await {
+                return;
+            }
+        }
+    }
+
     async fn run_variation(&self, variation: &Variation, source: &Image) -> Result<Finished, JobError> {
+        if let Some(model) = self.variation_model(variation).await?
+            && self.backends.served_models().contains(&model)
+        {
+            // The model's backends do not do this transform (`variations` of `[[backends]]`).
+            tracing::info!(variation.id = %variation.id, transform = variation.transform.name(), "no backend of the image's model does this variation; it runs on the built-in renderer");
+        }
         let source_key = variation.source_key.as_deref().unwrap_or(&source.storage_key);
         let outcome = match self.images.get(source_key).await? {
             None => JobOutcome::Failed { reason: "the source image no longer exists".into() },
@@ -635,6 +867,19 @@ enum BackendRun {
     Failed(String),
     /// Nothing more to record (deleted meanwhile, or given back for another backend).
     Done(Finished),
+}
+
+/// The weight of image prompts when `imagePromptWeight` is not given (as on the built-in renderer).
+const DEFAULT_IMAGE_PROMPT_WEIGHT: f64 = 0.5;
+
+/// sd-webui-controlnet's `control_mode` for Leonardo's `strengthType`: the weaker two leave the
+/// prompt in charge, the stronger three the control picture.
+fn control_mode(strength_type: Option<&str>) -> &'static str {
+    match strength_type {
+        Some("Low") => "My prompt is more important",
+        Some("High" | "Ultra" | "Max") => "ControlNet is more important",
+        _ => "Balanced",
+    }
 }
 
 /// A backend's pictures as the JPEG files Easel serves, on a blocking thread.

@@ -179,8 +179,9 @@ pub trait Store: Send + Sync + 'static {
     async fn get_variation(&self, user: UserId, id: VariationId) -> StoreResult<Option<Variation>>;
 
     /// Claims up to `limit` pending jobs for the built-in renderer (oldest first) whose leases are
-    /// free or expired: upscales, and generations of every model but `skip_models` (those that
-    /// `[[backends]]` run).
+    /// free or expired: generations of every model but `skip_models` (those that `[[backends]]`
+    /// run), then variations except those of an image of model `m` with transform `t` for each
+    /// `(m, t)` in `skip_variations` (those a backend of the model runs).
     async fn claim_render_jobs(
         &self,
         owner: &str,
@@ -188,19 +189,25 @@ pub trait Store: Send + Sync + 'static {
         lease_until: Millis,
         limit: u32,
         skip_models: &[uuid::Uuid],
+        skip_variations: &[(uuid::Uuid, &str)],
     ) -> StoreResult<Vec<RenderJob>>;
-    /// Claims pending generations of `claim.models` for `claim.backend`, so that at most
-    /// `claim.max_concurrent` of them hold leases on it, all nodes counted; users take turns (each
-    /// user's oldest job first), so one user's queue does not hold up another's.
+    /// Claims pending generations of `claim.models` for `claim.backend`, then variations of their
+    /// images with one of `claim.transforms`, so that at most `claim.max_concurrent` jobs (of both
+    /// kinds) hold leases on it, all nodes counted; users take turns (each user's oldest job
+    /// first), so one user's queue does not hold up another's.
     async fn claim_backend_jobs(&self, claim: &BackendClaim<'_>) -> StoreResult<Vec<RenderJob>>;
     /// Claims up to `limit` pending generations of `models` created before `created_before` (and
-    /// not leased), whatever backend: to fail them when no backend of theirs is available.
+    /// not leased), whatever backend, then such variations of an image of model `m` with
+    /// transform `t` for each `(m, t)` in `variations`: to fail them when no backend of theirs is
+    /// available.
+    #[allow(clippy::too_many_arguments)]
     async fn claim_stranded_jobs(
         &self,
         owner: &str,
         now: Millis,
         lease_until: Millis,
         models: &[uuid::Uuid],
+        variations: &[(uuid::Uuid, &str)],
         created_before: Millis,
         limit: u32,
     ) -> StoreResult<Vec<RenderJob>>;

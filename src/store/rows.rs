@@ -141,7 +141,7 @@ pub(super) fn init_image_from_row(row: &impl Columns) -> StoreResult<InitImage> 
 }
 
 pub(super) const VARIATION_COLUMNS: &str = "id, image_id, generation_id, user_id, api_key_id, transform_type, settings, \
-     source_key, status, storage_key, failure_reason, created_at, updated_at";
+     source_key, status, storage_key, failure_reason, created_at, updated_at, backend";
 
 pub(super) fn variation_from_row(row: &impl Columns) -> StoreResult<Variation> {
     Ok(Variation {
@@ -163,6 +163,7 @@ pub(super) fn variation_from_row(row: &impl Columns) -> StoreResult<Variation> {
         failure_reason: row.opt_text("failure_reason")?,
         created_at: row.int("created_at")?,
         updated_at: row.int("updated_at")?,
+        backend: row.opt_text("backend")?,
     })
 }
 

@@ -140,6 +140,36 @@ fn generation_jobs(rows: &[impl Columns]) -> StoreResult<Vec<RenderJob>> {
     rows.iter().map(|row| render_job(RenderWork::Generation(generation_from_row(row)?), row)).collect()
 }
 
+/// `(g.model_id = $first AND variations.transform_type = $first+1) OR ...`: `count` (model,
+/// transform) pairs, for variations of images of generations `g`.
+fn variation_pairs(first: usize, count: usize) -> String {
+    (0..count)
+        .map(|n| {
+            let at = first + 2 * n;
+            format!("(g.model_id = ${at} AND variations.transform_type = ${})", at + 1)
+        })
+        .collect::<Vec<_>>()
+        .join(" OR ")
+}
+
+/// `variation_jobs!(tx, rows)`: claimed variation rows (with their `attempts`) as render jobs,
+/// each with the image it belongs to.
+macro_rules! variation_jobs {
+    ($tx:ident, $rows:expr) => {{
+        let mut jobs = Vec::new();
+        for row in $rows {
+            let variation = variation_from_row(&row)?;
+            let source = sqlx::query(&format!("SELECT {IMAGE_COLUMNS} FROM images WHERE id = $1"))
+                .bind(variation.image_id.to_string())
+                .fetch_one(&mut *$tx)
+                .await?;
+            let work = RenderWork::Variation { variation, source: image_from_row(&source)? };
+            jobs.push(render_job(work, &row)?);
+        }
+        jobs
+    }};
+}
+
 /// `$first, $first+1, ...`: `count` numbered placeholders, for an `IN (...)` list.
 fn placeholders(first: usize, count: usize) -> String {
     (first..first + count).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ")
@@ -759,11 +789,13 @@ impl Store for SqlStore {
         lease_until: Millis,
         limit: u32,
         skip_models: &[uuid::Uuid],
+        skip_variations: &[(uuid::Uuid, &str)],
     ) -> StoreResult<Vec<RenderJob>> {
         transaction!(self, |tx, dialect| {
             let claim = |table: &str, columns: &str, filter: &str| {
                 format!(
-                    "UPDATE {table} SET lease_owner = $1, lease_expires_at = $2, attempts = attempts + 1 WHERE id IN \
+                    "UPDATE {table} SET lease_owner = $1, lease_expires_at = $2, attempts = attempts + 1, \
+                     backend = NULL WHERE id IN \
                      (SELECT id FROM {table} WHERE status = 'PENDING' AND lease_expires_at <= $3{filter} \
                      ORDER BY created_at LIMIT $4{}) RETURNING {columns}, attempts",
                     dialect.row_lock(" FOR UPDATE SKIP LOCKED")
@@ -782,22 +814,21 @@ impl Store for SqlStore {
             let mut jobs = generation_jobs(&query.fetch_all(&mut *tx).await?)?;
             let remaining = limit.saturating_sub(jobs.len() as u32);
             if remaining > 0 {
-                let rows = sqlx::query(&claim("variations", VARIATION_COLUMNS, ""))
-                    .bind(owner)
-                    .bind(lease_until)
-                    .bind(now)
-                    .bind(i64::from(remaining))
-                    .fetch_all(&mut *tx)
-                    .await?;
-                for row in rows {
-                    let variation = variation_from_row(&row)?;
-                    let source = sqlx::query(&format!("SELECT {IMAGE_COLUMNS} FROM images WHERE id = $1"))
-                        .bind(variation.image_id.to_string())
-                        .fetch_one(&mut *tx)
-                        .await?;
-                    let work = RenderWork::Variation { variation, source: image_from_row(&source)? };
-                    jobs.push(render_job(work, &row)?);
+                let filter = if skip_variations.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " AND NOT EXISTS (SELECT 1 FROM generations g WHERE g.id = variations.generation_id AND ({}))",
+                        variation_pairs(5, skip_variations.len())
+                    )
+                };
+                let sql = claim("variations", VARIATION_COLUMNS, &filter);
+                let mut query = sqlx::query(&sql).bind(owner).bind(lease_until).bind(now).bind(i64::from(remaining));
+                for (model, transform) in skip_variations {
+                    query = query.bind(model.to_string()).bind(*transform);
                 }
+                let rows = query.fetch_all(&mut *tx).await?;
+                jobs.extend(variation_jobs!(tx, rows));
             }
             tx.commit().await?;
             Ok(jobs)
@@ -813,8 +844,9 @@ impl Store for SqlStore {
             // cannot interleave with another node's.
             dialect.lock_backend(&mut tx, claim.backend).await?;
             let running = sqlx::query(
-                "SELECT COUNT(*) AS n FROM generations WHERE status = 'PENDING' AND backend = $1 \
-                 AND lease_owner IS NOT NULL AND lease_expires_at > $2",
+                "SELECT (SELECT COUNT(*) FROM generations WHERE status = 'PENDING' AND backend = $1 \
+                 AND lease_owner IS NOT NULL AND lease_expires_at > $2) + (SELECT COUNT(*) FROM variations \
+                 WHERE status = 'PENDING' AND backend = $1 AND lease_owner IS NOT NULL AND lease_expires_at > $2) AS n",
             )
             .bind(claim.backend)
             .bind(claim.now)
@@ -854,7 +886,38 @@ impl Store for SqlStore {
             for id in claim.skip {
                 query = query.bind(id);
             }
-            let jobs = generation_jobs(&query.fetch_all(&mut *tx).await?)?;
+            let mut jobs = generation_jobs(&query.fetch_all(&mut *tx).await?)?;
+            let free = free - jobs.len() as i64;
+            if free > 0 && !claim.transforms.is_empty() {
+                // Then variations of the models' images with a transform the backend does, the
+                // same way.
+                let sql = format!(
+                    "UPDATE variations SET lease_owner = $1, lease_expires_at = $2, attempts = attempts + 1, \
+                     backend = $3 WHERE id IN (SELECT id FROM (SELECT variations.id, variations.created_at, \
+                     ROW_NUMBER() OVER (PARTITION BY variations.user_id ORDER BY variations.created_at) AS turn \
+                     FROM variations JOIN generations g ON g.id = variations.generation_id \
+                     WHERE variations.status = 'PENDING' AND variations.lease_expires_at <= $4 \
+                     AND g.model_id IN ({}) AND variations.transform_type IN ({})) ranked \
+                     ORDER BY turn, created_at LIMIT $5) AND status = 'PENDING' AND lease_expires_at <= $4 \
+                     RETURNING {VARIATION_COLUMNS}, attempts",
+                    placeholders(6, claim.models.len()),
+                    placeholders(6 + claim.models.len(), claim.transforms.len()),
+                );
+                let mut query = sqlx::query(&sql)
+                    .bind(claim.owner)
+                    .bind(claim.lease_until)
+                    .bind(claim.backend)
+                    .bind(claim.now)
+                    .bind(free);
+                for model in claim.models {
+                    query = query.bind(model.to_string());
+                }
+                for transform in claim.transforms {
+                    query = query.bind(*transform);
+                }
+                let rows = query.fetch_all(&mut *tx).await?;
+                jobs.extend(variation_jobs!(tx, rows));
+            }
             tx.commit().await?;
             Ok(jobs)
         })
@@ -866,10 +929,11 @@ impl Store for SqlStore {
         now: Millis,
         lease_until: Millis,
         models: &[uuid::Uuid],
+        variations: &[(uuid::Uuid, &str)],
         created_before: Millis,
         limit: u32,
     ) -> StoreResult<Vec<RenderJob>> {
-        if models.is_empty() || limit == 0 {
+        if (models.is_empty() && variations.is_empty()) || limit == 0 {
             return Ok(Vec::new());
         }
         transaction!(self, |tx, dialect| {
@@ -881,12 +945,43 @@ impl Store for SqlStore {
                 placeholders(6, models.len()),
                 dialect.row_lock(" FOR UPDATE SKIP LOCKED")
             );
-            let mut query =
-                sqlx::query(&sql).bind(owner).bind(lease_until).bind(now).bind(created_before).bind(i64::from(limit));
-            for model in models {
-                query = query.bind(model.to_string());
+            let mut jobs = if models.is_empty() {
+                Vec::new()
+            } else {
+                let mut query = sqlx::query(&sql)
+                    .bind(owner)
+                    .bind(lease_until)
+                    .bind(now)
+                    .bind(created_before)
+                    .bind(i64::from(limit));
+                for model in models {
+                    query = query.bind(model.to_string());
+                }
+                generation_jobs(&query.fetch_all(&mut *tx).await?)?
+            };
+            let remaining = limit.saturating_sub(jobs.len() as u32);
+            if remaining > 0 && !variations.is_empty() {
+                let sql = format!(
+                    "UPDATE variations SET lease_owner = $1, lease_expires_at = $2, attempts = attempts + 1, \
+                     backend = NULL WHERE id IN (SELECT id FROM variations WHERE status = 'PENDING' \
+                     AND lease_expires_at <= $3 AND created_at < $4 AND EXISTS (SELECT 1 FROM generations g \
+                     WHERE g.id = variations.generation_id AND ({})) ORDER BY created_at LIMIT $5{}) \
+                     RETURNING {VARIATION_COLUMNS}, attempts",
+                    variation_pairs(6, variations.len()),
+                    dialect.row_lock(" FOR UPDATE SKIP LOCKED")
+                );
+                let mut query = sqlx::query(&sql)
+                    .bind(owner)
+                    .bind(lease_until)
+                    .bind(now)
+                    .bind(created_before)
+                    .bind(i64::from(remaining));
+                for (model, transform) in variations {
+                    query = query.bind(model.to_string()).bind(*transform);
+                }
+                let rows = query.fetch_all(&mut *tx).await?;
+                jobs.extend(variation_jobs!(tx, rows));
             }
-            let jobs = generation_jobs(&query.fetch_all(&mut *tx).await?)?;
             tx.commit().await?;
             Ok(jobs)
         })
@@ -996,8 +1091,10 @@ impl Store for SqlStore {
                 });
             }
             for row in sqlx::query(
-                "SELECT backend, COUNT(*) AS n FROM generations WHERE status = 'PENDING' AND backend IS NOT NULL \
-                 AND lease_owner IS NOT NULL AND lease_expires_at > $1 GROUP BY backend",
+                "SELECT backend, COUNT(*) AS n FROM (SELECT backend FROM generations WHERE status = 'PENDING' \
+                 AND backend IS NOT NULL AND lease_owner IS NOT NULL AND lease_expires_at > $1 UNION ALL \
+                 SELECT backend FROM variations WHERE status = 'PENDING' AND backend IS NOT NULL \
+                 AND lease_owner IS NOT NULL AND lease_expires_at > $1) running GROUP BY backend",
             )
             .bind(now)
             .fetch_all(db)

@@ -40,6 +40,7 @@ fn job(id: &str) -> BackendJob {
         init_image: None,
         init_strength: None,
         mask: None,
+        controls: Vec::new(),
     }
 }
 

@@ -40,6 +40,11 @@ pub fn backend(name: &str, kind: BackendKind, url: &str) -> BackendConfig {
         workflow: None,
         size_multiple: 8,
         sd_cpp_extra_args: false,
+        variations: None,
+        upscaler: "R-ESRGAN 4x+".into(),
+        rembg_model: "u2net".into(),
+        controlnet_models: Default::default(),
+        ip_adapter: None,
     }
 }
 
@@ -483,6 +488,8 @@ fn sd_backend(name: &str, kind: BackendKind, url: &str) -> BackendConfig {
     // stable-diffusion.cpp rounds other sizes up to a multiple of 64.
     config.size_multiple = 64;
     config.sd_cpp_extra_args = kind == BackendKind::Openai;
+    // sd-server has none of AUTOMATIC1111's variation endpoints.
+    config.variations = Some(Vec::new());
     config.timeout = Duration::from_secs(240);
     config
 }

@@ -11,7 +11,7 @@ use serde_json::json;
 use crate::helpers::*;
 
 /// A `width` x `height` picture of one colour, encoded as `format`.
-fn picture(width: u32, height: u32, rgb: [u8; 3], format: image::ImageFormat) -> Vec<u8> {
+pub fn picture(width: u32, height: u32, rgb: [u8; 3], format: image::ImageFormat) -> Vec<u8> {
     let picture = image::RgbImage::from_pixel(width, height, image::Rgb(rgb));
     let mut bytes = std::io::Cursor::new(Vec::new());
     picture.write_to(&mut bytes, format).unwrap();
@@ -19,7 +19,7 @@ fn picture(width: u32, height: u32, rgb: [u8; 3], format: image::ImageFormat) ->
 }
 
 /// `POST /init-image`: the upload's id, URL and fields (decoded from their JSON string).
-async fn new_upload(app: &TestApp, user: &TestUser, extension: &str) -> (String, String, BTreeMap<String, String>) {
+pub async fn new_upload(app: &TestApp, user: &TestUser, extension: &str) -> (String, String, BTreeMap<String, String>) {
     let reply = app.post(user, "/init-image", &json!({"extension": extension})).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     let upload = &reply.body["uploadInitImage"];
@@ -29,7 +29,7 @@ async fn new_upload(app: &TestApp, user: &TestUser, extension: &str) -> (String,
 }
 
 /// POSTs `file` with `fields` to `url` as a browser or the SDK examples do: multipart, no key.
-async fn upload(url: &str, fields: &BTreeMap<String, String>, file: Vec<u8>) -> (StatusCode, String) {
+pub async fn upload(url: &str, fields: &BTreeMap<String, String>, file: Vec<u8>) -> (StatusCode, String) {
     let mut form = reqwest::multipart::Form::new();
     for (name, value) in fields {
         form = form.text(name.clone(), value.clone());
@@ -245,7 +245,7 @@ async fn with_s3_storage_the_upload_goes_straight_to_the_bucket() {
 }
 
 /// Uploads `file` through a fresh `POST /init-image` policy; its id.
-async fn uploaded(app: &TestApp, user: &TestUser, extension: &str, file: Vec<u8>) -> String {
+pub async fn uploaded(app: &TestApp, user: &TestUser, extension: &str, file: Vec<u8>) -> String {
     let (id, url, fields) = new_upload(app, user, extension).await;
     assert_eq!(upload(&url, &fields, file).await.0, StatusCode::NO_CONTENT);
     id
@@ -430,7 +430,7 @@ async fn controlnets_and_image_prompts_guide_the_built_in_renderer() {
         (
             json!({"imagePrompts": [green], "modelId": crate::backends::OTHER_MODEL}),
             "imagePrompts",
-            "runs on inference backends (gpu)",
+            "runs on the backend gpu, which cannot serve image prompts",
         ),
     ];
     for (extra, field, words) in cases {

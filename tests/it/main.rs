@@ -8,6 +8,7 @@
 mod api;
 mod autodisable;
 mod backend_comfyui;
+mod backend_variations;
 mod backends;
 mod child;
 mod comfyui_api;

@@ -73,7 +73,7 @@ impl Fixture {
     async fn completed_with_delivery(&self, owner: &str, endpoint: &str) -> (Generation, DeliveryId) {
         let generation = self.pending_generation().await;
         let now = now_ms();
-        let jobs = self.store.claim_render_jobs(owner, now, now + 60_000, 100, &[]).await.unwrap();
+        let jobs = self.store.claim_render_jobs(owner, now, now + 60_000, 100, &[], &[]).await.unwrap();
         assert!(jobs.iter().any(|j| j.work.id() == RenderJobId::Generation(generation.id)));
         let images = (0..2)
             .map(|index| NewImage {
@@ -127,16 +127,16 @@ async fn a_job_is_finished_only_by_the_holder_of_its_lease() {
     let f = Fixture::new().await;
     let generation = f.pending_generation().await;
     let now = now_ms();
-    let claimed = f.store.claim_render_jobs("node-a", now, now + 60_000, 10, &[]).await.unwrap();
+    let claimed = f.store.claim_render_jobs("node-a", now, now + 60_000, 10, &[], &[]).await.unwrap();
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].attempt, 1);
-    assert!(f.store.claim_render_jobs("node-b", now, now + 60_000, 10, &[]).await.unwrap().is_empty(), "leased");
+    assert!(f.store.claim_render_jobs("node-b", now, now + 60_000, 10, &[], &[]).await.unwrap().is_empty(), "leased");
     let failed = JobOutcome::Failed { reason: "no".into() };
     assert!(!f.store.finish_generation(generation.id, "node-b", now, &failed, None).await.unwrap());
 
     // The lease expires: another node takes the job over, and the first can no longer finish it.
     let later = now + 60_001;
-    let taken = f.store.claim_render_jobs("node-b", later, later + 60_000, 10, &[]).await.unwrap();
+    let taken = f.store.claim_render_jobs("node-b", later, later + 60_000, 10, &[], &[]).await.unwrap();
     assert_eq!((taken.len(), taken[0].attempt), (1, 2));
     assert!(!f.store.finish_generation(generation.id, "node-a", later, &failed, None).await.unwrap());
 
@@ -144,13 +144,13 @@ async fn a_job_is_finished_only_by_the_holder_of_its_lease() {
     let id = RenderJobId::Generation(generation.id);
     assert!(!f.store.postpone_render_job(id, "node-a", later + 500, later).await.unwrap(), "not node-a's");
     assert!(f.store.postpone_render_job(id, "node-b", later + 500, later).await.unwrap());
-    assert!(f.store.claim_render_jobs("node-c", later + 499, later + 60_000, 10, &[]).await.unwrap().is_empty());
-    let again = f.store.claim_render_jobs("node-c", later + 500, later + 60_000, 10, &[]).await.unwrap();
+    assert!(f.store.claim_render_jobs("node-c", later + 499, later + 60_000, 10, &[], &[]).await.unwrap().is_empty());
+    let again = f.store.claim_render_jobs("node-c", later + 500, later + 60_000, 10, &[], &[]).await.unwrap();
     assert_eq!(again[0].attempt, 3);
 
     // Given back at a graceful stop: claimable at once, and the attempt is not counted.
     assert_eq!(f.store.release_leases(Some("node-c"), later + 501).await.unwrap(), 1);
-    let back = f.store.claim_render_jobs("node-d", later + 502, later + 60_000, 10, &[]).await.unwrap();
+    let back = f.store.claim_render_jobs("node-d", later + 502, later + 60_000, 10, &[], &[]).await.unwrap();
     assert_eq!(back[0].attempt, 3);
     assert!(f.store.finish_generation(generation.id, "node-d", later + 503, &failed, None).await.unwrap());
     let stored = f.store.get_generation(f.user.id, generation.id).await.unwrap().unwrap();
@@ -221,7 +221,7 @@ async fn a_slot_is_free_again_once_its_job_completes_fails_or_is_deleted() {
     assert_eq!(one_more().await, Admission::SlotsFull { slots: 3 });
 
     let now = now_ms();
-    assert_eq!(f.store.claim_render_jobs("node-a", now, now + 60_000, 10, &[]).await.unwrap().len(), 3);
+    assert_eq!(f.store.claim_render_jobs("node-a", now, now + 60_000, 10, &[], &[]).await.unwrap().len(), 3);
     let complete = JobOutcome::Complete(Vec::new());
     assert!(f.store.finish_generation(jobs[0].id, "node-a", now, &complete, None).await.unwrap());
     assert_eq!(one_more().await, Admission::Accepted, "a completed job's slot");
@@ -292,9 +292,10 @@ async fn deleting_a_generation_removes_its_images_and_variations_and_keeps_its_d
         failure_reason: None,
         created_at: now,
         updated_at: now,
+        backend: None,
     };
     assert_eq!(f.store.create_variation(&variation, 100).await.unwrap(), Admission::Accepted);
-    let claimed = f.store.claim_render_jobs("node-a", now, now + 60_000, 10, &[]).await.unwrap();
+    let claimed = f.store.claim_render_jobs("node-a", now, now + 60_000, 10, &[], &[]).await.unwrap();
     assert!(matches!(&claimed[0].work, RenderWork::Variation { source, .. } if source.id == image.id));
     let outcome = JobOutcome::Complete("users/x/variation.jpg".to_string());
     assert!(f.store.finish_variation(variation.id, "node-a", now, &outcome).await.unwrap());
@@ -362,6 +363,7 @@ async fn backend_claims_respect_max_concurrent_across_owners_and_let_users_take_
         lease_until: now + 60_000,
         limit,
         skip: &[],
+        transforms: &[],
     };
     let ids = |jobs: Vec<RenderJob>| -> Vec<RenderJobId> { jobs.iter().map(|job| job.work.id()).collect() };
     // Two slots: the first user's oldest job, then the second user's (users take turns).
@@ -388,7 +390,7 @@ async fn backend_claims_respect_max_concurrent_across_owners_and_let_users_take_
         vec![RenderJobId::Generation(first[2])]
     );
     // The built-in renderer does not take jobs of models that backends run.
-    assert!(f.store.claim_render_jobs("node-c", now, now + 60_000, 10, &[model]).await.unwrap().is_empty());
+    assert!(f.store.claim_render_jobs("node-c", now, now + 60_000, 10, &[model], &[]).await.unwrap().is_empty());
     // Expired leases free their slots: the jobs go back to the queue.
     let later = now + 60_001;
     assert_eq!(f.store.claim_backend_jobs(&claim("node-c", 3, 10, later)).await.unwrap().len(), 3);
@@ -419,6 +421,7 @@ async fn concurrent_backend_claims_never_exceed_max_concurrent() {
                 lease_until: now + 60_000,
                 limit: 3,
                 skip: &[],
+                transforms: &[],
             };
             store.claim_backend_jobs(&claim).await.unwrap().len()
         }
@@ -489,4 +492,73 @@ async fn concurrent_captures_in_one_bin_are_numbered_in_order_and_capped() {
     assert_eq!(store.purge_expired_bins(later).await.unwrap(), 1);
     assert!(store.get_bin(bin.id, None, 0).await.unwrap().is_none());
     assert!(!store.delete_bin(bin.id, None).await.unwrap());
+}
+
+#[tokio::test]
+async fn variations_are_claimed_for_the_backends_that_do_their_transform() {
+    let f = Fixture::new().await;
+    let model = easel::models::DEFAULT_MODEL_ID.parse::<uuid::Uuid>().unwrap();
+    let (generation, _) = f.completed_with_delivery("node-a", "https://hooks.example:443").await;
+    let image = f.store.get_generation(f.user.id, generation.id).await.unwrap().unwrap().images[0].clone();
+    let now = now_ms();
+    let variation = |transform: Transform, created_at: Millis| Variation {
+        id: VariationId::random(),
+        image_id: image.id,
+        generation_id: generation.id,
+        user_id: f.user.id,
+        api_key_id: f.key.id,
+        transform,
+        source_key: None,
+        status: JobStatus::Pending,
+        storage_key: None,
+        failure_reason: None,
+        created_at,
+        updated_at: created_at,
+        backend: None,
+    };
+    let (upscale, nobg) = (variation(Transform::Upscale, now - 20), variation(Transform::NoBackground, now - 10));
+    for v in [&upscale, &nobg] {
+        assert_eq!(f.store.create_variation(v, 100).await.unwrap(), Admission::Accepted);
+    }
+    // The built-in renderer leaves the variations backends do.
+    let served = [(model, "UPSCALE"), (model, "NOBG")];
+    assert!(f.store.claim_render_jobs("node-b", now, now + 60_000, 10, &[model], &served).await.unwrap().is_empty());
+
+    // A backend that does upscales takes the upscale, and it holds the backend's one slot.
+    let claim = |owner: &'static str, transforms: &'static [&'static str]| BackendClaim {
+        owner,
+        backend: "gpu-a",
+        max_concurrent: 1,
+        models: std::slice::from_ref(&model),
+        now,
+        lease_until: now + 60_000,
+        limit: 10,
+        skip: &[],
+        transforms,
+    };
+    let taken = f.store.claim_backend_jobs(&claim("node-b", &["UPSCALE"])).await.unwrap();
+    assert_eq!(taken.len(), 1);
+    assert!(
+        matches!(&taken[0].work, RenderWork::Variation { variation, source } if variation.id == upscale.id && source.id == image.id)
+    );
+    assert_eq!(taken[0].attempt, 1);
+    let stored = f.store.get_variation(f.user.id, upscale.id).await.unwrap().unwrap();
+    assert_eq!(stored.backend.as_deref(), Some("gpu-a"));
+    assert_eq!(f.store.backend_overview(now).await.unwrap().running.get("gpu-a"), Some(&1));
+    let pending = f.pending_generation().await;
+    assert!(f.store.claim_backend_jobs(&claim("node-c", &["UPSCALE", "NOBG"])).await.unwrap().is_empty(), "slot held");
+
+    // The built-in renderer takes what no backend of the model does.
+    let built_in = f.store.claim_render_jobs("node-b", now, now + 60_000, 10, &[model], &served[..1]).await.unwrap();
+    assert_eq!(built_in.iter().map(|j| j.work.id()).collect::<Vec<_>>(), vec![RenderJobId::Variation(nobg.id)]);
+    assert_eq!(f.store.get_variation(f.user.id, nobg.id).await.unwrap().unwrap().backend, None);
+
+    // Given back, the upscale is stranded once its model has had no backend for too long; the
+    // generation of the same model is too, first.
+    assert!(f.store.postpone_render_job(RenderJobId::Variation(upscale.id), "node-b", now, now).await.unwrap());
+    let stranded =
+        f.store.claim_stranded_jobs("node-d", now, now + 60_000, &[model], &served, now + 1_000, 10).await.unwrap();
+    let ids: Vec<RenderJobId> = stranded.iter().map(|j| j.work.id()).collect();
+    assert_eq!(ids, vec![RenderJobId::Generation(pending.id), RenderJobId::Variation(upscale.id)]);
+    assert_eq!(stranded[1].attempt, 2);
 }

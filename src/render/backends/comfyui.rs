@@ -722,6 +722,7 @@ mod tests {
             init_image: None,
             init_strength: None,
             mask: None,
+            controls: Vec::new(),
         }
     }
 

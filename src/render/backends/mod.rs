@@ -49,7 +49,39 @@ pub struct BackendJob {
     /// Inpainting: where to repaint the init image (PNG, white = repaint). Only `sdapi` takes
     /// it; requests with one are refused for models on other kinds.
     pub mask: Option<Bytes>,
+    /// Controlnets and image prompts, as sd-webui-controlnet units. Only `sdapi` takes them;
+    /// requests with them are refused for models on other kinds.
+    pub controls: Vec<ControlUnit>,
 }
+
+/// One sd-webui-controlnet unit: a picture, and the module (preprocessor) and model that read it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ControlUnit {
+    /// As uploaded or generated (PNG, JPEG or WebP).
+    pub image: Bytes,
+    pub module: String,
+    pub model: String,
+    pub weight: f64,
+    /// `Balanced`, `My prompt is more important` or `ControlNet is more important`.
+    pub control_mode: &'static str,
+}
+
+/// One variation, as an adapter needs it.
+#[derive(Clone, Debug)]
+pub struct TransformJob {
+    /// The variation's id.
+    pub id: String,
+    pub transform: crate::records::Transform,
+    /// The picture to transform, as stored (JPEG, or the PNG of an earlier background removal).
+    pub source: Bytes,
+    /// The generation the image comes from, as a job of one image the size of the source (its
+    /// prompt, model and seed), for transforms that paint (unzoom).
+    pub generation: BackendJob,
+}
+
+/// Unzoom's `init_strength` on backends: the surroundings (a blurred stretch of the picture) are
+/// mostly repainted (denoising strength 0.75).
+pub const UNZOOM_KEEP: f64 = 0.25;
 
 impl BackendJob {
     /// The denoising strength for image-to-image: how much of the init image is repainted.
@@ -90,6 +122,15 @@ pub trait Adapter: Send + Sync + 'static {
     /// Stops `job` on the server, if it is still queued or running there (best effort: the job's
     /// `generate` future has been dropped or is about to be).
     async fn cancel(&self, job: &BackendJob);
+    /// The variations it does ([`crate::records::Transform::name`]s); variations of its models'
+    /// images with other transforms run on the built-in renderer.
+    fn transforms(&self) -> &'static [&'static str] {
+        &[]
+    }
+    /// Runs a variation (one of [`Adapter::transforms`]) and returns its picture.
+    async fn transform(&self, job: &TransformJob) -> Result<BackendImage, BackendError> {
+        Err(BackendError::Failed(format!("this backend does not do {} variations", job.transform.name())))
+    }
 }
 
 /// Builds the adapter a `[[backends]]` entry asks for. `public_url` is where this Easel can be
@@ -97,7 +138,7 @@ pub trait Adapter: Send + Sync + 'static {
 pub fn adapter(config: &BackendConfig) -> Result<Arc<dyn Adapter>, InvalidSetting> {
     let http = Http::new(config)?;
     Ok(match config.kind {
-        BackendKind::Sdapi => Arc::new(sdapi::Sdapi::new(http)),
+        BackendKind::Sdapi => Arc::new(sdapi::Sdapi::new(http, config.upscaler.clone(), config.rembg_model.clone())),
         BackendKind::Openai => Arc::new(openai::OpenAi::new(http, config.sd_cpp_extra_args)),
         BackendKind::Cog => Arc::new(cog::Cog::new(http)),
         BackendKind::Comfyui => {

@@ -3,23 +3,78 @@
 //! and an `info` JSON string that holds the seeds used (stable-diffusion.cpp leaves it empty and
 //! writes the seed into each PNG's `parameters` text instead). `interrupt` stops the running job
 //! (stable-diffusion.cpp has none: a cancelled job runs to its end there).
+//!
+//! Controlnets and image prompts go to the sd-webui-controlnet extension as units in
+//! `alwayson_scripts.controlnet.args`. Variations: upscales through `extra-single-image`, unzoom
+//! as an outpaint (`img2img` of the picture shrunk into its surroundings, with a mask around it),
+//! background removal through the rembg extension's `/rembg`.
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use serde_json::{Value, json};
 
 use super::{
-    Adapter, BackendError, BackendImage, BackendJob, Http, Scheduler, decode_base64_image, encode_base64,
+    Adapter, BackendError, BackendImage, BackendJob, Http, Scheduler, TransformJob, decode_base64_image, encode_base64,
     png_parameters_seed,
 };
+use crate::records::Transform;
 
 pub struct Sdapi {
     http: Http,
+    /// `upscaler_1` of `extra-single-image`.
+    upscaler: String,
+    /// The rembg extension's model.
+    rembg_model: String,
 }
 
 impl Sdapi {
-    pub fn new(http: Http) -> Sdapi {
-        Sdapi { http }
+    pub fn new(http: Http, upscaler: String, rembg_model: String) -> Sdapi {
+        Sdapi { http, upscaler, rembg_model }
     }
+
+    /// Sends a request to an endpoint that only some servers of the kind offer (an extension's,
+    /// or one stable-diffusion.cpp lacks): a 404 or 405 there fails the job with what is missing,
+    /// rather than taking the server out of the rotation.
+    async fn optional_endpoint(&self, path: &str, body: &Value, what: &str) -> Result<Value, BackendError> {
+        let (status, answer) = self.http.fetch(self.http.post(path).json(body)).await?;
+        if matches!(status.as_u16(), 404 | 405) {
+            return Err(BackendError::Failed(format!("{} does not offer /{path} ({what})", self.http.name)));
+        }
+        self.http.parse_json(&self.http.judge(status, answer)?)
+    }
+
+    /// The picture of an answer's `image` field (`extra-single-image`, `/rembg`).
+    fn image_field(&self, answer: &Value) -> Result<BackendImage, BackendError> {
+        let text = answer["image"].as_str().ok_or_else(|| self.http.malformed("no `image`"))?;
+        let bytes =
+            decode_base64_image(text).ok_or_else(|| self.http.malformed("an image that is not valid base64"))?;
+        Ok(BackendImage { bytes, seed: None })
+    }
+}
+
+/// The body of `extra-single-image`: `source` upscaled `factor` times by `upscaler`.
+pub fn upscale_body(source: &Bytes, factor: f64, upscaler: &str) -> Value {
+    json!({
+        "image": encode_base64(source),
+        "resize_mode": 0,
+        "upscaling_resize": factor,
+        "upscaler_1": upscaler,
+        "upscaler_2": "None",
+        "extras_upscaler_2_visibility": 0,
+        "gfpgan_visibility": 0,
+        "codeformer_visibility": 0,
+        "show_extras_results": true,
+    })
+}
+
+/// The body of the rembg extension's `/rembg`: `source` with its background removed.
+pub fn rembg_body(source: &Bytes, model: &str) -> Value {
+    json!({
+        "input_image": encode_base64(source),
+        "model": model,
+        "return_mask": false,
+        "alpha_matting": false,
+    })
 }
 
 /// The sampler names of AUTOMATIC1111 (and the servers that copy its API).
@@ -67,6 +122,27 @@ pub fn request_body(job: &BackendJob) -> Value {
         body["inpainting_fill"] = json!(1);
         body["mask_blur"] = json!(4);
         body["inpaint_full_res"] = json!(false);
+    }
+    if !job.controls.is_empty() {
+        let units: Vec<Value> = job
+            .controls
+            .iter()
+            .map(|unit| {
+                json!({
+                    "enabled": true,
+                    "image": encode_base64(&unit.image),
+                    "module": unit.module,
+                    "model": unit.model,
+                    "weight": unit.weight,
+                    "guidance_start": 0.0,
+                    "guidance_end": 1.0,
+                    "control_mode": unit.control_mode,
+                    "resize_mode": "Crop and Resize",
+                    "pixel_perfect": true,
+                })
+            })
+            .collect();
+        body["alwayson_scripts"] = json!({ "controlnet": { "args": units } });
     }
     body
 }
@@ -117,6 +193,43 @@ impl Adapter for Sdapi {
             tracing::warn!(backend = self.http.name, error.message = %e, "cannot interrupt the job on the server");
         }
     }
+
+    async fn transform(&self, job: &TransformJob) -> Result<BackendImage, BackendError> {
+        let factor = match &job.transform {
+            Transform::Upscale => 2.0,
+            Transform::UniversalUpscale(settings) => settings.multiplier,
+            Transform::NoBackground => {
+                let body = rembg_body(&job.source, &self.rembg_model);
+                let answer = self.optional_endpoint("rembg", &body, "the rembg extension").await?;
+                return self.image_field(&answer);
+            }
+            Transform::Unzoom => {
+                let (init, mask, width, height) = crate::render::transform::unzoom_outpaint(&job.source)
+                    .map_err(|e| BackendError::Failed(e.to_string()))?;
+                let outpaint = BackendJob {
+                    width,
+                    height,
+                    num_images: 1,
+                    init_image: Some(init),
+                    mask: Some(mask),
+                    // Repaint the surroundings freely; the mask keeps the picture.
+                    init_strength: Some(super::UNZOOM_KEEP),
+                    controls: Vec::new(),
+                    ..job.generation.clone()
+                };
+                let answer =
+                    self.http.send_json(self.http.post("sdapi/v1/img2img").json(&request_body(&outpaint))).await?;
+                let mut images = parse_answer(&self.http, &answer, &outpaint)?;
+                return match images.is_empty() {
+                    true => Err(self.http.malformed("no image in `images`")),
+                    false => Ok(images.swap_remove(0)),
+                };
+            }
+        };
+        let body = upscale_body(&job.source, factor, &self.upscaler);
+        let answer = self.optional_endpoint("sdapi/v1/extra-single-image", &body, "upscales").await?;
+        self.image_field(&answer)
+    }
 }
 
 #[cfg(test)]
@@ -139,6 +252,7 @@ mod tests {
             init_image: None,
             init_strength: None,
             mask: None,
+            controls: Vec::new(),
         }
     }
 
