@@ -8,6 +8,7 @@ mod error;
 mod extract;
 mod generations;
 mod init_images;
+mod keys;
 mod me;
 mod metrics;
 mod models;
@@ -84,6 +85,7 @@ pub fn router(state: ApiContext, api: bool) -> Router {
             .merge(prompts::router())
             .merge(init_images::router())
             .merge(webhook_tools::router())
+            .merge(keys::router())
             .merge(unsupported::router());
         router = router.nest("/api/rest/v1", rest).merge(cdn::router());
         if state.uploads.is_local() {

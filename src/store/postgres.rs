@@ -23,6 +23,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (4, "transforms", include_str!("../../migrations/postgres/0004_transforms.sql")),
     (5, "init images", include_str!("../../migrations/postgres/0005_init_images.sql")),
     (6, "webhook disable", include_str!("../../migrations/postgres/0006_webhook_disable.sql")),
+    (8, "key management", include_str!("../../migrations/postgres/0008_key_management.sql")),
 ];
 
 pub(super) struct PgDb {

@@ -40,6 +40,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (5, "transforms", include_str!("../../migrations/sqlite/0005_transforms.sql")),
     (6, "init images", include_str!("../../migrations/sqlite/0006_init_images.sql")),
     (7, "webhook disable", include_str!("../../migrations/sqlite/0007_webhook_disable.sql")),
+    (9, "key management", include_str!("../../migrations/sqlite/0009_key_management.sql")),
 ];
 
 impl SqliteDb {

@@ -19,6 +19,7 @@ mod helpers;
 mod init_images;
 mod isolation;
 mod jobs;
+mod keys;
 mod memory;
 mod multinode;
 mod operations;
