@@ -1,8 +1,10 @@
-//! The HTTP API: Leonardo's REST v1 under `/api/rest/v1`, images under `/cdn/`, `/healthz`.
+//! The HTTP API: Leonardo's REST v1 under `/api/rest/v1`, images under `/cdn/`, the web console
+//! under `/console`, `/healthz`.
 //! Only this module knows HTTP; handlers extract, validate, call the store and answer with the
 //! shapes of [`crate::wire`]. Each resource file exposes `router()`; they are merged here.
 
 mod cdn;
+mod console;
 mod deliveries;
 mod error;
 mod extract;
@@ -87,7 +89,7 @@ pub fn router(state: ApiContext, api: bool) -> Router {
             .merge(webhook_tools::router())
             .merge(keys::router())
             .merge(unsupported::router());
-        router = router.nest("/api/rest/v1", rest).merge(cdn::router());
+        router = router.nest("/api/rest/v1", rest).merge(cdn::router()).merge(console::router());
         if state.uploads.is_local() {
             router = router.merge(init_images::upload_router(state.api.max_upload_bytes));
         }

@@ -11,6 +11,7 @@ mod backend_comfyui;
 mod backends;
 mod child;
 mod comfyui_api;
+mod console;
 mod dns;
 mod doctor;
 mod elements;
