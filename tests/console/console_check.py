@@ -290,7 +290,13 @@ def main():
         card = generate(page, "After the rotation", 1)
         expect(card).to_have_attribute("data-status", "COMPLETE")
         result["rotated_generation_id"] = card.get_attribute("data-id")
+        page.reload()
+        expect(page.locator('[data-testid="generation"]')).to_have_count(3)
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('[data-testid=thumb] img')].every(i => i.complete && i.naturalWidth > 0)"
+        )
         assert_no_other_user(page)
+        shot(page, "15-generations-gallery")
 
         step("a phone: every page fits the screen")
         phone = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True, has_touch=True)
