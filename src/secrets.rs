@@ -218,6 +218,12 @@ mod tests {
     }
 
     #[test]
+    fn key_hints_are_the_last_four_characters() {
+        assert_eq!(key_hint("b29dfe0f-83b4-4980-a068-2bd9854a33ff"), "33ff");
+        assert_eq!(key_hint(" abc "), "abc");
+    }
+
+    #[test]
     fn masks_reveal_at_most_the_last_four_characters_of_long_secrets() {
         assert_eq!(mask("abcd"), "********");
         assert_eq!(mask("0123456789abcdefWXYZ"), "********WXYZ");

@@ -318,6 +318,17 @@ def main():
             shot(mobile, f"13-phone-{route}")
         phone.close()
 
+        step("delete a key from its row (after confirming)")
+        status, spare = rest("POST", "/keys", rotated_key, {"name": "Spare key"})
+        assert status == 200, spare
+        go(page, "keys")
+        spare_row = page.locator('[data-testid="key"]').filter(has_text="Spare key")
+        expect(spare_row).to_have_count(1)
+        spare_row.locator('[data-testid="delete-key"]').click()
+        expect(page.locator("#toast")).to_contain_text("deleted")
+        expect(spare_row).to_have_count(0)
+        assert rest("GET", "/me", spare["key"])[0] == 401
+
         step("a key that may not manage keys sees why, in words")
         status, plain = rest("POST", "/keys", rotated_key, {"name": "plain"})
         assert status == 200, plain
@@ -334,6 +345,17 @@ def main():
         page.goto(f"{URL}/console#/keys")
         expect(page.locator("#signin")).to_be_visible()
         expect(page.locator("#shell")).to_be_hidden()
+
+        step("another site cannot frame the console (clickjacking)")
+        framer = browser.new_page()
+        refusals = []
+        framer.on("console", lambda message: refusals.append(message.text))
+        framer.set_content(f'<iframe id="victim" src="{URL}/console" width="800" height="600"></iframe>')
+        framer.wait_for_timeout(1000)
+        frame = framer.frame_locator("#victim")
+        assert frame.locator("#signin-form").count() == 0, "the console rendered inside a frame"
+        assert any("frame-ancestors" in text or "X-Frame-Options" in text for text in refusals), refusals
+        framer.close()
 
         browser.close()
 

@@ -248,3 +248,27 @@ async fn rotation_keeps_the_webhook_details_and_shows_only_the_new_secrets() {
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
     assert!(reply.text.contains("newSecret"), "{}", reply.text);
 }
+
+#[tokio::test]
+async fn the_operator_grants_the_permission_with_manage_keys() {
+    use crate::child::{easel_cli, easel_json};
+    let app = spawn_app().await;
+    let user = easel_json(app.dir.path(), &["users", "create", "--username", "olga", "--json"]);
+    let user_id = user["id"].as_str().unwrap();
+    let create = |extra: &[&str]| {
+        let mut args = vec!["keys", "create", "--user", user_id, "--name", "console key", "--json"];
+        args.extend_from_slice(extra);
+        easel_json(app.dir.path(), &args)
+    };
+    let (manager, plain) = (create(&["--manage-keys"]), create(&[]));
+    assert_eq!(manager["manageKeys"], true);
+    assert_eq!(plain["manageKeys"], false);
+    assert_eq!(app.get(&as_user(&manager), "/keys").await.status, StatusCode::OK);
+    assert_eq!(app.get(&as_user(&plain), "/keys").await.status, StatusCode::FORBIDDEN);
+    let (ok, stdout, _) = easel_cli(app.dir.path(), &["keys", "list", "--user", user_id]);
+    assert!(ok && stdout.matches("(manages keys)").count() == 1, "{stdout}");
+    // The masked key the CLI lists is the REST listing's.
+    let listed = easel_json(app.dir.path(), &["keys", "list", "--user", user_id, "--json"]);
+    let key = manager["key"].as_str().unwrap();
+    assert!(listed.as_array().unwrap().iter().any(|k| k["maskedKey"] == format!("********{}", &key[key.len() - 4..])));
+}
