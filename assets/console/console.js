@@ -647,7 +647,8 @@
             form.remove();
             clear(list).append(h("div", { class: "empty", dataset: { testid: "keys-forbidden" } },
               h("h3", {}, "This key cannot manage API keys"),
-              h("p", {}, "Only keys with the manageKeys permission list, create, rotate and delete keys: the operator's first key, keys made with easel keys create --manage-keys, and keys such a key creates with “may manage keys” ticked."),
+              h("p", {}, "Only keys with the manageKeys permission list, create, rotate and delete keys: the operator's first key, keys made with ",
+                h("code", { class: "nowrap" }, "easel keys create --manage-keys"), ", and keys such a key creates with “may manage keys” ticked."),
               h("p", {}, "Sign in with such a key to manage keys. Generations, deliveries and webhook tools work with any key.")));
             return;
           }
@@ -822,7 +823,7 @@
         return h("section", { class: "card", dataset: { testid: "doctor-report" } },
           h("h2", { class: "card-title" }, "Doctor: ", badge(report.verdict, report.verdict)),
           h("p", { class: "meta" }, `${report.url} · ${when(report.startedAt)} · ${report.durationMs} ms`),
-          h("ol", { class: "timeline" }, report.steps.map((step) => h("li", { class: `attempt ${step.verdict === "ok" ? "ok" : step.verdict === "fail" ? "bad" : ""}` },
+          h("ol", { class: "timeline" }, report.steps.map((step) => h("li", { class: `attempt ${{ ok: "ok", fail: "bad", warn: "warn" }[step.verdict] || ""}` },
             h("div", { class: "attempt-head" }, h("strong", {}, step.step), badge(step.verdict, step.verdict)),
             h("p", { class: "attempt-detail" }, step.detail),
             step.advice ? h("p", { class: "advice" }, "What to do: ", step.advice) : null))));
