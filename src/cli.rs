@@ -200,6 +200,10 @@ enum KeysCommand {
         /// Sent as `authorization: Bearer <KEY>` with every callback.
         #[arg(long, value_name = "KEY")]
         webhook_key: Option<String>,
+        /// Let the key list, create, rotate and delete its user's keys (REST `/keys` and the
+        /// console's keys page). Keys it creates may get the permission too.
+        #[arg(long)]
+        manage_keys: bool,
         #[command(flatten)]
         output: Output,
     },
@@ -328,6 +332,8 @@ async fn doctor(
         deleted_at: None,
         webhook_failing_since: None,
         webhook_disabled_at: None,
+        manage_keys: false,
+        key_hint: None,
     };
     let catalogue = crate::models::Catalogue::new(&config.models)?;
     let images = crate::images::ImageStore::from_config(config, &config.public_url_or(config.listen))?;
@@ -374,7 +380,8 @@ fn print_bootstrap(bootstrap: &server::Bootstrap, public_url: &str) {
          curl -s {public_url}/api/rest/v1/generations -H 'authorization: Bearer {key}' \\\n    \
          -H 'content-type: application/json' \\\n    \
          -d '{{\"prompt\": \"An oil painting of a cat\", \"width\": 512, \"height\": 512, \"num_images\": 1}}'\n\n  \
-         curl -s {public_url}/api/rest/v1/generations/GENERATION_ID -H 'authorization: Bearer {key}'\n",
+         curl -s {public_url}/api/rest/v1/generations/GENERATION_ID -H 'authorization: Bearer {key}'\n\n\
+         Or sign in to the web console with the key: {public_url}/console\n",
         bootstrap.user.id
     );
 }
@@ -447,7 +454,7 @@ async fn users(command: UsersCommand, config: &Config) -> Result<(), Failure> {
 async fn keys(command: KeysCommand, config: &Config) -> Result<(), Failure> {
     let store = store::open(config).await?;
     match command {
-        KeysCommand::Create { user, name, webhook_url, webhook_key, output } => {
+        KeysCommand::Create { user, name, webhook_url, webhook_key, manage_keys, output } => {
             let user: UserId = parse_id("user id", &user)?;
             if store.get_user(user).await?.is_none() {
                 return Err(Failure(format!("there is no user with id {user}")));
@@ -457,17 +464,15 @@ async fn keys(command: KeysCommand, config: &Config) -> Result<(), Failure> {
                 .inspector
                 .enabled
                 .then(|| format!("{}{}", config.public_url_or(config.listen), crate::inspector::BIN_PATH));
-            let created = admin::create_api_key_with(
-                &*store,
-                &master_key,
+            let spec = admin::KeySpec {
                 user,
-                &name,
-                webhook_url.as_deref(),
-                webhook_key.as_deref(),
-                &config.webhook,
-                own_bins.as_deref(),
-            )
-            .await?;
+                name: &name,
+                webhook_url: webhook_url.as_deref(),
+                webhook_api_key: webhook_key.as_deref(),
+                manage_keys,
+                own_bins: own_bins.as_deref(),
+            };
+            let created = admin::create_key(&*store, &master_key, &spec, &config.webhook).await?;
             if output.json {
                 print_json(&wire::CreatedApiKey {
                     record: wire::ApiKey::new(&created.record),
@@ -481,6 +486,9 @@ async fn keys(command: KeysCommand, config: &Config) -> Result<(), Failure> {
                 if let Some(url) = &created.record.webhook_url {
                     println!("  webhook url:    {url}");
                 }
+                if created.record.manage_keys {
+                    println!("  may manage the user's keys (REST /keys, the console)");
+                }
                 println!("The key and the signing secret are shown only this once.");
             }
         }
@@ -492,9 +500,10 @@ async fn keys(command: KeysCommand, config: &Config) -> Result<(), Failure> {
             } else {
                 for key in keys {
                     println!(
-                        "{}  {}  user={}  created {}  webhook={}{}{}",
+                        "{}  {}{}  user={}  created {}  webhook={}{}{}",
                         key.id,
                         key.name,
+                        if key.manage_keys { "  (manages keys)" } else { "" },
                         key.user_id,
                         rfc3339_ms(key.created_at),
                         key.webhook_url.as_deref().unwrap_or("-"),

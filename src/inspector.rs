@@ -432,6 +432,8 @@ mod tests {
             deleted_at: None,
             webhook_failing_since: None,
             webhook_disabled_at: None,
+            manage_keys: false,
+            key_hint: None,
         }
     }
 

@@ -64,6 +64,10 @@ pub struct ApiKey {
     pub webhook_failing_since: Option<Millis>,
     /// When the webhook was disabled for failing `webhook.disable_after`: its deliveries are held.
     pub webhook_disabled_at: Option<Millis>,
+    /// May list, create, rotate and delete its user's keys (`/keys`, the console's keys page).
+    pub manage_keys: bool,
+    /// The key's last four characters, for a masked display (`None` for keys made before hints).
+    pub key_hint: Option<String>,
 }
 
 /// A webhook the recording of attempts just disabled.

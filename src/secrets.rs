@@ -129,6 +129,13 @@ pub fn new_api_key() -> String {
     uuid::Builder::from_random_bytes(random_bytes()).into_uuid().hyphenated().to_string()
 }
 
+/// What a listing shows of an API key: its last four characters (of 122 random bits, 16 are
+/// shown), enough for its owner to tell keys apart.
+pub fn key_hint(key: &str) -> String {
+    let chars: Vec<char> = key.trim().chars().collect();
+    chars[chars.len().saturating_sub(4)..].iter().collect()
+}
+
 /// What the database stores of an API key: its SHA-256, hex. Keys are 122 random bits, so a fast
 /// hash is enough; a slow password hash would only slow every request down.
 pub fn hash_api_key(key: &str) -> String {
@@ -208,6 +215,12 @@ mod tests {
         let secret = new_signing_secret();
         let raw = BASE64.decode(secret.strip_prefix("whsec_").unwrap()).unwrap();
         assert_eq!(raw.len(), 32);
+    }
+
+    #[test]
+    fn key_hints_are_the_last_four_characters() {
+        assert_eq!(key_hint("b29dfe0f-83b4-4980-a068-2bd9854a33ff"), "33ff");
+        assert_eq!(key_hint(" abc "), "abc");
     }
 
     #[test]

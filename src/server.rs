@@ -355,8 +355,15 @@ async fn bootstrap(
         Err(admin::AdminError::Store(store::StoreError::UsernameTaken(_))) => return Ok(None),
         Err(e) => return Err(failed(e)),
     };
-    let key = admin::create_api_key(store, master_key, user.id, "first key", None, None, &config.webhook)
-        .await
-        .map_err(failed)?;
+    // The operator's first key may manage keys, so the console works from the first start.
+    let spec = admin::KeySpec {
+        user: user.id,
+        name: "first key",
+        webhook_url: None,
+        webhook_api_key: None,
+        manage_keys: true,
+        own_bins: None,
+    };
+    let key = admin::create_key(store, master_key, &spec, &config.webhook).await.map_err(failed)?;
     Ok(Some(Bootstrap { user, key }))
 }

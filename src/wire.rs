@@ -1093,6 +1093,10 @@ pub struct ApiKey {
     pub webhook_callback_api_key: Option<String>,
     /// The webhook's state, when the key has one (see [`WebhookState`]).
     pub webhook: Option<WebhookState>,
+    /// The key itself, masked: `********` and its last four characters.
+    pub masked_key: String,
+    /// Whether it may list, create, rotate and delete its user's keys.
+    pub manage_keys: bool,
 }
 
 impl ApiKey {
@@ -1106,6 +1110,8 @@ impl ApiKey {
             webhook_callback_url: key.webhook_url.clone(),
             webhook_callback_api_key: key.webhook_api_key_sealed.as_ref().map(|_| mask("")),
             webhook: key.webhook_url.is_some().then(|| WebhookState::new(key)),
+            masked_key: format!("********{}", key.key_hint.as_deref().unwrap_or_default()),
+            manage_keys: key.manage_keys,
         }
     }
 }
@@ -1157,11 +1163,42 @@ impl std::fmt::Debug for CreatedApiKey {
     }
 }
 
-/// `easel keys delete --json`.
+/// `easel keys delete --json` and `DELETE /keys/{id}`.
 #[derive(Clone, Debug, Serialize)]
 pub struct DeletedApiKey {
     pub id: ApiKeyId,
     pub deleted: bool,
+}
+
+/// `GET /keys`: the caller's user's live keys, oldest first, and which one is the caller's.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeyList {
+    pub api_keys: Vec<ApiKey>,
+    pub current_key_id: ApiKeyId,
+}
+
+/// `POST /keys/{id}/rotate`: the replacement key, shown once, with the key it replaces (still
+/// live until deleted). `signingSecret` is a new secret when one was asked for, else `null`: the
+/// replacement signs with the old key's secret, which is not shown again.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RotatedApiKey {
+    #[serde(flatten)]
+    pub record: ApiKey,
+    pub key: String,
+    pub signing_secret: Option<String>,
+    pub signing_secret_kept: bool,
+    pub replaces: ApiKeyId,
+}
+
+impl std::fmt::Debug for RotatedApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RotatedApiKey")
+            .field("record", &self.record)
+            .field("replaces", &self.replaces)
+            .finish_non_exhaustive()
+    }
 }
 
 /// `easel deliveries retry --json`: how many deliveries were scheduled again.

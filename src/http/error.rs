@@ -37,6 +37,20 @@ pub enum ApiError {
     SlotsFull { slots: u32, retry_after_seconds: u32 },
     #[error("this delivery was redelivered a moment ago; ask again in {retry_after_seconds} s")]
     TooSoon { retry_after_seconds: u32 },
+    /// The key is valid but may not do this (the message says which permission it lacks).
+    #[error("{0}")]
+    Forbidden(String),
+    /// An object of Easel's own routes (an API key, an inspector bin) that the caller's user does
+    /// not have; another user's object is answered the same.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request conflicts with the object's state (the message says how to proceed).
+    #[error("{0}")]
+    Conflict(String),
+    /// Creating or rotating an API key failed for a reason that is not the client's (sealed
+    /// secrets that do not open, settings that cannot work).
+    #[error("cannot create the API key")]
+    KeyCreation(#[source] crate::admin::AdminError),
     /// A Leonardo operation this server does not serve (the message names it).
     #[error("{0}")]
     NotSupported(String),
@@ -60,9 +74,6 @@ pub enum ApiError {
     /// A handler panicked, with the panic's message.
     #[error("a request handler panicked: {0}")]
     Panic(String),
-    /// The caller's object (an inspector bin) does not exist; another user's answers the same.
-    #[error("{0}")]
-    NotFound(String),
     /// A per-user cap (inspector bins) is reached; the message names the setting.
     #[error("{0}")]
     LimitReached(String),
@@ -79,14 +90,18 @@ impl ApiError {
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed"),
             ApiError::SlotsFull { .. } => (StatusCode::TOO_MANY_REQUESTS, "concurrency-limit"),
             ApiError::TooSoon { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate-limited"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "permission-denied"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::NotSupported(_) => (StatusCode::NOT_IMPLEMENTED, "not-supported"),
             ApiError::Upstream(_) => (StatusCode::BAD_GATEWAY, "upstream-failed"),
             ApiError::UploadRefused(_) => (StatusCode::FORBIDDEN, "upload-refused"),
-            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found"),
             ApiError::LimitReached(_) => (StatusCode::CONFLICT, "limit-reached"),
-            ApiError::Store(_) | ApiError::Storage(_) | ApiError::Panic(_) | ApiError::Misconfigured(_) => {
-                (StatusCode::INTERNAL_SERVER_ERROR, "unexpected")
-            }
+            ApiError::Store(_)
+            | ApiError::Storage(_)
+            | ApiError::Panic(_)
+            | ApiError::Misconfigured(_)
+            | ApiError::KeyCreation(_) => (StatusCode::INTERNAL_SERVER_ERROR, "unexpected"),
         }
     }
 
@@ -132,6 +147,22 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         response
+    }
+}
+
+impl From<crate::admin::AdminError> for ApiError {
+    fn from(error: crate::admin::AdminError) -> ApiError {
+        match error {
+            // The CLI's wording, with the field as the REST body names it.
+            crate::admin::AdminError::Invalid(mut field) => {
+                if !field.message.contains(&format!("`{}`", field.field)) {
+                    field.message = format!("`{}`: {}", field.field, field.message);
+                }
+                ApiError::Invalid(field)
+            }
+            crate::admin::AdminError::Store(e) => ApiError::Store(e),
+            other => ApiError::KeyCreation(other),
+        }
     }
 }
 

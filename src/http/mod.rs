@@ -1,14 +1,17 @@
-//! The HTTP API: Leonardo's REST v1 under `/api/rest/v1`, images under `/cdn/`, `/healthz`.
+//! The HTTP API: Leonardo's REST v1 under `/api/rest/v1`, images under `/cdn/`, the web console
+//! under `/console`, `/healthz`.
 //! Only this module knows HTTP; handlers extract, validate, call the store and answer with the
 //! shapes of [`crate::wire`]. Each resource file exposes `router()`; they are merged here.
 
 mod cdn;
+mod console;
 mod deliveries;
 mod error;
 mod extract;
 mod generations;
 mod init_images;
 mod inspector;
+mod keys;
 mod me;
 mod metrics;
 mod models;
@@ -92,8 +95,9 @@ pub fn router(state: ApiContext, api: bool) -> Router {
             .merge(init_images::router())
             .merge(webhook_tools::router())
             .merge(inspector::router())
+            .merge(keys::router())
             .merge(unsupported::router());
-        router = router.nest("/api/rest/v1", rest).merge(cdn::router());
+        router = router.nest("/api/rest/v1", rest).merge(cdn::router()).merge(console::router());
         if state.inspector.is_some() {
             router = router.merge(inspector::capture_router());
         }

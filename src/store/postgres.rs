@@ -24,6 +24,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (5, "init images", include_str!("../../migrations/postgres/0005_init_images.sql")),
     (6, "webhook disable", include_str!("../../migrations/postgres/0006_webhook_disable.sql")),
     (7, "inspector", include_str!("../../migrations/postgres/0007_inspector.sql")),
+    (8, "key management", include_str!("../../migrations/postgres/0008_key_management.sql")),
     (9, "variation backends", include_str!("../../migrations/postgres/0009_variation_backends.sql")),
     (10, "pending jobs counter", include_str!("../../migrations/postgres/0010_pending_jobs_counter.sql")),
 ];

@@ -70,7 +70,8 @@ pub(super) fn user_from_row(row: &impl Columns) -> StoreResult<User> {
 }
 
 pub(super) const API_KEY_COLUMNS: &str = "k.id, k.user_id, k.name, k.created_at, k.last_used_at, k.webhook_url, \
-     k.webhook_api_key_sealed, k.signing_secret_sealed, k.deleted_at, k.webhook_failing_since, k.webhook_disabled_at";
+     k.webhook_api_key_sealed, k.signing_secret_sealed, k.deleted_at, k.webhook_failing_since, k.webhook_disabled_at, \
+     k.manage_keys, k.key_hint";
 
 pub(super) fn api_key_from_row(row: &impl Columns) -> StoreResult<ApiKey> {
     Ok(ApiKey {
@@ -85,6 +86,8 @@ pub(super) fn api_key_from_row(row: &impl Columns) -> StoreResult<ApiKey> {
         deleted_at: row.opt_int("deleted_at")?,
         webhook_failing_since: row.opt_int("webhook_failing_since")?,
         webhook_disabled_at: row.opt_int("webhook_disabled_at")?,
+        manage_keys: row.boolean("manage_keys")?,
+        key_hint: row.opt_text("key_hint")?,
     })
 }
 

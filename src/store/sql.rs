@@ -519,8 +519,8 @@ impl Store for SqlStore {
         let result = write!(self, |db| {
             sqlx::query(
                 "INSERT INTO api_keys (id, user_id, name, key_hash, webhook_url, webhook_api_key_sealed, \
-                 signing_secret_sealed, created_at) SELECT $1, $2, $3, $4, $5, $6, $7, $8 \
-                 WHERE EXISTS (SELECT 1 FROM users WHERE id = $2)",
+                 signing_secret_sealed, created_at, manage_keys, key_hint) \
+                 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 WHERE EXISTS (SELECT 1 FROM users WHERE id = $2)",
             )
             .bind(key.id.to_string())
             .bind(key.user_id.to_string())
@@ -530,6 +530,8 @@ impl Store for SqlStore {
             .bind(&key.webhook_api_key_sealed)
             .bind(&key.signing_secret_sealed)
             .bind(key.created_at)
+            .bind(key.manage_keys)
+            .bind(&key.key_hint)
             .execute(db)
             .await?
             .rows_affected()

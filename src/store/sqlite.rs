@@ -41,6 +41,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (6, "init images", include_str!("../../migrations/sqlite/0006_init_images.sql")),
     (7, "webhook disable", include_str!("../../migrations/sqlite/0007_webhook_disable.sql")),
     (8, "inspector", include_str!("../../migrations/sqlite/0008_inspector.sql")),
+    (9, "key management", include_str!("../../migrations/sqlite/0009_key_management.sql")),
     (10, "variation backends", include_str!("../../migrations/sqlite/0010_variation_backends.sql")),
     (11, "pending jobs counter", include_str!("../../migrations/sqlite/0011_pending_jobs_counter.sql")),
 ];

@@ -42,6 +42,8 @@ impl Fixture {
             deleted_at: None,
             webhook_failing_since: None,
             webhook_disabled_at: None,
+            manage_keys: true,
+            key_hint: Some("wxyz".into()),
         };
         store.create_api_key(&key, &format!("hash-{}", key.id)).await.unwrap();
         Fixture { store, user, key, _dir: dir }
@@ -327,6 +329,13 @@ async fn users_keys_and_their_conflicts() {
     assert!(matches!(f.store.create_api_key(&orphan, "other-hash").await, Err(StoreError::UnknownUser(_))));
     let (user, key) = f.store.authenticate(&format!("hash-{}", f.key.id)).await.unwrap().unwrap();
     assert_eq!((user.id, key.id), (f.user.id, f.key.id));
+    assert_eq!((key.manage_keys, key.key_hint.as_deref()), (true, Some("wxyz")), "permission and hint kept");
+    let plain = ApiKey { id: ApiKeyId::random(), manage_keys: false, key_hint: None, ..f.key.clone() };
+    f.store.create_api_key(&plain, "plain-hash").await.unwrap();
+    let listed = f.store.list_api_keys(Some(f.user.id)).await.unwrap();
+    let plain_listed = listed.iter().find(|k| k.id == plain.id).unwrap();
+    assert_eq!((plain_listed.manage_keys, plain_listed.key_hint.as_deref()), (false, None));
+    assert!(f.store.delete_api_key(plain.id, now_ms()).await.unwrap());
     assert!(f.store.delete_api_key(f.key.id, now_ms()).await.unwrap());
     assert!(!f.store.delete_api_key(f.key.id, now_ms()).await.unwrap());
     assert_eq!(f.store.authenticate(&format!("hash-{}", f.key.id)).await.unwrap(), None);
