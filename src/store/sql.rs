@@ -122,11 +122,6 @@ macro_rules! make_due {
     }};
 }
 
-/// Pending generations plus pending variations of user `$2`: what concurrency slots count. Kept
-/// on the user's row by triggers (migration "pending jobs counter"), so reading it costs the same
-/// however many jobs are pending.
-const PENDING_JOBS_OF_USER: &str = "(SELECT pending_jobs FROM users WHERE id = $2)";
-
 /// The table and id of a job's row.
 fn job_row(job: RenderJobId) -> (&'static str, String) {
     match job {
@@ -227,7 +222,7 @@ impl Grouped for Finish {
 }
 
 impl SqlStore {
-    /// Inserts a PENDING job (`insert`: an `INSERT ... SELECT` of `values`, user id at `$2`) unless
+    /// Inserts a PENDING job (`insert`: `INSERT INTO table (columns) `, followed by `values`) unless
     /// the user's slots are all taken, or `source_image` is given and is not the user's (deleted
     /// a moment ago, say). The check and the insert are atomic: the user's row is locked
     /// (PostgreSQL) or the database's one writer held (SQLite), and the image is held until the
@@ -316,10 +311,20 @@ impl SqlStore {
             let mut users: Vec<UserId> = batch.iter().map(|admit| admit.user).collect();
             users.sort_unstable();
             users.dedup();
-            for user in users {
-                dialect.lock_user(&mut tx, user).await?;
+            for user in &users {
+                dialect.lock_user(&mut tx, *user).await?;
+            }
+            // Their pending counts, read once: the locks (SQLite: the one writer) keep them exact
+            // until the commit, and each admission below counts in the next one's.
+            let ids: Vec<String> = users.iter().map(ToString::to_string).collect();
+            let sql = format!("SELECT id, pending_jobs FROM users WHERE id IN ({})", placeholders(1, ids.len()));
+            let rows = ids.iter().fold(sqlx::query(&sql), |query, id| query.bind(id)).fetch_all(&mut *tx).await?;
+            let mut pending = std::collections::HashMap::with_capacity(rows.len());
+            for row in &rows {
+                pending.insert(parse::<UserId>(row, "id")?, row.int("pending_jobs")?);
             }
             let mut admissions = Vec::with_capacity(batch.len());
+            let mut admitted: Vec<&Admit> = Vec::with_capacity(batch.len());
             for admit in batch {
                 if let Some(image) = admit.source_image {
                     let held = sqlx::query(&format!(
@@ -335,23 +340,37 @@ impl SqlStore {
                         continue;
                     }
                 }
-                let sql = format!("{} WHERE {PENDING_JOBS_OF_USER} < ${}", admit.insert, admit.values.len() + 1);
-                let mut query = sqlx::query(&sql);
-                for value in &admit.values {
-                    query = match value {
-                        Value::Text(text) => query.bind(text.clone()),
-                        Value::OptText(text) => query.bind(text.clone()),
-                        Value::Int(int) => query.bind(*int),
-                    };
+                // A user without a row has no slot (the insert would break its foreign key).
+                let count = pending.entry(admit.user).or_insert(i64::MAX);
+                if *count >= i64::from(admit.slots) {
+                    admissions.push(Admission::SlotsFull { slots: admit.slots });
+                    continue;
                 }
-                let inserted = query.bind(i64::from(admit.slots)).execute(&mut *tx).await?.rows_affected();
-                admissions.push(if inserted == 0 {
-                    Admission::SlotsFull { slots: admit.slots }
-                } else {
-                    Admission::Accepted
-                });
+                *count += 1;
+                admitted.push(admit);
+                admissions.push(Admission::Accepted);
             }
-            if admissions.iter().any(|admission| matches!(admission, Admission::Accepted)) {
+            // One multi-row INSERT per table for everything admitted.
+            let mut inserts: Vec<&'static str> = admitted.iter().map(|admit| admit.insert).collect();
+            inserts.sort_unstable();
+            inserts.dedup();
+            for insert in inserts {
+                let rows: Vec<&&Admit> = admitted.iter().filter(|admit| admit.insert == insert).collect();
+                for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+                    let mut query = QueryBuilder::<Db>::new(insert);
+                    query.push_values(chunk, |mut row, admit| {
+                        for value in &admit.values {
+                            match value {
+                                Value::Text(text) => row.push_bind(text.clone()),
+                                Value::OptText(text) => row.push_bind(text.clone()),
+                                Value::Int(int) => row.push_bind(*int),
+                            };
+                        }
+                    });
+                    query.build().execute(&mut *tx).await?;
+                }
+            }
+            if !admitted.is_empty() {
                 dialect.notify(&mut tx, RENDER_CHANNEL).await?;
             }
             tx.commit().await?;
@@ -611,12 +630,14 @@ impl Store for SqlStore {
 
     async fn create_generation(&self, generation: &Generation, slots: u32) -> StoreResult<Admission> {
         let insert = "INSERT INTO generations (id, user_id, api_key_id, status, params, created_at, updated_at, \
-             model_id) SELECT $1, $2, $3, 'PENDING', $4, $5, $5, $6";
+             model_id) ";
         let values = vec![
             Value::Text(generation.id.to_string()),
             Value::Text(generation.user_id.to_string()),
             Value::Text(generation.api_key_id.to_string()),
+            Value::Text("PENDING".into()),
             Value::Text(serde_json::to_string(&generation.params).expect("params serialize")),
+            Value::Int(generation.created_at),
             Value::Int(generation.created_at),
             Value::Text(generation.params.model_id.to_string()),
         ];
@@ -757,7 +778,7 @@ impl Store for SqlStore {
 
     async fn create_variation(&self, variation: &Variation, slots: u32) -> StoreResult<Admission> {
         let insert = "INSERT INTO variations (id, user_id, image_id, generation_id, api_key_id, transform_type, \
-             settings, source_key, status, created_at, updated_at) SELECT $1, $2, $3, $4, $5, $6, $7, $8, 'PENDING', $9, $9";
+             settings, source_key, status, created_at, updated_at) ";
         let values = vec![
             Value::Text(variation.id.to_string()),
             Value::Text(variation.user_id.to_string()),
@@ -767,6 +788,8 @@ impl Store for SqlStore {
             Value::Text(variation.transform.name().to_string()),
             Value::OptText(variation.transform.settings()),
             Value::OptText(variation.source_key.clone()),
+            Value::Text("PENDING".into()),
+            Value::Int(variation.created_at),
             Value::Int(variation.created_at),
         ];
         self.admit(variation.user_id, slots, Some(variation.image_id), insert, values).await
