@@ -335,6 +335,11 @@ pub struct ApiConfig {
     /// How long an init image upload policy stays valid.
     #[serde(with = "duration_text")]
     pub upload_expiry: Duration,
+    /// How long a node may answer from memory for an API key it authenticated: a key deleted on
+    /// another node (or by `easel keys delete`) stops working here within this time; on the node
+    /// that deleted it, at once. `0s` reads the database on every request.
+    #[serde(with = "duration_text")]
+    pub auth_cache_ttl: Duration,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -557,6 +562,7 @@ impl Default for ApiConfig {
             idle_timeout: Duration::from_secs(60),
             max_upload_bytes: 10 * 1024 * 1024,
             upload_expiry: Duration::from_secs(120),
+            auth_cache_ttl: Duration::from_secs(1),
         }
     }
 }

@@ -37,8 +37,11 @@ pub fn router() -> Router<ApiContext> {
 }
 
 /// The caller's key's webhook: its URL and state (`active`, `failing`, `disabled`, or `none`).
-async fn webhook_state(caller: Caller) -> Json<wire::WebhookState> {
-    Json(wire::WebhookState::new(&caller.key))
+async fn webhook_state(State(state): State<ApiContext>, caller: Caller) -> ApiResult<Json<wire::WebhookState>> {
+    // Read afresh: the caller's record may come from the authentication cache, and the state
+    // changes as attempts are recorded.
+    let key = state.store.get_api_key(caller.key.id).await?.unwrap_or(caller.key);
+    Ok(Json(wire::WebhookState::new(&key)))
 }
 
 /// Re-enables the caller's key's webhook: held deliveries are sent, oldest first.

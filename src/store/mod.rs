@@ -94,6 +94,7 @@ pub async fn open(config: &Config) -> StoreResult<Arc<dyn Store>> {
         disable_after: (disable_after > 0).then_some(disable_after),
         admissions: group::GroupCommit::default(),
         finishes: group::GroupCommit::default(),
+        keys: AuthCache::new(config.api.auth_cache_ttl),
         me: me.clone(),
     }))
 }
@@ -107,6 +108,8 @@ pub struct SqlStore {
     /// previous one commits; the same for finished generations.
     admissions: group::GroupCommit<sql::Admit>,
     finishes: group::GroupCommit<sql::Finish>,
+    /// Keys this node authenticated lately (`api.auth_cache_ttl`).
+    keys: AuthCache,
     /// This store, for work that must outlive the caller that started it.
     me: std::sync::Weak<SqlStore>,
 }
@@ -358,6 +361,81 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Option<Vec<CapturedRequest>>>;
     /// Deletes bins expired at `now` with their requests; returns how many bins.
     async fn purge_expired_bins(&self, now: Millis) -> StoreResult<u64>;
+}
+
+/// API keys this node authenticated lately, by key hash, each kept for `ttl` from when it was read
+/// (at most `AUTH_CACHE_CAP`, cleared when full). A key deleted through this store leaves at once;
+/// one deleted elsewhere (another node, the CLI) is answered from here for `ttl` at most.
+struct AuthCache {
+    ttl: std::time::Duration,
+    entries: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, User, ApiKey)>>,
+    /// Counts deletions through this store: a read that began before one is not remembered.
+    forgotten: std::sync::atomic::AtomicU64,
+}
+
+const AUTH_CACHE_CAP: usize = 10_000;
+
+impl AuthCache {
+    fn new(ttl: std::time::Duration) -> AuthCache {
+        AuthCache { ttl, entries: Default::default(), forgotten: Default::default() }
+    }
+
+    fn entries(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (std::time::Instant, User, ApiKey)>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn get(&self, key_hash: &str) -> Option<(User, ApiKey)> {
+        if self.ttl.is_zero() {
+            return None;
+        }
+        let mut entries = self.entries();
+        match entries.get(key_hash) {
+            Some((read, user, key)) if read.elapsed() < self.ttl => Some((user.clone(), key.clone())),
+            Some(_) => {
+                entries.remove(key_hash);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Where a read begins: the time, and the deletions so far.
+    fn begin(&self) -> (std::time::Instant, u64) {
+        (std::time::Instant::now(), self.forgotten.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
+    /// Remembers what a read that began at `began` found, unless a key was deleted through this
+    /// store meanwhile (the read may have seen it before the deletion).
+    fn put(&self, key_hash: &str, began: (std::time::Instant, u64), user: &User, key: &ApiKey) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let mut entries = self.entries();
+        if self.forgotten.load(std::sync::atomic::Ordering::SeqCst) != began.1 {
+            return;
+        }
+        let read = began.0;
+        if entries.len() >= AUTH_CACHE_CAP {
+            entries.clear();
+        }
+        entries.insert(key_hash.to_string(), (read, user.clone(), key.clone()));
+    }
+
+    /// Forgets the key with id `id`.
+    fn forget(&self, id: ApiKeyId) {
+        let mut entries = self.entries();
+        self.forgotten.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        entries.retain(|_, (_, _, key)| key.id != id);
+    }
+
+    /// Notes that key `id` was used at `at`, so the copy here does not ask for it again.
+    fn touched(&self, id: ApiKeyId, at: Millis) {
+        for (_, _, key) in self.entries().values_mut().filter(|(_, _, key)| key.id == id) {
+            key.last_used_at = Some(at);
+        }
+    }
 }
 
 /// Rows per multi-row statement: well under SQLite's 32766 bound parameters.

@@ -240,6 +240,28 @@ impl SqlStore {
         self.admissions.submit(&self.me, |answer| Admit { user, slots, source_image, insert, values, answer }).await
     }
 
+    /// A live key and its user, by the key's hash, from the database.
+    async fn read_api_key_by_hash(&self, key_hash: &str) -> StoreResult<Option<(User, ApiKey)>> {
+        read!(self, |db| {
+            let row = sqlx::query(&format!(
+                "SELECT {API_KEY_COLUMNS}, u.username, u.api_concurrency_slots, u.created_at AS user_created_at \
+                 FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.key_hash = $1 AND k.deleted_at IS NULL"
+            ))
+            .bind(key_hash)
+            .fetch_optional(db)
+            .await?;
+            let Some(row) = row else { return Ok(None) };
+            let key = api_key_from_row(&row)?;
+            let user = User {
+                id: key.user_id,
+                username: row.text("username")?,
+                api_concurrency_slots: row.int("api_concurrency_slots")? as u32,
+                created_at: row.int("user_created_at")?,
+            };
+            Ok(Some((user, key)))
+        })
+    }
+
     /// Records each finished generation of `batch`, in one transaction: whether it was finished
     /// (it was still PENDING and leased to its owner), with its images and delivery.
     async fn finish_together(&self, batch: &[Finish]) -> StoreResult<Vec<bool>> {
@@ -562,24 +584,15 @@ impl Store for SqlStore {
     }
 
     async fn authenticate(&self, key_hash: &str) -> StoreResult<Option<(User, ApiKey)>> {
-        read!(self, |db| {
-            let row = sqlx::query(&format!(
-                "SELECT {API_KEY_COLUMNS}, u.username, u.api_concurrency_slots, u.created_at AS user_created_at \
-                 FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.key_hash = $1 AND k.deleted_at IS NULL"
-            ))
-            .bind(key_hash)
-            .fetch_optional(db)
-            .await?;
-            let Some(row) = row else { return Ok(None) };
-            let key = api_key_from_row(&row)?;
-            let user = User {
-                id: key.user_id,
-                username: row.text("username")?,
-                api_concurrency_slots: row.int("api_concurrency_slots")? as u32,
-                created_at: row.int("user_created_at")?,
-            };
-            Ok(Some((user, key)))
-        })
+        if let Some(found) = self.keys.get(key_hash) {
+            return Ok(Some(found));
+        }
+        let began = self.keys.begin();
+        let found = self.read_api_key_by_hash(key_hash).await?;
+        if let Some((user, key)) = &found {
+            self.keys.put(key_hash, began, user, key);
+        }
+        Ok(found)
     }
 
     async fn touch_api_key(&self, id: ApiKeyId, at: Millis) -> StoreResult<()> {
@@ -590,6 +603,7 @@ impl Store for SqlStore {
                 .execute(db)
                 .await?;
         });
+        self.keys.touched(id, at);
         Ok(())
     }
 
@@ -625,6 +639,7 @@ impl Store for SqlStore {
                 .await?
                 .rows_affected()
         });
+        self.keys.forget(id);
         Ok(deleted == 1)
     }
 

@@ -273,3 +273,31 @@ async fn the_operator_grants_the_permission_with_manage_keys() {
     let key = manager["key"].as_str().unwrap();
     assert!(listed.as_array().unwrap().iter().any(|k| k["maskedKey"] == format!("********{}", &key[key.len() - 4..])));
 }
+
+#[tokio::test]
+async fn a_key_deleted_elsewhere_stops_working_within_the_auth_cache_ttl() {
+    let ttl = std::time::Duration::from_millis(500);
+    let app = spawn_app_with(|config| config.api.auth_cache_ttl = ttl).await;
+    let user = app.new_user("cached").await;
+    assert_eq!(app.get(&user, "/me").await.status, StatusCode::OK, "authenticated, and remembered");
+
+    // Deleted through another store on the same database, as by another node or `easel keys delete`.
+    let elsewhere = easel::store::open(&app.config).await.unwrap();
+    let keys = elsewhere.list_api_keys(Some(user.id)).await.unwrap();
+    assert!(elsewhere.delete_api_key(keys[0].id, easel::clock::now_ms()).await.unwrap());
+    let deleted = std::time::Instant::now();
+    loop {
+        if app.get(&user, "/me").await.status == StatusCode::UNAUTHORIZED {
+            break;
+        }
+        assert!(deleted.elapsed() < ttl * 3, "the key still worked {:?} after its deletion", deleted.elapsed());
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    // Deleted through this node's own store: refused at once, though it was just used.
+    let other = app.new_user("cached-too").await;
+    assert_eq!(app.get(&other, "/me").await.status, StatusCode::OK);
+    let keys = app.easel.store.list_api_keys(Some(other.id)).await.unwrap();
+    assert!(app.easel.store.delete_api_key(keys[0].id, easel::clock::now_ms()).await.unwrap());
+    assert_eq!(app.get(&other, "/me").await.status, StatusCode::UNAUTHORIZED);
+}
