@@ -21,6 +21,7 @@ mod isolation;
 mod jobs;
 mod memory;
 mod multinode;
+mod openapi;
 mod operations;
 mod process;
 mod prompts;
