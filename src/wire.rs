@@ -137,6 +137,7 @@ pub struct DeletedGeneration {
 #[serde(rename_all = "camelCase")]
 pub struct Generation {
     pub id: GenerationId,
+    #[schema(schema_with = schema::job_status)]
     pub status: &'static str,
     pub created_at: String,
     pub prompt: String,
@@ -238,6 +239,7 @@ impl GeneratedImage {
 #[serde(rename_all = "camelCase")]
 pub struct ImageVariation {
     pub id: VariationId,
+    #[schema(schema_with = schema::job_status)]
     pub status: &'static str,
     pub transform_type: &'static str,
     pub url: Option<String>,
@@ -266,6 +268,7 @@ pub struct VariationList {
 pub struct Variation {
     pub id: VariationId,
     pub created_at: String,
+    #[schema(schema_with = schema::job_status)]
     pub status: &'static str,
     pub transform_type: &'static str,
     pub url: Option<String>,
@@ -441,6 +444,7 @@ pub struct Delivery {
     pub api_key_id: ApiKeyId,
     pub event_type: String,
     pub url: String,
+    #[schema(schema_with = schema::delivery_status)]
     pub status: &'static str,
     pub attempt_count: u32,
     pub next_attempt_at: Option<String>,
@@ -645,9 +649,27 @@ pub struct TestCallback {
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     pub error: String,
+    #[schema(schema_with = schema::error_path)]
     pub path: &'static str,
+    #[schema(schema_with = schema::error_code)]
     pub code: &'static str,
 }
+
+/// Every `code` of [`ErrorBody`].
+pub const ERROR_CODES: &[&str] = &[
+    "access-denied",
+    "validation-failed",
+    "parse-failed",
+    "payload-too-large",
+    "not-found",
+    "method-not-allowed",
+    "concurrency-limit",
+    "rate-limited",
+    "not-supported",
+    "upstream-failed",
+    "upload-refused",
+    "unexpected",
+];
 
 impl ErrorBody {
     pub fn new(error: String, code: &'static str) -> ErrorBody {
@@ -1128,6 +1150,7 @@ impl ApiKey {
 #[serde(rename_all = "camelCase")]
 pub struct WebhookState {
     pub url: Option<String>,
+    #[schema(schema_with = schema::webhook_state)]
     pub state: &'static str,
     pub failing_since: Option<String>,
     pub disabled_at: Option<String>,
@@ -1558,6 +1581,32 @@ pub mod schema {
     /// A key that is always `null` ([`super::Null`]).
     pub fn null() -> Object {
         ObjectBuilder::new().schema_type(Type::Null).build()
+    }
+
+    fn strings(values: impl IntoIterator<Item = &'static str>) -> Object {
+        ObjectBuilder::new().schema_type(Type::String).enum_values(Some(values)).build()
+    }
+
+    pub fn job_status() -> Object {
+        strings(crate::vocabulary::JOB_STATUSES.iter().copied())
+    }
+
+    pub fn delivery_status() -> Object {
+        use crate::store::DeliveryStatus::*;
+        strings([Pending, Succeeded, Failed].map(|status| status.as_str()))
+    }
+
+    /// [`super::WebhookState`]'s `state`.
+    pub fn webhook_state() -> Object {
+        strings(["active", "failing", "disabled", "none"])
+    }
+
+    pub fn error_path() -> Object {
+        strings(["$"])
+    }
+
+    pub fn error_code() -> Object {
+        strings(super::ERROR_CODES.iter().copied())
     }
 
     /// A list that is always empty.
