@@ -34,7 +34,14 @@ pub fn router() -> OpenApiRouter<ApiContext> {
     security(("bearer" = [])),
     request_body = crate::http::requests::CreateGeneration,
     responses(
-        (status = 200, description = "The generation is queued", body = wire::SdGenerationJobResponse),
+        (status = 200, description = "The generation is queued", body = wire::SdGenerationJobResponse, links(
+            ("getGeneration" = (operation_id = "getGenerationById",
+                                parameters(("id" = "$response.body#/sdGenerationJob/generationId")))),
+            ("getDeliveries" = (operation_id = "getGenerationDeliveries",
+                                parameters(("id" = "$response.body#/sdGenerationJob/generationId")))),
+            ("deleteGeneration" = (operation_id = "deleteGenerationById",
+                                   parameters(("id" = "$response.body#/sdGenerationJob/generationId")))),
+        )),
         (status = 429, description = "All the caller's concurrency slots are taken (code `concurrency-limit`)",
          body = wire::ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
     )

@@ -88,7 +88,13 @@ async fn presign(
     operation_id = "uploadInitImage",
     security(("bearer" = [])),
     request_body = crate::http::requests::InitImageRequest,
-    responses((status = 200, description = "The init image's id and its upload policy", body = wire::UploadInitImageResponse))
+    responses((status = 200, description = "The init image's id and its upload policy", body = wire::UploadInitImageResponse,
+               links(
+                   ("getInitImage" = (operation_id = "getInitImageById",
+                                      parameters(("id" = "$response.body#/uploadInitImage/id")))),
+                   ("deleteInitImage" = (operation_id = "deleteInitImageById",
+                                         parameters(("id" = "$response.body#/uploadInitImage/id")))),
+               )))
 )]
 async fn upload_init_image(
     State(state): State<ApiContext>,

@@ -71,6 +71,7 @@ pub fn finish(api: utoipa::openapi::OpenApi) -> Value {
         for item in paths.values_mut().filter_map(Value::as_object_mut) {
             for operation in item.values_mut().filter_map(Value::as_object_mut) {
                 add_extractor_errors(operation);
+                fix_links(operation);
             }
         }
     }
@@ -132,6 +133,24 @@ fn add_extractor_errors(operation: &mut serde_json::Map<String, Value>) {
         add("413", "PayloadTooLarge");
     }
     add("500", "InternalError");
+}
+
+/// utoipa 5.5 writes a link's fields in snake case (`operation_id`); OpenAPI spells them in camel
+/// case (`operationId`), which is what tools (schemathesis's stateful phase) read.
+fn fix_links(operation: &mut serde_json::Map<String, Value>) {
+    let responses = operation.get_mut("responses").and_then(Value::as_object_mut);
+    for response in responses.into_iter().flat_map(|r| r.values_mut()) {
+        let links = response.get_mut("links").and_then(Value::as_object_mut);
+        for link in links.into_iter().flat_map(|l| l.values_mut()).filter_map(Value::as_object_mut) {
+            for (snake, camel) in
+                [("operation_id", "operationId"), ("operation_ref", "operationRef"), ("request_body", "requestBody")]
+            {
+                if let Some(value) = link.remove(snake) {
+                    link.insert(camel.into(), value);
+                }
+            }
+        }
+    }
 }
 
 /// This document.

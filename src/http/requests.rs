@@ -118,6 +118,7 @@ fn prompt() -> Object {
 /// The body of `POST /generations` (`createGeneration`). Only `prompt` is required. Unknown keys
 /// are ignored, as by the SDKs' server.
 #[derive(Deserialize, ToSchema)]
+#[schema(example = json!({"prompt": "a lighthouse at dusk", "width": 512, "height": 512, "num_images": 1}))]
 pub struct CreateGeneration {
     #[schema(schema_with = prompt)]
     pub prompt: String,
