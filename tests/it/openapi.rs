@@ -270,9 +270,26 @@ async fn schemathesis_finds_nothing() {
     let Some(python) = crate::sdk::python_or_skip("openapi", "schemathesis_finds_nothing") else {
         return;
     };
-    let app = spawn_app().await;
+    // The key calls back a real receiver, so the doctor, test callbacks and the delivery log answer
+    // with their full shapes rather than "this key has no webhook".
+    let ca = crate::receiver::TestCa::new();
+    let receiver = crate::receiver::TestReceiver::https(&ca, |_| crate::receiver::Reply::ok()).await;
+    let app = spawn_app_with(|config| fast_webhooks(config, &ca, &["0s"])).await;
+    let store = &*app.easel.store;
     // Generations and variations the fuzzer makes must not fill the slots (429 would hide the rest).
-    let user = app.new_user_with_slots("fuzzer", 1_000_000).await;
+    let user = easel::admin::create_user(store, "fuzzer", 1_000_000).await.expect("user created");
+    let key = easel::admin::create_api_key(
+        store,
+        &app.easel.master_key,
+        user.id,
+        "fuzzer",
+        Some(&receiver.url),
+        Some("abcd"),
+        &app.config.webhook,
+    )
+    .await
+    .expect("key created");
+    let user = TestUser { id: user.id, key: key.key.clone() };
     let schemathesis = python.parent().expect("the venv's bin").join("schemathesis");
     let all_checks = "not_a_server_error,status_code_conformance,content_type_conformance,\
                       response_headers_conformance,response_schema_conformance";
