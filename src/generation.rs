@@ -220,9 +220,9 @@ impl GenerationParams {
         body.one_of("canvasRequestType", CANVAS_REQUEST_TYPES)?;
 
         let photo_real_strength = body.number_from("photoRealStrength", PHOTO_REAL_STRENGTHS)?;
-        let photo_real_version = body.one_of("photoRealVersion", &["v1", "v2"])?;
+        let photo_real_version = body.one_of("photoRealVersion", PHOTO_REAL_VERSIONS)?;
         let prompt_magic_strength = body.number_in("promptMagicStrength", 0.1, 1.0)?;
-        let prompt_magic_version = body.one_of("promptMagicVersion", &["v2", "v3"])?;
+        let prompt_magic_version = body.one_of("promptMagicVersion", PROMPT_MAGIC_VERSIONS)?;
         let contrast = body.number_from("contrast", CONTRAST_VALUES)?;
         let contrast_ratio = body.number_in("contrastRatio", 0.0, 1.0)?;
         let init_strength = body.number_in("init_strength", 0.1, 0.9)?;
@@ -368,9 +368,9 @@ impl GenerationParams {
 }
 
 /// The most `controlnets` (and `imagePrompts`) one generation takes.
-const MAX_CONTROLNETS: usize = 4;
-const INIT_IMAGE_TYPES: &[&str] = &["UPLOADED", "GENERATED"];
-const STRENGTH_TYPES: &[&str] = &["Low", "Mid", "High", "Ultra", "Max"];
+pub const MAX_CONTROLNETS: usize = 4;
+pub const INIT_IMAGE_TYPES: &[&str] = &["UPLOADED", "GENERATED"];
+pub const STRENGTH_TYPES: &[&str] = &["Low", "Mid", "High", "Ultra", "Max"];
 
 /// `elements`: each a configured element (`akUUID`) for this model's base (`sd_version`), with a
 /// weight in its range (its default when not given); at most [`MAX_CONTROLNETS`].

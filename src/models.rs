@@ -164,7 +164,7 @@ pub struct Model {
 impl Model {
     /// The largest seed the model accepts (Flux models take 32-bit seeds).
     pub fn max_seed(&self) -> u64 {
-        if self.sd_version.starts_with("FLUX") { 2_147_483_637 } else { 9_999_999_998 }
+        if self.sd_version.starts_with("FLUX") { crate::vocabulary::MAX_FLUX_SEED } else { crate::vocabulary::MAX_SEED }
     }
 }
 

@@ -56,3 +56,8 @@ pub const CANVAS_REQUEST_TYPES: &[&str] = &["INPAINT", "OUTPAINT", "SKETCH2IMG",
 pub const CONTRAST_VALUES: &[f64] = &[1.0, 1.3, 1.8, 2.5, 3.0, 3.5, 4.0, 4.5];
 pub const PHOTO_REAL_STRENGTHS: &[f64] = &[0.55, 0.5, 0.45];
 pub const MAX_PROMPT_CHARS: usize = 1500;
+pub const PHOTO_REAL_VERSIONS: &[&str] = &["v1", "v2"];
+pub const PROMPT_MAGIC_VERSIONS: &[&str] = &["v2", "v3"];
+/// The largest seed of a model (FLUX models: [`MAX_FLUX_SEED`]).
+pub const MAX_SEED: u64 = 9_999_999_998;
+pub const MAX_FLUX_SEED: u64 = 2_147_483_637;

@@ -38,7 +38,7 @@ pub const PLATFORM_USER_ID: &str = "00000000-0000-0000-0000-000000000000";
 // ---------------------------------------------------------------------------------------------
 
 /// What a job costs, in API credits: `{"amount": "2", "unit": "CREDITS"}`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct Cost {
     pub amount: String,
     pub unit: &'static str,
@@ -51,13 +51,13 @@ impl Cost {
 }
 
 /// The answer to `POST /generations`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SdGenerationJobResponse {
     pub sd_generation_job: SdGenerationJob,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SdGenerationJob {
     pub generation_id: GenerationId,
@@ -81,11 +81,12 @@ impl SdGenerationJobResponse {
 /// The answer to `POST /variations/upscale`, `nobg`, `unzoom` and `universal-upscaler`: one
 /// job under a key that names its kind (`sdUpscaleJob`, `sdNobgJob`, `sdUnzoomJob`,
 /// `universalUpscaler`).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(transparent)]
+#[schema(value_type = std::collections::BTreeMap<String, VariationJob>)]
 pub struct VariationJobResponse(std::collections::BTreeMap<&'static str, VariationJob>);
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct VariationJob {
     pub id: VariationId,
@@ -107,24 +108,24 @@ impl VariationJobResponse {
 }
 
 /// `GET /generations/{id}`: the generation, or `null` when the caller has none by that id.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct GenerationsByPk {
     pub generations_by_pk: Option<Generation>,
 }
 
 /// `GET /generations/user/{userId}`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct GenerationList {
     pub generations: Vec<Generation>,
 }
 
 /// `DELETE /generations/{id}`: the id deleted, or `null` when there was nothing to delete.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct DeleteGenerationsByPk {
     pub delete_generations_by_pk: Option<DeletedGeneration>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct DeletedGeneration {
     pub id: GenerationId,
 }
@@ -132,10 +133,11 @@ pub struct DeletedGeneration {
 /// A generation as `generations_by_pk` and `generations[]` show it: only keys the SDKs know, `null`
 /// only where they allow it, `seed` an integer. `failureReason` (an Easel extension) only on
 /// failed generations.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Generation {
     pub id: GenerationId,
+    #[schema(schema_with = schema::job_status)]
     pub status: &'static str,
     pub created_at: String,
     pub prompt: String,
@@ -199,7 +201,7 @@ impl Generation {
 }
 
 /// An image of a generation in REST (`generated_images[]`), with its variations.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GeneratedImage {
     pub id: ImageId,
@@ -207,6 +209,7 @@ pub struct GeneratedImage {
     pub nsfw: bool,
     pub like_count: u32,
     #[serde(rename = "motionMP4URL")]
+    #[schema(schema_with = schema::null)]
     pub motion_mp4_url: Null,
     #[serde(rename = "generated_image_variation_generics")]
     pub generated_image_variation_generics: Vec<ImageVariation>,
@@ -232,10 +235,11 @@ impl GeneratedImage {
 /// A variation under its image (`generated_image_variation_generics[]`). The SDKs' shape here has
 /// no `createdAt` (only `GET /variations/{id}` has it), and the TypeScript SDK drops keys it does
 /// not know, so it is not sent.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ImageVariation {
     pub id: VariationId,
+    #[schema(schema_with = schema::job_status)]
     pub status: &'static str,
     pub transform_type: &'static str,
     pub url: Option<String>,
@@ -253,17 +257,18 @@ impl ImageVariation {
 }
 
 /// `GET /variations/{id}`: a list of one variation, or empty.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct VariationList {
     pub generated_image_variation_generic: Vec<Variation>,
 }
 
 /// A variation as `GET /variations/{id}` shows it; `url` is `null` until done.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Variation {
     pub id: VariationId,
     pub created_at: String,
+    #[schema(schema_with = schema::job_status)]
     pub status: &'static str,
     pub transform_type: &'static str,
     pub url: Option<String>,
@@ -287,15 +292,17 @@ impl Variation {
 
 /// `GET /me`. Easel does not meter tokens: balances are 0 and renewal dates `null`.
 /// `apiConcurrencySlots` is real: the number of jobs the user may have pending at once.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct UserDetailsResponse {
+    #[schema(value_type = Vec<UserDetails>, min_items = 1, max_items = 1)]
     pub user_details: [UserDetails; 1],
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UserDetails {
     pub user: UserRef,
+    #[schema(schema_with = schema::null)]
     pub token_renewal_date: Null,
     pub paid_tokens: u64,
     pub subscription_tokens: u64,
@@ -304,10 +311,11 @@ pub struct UserDetails {
     pub api_concurrency_slots: u32,
     pub api_paid_tokens: u64,
     pub api_subscription_tokens: u64,
+    #[schema(schema_with = schema::null)]
     pub api_plan_token_renewal_date: Null,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct UserRef {
     pub id: UserId,
     pub username: String,
@@ -333,18 +341,19 @@ impl UserDetailsResponse {
 }
 
 /// `GET /platformModels`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct PlatformModels {
     pub custom_models: Vec<PlatformModel>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct PlatformModel {
     pub id: Uuid,
     pub name: String,
     pub description: String,
     pub nsfw: bool,
     pub featured: bool,
+    #[schema(schema_with = schema::null)]
     pub generated_image: Null,
 }
 
@@ -362,18 +371,19 @@ impl PlatformModel {
 }
 
 /// `GET /models/{id}`: `{"custom_models_by_pk": {...}}` or `null`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct ModelsByPk {
     pub custom_models_by_pk: Option<ModelById>,
 }
 
 /// A catalogue model in the SDKs' `GetModelByIDCustomModels` shape.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ModelById {
     pub created_at: String,
     pub description: String,
     pub id: Uuid,
+    #[schema(schema_with = schema::null)]
     pub instance_prompt: Null,
     pub model_height: u32,
     pub model_width: u32,
@@ -410,13 +420,13 @@ impl ModelById {
 // ---------------------------------------------------------------------------------------------
 
 /// `GET /generations/{id}/deliveries`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct DeliveryList {
     pub deliveries: Vec<Delivery>,
 }
 
 /// `GET /deliveries/{id}` and `POST /deliveries/{id}/retry`: the delivery, or `null`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct DeliveryResponse {
     pub delivery: Option<Delivery>,
 }
@@ -424,7 +434,7 @@ pub struct DeliveryResponse {
 /// A webhook delivery, the same for the REST extension and `easel deliveries ... --json`, so
 /// operators and users read one shape. `attempts` only where the attempt log was read (it is
 /// absent from `easel deliveries list`).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Delivery {
     pub id: DeliveryId,
@@ -434,6 +444,7 @@ pub struct Delivery {
     pub api_key_id: ApiKeyId,
     pub event_type: String,
     pub url: String,
+    #[schema(schema_with = schema::delivery_status)]
     pub status: &'static str,
     pub attempt_count: u32,
     pub next_attempt_at: Option<String>,
@@ -478,7 +489,7 @@ impl Delivery {
 }
 
 /// One attempt of a delivery, as logged.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Attempt {
     pub attempt: u32,
@@ -509,7 +520,7 @@ impl Attempt {
 // ---------------------------------------------------------------------------------------------
 
 /// How a doctor's step (or the whole run) came out.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DoctorVerdict {
     Ok,
@@ -531,7 +542,7 @@ impl DoctorVerdict {
 }
 
 /// One run of the webhook doctor against a URL: every step in order, and the worst verdict.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DoctorReport {
     pub url: String,
@@ -544,7 +555,7 @@ pub struct DoctorReport {
 
 /// One step: `url`, `dns`, `egress`, `tcp`, `tls`, `http`, `bearer`, `signature`. The keys after
 /// `advice` are present only on the steps they belong to.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DoctorStep {
     pub step: &'static str,
@@ -560,6 +571,7 @@ pub struct DoctorStep {
     pub addresses: Option<Vec<DoctorAddress>>,
     /// `egress`: the addresses callbacks leave from (`webhook.egress_ips`; empty: any).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<String>>)]
     pub egress_ips: Option<Vec<IpAddr>>,
     /// `tcp`: a connection to each allowed address.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -573,16 +585,17 @@ pub struct DoctorStep {
     pub response: Option<Attempt>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DoctorAddress {
+    #[schema(value_type = String)]
     pub address: IpAddr,
     pub allowed: bool,
     /// Why the SSRF guard refuses it.
     pub refusal: Option<&'static str>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DoctorConnection {
     /// `IP:PORT`.
@@ -596,7 +609,7 @@ pub struct DoctorConnection {
     pub error_detail: Option<String>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DoctorTls {
     /// `TLSv1_3`, ...; `null` when the handshake failed.
@@ -606,7 +619,7 @@ pub struct DoctorTls {
     pub certificates: Vec<DoctorCertificate>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DoctorCertificate {
     pub subject: String,
@@ -618,7 +631,7 @@ pub struct DoctorCertificate {
 }
 
 /// `POST /webhook/test`: the test callback's delivery with its attempt log, and its one attempt.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TestCallback {
     /// The receiver answered 2xx.
@@ -633,12 +646,30 @@ pub struct TestCallback {
 // ---------------------------------------------------------------------------------------------
 
 /// Every error, in Leonardo's (Hasura's) shape: `{"error": "...", "path": "$", "code": "..."}`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     pub error: String,
+    #[schema(schema_with = schema::error_path)]
     pub path: &'static str,
+    #[schema(schema_with = schema::error_code)]
     pub code: &'static str,
 }
+
+/// Every `code` of [`ErrorBody`].
+pub const ERROR_CODES: &[&str] = &[
+    "access-denied",
+    "validation-failed",
+    "parse-failed",
+    "payload-too-large",
+    "not-found",
+    "method-not-allowed",
+    "concurrency-limit",
+    "rate-limited",
+    "not-supported",
+    "upstream-failed",
+    "upload-refused",
+    "unexpected",
+];
 
 impl ErrorBody {
     pub fn new(error: String, code: &'static str) -> ErrorBody {
@@ -649,7 +680,7 @@ impl ErrorBody {
 /// `GET /healthz`: `{"status": "ok", "version"}`; while image storage fails
 /// `{"status": "image storage failing", "storage": {"error", "since"}, "version"}`; without the
 /// database `{"status": "database unreachable"}`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct Health {
     pub status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -664,13 +695,13 @@ pub struct Health {
 
 /// `GET /readyz`: `{"status": "ready" | "not ready", "checks": {"database", "storage", "render",
 /// "deliver"}}`, each check `"ok"` or what fails; roles this node does not run are absent.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct Readiness {
     pub status: &'static str,
     pub checks: ReadinessChecks,
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, utoipa::ToSchema)]
 pub struct ReadinessChecks {
     pub database: String,
     pub storage: String,
@@ -680,7 +711,7 @@ pub struct ReadinessChecks {
     pub deliver: Option<String>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct StorageHealth {
     pub error: String,
     pub since: String,
@@ -706,9 +737,10 @@ impl Health {
 }
 
 /// `GET /egress-ips`: the addresses callbacks leave from.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EgressIps {
+    #[schema(value_type = Vec<String>)]
     pub egress_ips: Vec<IpAddr>,
 }
 
@@ -1081,7 +1113,7 @@ impl User {
 
 /// An API key, as `easel keys list --json` prints it: never a secret, only whether a webhook
 /// callback API key is set (masked).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ApiKey {
     pub id: ApiKeyId,
@@ -1120,10 +1152,11 @@ impl ApiKey {
 /// `active` (the last attempt succeeded, or none was made), `failing` (every attempt has failed
 /// since `failingSince`) or `disabled` (since `disabledAt`, for failing `webhook.disable_after`:
 /// its deliveries are held until it is re-enabled); `none` when the key has no webhook URL.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WebhookState {
     pub url: Option<String>,
+    #[schema(schema_with = schema::webhook_state)]
     pub state: &'static str,
     pub failing_since: Option<String>,
     pub disabled_at: Option<String>,
@@ -1148,7 +1181,7 @@ impl WebhookState {
 
 /// A new API key, as `easel keys create --json` prints it: the listing's keys, then the key and
 /// its signing secret (shown this once).
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreatedApiKey {
     #[serde(flatten)]
@@ -1164,14 +1197,14 @@ impl std::fmt::Debug for CreatedApiKey {
 }
 
 /// `easel keys delete --json` and `DELETE /keys/{id}`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct DeletedApiKey {
     pub id: ApiKeyId,
     pub deleted: bool,
 }
 
 /// `GET /keys`: the caller's user's live keys, oldest first, and which one is the caller's.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ApiKeyList {
     pub api_keys: Vec<ApiKey>,
@@ -1181,7 +1214,7 @@ pub struct ApiKeyList {
 /// `POST /keys/{id}/rotate`: the replacement key, shown once, with the key it replaces (still
 /// live until deleted). `signingSecret` is a new secret when one was asked for, else `null`: the
 /// replacement signs with the old key's secret, which is not shown again.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RotatedApiKey {
     #[serde(flatten)]
@@ -1237,7 +1270,7 @@ mod tests {
 // ---------------------------------------------------------------------------------------------
 
 /// One `[[backends]]` entry as the database sees it (every node's view).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BackendStatus {
     pub name: String,
@@ -1258,7 +1291,7 @@ pub struct BackendStatus {
     pub last_error_at: Option<String>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BackendModel {
     pub id: Uuid,
@@ -1266,7 +1299,7 @@ pub struct BackendModel {
     pub queued: u64,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BackendNodeHealth {
     pub node_id: String,
@@ -1369,13 +1402,13 @@ mod backend_status_tests {
 }
 
 /// `POST /init-image`: `{"uploadInitImage": {"id", "url", "key", "fields"}}`, `fields` a JSON string.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UploadInitImageResponse {
     pub upload_init_image: InitImageUpload,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct InitImageUpload {
     pub id: Uuid,
     pub url: String,
@@ -1384,13 +1417,13 @@ pub struct InitImageUpload {
 }
 
 /// `POST /canvas-init-image`: the init image's and the mask's uploads side by side.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UploadCanvasInitImageResponse {
     pub upload_canvas_init_image: CanvasInitImageUpload,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CanvasInitImageUpload {
     pub init_image_id: Uuid,
@@ -1404,12 +1437,12 @@ pub struct CanvasInitImageUpload {
 }
 
 /// `GET /init-image/{id}`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct InitImageByPk {
     pub init_images_by_pk: Option<InitImageSummary>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct InitImageSummary {
     pub id: Uuid,
@@ -1424,30 +1457,30 @@ impl InitImageSummary {
 }
 
 /// `DELETE /init-image/{id}`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct DeleteInitImageByPk {
     pub delete_init_images_by_pk: Option<IdOnly>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct IdOnly {
     pub id: Uuid,
 }
 
 /// `GET /models/user/{userId}`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct CustomModelsOfUser {
     pub custom_models: Vec<ModelById>,
 }
 
 /// `GET /elements`: the configured elements.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct Elements {
     pub loras: Vec<Element>,
 }
 
 /// An element as `listElements` parses it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Element {
     #[serde(rename = "akUUID")]
@@ -1480,7 +1513,7 @@ impl Element {
 
 /// An element applied to a generation (`generation_elements[]`): its position, the element as
 /// `listElements` shows it (without `creatorName`, which the SDKs do not read here) and the weight.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GenerationElement {
     pub id: usize,
@@ -1488,7 +1521,7 @@ pub struct GenerationElement {
     pub weight_applied: f64,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GenerationLora {
     #[serde(rename = "akUUID")]
@@ -1523,26 +1556,28 @@ impl GenerationElement {
 }
 
 /// `GET /elements/{id}`: a trained element; Easel trains none, so always `null`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct UserElementByPk {
+    #[schema(schema_with = schema::null)]
     pub user_loras_by_pk: Null,
 }
 
 /// `GET /elements/user/{userId}`: the user's trained elements (none).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct UserElements {
+    #[schema(schema_with = schema::empty_list)]
     pub user_loras: Vec<Null>,
 }
 
 /// `POST /prompt/random` and `/prompt/improve`: `{"promptGeneration": {"prompt", "apiCreditCost",
 /// "cost"}}`. Easel does not charge for prompts.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PromptGenerationResponse {
     pub prompt_generation: PromptGeneration,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PromptGeneration {
     pub prompt: String,
@@ -1559,13 +1594,13 @@ impl PromptGenerationResponse {
 }
 
 /// `POST /pricing-calculator`: `{"calculateProductionApiServiceCost": {"cost"}}`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PricingResponse {
     pub calculate_production_api_service_cost: PricingCost,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct PricingCost {
     pub cost: u64,
 }
@@ -1578,7 +1613,7 @@ impl PricingResponse {
 
 /// What a correct receiver concludes about a callback a bin recorded, for one of the bin owner's
 /// API keys whose webhook URL is this bin (stored with the request as JSON, read back as is).
-#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CallbackCheck {
     pub api_key_id: ApiKeyId,
@@ -1596,11 +1631,12 @@ pub struct CallbackCheck {
 }
 
 /// What a bin answers with.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BinResponseView {
     pub status: u16,
     /// `[name, value]` pairs, in order.
+    #[schema(value_type = Vec<Vec<String>>)]
     pub headers: Vec<(String, String)>,
     /// The body as text (lossy UTF-8).
     pub body: String,
@@ -1619,7 +1655,7 @@ impl BinResponseView {
 }
 
 /// An inspector bin (`/inspector/bins`, `easel inspect list --json`).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BinView {
     pub id: Uuid,
@@ -1648,13 +1684,13 @@ impl BinView {
     }
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct BinList {
     pub bins: Vec<BinView>,
 }
 
 /// A request a bin recorded.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CapturedRequestView {
     /// The bin's running number of the request (newer is larger): the `before` cursor, the SSE
@@ -1664,6 +1700,7 @@ pub struct CapturedRequestView {
     pub method: String,
     /// The path after the bin's URL, with the query.
     pub path: String,
+    #[schema(value_type = Vec<Vec<String>>)]
     pub headers: Vec<(String, String)>,
     /// The stored body as text (lossy UTF-8); `bodyBase64` has its exact bytes.
     pub body: String,
@@ -1697,10 +1734,51 @@ impl CapturedRequestView {
     }
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CapturedRequestList {
     pub requests: Vec<CapturedRequestView>,
     /// Pass as `before` for the next (older) page; `null` when this page is the last.
     pub next_before: Option<i64>,
+}
+
+/// The OpenAPI schemas of fields whose Rust type does not say it all (`/openapi.json`).
+pub mod schema {
+    use utoipa::openapi::schema::{ArrayBuilder, Object, ObjectBuilder, Type};
+
+    /// A key that is always `null` ([`super::Null`]).
+    pub fn null() -> Object {
+        ObjectBuilder::new().schema_type(Type::Null).build()
+    }
+
+    fn strings(values: impl IntoIterator<Item = &'static str>) -> Object {
+        ObjectBuilder::new().schema_type(Type::String).enum_values(Some(values)).build()
+    }
+
+    pub fn job_status() -> Object {
+        strings(crate::vocabulary::JOB_STATUSES.iter().copied())
+    }
+
+    pub fn delivery_status() -> Object {
+        use crate::store::DeliveryStatus::*;
+        strings([Pending, Succeeded, Failed].map(|status| status.as_str()))
+    }
+
+    /// [`super::WebhookState`]'s `state`.
+    pub fn webhook_state() -> Object {
+        strings(["active", "failing", "disabled", "none"])
+    }
+
+    pub fn error_path() -> Object {
+        strings(["$"])
+    }
+
+    pub fn error_code() -> Object {
+        strings(super::ERROR_CODES.iter().copied())
+    }
+
+    /// A list that is always empty.
+    pub fn empty_list() -> utoipa::openapi::schema::Array {
+        ArrayBuilder::new().items(null()).max_items(Some(0)).build()
+    }
 }

@@ -1,19 +1,34 @@
 //! `/cdn/{key}`: the image files, public like Leonardo's CDN (their paths hold unguessable ids).
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::ApiContext;
 use super::error::{ApiError, ApiResult};
 use super::extract::PathText;
+use crate::wire;
 
-pub fn router() -> Router<ApiContext> {
-    Router::new().route("/cdn/{*key}", get(get_image_file))
+pub fn router() -> OpenApiRouter<ApiContext> {
+    OpenApiRouter::new().routes(routes!(get_image_file))
 }
 
+/// An image file (generated images' and variations' `url`s; init images').
+#[utoipa::path(
+    get,
+    path = "/cdn/{*key}",
+    tag = "images",
+    operation_id = "getImageFile",
+    params(("key" = String, Path, description = "The file's key, slashes included")),
+    responses(
+        (status = 200, description = "The file", content(
+            (Vec<u8> = "image/jpeg"), (Vec<u8> = "image/png"), (Vec<u8> = "image/webp"))),
+        (status = 400, description = "The path does not decode to UTF-8", body = wire::ErrorBody),
+        (status = 404, description = "No such file (code `not-found`)", body = wire::ErrorBody),
+    )
+)]
 async fn get_image_file(State(state): State<ApiContext>, PathText(key): PathText) -> ApiResult<Response> {
     let content_type = match key.rsplit_once('.').map(|(_, ext)| ext.to_ascii_lowercase()) {
         Some(ext) if ext == "jpg" || ext == "jpeg" => "image/jpeg",

@@ -10,11 +10,11 @@
 //! `X-Frame-Options: DENY`, `X-Content-Type-Options: nosniff`, `Referrer-Policy: no-referrer`.
 //! There is no cookie, so there is no ambient credential for a cross-site request to ride (CSRF).
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::ApiContext;
 use super::error::ApiError;
@@ -25,17 +25,47 @@ const CONSOLE_JS: &str = include_str!("../../assets/console/console.js");
 const CONSOLE_CSS: &str = include_str!("../../assets/console/console.css");
 const ICON_SVG: &str = include_str!("../../assets/console/icon.svg");
 
-pub fn router() -> Router<ApiContext> {
-    Router::new()
-        .route("/console", get(index))
-        .route("/console/", get(index))
-        .route("/console/assets/{name}", get(asset))
+pub fn router() -> OpenApiRouter<ApiContext> {
+    OpenApiRouter::new().routes(routes!(index)).routes(routes!(index_slash)).routes(routes!(asset))
 }
 
+/// The console's page.
+#[utoipa::path(
+    get,
+    path = "/console",
+    tag = "console",
+    operation_id = "getConsole",
+    responses((status = 200, description = "The console's page", content_type = "text/html", body = String))
+)]
 async fn index(State(state): State<ApiContext>) -> Response {
     page(&state, "text/html; charset=utf-8", INDEX_HTML)
 }
 
+/// The console's page, at `/console/`.
+#[utoipa::path(
+    get,
+    path = "/console/",
+    tag = "console",
+    operation_id = "getConsoleSlash",
+    responses((status = 200, description = "The console's page", content_type = "text/html", body = String))
+)]
+async fn index_slash(state: State<ApiContext>) -> Response {
+    index(state).await
+}
+
+/// The console's script, style sheet and icon.
+#[utoipa::path(
+    get,
+    path = "/console/assets/{name}",
+    tag = "console",
+    operation_id = "getConsoleAsset",
+    params(("name" = String, Path, description = "`console.js`, `console.css` or `icon.svg`")),
+    responses(
+        (status = 200, description = "The file", content(
+            (String = "text/javascript"), (String = "text/css"), (String = "image/svg+xml"))),
+        (status = 404, description = "No such file (code `not-found`)", body = crate::wire::ErrorBody)
+    )
+)]
 async fn asset(State(state): State<ApiContext>, PathText(name): PathText) -> Result<Response, ApiError> {
     let (content_type, body) = match name.as_str() {
         "console.js" => ("text/javascript; charset=utf-8", CONSOLE_JS),

@@ -4,9 +4,10 @@
 
 use std::collections::HashMap;
 
+use axum::Json;
 use axum::extract::{Query, State};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::ApiContext;
 use super::error::{ApiError, ApiResult};
@@ -18,14 +19,25 @@ use crate::store::{DeliveryFilter, DeliveryStatus, Redelivery};
 use crate::webhook::report::delivery_report;
 use crate::wire;
 
-pub fn router() -> Router<ApiContext> {
-    Router::new()
-        .route("/deliveries", get(list_deliveries))
-        .route("/generations/{id}/deliveries", get(list_generation_deliveries))
-        .route("/deliveries/{id}", get(get_delivery))
-        .route("/deliveries/{id}/retry", post(retry_delivery))
+pub fn router() -> OpenApiRouter<ApiContext> {
+    OpenApiRouter::new()
+        .routes(routes!(list_deliveries))
+        .routes(routes!(list_generation_deliveries))
+        .routes(routes!(get_delivery))
+        .routes(routes!(retry_delivery))
 }
 
+/// The webhook deliveries of a generation of the caller, each with its attempt log.
+#[utoipa::path(
+    get,
+    path = "/generations/{id}/deliveries",
+    tag = "deliveries",
+    operation_id = "getGenerationDeliveries",
+    security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The generation's id")),
+    responses((status = 200, description = "Its deliveries (none for another user's generation)",
+               body = wire::DeliveryList))
+)]
 async fn list_generation_deliveries(
     State(state): State<ApiContext>,
     caller: Caller,
@@ -38,6 +50,18 @@ async fn list_generation_deliveries(
 
 /// The caller's deliveries (test callbacks included), newest first, each with its attempt log:
 /// `?limit=` (1 to 100, default 20) and `?status=pending|succeeded|failed`.
+#[utoipa::path(
+    get,
+    path = "/deliveries",
+    tag = "deliveries",
+    operation_id = "listDeliveries",
+    security(("bearer" = [])),
+    params(
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "At most this many (default 20)"),
+        ("status" = Option<String>, Query, pattern = "^(pending|succeeded|failed)$", description = "Only these"),
+    ),
+    responses((status = 200, description = "The deliveries", body = wire::DeliveryList))
+)]
 async fn list_deliveries(
     State(state): State<ApiContext>,
     caller: Caller,
@@ -65,6 +89,16 @@ async fn reports(state: &ApiContext, filter: &DeliveryFilter) -> ApiResult<Json<
     Ok(Json(wire::DeliveryList { deliveries }))
 }
 
+/// A delivery of the caller with its attempt log, or `null`.
+#[utoipa::path(
+    get,
+    path = "/deliveries/{id}",
+    tag = "deliveries",
+    operation_id = "getDelivery",
+    security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The delivery's id (its `webhook-id`)")),
+    responses((status = 200, description = "The delivery, or `null`", body = wire::DeliveryResponse))
+)]
 async fn get_delivery(
     State(state): State<ApiContext>,
     caller: Caller,
@@ -75,6 +109,20 @@ async fn get_delivery(
     Ok(Json(wire::DeliveryResponse { delivery }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/deliveries/{id}/retry",
+    tag = "deliveries",
+    operation_id = "retryDelivery",
+    security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The delivery's id")),
+    responses(
+        (status = 200, description = "The delivery as it is now, or `null` when the caller has none by that id",
+         body = wire::DeliveryResponse),
+        (status = 429, description = "Redelivered a moment ago (code `rate-limited`)", body = wire::ErrorBody,
+         headers(("Retry-After" = u32, description = "Seconds to wait"))),
+    )
+)]
 /// Sends the delivery again from the start of the retry schedule, with the same `webhook-id`. A
 /// delivery already due or in flight is not sent twice: the answer shows it as it is.
 async fn retry_delivery(

@@ -236,6 +236,30 @@ pub(super) mod tests {
         assert!(!body_text(response).await.contains("bucket"));
     }
 
+    #[test]
+    fn every_error_code_is_listed_in_the_document() {
+        let io = || StoreError::Database(sqlx::Error::Io(std::io::Error::other("down")));
+        let errors = [
+            ApiError::Unauthorized,
+            ApiError::Invalid(FieldError::new("f", "m")),
+            ApiError::Malformed("m".into()),
+            ApiError::PayloadTooLarge(1),
+            ApiError::RouteNotFound,
+            ApiError::MethodNotAllowed,
+            ApiError::SlotsFull { slots: 1, retry_after_seconds: 1 },
+            ApiError::TooSoon { retry_after_seconds: 1 },
+            ApiError::NotSupported("m".into()),
+            ApiError::UploadRefused("m".into()),
+            ApiError::Upstream("m".into()),
+            ApiError::Store(io()),
+            ApiError::Panic("m".into()),
+        ];
+        for error in errors {
+            let (_, code) = error.status_and_code();
+            assert!(wire::ERROR_CODES.contains(&code), "{code} is missing from wire::ERROR_CODES");
+        }
+    }
+
     #[tokio::test]
     async fn client_errors_are_answered_with_their_message_and_not_logged() {
         let (log, response) = logged(|| ApiError::RouteNotFound.into_response());

@@ -1,9 +1,10 @@
 //! `/generations`: create, read, list by user, delete.
 
+use axum::Json;
 use axum::extract::{Query, State};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use std::collections::HashMap;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::ApiContext;
 use super::error::{ApiError, ApiResult};
@@ -17,13 +18,34 @@ use crate::wire;
 /// Largest `limit` of `GET /generations/user/{userId}`.
 pub const MAX_PAGE: u64 = 100;
 
-pub fn router() -> Router<ApiContext> {
-    Router::new()
-        .route("/generations", post(create_generation))
-        .route("/generations/{id}", get(get_generation).delete(delete_generation))
-        .route("/generations/user/{user_id}", get(list_generations))
+pub fn router() -> OpenApiRouter<ApiContext> {
+    OpenApiRouter::new()
+        .routes(routes!(create_generation))
+        .routes(routes!(get_generation, delete_generation))
+        .routes(routes!(list_generations))
 }
 
+/// Queues a generation; its id comes back at once.
+#[utoipa::path(
+    post,
+    path = "/generations",
+    tag = "generations",
+    operation_id = "createGeneration",
+    security(("bearer" = [])),
+    request_body = crate::http::requests::CreateGeneration,
+    responses(
+        (status = 200, description = "The generation is queued", body = wire::SdGenerationJobResponse, links(
+            ("getGeneration" = (operation_id = "getGenerationById",
+                                parameters(("id" = "$response.body#/sdGenerationJob/generationId")))),
+            ("getDeliveries" = (operation_id = "getGenerationDeliveries",
+                                parameters(("id" = "$response.body#/sdGenerationJob/generationId")))),
+            ("deleteGeneration" = (operation_id = "deleteGenerationById",
+                                   parameters(("id" = "$response.body#/sdGenerationJob/generationId")))),
+        )),
+        (status = 429, description = "All the caller's concurrency slots are taken (code `concurrency-limit`)",
+         body = wire::ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
+    )
+)]
 async fn create_generation(
     State(state): State<ApiContext>,
     caller: Caller,
@@ -69,6 +91,17 @@ async fn create_generation(
     Ok(Json(wire::SdGenerationJobResponse::new(&generation)))
 }
 
+/// A generation of the caller with its images, or `null`.
+#[utoipa::path(
+    get,
+    path = "/generations/{id}",
+    tag = "generations",
+    operation_id = "getGenerationById",
+    security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The generation's id")),
+    responses((status = 200, description = "The generation, or `null` when the caller has none by that id",
+               body = wire::GenerationsByPk))
+)]
 async fn get_generation(
     State(state): State<ApiContext>,
     caller: Caller,
@@ -79,6 +112,17 @@ async fn get_generation(
     Ok(Json(wire::GenerationsByPk { generations_by_pk: generation.map(|g| wire::Generation::new(&g, &state.images)) }))
 }
 
+/// Deletes a generation of the caller and its images.
+#[utoipa::path(
+    delete,
+    path = "/generations/{id}",
+    tag = "generations",
+    operation_id = "deleteGenerationById",
+    security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The generation's id")),
+    responses((status = 200, description = "The id deleted, or `null` when there was nothing to delete",
+               body = wire::DeleteGenerationsByPk))
+)]
 async fn delete_generation(
     State(state): State<ApiContext>,
     caller: Caller,
@@ -96,6 +140,21 @@ async fn delete_generation(
     Ok(Json(wire::DeleteGenerationsByPk { delete_generations_by_pk: Some(wire::DeletedGeneration { id }) }))
 }
 
+/// The caller's generations, newest first (another user's id reads as none).
+#[utoipa::path(
+    get,
+    path = "/generations/user/{userId}",
+    tag = "generations",
+    operation_id = "getGenerationsByUserId",
+    security(("bearer" = [])),
+    params(
+        ("userId" = uuid::Uuid, Path, description = "The caller's user id (`GET /me`)"),
+        ("limit" = Option<u64>, Query, minimum = 1, maximum = 100, description = "At most this many (default 10)"),
+        ("offset" = Option<u64>, Query, minimum = 0, maximum = 9_223_372_036_854_775_807_u64,
+         description = "Skip this many (default 0)"),
+    ),
+    responses((status = 200, description = "The generations", body = wire::GenerationList))
+)]
 async fn list_generations(
     State(state): State<ApiContext>,
     caller: Caller,

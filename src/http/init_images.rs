@@ -5,11 +5,13 @@
 
 use std::collections::BTreeMap;
 
+use axum::Json;
+use axum::extract::multipart::MultipartRejection;
 use axum::extract::{DefaultBodyLimit, Multipart, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde_json::{Map, Value};
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 
 use super::ApiContext;
 use super::error::{ApiError, ApiResult};
@@ -20,18 +22,18 @@ use crate::store::{InitImage, InitImageKind};
 use crate::uploads::{self, UploadRules, Uploads};
 use crate::wire;
 
-pub fn router() -> Router<ApiContext> {
-    Router::new()
-        .route("/init-image", post(upload_init_image))
-        .route("/init-image/{id}", get(get_init_image).delete(delete_init_image))
-        .route("/canvas-init-image", post(upload_canvas_init_image))
+pub fn router() -> OpenApiRouter<ApiContext> {
+    OpenApiRouter::new()
+        .routes(routes!(upload_init_image))
+        .routes(routes!(get_init_image, delete_init_image))
+        .routes(routes!(upload_canvas_init_image))
 }
 
 /// The upload target, outside `/api/rest/v1`, for uploads this server receives.
-pub fn upload_router(max_upload_bytes: u64) -> Router<ApiContext> {
+pub fn upload_router(max_upload_bytes: u64) -> OpenApiRouter<ApiContext> {
     // The multipart envelope (fields, boundaries) comes on top of the file itself.
     let limit = usize::try_from(max_upload_bytes).unwrap_or(usize::MAX).saturating_add(64 * 1024);
-    Router::new().route("/uploads/{id}", post(receive_upload).layer(DefaultBodyLimit::max(limit)))
+    OpenApiRouter::new().routes(routes!(receive_upload).layer(DefaultBodyLimit::max(limit)))
 }
 
 /// A declared extension, or the error naming `field`.
@@ -78,6 +80,22 @@ async fn presign(
     Ok((image, presigned))
 }
 
+/// A presigned upload policy for an init image: send the file to `url` with `fields`.
+#[utoipa::path(
+    post,
+    path = "/init-image",
+    tag = "init images",
+    operation_id = "uploadInitImage",
+    security(("bearer" = [])),
+    request_body = crate::http::requests::InitImageRequest,
+    responses((status = 200, description = "The init image's id and its upload policy", body = wire::UploadInitImageResponse,
+               links(
+                   ("getInitImage" = (operation_id = "getInitImageById",
+                                      parameters(("id" = "$response.body#/uploadInitImage/id")))),
+                   ("deleteInitImage" = (operation_id = "deleteInitImageById",
+                                         parameters(("id" = "$response.body#/uploadInitImage/id")))),
+               )))
+)]
 async fn upload_init_image(
     State(state): State<ApiContext>,
     caller: Caller,
@@ -96,6 +114,16 @@ async fn upload_init_image(
     }))
 }
 
+/// Presigned upload policies for a canvas request's init image and mask.
+#[utoipa::path(
+    post,
+    path = "/canvas-init-image",
+    tag = "init images",
+    operation_id = "uploadCanvasInitAndMaskImage",
+    security(("bearer" = [])),
+    request_body = crate::http::requests::CanvasInitImageRequest,
+    responses((status = 200, description = "The two ids and their upload policies", body = wire::UploadCanvasInitImageResponse))
+)]
 async fn upload_canvas_init_image(
     State(state): State<ApiContext>,
     caller: Caller,
@@ -120,6 +148,16 @@ async fn upload_canvas_init_image(
     }))
 }
 
+/// An init image of the caller, or `null`.
+#[utoipa::path(
+    get,
+    path = "/init-image/{id}",
+    tag = "init images",
+    operation_id = "getInitImageById",
+    security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The init image's id")),
+    responses((status = 200, description = "The init image, or `null`", body = wire::InitImageByPk))
+)]
 async fn get_init_image(
     State(state): State<ApiContext>,
     caller: Caller,
@@ -132,6 +170,16 @@ async fn get_init_image(
     }))
 }
 
+/// Deletes an init image of the caller and its file.
+#[utoipa::path(
+    delete,
+    path = "/init-image/{id}",
+    tag = "init images",
+    operation_id = "deleteInitImageById",
+    security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The init image's id")),
+    responses((status = 200, description = "The id deleted, or `null`", body = wire::DeleteInitImageByPk))
+)]
 async fn delete_init_image(
     State(state): State<ApiContext>,
     caller: Caller,
@@ -147,17 +195,46 @@ async fn delete_init_image(
     Ok(Json(wire::DeleteInitImageByPk { delete_init_images_by_pk: Some(wire::IdOnly { id }) }))
 }
 
+/// The form of an upload: the policy's fields (any names) and the file.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // For its schema.
+struct UploadForm {
+    key: String,
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+}
+
+#[utoipa::path(
+    post,
+    path = "/uploads/{id}",
+    tag = "init images",
+    operation_id = "receiveUpload",
+    params(("id" = String, Path, description = "The init image's id, from the policy's URL")),
+    request_body(content = UploadForm, content_type = "multipart/form-data",
+                 description = "The policy's `fields`, then `file`"),
+    responses(
+        (status = 204, description = "Stored"),
+        (status = 400, description = "Not multipart, no `file`, or not a picture of the declared kind",
+         body = wire::ErrorBody),
+        (status = 403, description = "The policy does not allow it (code `upload-refused`)", body = wire::ErrorBody),
+        (status = 404, description = "This server does not receive uploads (S3)", body = wire::ErrorBody),
+    )
+)]
 /// Receives one file for one policy: every field of the policy and then the `file` part, as an S3
 /// POST upload. Answers 204 like S3; refusals in the error shape, 403 when the policy does not
 /// allow the upload (as S3 answers), 400 when the file is not the declared kind of picture.
 async fn receive_upload(
     State(state): State<ApiContext>,
     PathText(id): PathText,
-    mut multipart: Multipart,
+    multipart: Result<Multipart, MultipartRejection>,
 ) -> ApiResult<StatusCode> {
     let Uploads::Local { key: upload_key, .. } = &state.uploads else {
         return Err(ApiError::RouteNotFound);
     };
+    // Not multipart/form-data (or no boundary): answered in the error shape, not axum's text.
+    let mut multipart = multipart.map_err(|rejection| {
+        ApiError::Malformed(format!("the upload must be multipart/form-data: {}", rejection.body_text()))
+    })?;
     let refused = |why: String| ApiError::UploadRefused(why);
     let id: uuid::Uuid = id.parse().map_err(|_| refused(format!("there is no upload policy {id:?}")))?;
     let Some(image) = state.store.find_init_image(id).await? else {

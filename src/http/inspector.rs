@@ -9,14 +9,15 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, put};
-use axum::{Json, Router};
 use serde_json::Value;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{Caller, JsonBody, PathText, query_number};
@@ -35,18 +36,53 @@ const FOLLOW_POLL: Duration = Duration::from_millis(500);
 const FOLLOW_BATCH: u32 = 100;
 
 /// The owner's routes, under `/api/rest/v1`.
-pub fn router() -> Router<ApiContext> {
-    Router::new()
-        .route("/inspector/bins", get(list_bins).post(create_bin))
-        .route("/inspector/bins/{id}", get(get_bin).delete(delete_bin))
-        .route("/inspector/bins/{id}/response", put(set_response))
-        .route("/inspector/bins/{id}/requests", get(list_requests))
-        .route("/inspector/bins/{id}/stream", get(follow))
+pub fn router() -> OpenApiRouter<ApiContext> {
+    OpenApiRouter::new()
+        .routes(routes!(list_bins, create_bin))
+        .routes(routes!(get_bin, delete_bin))
+        .routes(routes!(set_response))
+        .routes(routes!(list_requests))
+        .routes(routes!(follow))
 }
 
 /// The capture URLs, at the root.
-pub fn capture_router() -> Router<ApiContext> {
-    Router::new().route("/inspect/{bin}", any(capture)).route("/inspect/{bin}/{*rest}", any(capture))
+pub fn capture_router() -> OpenApiRouter<ApiContext> {
+    OpenApiRouter::new().routes(routes!(capture_at_bin)).routes(routes!(capture_under_bin))
+}
+
+/// A request to a bin: recorded, then answered as the bin's owner configured.
+#[utoipa::path(
+    method(get, post, put, patch, delete, head, options),
+    path = "/inspect/{bin}",
+    tag = "inspector",
+    operation_id = "captureRequest",
+    params(("bin" = uuid::Uuid, Path, description = "The bin's id")),
+    responses(
+        (status = "default", description = "The bin's configured answer (status, headers, body), after its delay"),
+        (status = 404, description = "No such bin, or it expired (code `not-found`)", body = wire::ErrorBody)
+    )
+)]
+async fn capture_at_bin(state: State<ApiContext>, request: Request) -> ApiResult<Response> {
+    capture(state, request).await
+}
+
+/// A request to a path under a bin: recorded with the path, then answered as configured.
+#[utoipa::path(
+    method(get, post, put, patch, delete, head, options),
+    path = "/inspect/{bin}/{*rest}",
+    tag = "inspector",
+    operation_id = "captureRequestUnderPath",
+    params(
+        ("bin" = uuid::Uuid, Path, description = "The bin's id"),
+        ("rest" = String, Path, description = "Any path after the bin, recorded with the request")
+    ),
+    responses(
+        (status = "default", description = "The bin's configured answer (status, headers, body), after its delay"),
+        (status = 404, description = "No such bin, or it expired (code `not-found`)", body = wire::ErrorBody)
+    )
+)]
+async fn capture_under_bin(state: State<ApiContext>, request: Request) -> ApiResult<Response> {
+    capture(state, request).await
 }
 
 fn inspector(state: &ApiContext) -> ApiResult<&Arc<Inspector>> {
@@ -160,6 +196,20 @@ fn view(inspector: &Inspector, bin: &crate::store::Bin) -> wire::BinView {
     wire::BinView::new(bin, inspector.bin_url(bin.id))
 }
 
+/// Creates a bin for the caller's user, answering as the body says.
+#[utoipa::path(
+    post,
+    path = "/inspector/bins",
+    tag = "inspector",
+    operation_id = "createBin",
+    security(("bearer" = [])),
+    request_body = crate::http::requests::BinResponseRequest,
+    responses(
+        (status = 201, description = "The bin, with its URL", body = wire::BinView),
+        (status = 409, description = "The user has `inspector.max_bins_per_user` bins (code `limit-reached`)",
+         body = wire::ErrorBody)
+    )
+)]
 async fn create_bin(
     State(state): State<ApiContext>,
     caller: Caller,
@@ -176,12 +226,34 @@ async fn create_bin(
     Ok((StatusCode::CREATED, Json(view(inspector, &bin))))
 }
 
+/// The caller's user's bins.
+#[utoipa::path(
+    get,
+    path = "/inspector/bins",
+    tag = "inspector",
+    operation_id = "listBins",
+    security(("bearer" = [])),
+    responses((status = 200, description = "The bins", body = wire::BinList))
+)]
 async fn list_bins(State(state): State<ApiContext>, caller: Caller) -> ApiResult<Json<wire::BinList>> {
     let inspector = inspector(&state)?;
     let bins = state.store.list_bins(Some(caller.user.id), now_ms()).await?;
     Ok(Json(wire::BinList { bins: bins.iter().map(|bin| view(inspector, bin)).collect() }))
 }
 
+/// One of the caller's user's bins.
+#[utoipa::path(
+    get,
+    path = "/inspector/bins/{id}",
+    tag = "inspector",
+    operation_id = "getBin",
+    security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The bin's id")),
+    responses(
+        (status = 200, description = "The bin", body = wire::BinView),
+        (status = 404, description = "No such bin of the user's (code `not-found`)", body = wire::ErrorBody)
+    )
+)]
 async fn get_bin(
     State(state): State<ApiContext>,
     caller: Caller,
@@ -192,6 +264,20 @@ async fn get_bin(
     Ok(Json(view(inspector, &bin)))
 }
 
+/// Changes what a bin answers with.
+#[utoipa::path(
+    put,
+    path = "/inspector/bins/{id}/response",
+    tag = "inspector",
+    operation_id = "setBinResponse",
+    security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The bin's id")),
+    request_body = crate::http::requests::BinResponseRequest,
+    responses(
+        (status = 200, description = "The bin", body = wire::BinView),
+        (status = 404, description = "No such bin of the user's (code `not-found`)", body = wire::ErrorBody)
+    )
+)]
 async fn set_response(
     State(state): State<ApiContext>,
     caller: Caller,
@@ -209,6 +295,19 @@ async fn set_response(
     Ok(Json(view(inspector, &bin)))
 }
 
+/// Deletes a bin and what it recorded.
+#[utoipa::path(
+    delete,
+    path = "/inspector/bins/{id}",
+    tag = "inspector",
+    operation_id = "deleteBin",
+    security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The bin's id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such bin of the user's (code `not-found`)", body = wire::ErrorBody)
+    )
+)]
 async fn delete_bin(State(state): State<ApiContext>, caller: Caller, PathText(id): PathText) -> ApiResult<StatusCode> {
     inspector(&state)?;
     if state.store.delete_bin(bin_id(&id)?, Some(caller.user.id)).await? {
@@ -220,6 +319,22 @@ async fn delete_bin(State(state): State<ApiContext>, caller: Caller, PathText(id
 
 /// The bin's requests, newest first: `?limit=` (1 to 100, default 20) and `?before=SEQ` for the
 /// next page (`nextBefore` of the previous one).
+#[utoipa::path(
+    get,
+    path = "/inspector/bins/{id}/requests",
+    tag = "inspector",
+    operation_id = "listBinRequests",
+    security(("bearer" = [])),
+    params(
+        ("id" = uuid::Uuid, Path, description = "The bin's id"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "At most this many (default 20)"),
+        ("before" = Option<i64>, Query, minimum = 1, description = "Only requests older than this `seq`")
+    ),
+    responses(
+        (status = 200, description = "The requests, newest first", body = wire::CapturedRequestList),
+        (status = 404, description = "No such bin of the user's (code `not-found`)", body = wire::ErrorBody)
+    )
+)]
 async fn list_requests(
     State(state): State<ApiContext>,
     caller: Caller,
@@ -248,6 +363,23 @@ async fn list_requests(
 /// `seq` as the event id, the JSON of `GET .../requests` entries as data), oldest first, from
 /// `?after=SEQ` or `Last-Event-ID` (default: only requests captured from now on). The stream
 /// ends with a `gone` event when the bin expires or is deleted, and when the server stops.
+#[utoipa::path(
+    get,
+    path = "/inspector/bins/{id}/stream",
+    tag = "inspector",
+    operation_id = "followBin",
+    security(("bearer" = [])),
+    params(
+        ("id" = uuid::Uuid, Path, description = "The bin's id"),
+        ("after" = Option<i64>, Query, minimum = 0, description = "Send requests after this `seq` first"),
+        ("Last-Event-ID" = Option<i64>, Header, description = "As `after`, when reconnecting")
+    ),
+    responses(
+        (status = 200, description = "Server-sent events: `request` (data: a request as `listBinRequests` shows it), \
+         `gone` when the bin expires or is deleted", content_type = "text/event-stream", body = String),
+        (status = 404, description = "No such bin of the user's (code `not-found`)", body = wire::ErrorBody)
+    )
+)]
 async fn follow(
     State(state): State<ApiContext>,
     caller: Caller,

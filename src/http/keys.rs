@@ -8,9 +8,10 @@
 //! handed to a server for generations cannot mint or delete keys. A key cannot delete itself:
 //! rotate it, switch to the replacement, and delete it with that one.
 
+use axum::Json;
 use axum::extract::State;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::ApiContext;
 use super::error::{ApiError, ApiResult};
@@ -22,11 +23,8 @@ use crate::ids::ApiKeyId;
 use crate::store::ApiKey;
 use crate::wire;
 
-pub fn router() -> Router<ApiContext> {
-    Router::new()
-        .route("/keys", get(list_keys).post(create_key))
-        .route("/keys/{id}", axum::routing::delete(delete_key))
-        .route("/keys/{id}/rotate", post(rotate_key))
+pub fn router() -> OpenApiRouter<ApiContext> {
+    OpenApiRouter::new().routes(routes!(list_keys, create_key)).routes(routes!(delete_key)).routes(routes!(rotate_key))
 }
 
 /// The fields each body may have: anything else is refused by name (a typo must not be ignored).
@@ -74,6 +72,18 @@ fn optional_text(body: &Option<Body<'_>>, field: &str) -> ApiResult<Option<Strin
     Ok(body.string(field)?.map(|text| text.trim().to_string()).filter(|text| !text.is_empty()))
 }
 
+/// The caller's user's live keys, masked.
+#[utoipa::path(
+    get,
+    path = "/keys",
+    tag = "keys",
+    operation_id = "listApiKeys",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The keys, and which one is the caller's", body = wire::ApiKeyList),
+        (status = 403, description = "The key may not manage keys (code `permission-denied`)", body = wire::ErrorBody)
+    )
+)]
 async fn list_keys(State(state): State<ApiContext>, caller: Caller) -> ApiResult<Json<wire::ApiKeyList>> {
     let caller = manager(caller)?;
     let keys = state.store.list_api_keys(Some(caller.user.id)).await?;
@@ -82,6 +92,18 @@ async fn list_keys(State(state): State<ApiContext>, caller: Caller) -> ApiResult
 
 /// Creates a key for the caller's user: `name` (required), `webhookCallbackUrl`,
 /// `webhookCallbackApiKey` and `manageKeys` (false unless given).
+#[utoipa::path(
+    post,
+    path = "/keys",
+    tag = "keys",
+    operation_id = "createApiKey",
+    security(("bearer" = [])),
+    request_body = crate::http::requests::CreateKeyRequest,
+    responses(
+        (status = 200, description = "The key and its signing secret, shown this once", body = wire::CreatedApiKey),
+        (status = 403, description = "The key may not manage keys (code `permission-denied`)", body = wire::ErrorBody)
+    )
+)]
 async fn create_key(
     State(state): State<ApiContext>,
     caller: Caller,
@@ -118,6 +140,20 @@ async fn create_key(
 /// Makes the replacement of one of the caller's user's keys (see [`admin::rotate_api_key`]):
 /// `name` (default: the old key's), `newSigningSecret` (default false: keep the old secret, so the
 /// receiver needs no change). The old key stays live until it is deleted.
+#[utoipa::path(
+    post,
+    path = "/keys/{id}/rotate",
+    tag = "keys",
+    operation_id = "rotateApiKey",
+    security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The key to replace")),
+    request_body = crate::http::requests::RotateKeyRequest,
+    responses(
+        (status = 200, description = "The replacement key, shown this once", body = wire::RotatedApiKey),
+        (status = 403, description = "The key may not manage keys (code `permission-denied`)", body = wire::ErrorBody),
+        (status = 404, description = "The user has no such live key (code `not-found`)", body = wire::ErrorBody)
+    )
+)]
 async fn rotate_key(
     State(state): State<ApiContext>,
     caller: Caller,
@@ -126,12 +162,12 @@ async fn rotate_key(
 ) -> ApiResult<Json<wire::RotatedApiKey>> {
     let caller = manager(caller)?;
     let body = fields(&body, ROTATE_FIELDS)?;
-    let old = own_key(&state, &caller, &id).await?;
     let name = optional_text(&body, "name")?;
     let new_signing_secret = match &body {
         Some(body) => body.boolean("newSigningSecret")?.unwrap_or(false),
         None => false,
     };
+    let old = own_key(&state, &caller, &id).await?;
     let rotated = admin::rotate_api_key(
         &*state.store,
         &state.master_key,
@@ -153,7 +189,22 @@ async fn rotate_key(
 }
 
 /// Deletes one of the caller's user's keys other than the caller's own: it stops authenticating at
-/// once; callbacks it owes are still delivered.
+/// once on this node, and within `api.auth_cache_ttl` on the others; callbacks it owes are still
+/// delivered.
+#[utoipa::path(
+    delete,
+    path = "/keys/{id}",
+    tag = "keys",
+    operation_id = "deleteApiKey",
+    security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The key to delete")),
+    responses(
+        (status = 200, description = "Deleted", body = wire::DeletedApiKey),
+        (status = 403, description = "The key may not manage keys (code `permission-denied`)", body = wire::ErrorBody),
+        (status = 404, description = "The user has no such live key (code `not-found`)", body = wire::ErrorBody),
+        (status = 409, description = "The key is the caller's own (code `conflict`)", body = wire::ErrorBody)
+    )
+)]
 async fn delete_key(
     State(state): State<ApiContext>,
     caller: Caller,

@@ -36,6 +36,17 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: 
 }
 
 /// The metrics in OpenMetrics text; gauges of queues, backends and the database pool are read now.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "meta",
+    operation_id = "getMetrics",
+    responses(
+        (status = 200, description = "The metrics", content_type = "application/openmetrics-text", body = String),
+        (status = 401, description = "`metrics.token` is set and `Authorization: Bearer <token>` does not match",
+         body = crate::wire::ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+    )
+)]
 pub async fn scrape(State(state): State<ApiContext>, headers: HeaderMap) -> Result<Response, ApiError> {
     if let Some(token) = &state.metrics_config.token {
         let expected = format!("Bearer {}", token.expose());

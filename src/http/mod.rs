@@ -15,8 +15,10 @@ mod keys;
 mod me;
 mod metrics;
 mod models;
+pub mod openapi;
 mod pricing;
 mod prompts;
+mod requests;
 mod unsupported;
 mod variations;
 mod webhook_tools;
@@ -26,12 +28,14 @@ use std::sync::Arc;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use tokio::sync::Notify;
 use tower_http::catch_panic::CatchPanicLayer;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use error::ApiError;
+pub use unsupported::UNSUPPORTED;
 
 use crate::config::ApiConfig;
 use crate::images::ImageStore;
@@ -80,11 +84,25 @@ pub struct PeerAddr(pub std::net::SocketAddr);
 pub type ApiContext = Arc<AppState>;
 
 /// The routes; `api` is false on nodes that do not run the API role (they answer `/healthz` and
-/// `/egress-ips` only).
+/// `/egress-ips` only). `GET /openapi.json` documents exactly the routes this node serves.
 pub fn router(state: ApiContext, api: bool) -> Router {
-    let mut router = Router::new();
+    let (router, document) = routes(&state, api).split_for_parts();
+    router
+        .fallback(route_not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(Extension(openapi::Document::new(document)))
+        .layer(DefaultBodyLimit::max(state.api.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), metrics::track))
+        .layer(CatchPanicLayer::custom(answer_panic))
+        .with_state(state)
+}
+
+/// Every route with its entry in the OpenAPI document: a route is added by annotating its handler
+/// with `#[utoipa::path]` and registering it with `routes!` (never with a bare `.route`).
+fn routes(state: &ApiContext, api: bool) -> OpenApiRouter<ApiContext> {
+    let mut router = OpenApiRouter::with_openapi(openapi::base());
     if api {
-        let rest = Router::new()
+        let rest = OpenApiRouter::new()
             .merge(generations::router())
             .merge(deliveries::router())
             .merge(variations::router())
@@ -106,20 +124,26 @@ pub fn router(state: ApiContext, api: bool) -> Router {
         }
     }
     if state.metrics_config.enabled {
-        router = router.route("/metrics", get(metrics::scrape));
+        router = router.routes(routes!(metrics::scrape));
     }
     router
-        .route("/healthz", get(health))
-        .route("/readyz", get(ready))
-        .route("/egress-ips", get(egress_ips))
-        .fallback(route_not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(state.api.max_body_bytes))
-        .layer(axum::middleware::from_fn_with_state(state.metrics.clone(), metrics::track))
-        .layer(CatchPanicLayer::custom(answer_panic))
-        .with_state(state)
+        .routes(routes!(health))
+        .routes(routes!(ready))
+        .routes(routes!(egress_ips))
+        .routes(routes!(openapi::serve_document))
 }
 
+/// Liveness.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "meta",
+    operation_id = "getHealth",
+    responses(
+        (status = 200, description = "Alive (with the inference backends' state)", body = wire::Health),
+        (status = 503, description = "The database is unreachable or image storage refuses writes", body = wire::Health),
+    )
+)]
 async fn health(State(state): State<ApiContext>) -> Response {
     match state.store.ping().await {
         Ok(()) => match state.images.failure() {
@@ -149,6 +173,16 @@ async fn health(State(state): State<ApiContext>) -> Response {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "meta",
+    operation_id = "getReadiness",
+    responses(
+        (status = 200, description = "Ready: every check is `ok`", body = wire::Readiness),
+        (status = 503, description = "Not ready: the failing checks say why", body = wire::Readiness),
+    )
+)]
 /// Readiness, for load balancers and orchestrators: the database answers, image storage takes a
 /// write (a small probe file, written and removed on each call), and the render workers and the
 /// delivery engine this node runs are running. 503 names what fails. `/healthz` is liveness.
@@ -200,6 +234,13 @@ impl Drop for RunningGuard {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/egress-ips",
+    tag = "meta",
+    operation_id = "getEgressIps",
+    responses((status = 200, description = "The addresses callbacks leave from", body = wire::EgressIps))
+)]
 /// Where callbacks come from, for receivers' firewall allowlists. Public, like the list in
 /// Leonardo's guide. An empty list means callbacks leave from whatever address the machine picks.
 async fn egress_ips(State(state): State<ApiContext>) -> Json<wire::EgressIps> {

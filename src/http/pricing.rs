@@ -4,10 +4,11 @@
 //! megapixels of the result) and `UNIVERSAL_UPSCALER_ULTRA` (by the input's size and the
 //! multiplier), the last two through `Transform::api_credit_cost` / `universal_upscale_cost`.
 
+use axum::Json;
 use axum::extract::State;
-use axum::routing::post;
-use axum::{Json, Router};
 use serde_json::{Map, Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::ApiContext;
 use super::error::ApiResult;
@@ -19,7 +20,7 @@ use crate::wire;
 const SERVICE: &str = "IMAGE_GENERATION";
 const UNIVERSAL: &str = "UNIVERSAL_UPSCALER";
 const UNIVERSAL_ULTRA: &str = "UNIVERSAL_UPSCALER_ULTRA";
-const SERVICES: &[&str] = &[SERVICE, UNIVERSAL, UNIVERSAL_ULTRA];
+pub(super) const SERVICES: &[&str] = &[SERVICE, UNIVERSAL, UNIVERSAL_ULTRA];
 
 /// The pricing fields and the `createGeneration` fields they stand for.
 const FIELDS: &[(&str, &str)] = &[
@@ -38,17 +39,30 @@ const FIELDS: &[(&str, &str)] = &[
     ("isUltra", "ultra"),
 ];
 
-pub fn router() -> Router<ApiContext> {
-    Router::new().route("/pricing-calculator", post(pricing_calculator))
+pub fn router() -> OpenApiRouter<ApiContext> {
+    OpenApiRouter::new().routes(routes!(pricing_calculator))
 }
 
+#[utoipa::path(
+    post,
+    path = "/pricing-calculator",
+    tag = "pricing",
+    operation_id = "pricingCalculator",
+    security(("bearer" = [])),
+    request_body = crate::http::requests::PricingRequest,
+    responses(
+        (status = 200, description = "The cost in API credits", body = wire::PricingResponse)
+    )
+)]
 async fn pricing_calculator(
     State(state): State<ApiContext>,
     _caller: Caller,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<wire::PricingResponse>> {
     let body = body.unwrap_or(Value::Object(Map::new()));
-    let service = body.get("service").and_then(Value::as_str).unwrap_or(SERVICE);
+    let fields = Body::of(&body)?;
+    let service = fields.string("service")?.unwrap_or_else(|| SERVICE.to_string());
+    let service = service.as_str();
     if !SERVICES.contains(&service) {
         return Err(FieldError::new(
             "service",
@@ -56,7 +70,12 @@ async fn pricing_calculator(
         )
         .into());
     }
-    let params = match body.get("serviceParams").and_then(|p| p.get(service)) {
+    let service_params = match fields.get("serviceParams") {
+        None => None,
+        Some(Value::Object(params)) => params.get(service),
+        Some(_) => return Err(FieldError::new("serviceParams", "`serviceParams` must be an object").into()),
+    };
+    let params = match service_params {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(params)) => params.clone(),
         Some(_) => {

@@ -1,9 +1,10 @@
 //! `POST /prompt/random` and `POST /prompt/improve` ([`crate::prompts`]).
 
+use axum::Json;
 use axum::extract::State;
-use axum::routing::post;
-use axum::{Json, Router};
 use serde_json::{Map, Value};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::ApiContext;
 use super::error::{ApiError, ApiResult};
@@ -13,17 +14,40 @@ use crate::vocabulary::MAX_PROMPT_CHARS;
 use crate::wire;
 
 /// The longest `promptInstructions` accepted.
-const MAX_INSTRUCTION_CHARS: usize = 1000;
+pub(super) const MAX_INSTRUCTION_CHARS: usize = 1000;
 
-pub fn router() -> Router<ApiContext> {
-    Router::new().route("/prompt/random", post(random)).route("/prompt/improve", post(improve))
+pub fn router() -> OpenApiRouter<ApiContext> {
+    OpenApiRouter::new().routes(routes!(random)).routes(routes!(improve))
 }
 
+#[utoipa::path(
+    post,
+    path = "/prompt/random",
+    tag = "prompts",
+    operation_id = "promptRandom",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A random prompt", body = wire::PromptGenerationResponse),
+        (status = 502, description = "The prompt tools' model failed (code `upstream-failed`)", body = wire::ErrorBody)
+    )
+)]
 async fn random(State(state): State<ApiContext>, _caller: Caller) -> ApiResult<Json<wire::PromptGenerationResponse>> {
     let prompt = state.prompts.random(fastrand::u64(..)).await.map_err(|e| ApiError::Upstream(e.to_string()))?;
     Ok(Json(wire::PromptGenerationResponse::new(prompt)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/prompt/improve",
+    tag = "prompts",
+    operation_id = "promptImprove",
+    security(("bearer" = [])),
+    request_body = crate::http::requests::ImprovePromptRequest,
+    responses(
+        (status = 200, description = "The improved prompt", body = wire::PromptGenerationResponse),
+        (status = 502, description = "The prompt tools' model failed (code `upstream-failed`)", body = wire::ErrorBody)
+    )
+)]
 async fn improve(
     State(state): State<ApiContext>,
     _caller: Caller,

@@ -2,8 +2,12 @@
 //! authentication like every other route, 501 in the error shape with a message that names the
 //! operation, instead of a 404 or 405 that reads like a wrong server URL.
 
-use axum::Router;
 use axum::routing::{MethodFilter, on};
+use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn, PathItem, Paths};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
+use utoipa::openapi::security::SecurityRequirement;
+use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+use utoipa_axum::router::OpenApiRouter;
 
 use super::ApiContext;
 use super::error::ApiError;
@@ -45,13 +49,14 @@ pub const UNSUPPORTED: &[(&str, &str, &str, &str)] = &[
     ("GET", "/motion-variations/{id}", "getMotionVariationById", "video"),
 ];
 
-pub fn router() -> Router<ApiContext> {
-    let mut router = Router::new();
+/// Each operation is registered with its route and its entry in the OpenAPI document together.
+pub fn router() -> OpenApiRouter<ApiContext> {
+    let mut router = OpenApiRouter::new();
     for &(method, path, operation, what) in UNSUPPORTED {
-        let filter = match method {
-            "GET" => MethodFilter::GET,
-            "POST" => MethodFilter::POST,
-            "DELETE" => MethodFilter::DELETE,
+        let (filter, http_method) = match method {
+            "GET" => (MethodFilter::GET, HttpMethod::Get),
+            "POST" => (MethodFilter::POST, HttpMethod::Post),
+            "DELETE" => (MethodFilter::DELETE, HttpMethod::Delete),
             other => unreachable!("no unsupported operation uses {other}"),
         };
         let handler = move |_caller: Caller| async move {
@@ -60,7 +65,36 @@ pub fn router() -> Router<ApiContext> {
                  The operations it serves are listed in its README"
             )))
         };
-        router = router.route(path, on(filter, handler));
+        let paths = Paths::builder().path(path, PathItem::new(http_method, document(path, operation, what))).build();
+        router = router.routes((Vec::new(), paths, on(filter, handler)));
     }
     router
+}
+
+/// The document's entry for an operation Easel does not serve: it answers 501, after
+/// authentication; its path parameters are any text.
+fn document(path: &str, operation: &str, what: &str) -> utoipa::openapi::path::Operation {
+    let parameters = path.split('/').filter_map(|segment| segment.strip_prefix('{')?.strip_suffix('}')).map(|name| {
+        ParameterBuilder::new()
+            .name(name)
+            .parameter_in(ParameterIn::Path)
+            .required(utoipa::openapi::Required::True)
+            .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+            .build()
+    });
+    let error = ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build();
+    OperationBuilder::new()
+        .operation_id(Some(operation))
+        .tags(Some(["unsupported"]))
+        .summary(Some(format!("Not served: Easel does not serve {what}")))
+        .parameters(Some(parameters))
+        .security(SecurityRequirement::new(super::openapi::BEARER, Vec::<String>::new()))
+        .response(
+            "501",
+            ResponseBuilder::new()
+                .description(format!("{operation} is not supported by this server (code `not-supported`)"))
+                .content("application/json", error)
+                .build(),
+        )
+        .build()
 }

@@ -2,10 +2,11 @@
 //! job that takes one of the user's concurrency slots like a generation: the 2x upscale,
 //! background removal, unzoom and the universal upscaler; and reading a variation back.
 
+use axum::Json;
 use axum::extract::State;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde_json::{Map, Value};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::ApiContext;
 use super::error::{ApiError, ApiResult};
@@ -17,21 +18,21 @@ use crate::store::{Admission, Image, JobStatus, Transform, UniversalUpscale, Var
 use crate::wire;
 
 /// `upscalerStyle` values, as the SDKs spell them.
-const UPSCALER_STYLES: &[&str] = &["GENERAL", "CINEMATIC", "2D ART & ILLUSTRATION", "CG ART & GAME ASSETS"];
+pub(super) const UPSCALER_STYLES: &[&str] = &["GENERAL", "CINEMATIC", "2D ART & ILLUSTRATION", "CG ART & GAME ASSETS"];
 /// `ultraUpscaleStyle` values.
-const ULTRA_STYLES: &[&str] = &["ARTISTIC", "REALISTIC"];
+pub(super) const ULTRA_STYLES: &[&str] = &["ARTISTIC", "REALISTIC"];
 /// The universal upscaler's multiplier when none is given, and its range.
 const DEFAULT_MULTIPLIER: f64 = 1.5;
 const MULTIPLIERS: (f64, f64) = (1.0, 2.0);
 const MAX_PROMPT_CHARS: usize = 1500;
 
-pub fn router() -> Router<ApiContext> {
-    Router::new()
-        .route("/variations/upscale", post(create_upscale))
-        .route("/variations/nobg", post(create_nobg))
-        .route("/variations/unzoom", post(create_unzoom))
-        .route("/variations/universal-upscaler", post(create_universal_upscale))
-        .route("/variations/{id}", get(get_variation))
+pub fn router() -> OpenApiRouter<ApiContext> {
+    OpenApiRouter::new()
+        .routes(routes!(create_upscale))
+        .routes(routes!(create_nobg))
+        .routes(routes!(create_unzoom))
+        .routes(routes!(create_universal_upscale))
+        .routes(routes!(get_variation))
 }
 
 /// What a variation transforms: a generated image, or a complete variation's result.
@@ -58,6 +59,19 @@ fn id_source(body: &Value, what: &str, variations_allowed: bool) -> Result<(&'st
     Ok(("id", Source::Image(parse_id("id", &text)?)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/variations/upscale",
+    tag = "variations",
+    operation_id = "createVariationUpscale",
+    security(("bearer" = [])),
+    request_body = crate::http::requests::ImageVariationRequest,
+    responses(
+        (status = 200, description = "The job (`sdUpscaleJob`)", body = wire::VariationJobResponse),
+        (status = 429, description = "All the caller's concurrency slots are taken (code `concurrency-limit`)",
+         body = wire::ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait")))
+    )
+)]
 async fn create_upscale(
     State(state): State<ApiContext>,
     caller: Caller,
@@ -68,6 +82,19 @@ async fn create_upscale(
     create(&state, &caller, field, source, Transform::Upscale).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/variations/nobg",
+    tag = "variations",
+    operation_id = "createVariationNoBG",
+    security(("bearer" = [])),
+    request_body = crate::http::requests::VariationSourceRequest,
+    responses(
+        (status = 200, description = "The job (`sdNobgJob`)", body = wire::VariationJobResponse),
+        (status = 429, description = "All the caller's concurrency slots are taken (code `concurrency-limit`)",
+         body = wire::ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait")))
+    )
+)]
 async fn create_nobg(
     State(state): State<ApiContext>,
     caller: Caller,
@@ -78,6 +105,19 @@ async fn create_nobg(
     create(&state, &caller, field, source, Transform::NoBackground).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/variations/unzoom",
+    tag = "variations",
+    operation_id = "createVariationUnzoom",
+    security(("bearer" = [])),
+    request_body = crate::http::requests::VariationSourceRequest,
+    responses(
+        (status = 200, description = "The job (`sdUnzoomJob`)", body = wire::VariationJobResponse),
+        (status = 429, description = "All the caller's concurrency slots are taken (code `concurrency-limit`)",
+         body = wire::ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait")))
+    )
+)]
 async fn create_unzoom(
     State(state): State<ApiContext>,
     caller: Caller,
@@ -88,6 +128,19 @@ async fn create_unzoom(
     create(&state, &caller, field, source, Transform::Unzoom).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/variations/universal-upscaler",
+    tag = "variations",
+    operation_id = "createUniversalUpscalerJob",
+    security(("bearer" = [])),
+    request_body = crate::http::requests::UniversalUpscalerRequest,
+    responses(
+        (status = 200, description = "The job (`universalUpscaler`)", body = wire::VariationJobResponse),
+        (status = 429, description = "All the caller's concurrency slots are taken (code `concurrency-limit`)",
+         body = wire::ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait")))
+    )
+)]
 async fn create_universal_upscale(
     State(state): State<ApiContext>,
     caller: Caller,
@@ -252,6 +305,17 @@ async fn source_size(state: &ApiContext, image: &Image, source_key: Option<&str>
         .ok_or_else(|| ApiError::Invalid(FieldError::new("id", "the variation's picture cannot be read")))
 }
 
+#[utoipa::path(
+    get,
+    path = "/variations/{id}",
+    tag = "variations",
+    operation_id = "getVariationById",
+    security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "The variation's id")),
+    responses(
+        (status = 200, description = "A list of the variation, or empty", body = wire::VariationList)
+    )
+)]
 async fn get_variation(
     State(state): State<ApiContext>,
     caller: Caller,

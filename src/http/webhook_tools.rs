@@ -5,9 +5,10 @@
 
 use std::time::Duration;
 
+use axum::Json;
 use axum::extract::State;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::ApiContext;
 use super::error::{ApiError, ApiResult};
@@ -28,15 +29,25 @@ const POLL: Duration = Duration::from_millis(25);
 /// Beyond `webhook.timeout`, how long the caller waits for the engine to claim and record it.
 const RECORD_MARGIN: Duration = Duration::from_secs(5);
 
-pub fn router() -> Router<ApiContext> {
-    Router::new()
-        .route("/webhook", get(webhook_state))
-        .route("/webhook/enable", post(enable_webhook))
-        .route("/webhook/doctor", post(run_doctor))
-        .route("/webhook/test", post(send_test_callback))
+pub fn router() -> OpenApiRouter<ApiContext> {
+    OpenApiRouter::new()
+        .routes(routes!(webhook_state))
+        .routes(routes!(enable_webhook))
+        .routes(routes!(run_doctor))
+        .routes(routes!(send_test_callback))
 }
 
 /// The caller's key's webhook: its URL and state (`active`, `failing`, `disabled`, or `none`).
+#[utoipa::path(
+    get,
+    path = "/webhook",
+    tag = "webhook",
+    operation_id = "getWebhook",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The key's webhook and its state", body = wire::WebhookState)
+    )
+)]
 async fn webhook_state(State(state): State<ApiContext>, caller: Caller) -> ApiResult<Json<wire::WebhookState>> {
     // Read afresh: the caller's record may come from the authentication cache, and the state
     // changes as attempts are recorded.
@@ -45,6 +56,16 @@ async fn webhook_state(State(state): State<ApiContext>, caller: Caller) -> ApiRe
 }
 
 /// Re-enables the caller's key's webhook: held deliveries are sent, oldest first.
+#[utoipa::path(
+    post,
+    path = "/webhook/enable",
+    tag = "webhook",
+    operation_id = "enableWebhook",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The key's webhook, enabled", body = wire::WebhookState)
+    )
+)]
 async fn enable_webhook(State(state): State<ApiContext>, caller: Caller) -> ApiResult<Json<wire::WebhookState>> {
     state.store.enable_webhook(caller.key.id, Some(caller.user.id), now_ms()).await?;
     state.wake_delivery_engine();
@@ -80,6 +101,17 @@ fn webhook_of(state: &ApiContext, caller: &Caller) -> ApiResult<Webhook> {
 }
 
 /// Examines the caller's key's webhook, step by step (see [`doctor`]).
+#[utoipa::path(
+    post,
+    path = "/webhook/doctor",
+    tag = "webhook",
+    operation_id = "runWebhookDoctor",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Every step of the examination", body = wire::DoctorReport),
+        (status = 400, description = "The key has no webhook URL (code `validation-failed`)", body = wire::ErrorBody)
+    )
+)]
 async fn run_doctor(State(state): State<ApiContext>, caller: Caller) -> ApiResult<Json<wire::DoctorReport>> {
     let webhook = webhook_of(&state, &caller)?;
     if state.inspector.as_ref().is_some_and(|inspector| inspector.owns(&webhook.url)) {
@@ -91,6 +123,17 @@ async fn run_doctor(State(state): State<ApiContext>, caller: Caller) -> ApiResul
 
 /// Sends a test callback to the caller's key's webhook through the delivery engine and answers
 /// with its attempt once it is recorded (within `webhook.timeout` and a few seconds).
+#[utoipa::path(
+    post,
+    path = "/webhook/test",
+    tag = "webhook",
+    operation_id = "sendTestCallback",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The test callback's delivery and attempt", body = wire::TestCallback),
+        (status = 400, description = "The key has no webhook URL (code `validation-failed`)", body = wire::ErrorBody)
+    )
+)]
 async fn send_test_callback(State(state): State<ApiContext>, caller: Caller) -> ApiResult<Json<wire::TestCallback>> {
     let webhook = webhook_of(&state, &caller)?;
     let delivery = NewDelivery {

@@ -128,6 +128,11 @@ async fn uploads_outside_their_policy_are_refused_cleanly() {
     assert_eq!(upload(&missing, &fields, small.clone()).await.0, StatusCode::FORBIDDEN);
     let plain = app.client.post(&url).body("hello").send().await.unwrap();
     assert_eq!(plain.status(), StatusCode::BAD_REQUEST);
+    // In the error shape, like every answer (it was axum's plain text; found by schemathesis).
+    assert_eq!(plain.headers()["content-type"], "application/json");
+    let error: serde_json::Value = plain.json().await.unwrap();
+    assert_eq!(error["code"], "parse-failed", "{error}");
+    assert!(error["error"].as_str().unwrap().contains("must be multipart/form-data"), "{error}");
 
     // Requests for a policy are validated.
     for (body, words) in [

@@ -25,6 +25,7 @@ mod jobs;
 mod keys;
 mod memory;
 mod multinode;
+mod openapi;
 mod operations;
 mod process;
 mod prompts;
