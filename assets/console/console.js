@@ -203,6 +203,7 @@
     get: (path, key) => call("GET", path, undefined, key),
     post: (path, body) => call("POST", path, body === undefined ? {} : body),
     del: (path) => call("DELETE", path),
+    put: (path, body) => call("PUT", path, body),
   };
 
   // ---------------------------------------------------------------------------------------------
@@ -872,6 +873,439 @@
       }
 
       load().catch(showError);
+    },
+  };
+
+  // ---------------------------------------------------------------------------------------------
+  // Inspector: bins that record requests (callbacks included) and answer as configured
+  // ---------------------------------------------------------------------------------------------
+
+  /** "Name: value" lines from [name, value] pairs, and back (refusing a line without a colon). */
+  function headerLines(pairs) {
+    return (pairs || []).map(([name, value]) => `${name}: ${value}`).join("\n");
+  }
+
+  function parseHeaderLines(text) {
+    const pairs = [];
+    text.split("\n").forEach((line, index) => {
+      if (!line.trim()) return;
+      const colon = line.indexOf(":");
+      if (colon <= 0) throw new Error(`Response headers, line ${index + 1}: write one header per line as “Name: value”.`);
+      pairs.push([line.slice(0, colon).trim(), line.slice(colon + 1).trim()]);
+    });
+    return pairs;
+  }
+
+  /** The form for what a bin answers (creation, and changing it); `onSubmit(response)`. */
+  function answerForm(id, title, submitLabel, response, onSubmit, onCancel) {
+    const status = h("input", { id: `${id}-status`, type: "number", min: 100, max: 999, step: 1, value: response.status, required: true });
+    const delay = h("input", { id: `${id}-delay`, type: "number", min: 0, step: 100, value: response.delayMs });
+    const headers = h("textarea", { id: `${id}-headers`, rows: 2, spellcheck: "false", placeholder: "Retry-After: 30" });
+    headers.value = headerLines(response.headers);
+    const body = h("textarea", { id: `${id}-body`, rows: 2, spellcheck: "false", placeholder: "ok" });
+    body.value = response.body || "";
+    const error = h("p", { class: "error", role: "alert", hidden: true });
+    const submit = h("button", { type: "submit", class: "primary", id: `${id}-submit` }, submitLabel);
+    const form = h("form", { class: "card form-grid answer-form", id, novalidate: true },
+      h("h2", { class: "card-title" }, title),
+      h("div", { class: "field" }, h("label", { for: `${id}-status` }, "Answer with HTTP status"), status),
+      h("div", { class: "field" }, h("label", { for: `${id}-delay` }, "after a delay of (ms)"), delay),
+      h("div", { class: "field span-2" }, h("label", { for: `${id}-headers` }, "Response headers ", h("span", { class: "muted" }, "(one “Name: value” a line)")), headers),
+      h("div", { class: "field span-all" }, h("label", { for: `${id}-body` }, "Response body ", h("span", { class: "muted" }, "(text)")), body),
+      error,
+      h("div", { class: "field actions span-all" },
+        onCancel ? h("button", { type: "button", class: "ghost", onclick: onCancel }, "Cancel") : null, submit));
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      error.hidden = true;
+      busy(submit, async () => {
+        const code = Number(status.value);
+        if (!Number.isInteger(code) || code < 100 || code > 999) throw new Error("The status must be a whole number from 100 to 999, such as 200, 410, 429 or 500.");
+        const wait = delay.value.trim() === "" ? 0 : Number(delay.value);
+        if (!Number.isInteger(wait) || wait < 0) throw new Error("The delay is a whole number of milliseconds, 0 or more.");
+        await onSubmit({ status: code, delayMs: wait, headers: parseHeaderLines(headers.value), body: body.value });
+      }, error);
+    });
+    return form;
+  }
+
+  function answerSummary(response) {
+    const parts = [`answers ${response.status}`];
+    if (response.headers.length) parts.push(`${response.headers.length} header${response.headers.length === 1 ? "" : "s"}`);
+    parts.push(response.body ? `a ${new TextEncoder().encode(response.body).length}-byte body` : "an empty body");
+    if (response.delayMs) parts.push(`after ${response.delayMs} ms`);
+    return parts.join(" · ");
+  }
+
+  function urlField(url) {
+    return h("div", { class: "secret-row" },
+      h("input", { type: "text", readonly: true, value: url, spellcheck: "false", "aria-label": "The bin's URL", dataset: { testid: "bin-url" } }),
+      copyButton(url, "Copy URL"));
+  }
+
+  function bytes(n) {
+    if (n < 1024) return `${n} B`;
+    if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KB`;
+    return `${(n / 1024 / 1024).toFixed(1)} MB`;
+  }
+
+  /** The body as text, or null when it is not UTF-8 (binary). */
+  function bodyText(request) {
+    if (!request.bodyBase64) return "";
+    const raw = atob(request.bodyBase64);
+    const data = new Uint8Array(raw.length);
+    for (let i = 0; i < raw.length; i++) data[i] = raw.charCodeAt(i);
+    try {
+      // A body cut at the cap may end inside a character: decode what is whole.
+      return new TextDecoder("utf-8", { fatal: true }).decode(data, { stream: request.bodyTruncated });
+    } catch (_) {
+      return null;
+    }
+  }
+
+  function headerValue(request, name) {
+    const pair = (request.headers || []).find(([n]) => n.toLowerCase() === name);
+    return pair ? pair[1] : null;
+  }
+
+  function check(ok, yes, no, none, reason, testid) {
+    const state = ok === true ? "ok" : ok === false ? "fail" : "none";
+    return h("li", { class: `check check-${state}`, dataset: { testid, ok: String(ok) } },
+      h("span", { class: "check-mark", "aria-hidden": "true" }, ok === true ? "✓" : ok === false ? "✗" : "–"),
+      h("strong", {}, ok === true ? yes : ok === false ? no : none), " ",
+      h("span", { class: "muted" }, reason));
+  }
+
+  function checksView(request) {
+    const checks = request.callbackChecks;
+    if (!checks || checks.length === 0) {
+      return h("p", { class: "muted", dataset: { testid: "no-checks" } },
+        "Not a callback of one of your keys calling back this bin, so there is nothing to check it against. ",
+        "Create a key calling back this bin to see what a receiver must verify.");
+    }
+    return checks.map((c) => h("div", { class: "checks", dataset: { testid: "checks", key: c.apiKeyId } },
+      h("p", { class: "meta" }, "As a callback of your key “", c.apiKeyName, "”, a correct receiver finds:"),
+      h("ul", { class: "check-list" },
+        check(c.bearerMatched, "Bearer matched", "Bearer not matched", "No bearer to match", c.bearer, "check-bearer"),
+        check(c.signatureVerified, "Signature verified", "Signature not verified", "", c.signature, "check-signature"))));
+  }
+
+  function checkBadges(request) {
+    const checks = request.callbackChecks || [];
+    if (checks.length === 0) return [];
+    const bearer = checks.some((c) => c.bearerMatched === true) ? true : checks.every((c) => c.bearerMatched === null) ? null : false;
+    const signature = checks.some((c) => c.signatureVerified);
+    return [
+      bearer === null ? null : badge(bearer ? "bearer ✓" : "bearer ✗", bearer ? "ok" : "fail"),
+      badge(signature ? "signature ✓" : "signature ✗", signature ? "ok" : "fail"),
+    ];
+  }
+
+  function requestCard(request) {
+    const text = bodyText(request);
+    let shown = text;
+    const type = (headerValue(request, "content-type") || "").toLowerCase();
+    if (text && type.includes("json")) {
+      try { shown = JSON.stringify(JSON.parse(text), null, 2); } catch (_) { shown = text; }
+    }
+    const callback = (request.callbackChecks || []).length > 0;
+    const event = callback && text ? (() => { try { return JSON.parse(text).type; } catch (_) { return null; } })() : null;
+    return h("details", { class: "card request", dataset: { testid: "request", seq: request.seq } },
+      h("summary", {},
+        h("span", { class: "request-line" },
+          badge(request.method, "method"), " ",
+          h("span", { class: "mono break" }, request.path)),
+        h("span", { class: "request-facts" },
+          callback ? badge(event || "callback", "manage") : null, checkBadges(request),
+          h("span", { class: "meta" }, `${bytes(request.bodySize)} · ${request.source} · `,
+            h("time", { datetime: request.receivedAt, title: when(request.receivedAt) }, when(request.receivedAt))))),
+      h("div", { class: "request-body" },
+        h("h3", {}, "Callback checks"), checksView(request),
+        h("h3", {}, "Headers"),
+        h("table", { class: "headers" }, h("tbody", {}, (request.headers || []).map(([name, value]) =>
+          h("tr", {}, h("th", { class: "mono" }, name), h("td", { class: "mono break" }, value))))),
+        h("h3", {}, "Body ", h("span", { class: "muted" }, `(${request.bodySize} bytes${request.bodyTruncated ? `; only the first ${bytes(atob(request.bodyBase64).length)} were kept` : ""})`)),
+        request.bodySize === 0 ? h("p", { class: "muted" }, "Empty.")
+          : text === null ? h("p", { class: "muted", dataset: { testid: "binary" } },
+            `A binary body (not UTF-8 text), so it is not shown. Its exact bytes are in bodyBase64 of GET ${API}/inspector/bins/…/requests.`)
+          : h("pre", { class: "excerpt body" }, shown),
+        h("p", { class: "meta" }, `Request #${request.seq}, received ${when(request.receivedAt)} from ${request.source}.`)));
+  }
+
+  /**
+   * Follows a bin's server-sent events with fetch() and a stream reader: EventSource cannot send
+   * the `Authorization` header the stream needs, and the key must not go in a URL. Reconnects
+   * after a break, from the last request seen. Stops when the page is left.
+   */
+  function followBin(binId, after, on) {
+    const controller = new AbortController();
+    let stopped = false;
+    let last = after;
+    cleanup.push(() => { stopped = true; controller.abort(); });
+    const pause = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+    (async () => {
+      while (!stopped) {
+        try {
+          on.state("connecting", "Connecting…");
+          const response = await fetch(`${API}/inspector/bins/${binId}/stream?after=${last}`, {
+            headers: { Authorization: `Bearer ${session.key}`, Accept: "text/event-stream" },
+            cache: "no-store", credentials: "omit", referrerPolicy: "no-referrer", signal: controller.signal,
+          });
+          if (!response.ok) {
+            let message = `The server answered ${response.status}.`;
+            try { message = (await response.json()).error || message; } catch (_) { /* not JSON */ }
+            if (response.status === 404) { on.gone(message); return; }
+            if (response.status === 401) { signOut("Your API key was refused (it may have been deleted). Sign in again with a valid key."); return; }
+            throw new Error(message);
+          }
+          on.state("live", "Live: new requests appear here as they arrive.");
+          const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+          let buffer = "";
+          for (;;) {
+            const { value, done } = await reader.read();
+            if (done) break;
+            buffer = (buffer + value).replace(/\r\n/g, "\n");
+            let end;
+            while ((end = buffer.indexOf("\n\n")) >= 0) {
+              const block = buffer.slice(0, end);
+              buffer = buffer.slice(end + 2);
+              let name = "message";
+              const data = [];
+              for (const line of block.split("\n")) {
+                if (line.startsWith("event:")) name = line.slice(6).trim();
+                else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+              }
+              if (name === "request") {
+                const request = JSON.parse(data.join("\n"));
+                last = Math.max(last, request.seq);
+                on.request(request);
+              } else if (name === "gone") {
+                on.gone(data.join("\n"));
+                return;
+              }
+            }
+          }
+          if (!stopped) on.state("retrying", "The live connection closed; reconnecting…");
+        } catch (error) {
+          if (stopped) return;
+          on.state("retrying", `The live connection broke (${describe(error)}); reconnecting…`);
+        }
+        await pause(2000);
+      }
+    })();
+  }
+
+  pages.inspector = {
+    title: "Inspector",
+    render(main, query) {
+      const binId = query.get("bin");
+      if (binId) this.renderBin(main, binId);
+      else this.renderList(main);
+    },
+
+    renderList(main) {
+      const list = h("div", { class: "bin-list", id: "bin-list" });
+      const create = answerForm("bin-form", "Create a bin", "Create bin", { status: 200, headers: [], body: "", delayMs: 0 }, async (response) => {
+        const bin = await api.post("/inspector/bins", response);
+        toast("Bin created: send requests to its URL, or point a key's webhook at it.");
+        location.hash = `#/inspector?bin=${bin.id}`;
+      });
+      main.append(
+        h("div", { class: "page-head" }, h("h1", {}, "Inspector"),
+          h("p", { class: "muted" }, "A bin is a URL on this server that records every request sent to it and answers as you configure. Point a key's webhook at one to see your callbacks exactly as a receiver gets them, and whether the bearer and signature check out.")),
+        create, h("h2", { class: "section-title" }, "Your bins"), list);
+
+      function binRow(bin) {
+        const remove = h("button", { type: "button", class: "small danger", dataset: { testid: "delete-bin" } }, "Delete");
+        remove.addEventListener("click", () => {
+          if (!confirm("Delete this bin and the requests it recorded? Its URL then answers 404.")) return;
+          busy(remove, async () => {
+            await api.del(`/inspector/bins/${bin.id}`);
+            toast("Bin deleted.");
+            await load();
+          });
+        });
+        return h("article", { class: "card bin", dataset: { id: bin.id, testid: "bin" } },
+          urlField(bin.url),
+          h("p", { class: "meta" }, `${bin.requestCount} request${bin.requestCount === 1 ? "" : "s"} · ${answerSummary(bin.response)} · expires ${when(bin.expiresAt)}`),
+          h("div", { class: "row-actions" },
+            h("a", { href: `#/inspector?bin=${bin.id}`, class: "small-link", dataset: { testid: "open-bin" } }, "Requests and settings →"),
+            remove));
+      }
+
+      async function load() {
+        const bins = (await api.get("/inspector/bins")).bins || [];
+        clear(list);
+        if (bins.length === 0) {
+          list.append(emptyState("No bins yet",
+            "Create one with the form above. Then send it a request (curl -X POST its URL), or create a key calling it back and generate with that key."));
+        }
+        for (const bin of bins) list.append(binRow(bin));
+      }
+
+      list.append(h("p", { class: "muted" }, "Loading your bins…"));
+      load().catch((error) => {
+        clear(list);
+        if (error instanceof ApiError && error.status === 404 && error.code === "not-found") {
+          list.append(emptyState("The inspector is off on this server", "The operator turns it on in the [inspector] settings."));
+        } else showError(error);
+      });
+    },
+
+    renderBin(main, binId) {
+      const head = h("div", { id: "bin-head" });
+      const panel = h("div", { id: "bin-panel" });
+      const followState = h("p", { class: "follow-state", id: "follow-state", dataset: { state: "connecting" } }, "Connecting…");
+      const list = h("div", { class: "request-list", id: "request-list" });
+      const more = h("button", { type: "button", id: "requests-more", hidden: true }, "Show older requests");
+      const seen = new Map();
+      let count = 0;
+      let nextBefore = null;
+      let bin = null;
+      let canManageKeys = null;
+      main.append(
+        h("p", {}, h("a", { href: "#/inspector" }, "← All bins")),
+        h("div", { class: "page-head" }, h("h1", {}, "Inspector bin"),
+          h("p", { class: "muted" }, "Every request sent to this bin's URL, newest first. Open one for its headers, body and callback checks.")),
+        head, panel,
+        h("div", { class: "section-title split-line" }, h("h2", {}, "Requests"), followState),
+        list, h("div", { class: "more" }, more));
+
+      function showHead() {
+        const change = h("button", { type: "button", class: "small", id: "bin-change" }, "Change the answer");
+        const hook = h("button", { type: "button", class: "small", id: "bin-key" }, "Create a key calling back this bin");
+        const remove = h("button", { type: "button", class: "small danger", id: "bin-delete" }, "Delete bin");
+        if (canManageKeys === false) {
+          hook.disabled = true;
+          hook.title = "Only a key with the manageKeys permission creates keys";
+        }
+        clear(head).append(h("section", { class: "card", dataset: { testid: "bin", id: bin.id } },
+          urlField(bin.url),
+          h("p", { class: "meta", id: "bin-facts" }, `${count} request${count === 1 ? "" : "s"} · ${answerSummary(bin.response)} · created ${when(bin.createdAt)} · expires ${when(bin.expiresAt)}`),
+          h("p", { class: "meta" }, "Any method and any path under this URL lands here: ", h("code", {}, `curl -X POST ${bin.url}/hook -d 'hello'`)),
+          canManageKeys === false ? h("p", { class: "meta" }, "To create a key calling back this bin, sign in with a key that may manage keys.") : null,
+          h("div", { class: "row-actions" }, change, hook, remove)));
+        change.addEventListener("click", () => {
+          clear(panel).append(answerForm("bin-answer", "What this bin answers", "Save the answer", bin.response, async (response) => {
+            bin = await api.put(`/inspector/bins/${bin.id}/response`, response);
+            clear(panel);
+            showHead();
+            toast("Saved: the bin answers this way from the next request on.");
+          }, () => clear(panel)));
+        });
+        hook.addEventListener("click", () => keyForm());
+        remove.addEventListener("click", () => {
+          if (!confirm("Delete this bin and the requests it recorded? Its URL then answers 404.")) return;
+          busy(remove, async () => {
+            await api.del(`/inspector/bins/${bin.id}`);
+            toast("Bin deleted.");
+            location.hash = "#/inspector";
+          });
+        });
+      }
+
+      function keyForm() {
+        const random = crypto.getRandomValues(new Uint8Array(12));
+        const name = h("input", { id: "bin-key-name", type: "text", maxlength: 100, value: `Calls back bin ${bin.id.slice(0, 8)}` });
+        const hookKey = h("input", { id: "bin-key-hook-key", type: "text", spellcheck: "false", value: [...random].map((b) => b.toString(16).padStart(2, "0")).join("") });
+        const error = h("p", { class: "error", role: "alert", hidden: true });
+        const submit = h("button", { type: "submit", class: "primary", id: "bin-key-create" }, "Create the key");
+        const form = h("form", { class: "card form-grid", id: "bin-key-form", novalidate: true },
+          h("h2", { class: "card-title" }, "A key calling back this bin"),
+          h("p", { class: "span-all muted" }, "Generations made with this key call back this bin. Easel hands such callbacks to the bin directly, signed like any other, so you can watch them arrive below."),
+          h("div", { class: "field span-2" }, h("label", { for: "bin-key-name" }, "Key name"), name),
+          h("div", { class: "field span-2" }, h("label", { for: "bin-key-hook-key" }, "Webhook callback API key ", h("span", { class: "muted" }, "(sent as Bearer; the bin checks it)")), hookKey),
+          error,
+          h("div", { class: "field actions span-all" }, h("button", { type: "button", class: "ghost", onclick: () => clear(panel) }, "Cancel"), submit));
+        clear(panel).append(form);
+        form.addEventListener("submit", (event) => {
+          event.preventDefault();
+          error.hidden = true;
+          busy(submit, async () => {
+            if (!name.value.trim()) throw new Error("Give the key a name, so you can tell it apart later.");
+            const body = { name: name.value.trim(), webhookCallbackUrl: bin.url };
+            if (hookKey.value.trim()) body.webhookCallbackApiKey = hookKey.value.trim();
+            const created = await api.post("/keys", body);
+            clear(panel).append(h("section", { class: "card reveal", dataset: { testid: "new-key" } },
+              h("h2", { class: "card-title" }, `Key “${created.name}” created`),
+              h("p", { class: "warning" }, "Copy the key and the signing secret now: they are shown only this once."),
+              secretField("API key", created.key, "new-key-value"),
+              secretField("Signing secret (verifies the webhook-signature of callbacks)", created.signingSecret, "new-key-secret"),
+              h("p", { class: "meta" }, "Generate with this key (from your client, or sign in with it): each callback appears below with its checks."),
+              h("button", { type: "button", class: "ghost small", onclick: () => clear(panel) }, "I have copied them")));
+          }, error);
+        });
+      }
+
+      function facts() {
+        const el = $("#bin-facts");
+        if (el && bin) el.textContent = `${count} request${count === 1 ? "" : "s"} · ${answerSummary(bin.response)} · created ${when(bin.createdAt)} · expires ${when(bin.expiresAt)}`;
+      }
+
+      function showEmpty() {
+        if (seen.size === 0 && !list.querySelector(".empty")) {
+          list.append(emptyState("No requests yet",
+            "Send a request to the URL above (any method, any path below it), or generate with a key calling back this bin. It appears here as it arrives, without reloading."));
+        }
+      }
+
+      function add(request, newest) {
+        if (seen.has(request.seq)) return;
+        const empty = list.querySelector(".empty");
+        if (empty) empty.remove();
+        const card = requestCard(request);
+        seen.set(request.seq, card);
+        if (newest) {
+          list.prepend(card);
+          card.classList.add("fresh");
+        } else list.append(card);
+      }
+
+      async function older() {
+        const answer = await api.get(`/inspector/bins/${binId}/requests?limit=20${nextBefore ? `&before=${nextBefore}` : ""}`);
+        for (const request of answer.requests || []) add(request, false);
+        nextBefore = answer.nextBefore;
+        more.hidden = !nextBefore;
+        return answer.requests || [];
+      }
+      more.addEventListener("click", () => busy(more, older));
+
+      function gone(message) {
+        followState.dataset.state = "gone";
+        followState.textContent = `This bin is gone: ${message}. Create a new one on the inspector page.`;
+      }
+
+      list.append(h("p", { class: "muted" }, "Loading the requests…"));
+      (async () => {
+        try {
+          bin = await api.get(`/inspector/bins/${binId}`);
+        } catch (error) {
+          clear(list);
+          if (error instanceof ApiError && error.status === 404) {
+            clear(head).append(emptyState("No such bin", "It expired, was deleted, or is not yours. Bins are listed on the inspector page.",
+              "Create a new one there."));
+            followState.remove();
+            return;
+          }
+          throw error;
+        }
+        count = bin.requestCount;
+        showHead();
+        api.get("/keys").then(() => { canManageKeys = true; }).catch(() => { canManageKeys = false; showHead(); });
+        clear(list);
+        const first = await older();
+        showEmpty();
+        // From the newest request listed on: nothing captured in between is missed.
+        followBin(binId, first.length ? first[0].seq : 0, {
+          state(name, text) { followState.dataset.state = name; followState.textContent = text; },
+          request(request) {
+            if (!seen.has(request.seq)) count += 1;
+            add(request, true);
+            facts();
+          },
+          gone,
+        });
+      })().catch(showError);
     },
   };
 

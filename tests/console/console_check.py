@@ -4,12 +4,15 @@ Run by tests/it/console.rs against a live Easel with an HTTPS webhook receiver t
 callback and accepts the rest. Walks what a person would do and asserts what the page shows:
 sign in, start a generation and watch its images appear, create a key with a webhook, sign in with
 it, see its delivery fail and its attempts, redeliver, send a test callback, run the doctor, rotate
-the key, sign out; another user's objects never appear. Screenshots of each page (desktop and a
+the key; on the inspector page create a bin with a configured answer, see requests sent to it
+from outside appear live, change its answer, create a key calling it back and see that key's
+generation callback arrive live with the bearer matched and the signature verified; sign out;
+another user's objects never appear. Screenshots of each page (desktop and a
 phone) go to SCREENSHOT_DIR.
 
 Environment: EASEL_URL, ADMIN_KEY (a key that manages keys), RECEIVER_URL, WEBHOOK_KEY,
-OTHER_PROMPT and OTHER_KEY_NAME (another user's generation prompt and key name, which must never
-show), CHROMIUM (the browser's path), SCREENSHOT_DIR. Prints one JSON line, `RESULT {...}`, with
+OTHER_PROMPT, OTHER_KEY_NAME and OTHER_BIN_URL (another user's generation prompt, key name and
+inspector bin, which must never show), CHROMIUM (the browser's path), SCREENSHOT_DIR. Prints one JSON line, `RESULT {...}`, with
 the keys and secrets it read off the page, for the Rust side to check against the server.
 """
 
@@ -29,6 +32,7 @@ RECEIVER_URL = os.environ["RECEIVER_URL"]
 WEBHOOK_KEY = os.environ["WEBHOOK_KEY"]
 OTHER_PROMPT = os.environ["OTHER_PROMPT"]
 OTHER_KEY_NAME = os.environ["OTHER_KEY_NAME"]
+OTHER_BIN_URL = os.environ["OTHER_BIN_URL"]
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 SHOTS = os.environ["SCREENSHOT_DIR"]
 TIMEOUT = 30_000
@@ -93,6 +97,28 @@ def assert_no_other_user(page):
     text = page.locator("body").inner_text()
     assert OTHER_PROMPT not in text, f"another user's generation shows: {OTHER_PROMPT!r}"
     assert OTHER_KEY_NAME not in text, f"another user's key shows: {OTHER_KEY_NAME!r}"
+    assert OTHER_BIN_URL.rsplit("/", 1)[1] not in page.content(), f"another user's bin shows: {OTHER_BIN_URL}"
+
+
+def send(url, method="POST", body=None, headers=None):
+    """A request from outside the browser, as curl would send it: (status, headers, body)."""
+    request = urllib.request.Request(url, data=body, method=method)
+    for name, value in (headers or {}).items():
+        request.add_header(name, value)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.headers, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers, error.read()
+
+
+def open_request(page, text):
+    """The one recorded request whose card contains `text`, expanded."""
+    card = page.locator('[data-testid="request"]').filter(has_text=text)
+    expect(card).to_have_count(1)
+    if card.get_attribute("open") is None:
+        card.locator("summary").click()
+    return card
 
 
 def generate(page, prompt, count):
@@ -298,12 +324,127 @@ def main():
         assert_no_other_user(page)
         shot(page, "15-generations-gallery")
 
+        step("inspector: no bins yet says what to do; a bin with a configured answer")
+        go(page, "inspector")
+        expect(page.locator("#bin-list [data-testid=empty]")).to_contain_text("No bins yet")
+        assert_no_other_user(page)
+        page.fill("#bin-form-status", "1000")
+        page.click("#bin-form-submit")
+        expect(page.locator("#bin-form .error")).to_contain_text("status must be a whole number from 100 to 999")
+        page.fill("#bin-form-status", "202")
+        page.fill("#bin-form-headers", "X-Inspected: yes")
+        page.fill("#bin-form-body", "seen by the inspector")
+        page.fill("#bin-form-delay", "0")
+        page.click("#bin-form-submit")
+        expect(page).to_have_url(re.compile(r"#/inspector\?bin=[0-9a-f-]{36}$"))
+        bin_url = page.locator("#bin-head [data-testid=bin-url]").input_value()
+        bin_id = bin_url.rsplit("/", 1)[1]
+        assert bin_url == f"{URL}/inspect/{bin_id}", bin_url
+        expect(page.locator("#bin-facts")).to_contain_text("answers 202")
+        expect(page.locator("#request-list [data-testid=empty]")).to_contain_text("No requests yet")
+        expect(page.locator("#follow-state")).to_have_attribute("data-state", "live")
+        # Everything from here on must arrive without a reload: this mark would be lost by one.
+        page.evaluate("() => { window.__sameDocument = true; }")
+        shot(page, "16-inspector-bin-empty")
+
+        step("a request sent from outside (like curl) appears live, answered as configured")
+        status, headers, body = send(f"{bin_url}/from-outside?x=1", body=b'{"hello": "inspector"}',
+                                     headers={"Content-Type": "application/json", "X-Test": "yes"})
+        assert (status, body, headers["X-Inspected"]) == (202, b"seen by the inspector", "yes"), (status, body)
+        card = open_request(page, "/from-outside?x=1")
+        expect(card).to_contain_text("POST")
+        expect(card).to_contain_text('"hello": "inspector"')
+        expect(card.locator("table.headers")).to_contain_text("x-test")
+        expect(card).to_contain_text("22 bytes")
+        expect(card).to_contain_text("127.0.0.1:")
+        expect(card.locator('[data-testid="no-checks"]')).to_be_visible()
+        send(f"{bin_url}/binary", method="PUT", body=bytes([0xFF, 0xFE, 0x00, 0x01, 0x80]))
+        binary = open_request(page, "/binary")
+        expect(binary.locator('[data-testid="binary"]')).to_contain_text("binary body")
+        expect(binary).to_contain_text("5 bytes")
+
+        step("a request with fetch() from a page appears too, newest first")
+        status = page.evaluate("url => fetch(url + '/from-fetch', {method: 'DELETE'}).then(r => r.status)", bin_url)
+        assert status == 202, status
+        open_request(page, "/from-fetch")
+        expect(page.locator('[data-testid="request"]').first).to_contain_text("/from-fetch")
+        expect(page.locator("#bin-facts")).to_contain_text("3 requests")
+
+        step("change the bin's answer: the next request gets it")
+        page.click("#bin-change")
+        expect(page.locator("#bin-answer-status")).to_have_value("202")
+        expect(page.locator("#bin-answer-headers")).to_have_value("X-Inspected: yes")
+        page.fill("#bin-answer-status", "200")
+        page.fill("#bin-answer-headers", "")
+        page.fill("#bin-answer-body", "changed")
+        page.click("#bin-answer-submit")
+        expect(page.locator("#bin-facts")).to_contain_text("answers 200")
+        status, _, body = send(f"{bin_url}/after-change", method="GET")
+        assert (status, body) == (200, b"changed"), (status, body)
+        open_request(page, "/after-change")
+
+        step("create a key calling back this bin; its generation's callback arrives live, checked")
+        page.click("#bin-key")
+        hook_key = page.locator("#bin-key-hook-key").input_value()
+        assert len(hook_key) >= 16, hook_key
+        page.click("#bin-key-create")
+        expect(page.locator('[data-testid="new-key"]')).to_be_visible()
+        bin_key = page.locator('[data-testid="new-key-value"]').input_value()
+        assert page.locator('[data-testid="new-key-secret"]').input_value().startswith("whsec_")
+        page.click("text=I have copied them")
+        status, job = rest("POST", "/generations", bin_key,
+                           {"prompt": "Watched by the inspector", "width": 256, "height": 256, "num_images": 1})
+        assert status == 200, job
+        bin_generation = job["sdGenerationJob"]["generationId"]
+        callback = page.locator('[data-testid="request"]').filter(has_text=bin_generation)
+        expect(callback).to_have_count(1, timeout=60_000)
+        callback = open_request(page, bin_generation)
+        expect(callback).to_contain_text("in-process")
+        expect(callback.locator('[data-testid="check-bearer"]')).to_have_attribute("data-ok", "true")
+        expect(callback.locator('[data-testid="check-bearer"]')).to_contain_text("Bearer matched")
+        expect(callback.locator('[data-testid="check-signature"]')).to_have_attribute("data-ok", "true")
+        expect(callback.locator('[data-testid="check-signature"]')).to_contain_text("Signature verified")
+        assert hook_key not in page.locator("#request-list").inner_text(), "the webhook key is shown masked"
+        assert page.evaluate("() => window.__sameDocument === true"), "the page was reloaded"
+        expect(page.locator("#toast")).to_be_hidden()  # the "Saved" note goes by itself
+        shot(page, "17-inspector-callback")
+        result["bin_id"] = bin_id
+        result["bin_generation_id"] = bin_generation
+        result["bin_key"] = bin_key
+
+        step("a forged callback to the same bin shows both checks failing, in words")
+        send(bin_url, body=b"{}", headers={"Authorization": "Bearer guessed", "webhook-id": "msg_forged",
+                                          "webhook-timestamp": str(int(time.time())), "webhook-signature": "v1,Zm9yZ2Vk"})
+        forged = open_request(page, "msg_forged")
+        expect(forged.locator('[data-testid="check-bearer"]')).to_have_attribute("data-ok", "false")
+        expect(forged.locator('[data-testid="check-signature"]')).to_have_attribute("data-ok", "false")
+        expect(forged.locator('[data-testid="check-signature"]')).to_contain_text("no v1 signature matches")
+
+        step("the bins list: URL, count, expiry; another user's bin is missing; delete a bin")
+        status, spare_bin = rest("POST", "/inspector/bins", rotated_key, {})
+        assert status == 201, spare_bin
+        go(page, "inspector")
+        rows = page.locator('[data-testid="bin"]')
+        expect(rows).to_have_count(2)
+        row = page.locator(f'[data-testid="bin"][data-id="{bin_id}"]')
+        expect(row.locator("[data-testid=bin-url]")).to_have_value(bin_url)
+        expect(row).to_contain_text("6 requests")
+        expect(row).to_contain_text("expires")
+        assert_no_other_user(page)
+        shot(page, "18-inspector-bins")
+        page.locator(f'[data-testid="bin"][data-id="{spare_bin["id"]}"] [data-testid="delete-bin"]').click()
+        expect(page.locator("#toast")).to_contain_text("Bin deleted")
+        expect(rows).to_have_count(1)
+        assert rest("GET", f"/inspector/bins/{spare_bin['id']}", rotated_key)[0] == 404
+        page.goto(f"{URL}/console#/inspector?bin={OTHER_BIN_URL.rsplit('/', 1)[1]}")
+        expect(page.locator("#bin-head [data-testid=empty]")).to_contain_text("No such bin")
+
         step("a phone: every page fits the screen")
         phone = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True, has_touch=True)
         mobile = phone.new_page()
         watch(mobile)
         sign_in(mobile, rotated_key)
-        for route in ["generations", "deliveries", "keys", "webhook"]:
+        for route in ["generations", "deliveries", "keys", "webhook", "inspector"]:
             go(mobile, route)
             mobile.wait_for_load_state("networkidle")
             expect(mobile.locator("#main h1")).to_be_visible()
@@ -313,9 +454,17 @@ def main():
                 expect(mobile.locator('[data-testid="delivery"]').first).to_be_visible()
             if route == "keys":
                 expect(mobile.locator('[data-testid="key"]').first).to_be_visible()
+            if route == "inspector":
+                expect(mobile.locator('[data-testid="bin"]').first).to_be_visible()
             overflow = mobile.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
             assert overflow <= 0, f"{route}: the page is {overflow} px wider than the phone"
             shot(mobile, f"13-phone-{route}")
+        mobile.goto(f"{URL}/console#/inspector?bin={result['bin_id']}")
+        expect(mobile.locator("#follow-state")).to_have_attribute("data-state", "live")
+        open_request(mobile, result["bin_generation_id"])
+        overflow = mobile.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, f"a bin's requests: the page is {overflow} px wider than the phone"
+        shot(mobile, "13-phone-inspector-bin")
         phone.close()
 
         step("delete a key from its row (after confirming)")

@@ -139,6 +139,9 @@ async fn the_console_works_in_a_real_browser() {
     .unwrap();
     let other_generation = app.create_generation(&other.user, &small_generation("mallory's secret painting")).await;
     app.settled_delivery(&other.user, &other_generation).await;
+    let other_bin = app.post(&other.user, "/inspector/bins", &serde_json::json!({})).await;
+    assert_eq!(other_bin.status, StatusCode::CREATED, "{}", other_bin.text);
+    let other_bin_url = other_bin.body["url"].as_str().unwrap().to_string();
 
     let shots = screenshot_dir();
     let _ = std::fs::remove_dir_all(&shots);
@@ -151,6 +154,7 @@ async fn the_console_works_in_a_real_browser() {
         .env("WEBHOOK_KEY", "console-hook-key")
         .env("OTHER_PROMPT", "mallory's secret painting")
         .env("OTHER_KEY_NAME", "mallory's hidden key")
+        .env("OTHER_BIN_URL", &other_bin_url)
         .env("CHROMIUM", &browser)
         .env("SCREENSHOT_DIR", &shots);
     let output = tokio::time::timeout(Duration::from_secs(300), tokio::task::spawn_blocking(move || command.output()))
@@ -196,14 +200,45 @@ async fn the_console_works_in_a_real_browser() {
     assert_eq!(delivered.header("authorization"), Some("Bearer console-hook-key"));
     crate::webhooks::verify_signature(&delivered, signing_secret);
 
+    // The inspector: the key the page made calls back the bin it made, and what the page showed
+    // as checked is what the server recorded.
+    let bin_id = result["bin_id"].as_str().unwrap();
+    let bin_generation = result["bin_generation_id"].as_str().unwrap();
+    let bin_key = TestUser { id: app.admin.id, key: result["bin_key"].as_str().unwrap().into() };
+    let delivery = app.settled_delivery(&bin_key, bin_generation).await;
+    assert_eq!(delivery["status"], "succeeded", "{delivery:#}");
+    assert_eq!(delivery["url"], format!("{}/inspect/{bin_id}", app.easel.public_url).as_str());
+    let requests = app.get(&rotated, &format!("/inspector/bins/{bin_id}/requests?limit=100")).await;
+    assert_eq!(requests.status, StatusCode::OK, "{}", requests.text);
+    let requests = requests.body["requests"].as_array().unwrap().clone();
+    assert_eq!(requests.len(), 6, "{requests:#?}");
+    let callback = requests
+        .iter()
+        .find(|r| r["body"].as_str().unwrap_or("").contains(bin_generation))
+        .expect("the generation's callback is in the bin");
+    assert_eq!(callback["callbackChecks"][0]["bearerMatched"], true, "{callback:#}");
+    assert_eq!(callback["callbackChecks"][0]["signatureVerified"], true, "{callback:#}");
+    // Another user's bin is untouched and still theirs alone.
+    let other_bin_id = other_bin.body["id"].as_str().unwrap();
+    assert_eq!(app.get(&rotated, &format!("/inspector/bins/{other_bin_id}")).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(app.get(&other.user, &format!("/inspector/bins/{other_bin_id}")).await.status, StatusCode::OK);
+
     // The other user's objects are untouched.
     assert_eq!(app.get(&TestUser { id: other.user.id, key: other_key.key }, "/me").await.status, StatusCode::OK);
     let reply = app.get(&other.user, &format!("/generations/{other_generation}")).await;
     assert_eq!(reply.body["generations_by_pk"]["id"], other_generation.as_str());
 
-    for name in
-        ["02-generations-empty", "04-generations", "06-keys-created", "08-delivery-redelivered", "13-phone-keys"]
-    {
+    for name in [
+        "02-generations-empty",
+        "04-generations",
+        "06-keys-created",
+        "08-delivery-redelivered",
+        "13-phone-keys",
+        "16-inspector-bin-empty",
+        "17-inspector-callback",
+        "18-inspector-bins",
+        "13-phone-inspector-bin",
+    ] {
         let path = shots.join(format!("{name}.png"));
         let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert!(bytes.starts_with(b"\x89PNG") && bytes.len() > 10_000, "{} is a real screenshot", path.display());

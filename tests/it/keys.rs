@@ -301,3 +301,59 @@ async fn a_key_deleted_elsewhere_stops_working_within_the_auth_cache_ttl() {
     assert!(app.easel.store.delete_api_key(keys[0].id, easel::clock::now_ms()).await.unwrap());
     assert_eq!(app.get(&other, "/me").await.status, StatusCode::UNAUTHORIZED);
 }
+
+/// The console's "create a key calling back this bin": `POST /keys` with a webhook URL of one of
+/// this server's own bins is accepted although the test server's `public_url` is plain http on
+/// loopback (the delivery is handed to the bin in-process), and its callbacks arrive in the bin,
+/// bearer matched and signature verified. Every other plain-http URL, on this server or not, is
+/// still refused, naming the field.
+#[tokio::test]
+async fn a_key_created_over_rest_may_call_back_a_bin_of_this_server_and_nothing_else_plain_http() {
+    let app = spawn_app().await;
+    let bin = app.post(&app.admin, "/inspector/bins", &json!({})).await;
+    assert_eq!(bin.status, StatusCode::CREATED, "{}", bin.text);
+    let (id, url) = (bin.body["id"].as_str().unwrap(), bin.body["url"].as_str().unwrap());
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+
+    for other in [
+        format!("{}/api/rest/v1/me", app.origin),
+        format!("{}/inspect/not-a-bin", app.origin),
+        format!("http://hooks.example.com/inspect/{id}"),
+    ] {
+        let reply = app.post(&app.admin, "/keys", &json!({"name": "not a bin", "webhookCallbackUrl": other})).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{other} must be refused: {}", reply.text);
+        assert!(reply.body["error"].as_str().unwrap().contains("webhookCallbackUrl"), "{}", reply.text);
+    }
+
+    let hook_url = format!("{url}/callbacks");
+    let reply = app
+        .post(
+            &app.admin,
+            "/keys",
+            &json!({"name": "watching my callbacks", "webhookCallbackUrl": hook_url, "webhookCallbackApiKey": "bin-hook-key"}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(reply.body["webhookCallbackUrl"], hook_url.as_str());
+    let key_id = reply.body["id"].clone();
+    let hooked = TestUser { id: app.admin.id, key: reply.body["key"].as_str().unwrap().to_string() };
+
+    let generation = app.create_generation(&hooked, &small_generation("a bin watching its callbacks")).await;
+    let delivery = app.settled_delivery(&hooked, &generation).await;
+    assert_eq!(delivery["status"], "succeeded", "{delivery:#}");
+    assert_eq!(delivery["url"], hook_url.as_str());
+
+    let requests = app.get(&app.admin, &format!("/inspector/bins/{id}/requests")).await;
+    assert_eq!(requests.status, StatusCode::OK, "{}", requests.text);
+    let requests = requests.body["requests"].as_array().unwrap().clone();
+    assert_eq!(requests.len(), 1, "{requests:#?}");
+    let callback = &requests[0];
+    assert_eq!((callback["method"].as_str(), callback["path"].as_str()), (Some("POST"), Some("/callbacks")));
+    let body: Value = serde_json::from_str(callback["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["data"]["object"]["id"], generation.as_str());
+    let checks = callback["callbackChecks"].as_array().expect("the bin checks the key calling it back");
+    assert_eq!(checks.len(), 1, "{checks:#?}");
+    assert_eq!(checks[0]["apiKeyId"], key_id);
+    assert_eq!(checks[0]["bearerMatched"], true, "{:#}", checks[0]);
+    assert_eq!(checks[0]["signatureVerified"], true, "{:#}", checks[0]);
+}
