@@ -668,6 +668,9 @@ pub const ERROR_CODES: &[&str] = &[
     "not-supported",
     "upstream-failed",
     "upload-refused",
+    "permission-denied",
+    "conflict",
+    "limit-reached",
     "unexpected",
 ];
 
