@@ -460,11 +460,11 @@ fn main() {
         }
         if wanted("backlog") {
             let empty = Server::start("[\"api\"]", 100_000, None).await;
-            let base = post_run_bounded(&empty, 5.0, 40_000).await;
+            let base = post_run_bounded(&empty, 3.0, 45_000).await;
             drop(empty);
             let loaded = Server::start("[\"api\"]", 100_000, None).await;
             post_many(&loaded, 50_000).await;
-            let with_backlog = post_run_bounded(&loaded, 5.0, 40_000).await;
+            let with_backlog = post_run_bounded(&loaded, 3.0, 45_000).await;
             table.push(format!(
                 "| admission with 50,000 jobs already pending (100,000 slots) | {:.0}/s against {:.0}/s with none ({:+.0} %) | within 10 % |",
                 with_backlog.rate(),
