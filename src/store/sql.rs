@@ -696,6 +696,10 @@ impl Store for SqlStore {
 
     async fn delete_generation(&self, user: UserId, id: GenerationId) -> StoreResult<Option<Vec<String>>> {
         transaction!(self, |tx, dialect| {
+            // Deleting pending jobs updates the user's row (the pending count, by trigger): the
+            // user is locked first, in the order admissions lock (user, then images), or the two
+            // deadlock on PostgreSQL.
+            dialect.lock_user(&mut tx, user).await?;
             let exists = sqlx::query(&format!(
                 "SELECT 1 FROM generations WHERE id = $1 AND user_id = $2{}",
                 dialect.row_lock(" FOR UPDATE")
