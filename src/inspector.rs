@@ -201,16 +201,8 @@ impl LocalReceiver for Inspector {
     }
 
     async fn receive(&self, url: &str, mut headers: HeaderMap, body: Bytes) -> AttemptResponse {
-        let started_at = now_ms();
         let started = Instant::now();
-        let mut response = AttemptResponse {
-            started_at,
-            duration: Duration::ZERO,
-            status: None,
-            retry_after: None,
-            excerpt: None,
-            error: None,
-        };
+        let mut response = AttemptResponse::starting();
         // What the network client adds to the callback's own headers.
         if let Ok(parsed) = url::Url::parse(url)
             && let Some(host) = parsed.host_str()

@@ -56,6 +56,18 @@ pub struct AttemptResponse {
 }
 
 impl AttemptResponse {
+    /// An attempt starting now, with nothing known yet.
+    pub fn starting() -> AttemptResponse {
+        AttemptResponse {
+            started_at: now_ms(),
+            duration: Duration::ZERO,
+            status: None,
+            retry_after: None,
+            excerpt: None,
+            error: None,
+        }
+    }
+
     /// The attempt log's entry for this response, attempt number `attempt` of `delivery`.
     pub fn logged(self, delivery: DeliveryId, attempt: u32) -> Attempt {
         Attempt {
@@ -174,16 +186,8 @@ impl WebhookClient {
 
     /// POSTs `body` to `url` with `headers`; never follows redirects.
     pub async fn post(&self, url: &str, headers: HeaderMap, body: Bytes) -> AttemptResponse {
-        let started_at = now_ms();
         let started = Instant::now();
-        let mut response = AttemptResponse {
-            started_at,
-            duration: Duration::ZERO,
-            status: None,
-            retry_after: None,
-            excerpt: None,
-            error: None,
-        };
+        let mut response = AttemptResponse::starting();
         let uri: Uri = match url.parse() {
             Ok(uri) => uri,
             Err(e) => {
