@@ -131,12 +131,17 @@ async fn retry_delivery(
     PathText(id): PathText,
 ) -> ApiResult<Json<wire::DeliveryResponse>> {
     let id: DeliveryId = parse_id("id", &id)?;
-    match state.store.retry_delivery(id, Some(caller.user.id), now_ms()).await? {
+    let queued = match state.store.retry_delivery(id, Some(caller.user.id), now_ms()).await? {
         Redelivery::Missing => return Ok(Json(wire::DeliveryResponse { delivery: None })),
-        Redelivery::AlreadyQueued => {}
+        Redelivery::AlreadyQueued => false,
         Redelivery::TooSoon => return Err(ApiError::TooSoon { retry_after_seconds: 1 }),
-        Redelivery::Queued => state.wake_delivery_engine(),
-    }
+        Redelivery::Queued => true,
+    };
+    // Read before waking this node's engine, so the answer usually shows the redelivery queued;
+    // another node's engine (or this one's poll) may still have sent it already.
     let delivery = delivery_report(&*state.store, id, Some(caller.user.id)).await?;
+    if queued {
+        state.wake_delivery_engine();
+    }
     Ok(Json(wire::DeliveryResponse { delivery }))
 }

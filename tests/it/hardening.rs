@@ -330,6 +330,9 @@ async fn a_burst_of_redeliveries_sends_a_delivery_once() {
     // A second after the last redelivery, asking again sends it again.
     let reply = app.post(&hooked.user, &path, &json!({})).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
-    assert_eq!(reply.body["delivery"]["status"], "pending");
+    // The answer is the delivery as it is now: queued, or already sent when an engine's poll
+    // claimed it between the retry's commit and the read (never the failure it was).
+    let status = reply.body["delivery"]["status"].as_str().unwrap_or_default().to_string();
+    assert!(["pending", "succeeded"].contains(&status.as_str()), "{}", reply.text);
     receiver.wait_for(3).await;
 }
