@@ -89,12 +89,14 @@ pub async fn open(config: &Config) -> StoreResult<Arc<dyn Store>> {
         DatabaseUrl::Postgres(url) => Backend::Postgres(postgres::PgDb::open(&url, &config.database).await?),
     };
     let disable_after = config.webhook.disable_after.as_millis() as Millis;
+    let sqlite = matches!(backend, Backend::Sqlite(_));
     Ok(Arc::new_cyclic(|me| SqlStore {
         backend,
         disable_after: (disable_after > 0).then_some(disable_after),
         admissions: group::GroupCommit::default(),
         finishes: group::GroupCommit::default(),
         keys: AuthCache::new(config.api.auth_cache_ttl),
+        generations: sqlite.then(GenerationCache::default),
         me: me.clone(),
     }))
 }
@@ -110,6 +112,8 @@ pub struct SqlStore {
     finishes: group::GroupCommit<sql::Finish>,
     /// Keys this node authenticated lately (`api.auth_cache_ttl`).
     keys: AuthCache,
+    /// Finished generations read lately; SQLite only (on PostgreSQL other nodes write too).
+    generations: Option<GenerationCache>,
     /// This store, for work that must outlive the caller that started it.
     me: std::sync::Weak<SqlStore>,
 }
@@ -435,6 +439,63 @@ impl AuthCache {
         for (_, _, key) in self.entries().values_mut().filter(|(_, _, key)| key.id == id) {
             key.last_used_at = Some(at);
         }
+    }
+}
+
+/// Finished generations this node read lately, with their images and variations, by id (SQLite
+/// only, where this process makes every write: each write that could change a remembered
+/// generation forgets it after its commit). Only generations that can no longer change on their
+/// own are kept: COMPLETE or FAILED, with no variation still pending. At most
+/// `GENERATION_CACHE_CAP`, an arbitrary one leaving when full.
+#[derive(Default)]
+struct GenerationCache {
+    entries: std::sync::Mutex<std::collections::HashMap<GenerationId, Generation>>,
+    /// Counts forgets: a read that began before one is not remembered (it may predate the write).
+    forgotten: std::sync::atomic::AtomicU64,
+}
+
+const GENERATION_CACHE_CAP: usize = 2_048;
+
+impl GenerationCache {
+    fn entries(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<GenerationId, Generation>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The user's generation `id`, if remembered.
+    fn get(&self, user: UserId, id: GenerationId) -> Option<Generation> {
+        self.entries().get(&id).filter(|g| g.user_id == user).cloned()
+    }
+
+    /// Where a read begins: the forgets so far.
+    fn begin(&self) -> u64 {
+        self.forgotten.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Remembers what a read that began at `began` found, if it can no longer change on its own
+    /// and nothing was forgotten meanwhile.
+    fn put(&self, began: u64, generation: &Generation) {
+        let settled = generation.status != JobStatus::Pending
+            && generation.images.iter().flat_map(|i| &i.variations).all(|v| v.status != JobStatus::Pending);
+        if !settled {
+            return;
+        }
+        let mut entries = self.entries();
+        if self.forgotten.load(std::sync::atomic::Ordering::SeqCst) != began {
+            return;
+        }
+        if entries.len() >= GENERATION_CACHE_CAP
+            && let Some(any) = entries.keys().next().copied()
+        {
+            entries.remove(&any);
+        }
+        entries.insert(generation.id, generation.clone());
+    }
+
+    /// Forgets generation `id` (called after the commit of a write that changed it).
+    fn forget(&self, id: GenerationId) {
+        let mut entries = self.entries();
+        self.forgotten.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        entries.remove(&id);
     }
 }
 

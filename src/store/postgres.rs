@@ -33,10 +33,25 @@ pub(super) struct PgDb {
     pub(super) pool: PgPool,
 }
 
+/// How long a pooled connection may sit idle before it is pinged on its way out of the pool.
+const IDLE_BEFORE_PING: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl PgDb {
     pub(super) async fn open(url: &str, settings: &DatabaseConfig) -> StoreResult<PgDb> {
         let options = PgConnectOptions::from_str(url)?.application_name("easel");
+        // A connection is pinged only after it sat idle for a while (sqlx pings on every acquire
+        // by default: a round trip to the server before each statement or transaction); one the
+        // server dropped fails the ping and the pool opens another.
         let pool = PgPoolOptions::new()
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= IDLE_BEFORE_PING {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .max_connections(settings.max_connections)
             .acquire_timeout(settings.connect_timeout)
             .connect_with(options)
@@ -49,6 +64,11 @@ impl PgDb {
     pub(super) async fn notify(&self, tx: &mut PgConnection, channel: &str) -> StoreResult<()> {
         sqlx::query("SELECT pg_notify($1, '')").bind(channel).execute(tx).await?;
         Ok(())
+    }
+
+    /// Whether `lock_user` and `row_lock` lock anything: yes, rows, until the commit.
+    pub(super) fn locks_rows(&self) -> bool {
+        true
     }
 
     /// Locks the user's row until the commit: job inserts of one user are serialized, so the

@@ -268,13 +268,16 @@ impl SqlStore {
         transaction!(self, |tx, dialect| {
             // Finishing a job updates its user's row (the pending count): users are locked first,
             // in the order admissions lock them, so the two cannot deadlock.
-            let ids: Vec<String> = batch.iter().map(|finish| finish.id.to_string()).collect();
-            let sql = format!("SELECT DISTINCT user_id FROM generations WHERE id IN ({})", placeholders(1, ids.len()));
-            let rows = ids.iter().fold(sqlx::query(&sql), |query, id| query.bind(id)).fetch_all(&mut *tx).await?;
-            let mut users = rows.iter().map(|row| parse(row, "user_id")).collect::<StoreResult<Vec<UserId>>>()?;
-            users.sort_unstable();
-            for user in users {
-                dialect.lock_user(&mut tx, user).await?;
+            if dialect.locks_rows() {
+                let ids: Vec<String> = batch.iter().map(|finish| finish.id.to_string()).collect();
+                let sql =
+                    format!("SELECT DISTINCT user_id FROM generations WHERE id IN ({})", placeholders(1, ids.len()));
+                let rows = ids.iter().fold(sqlx::query(&sql), |query, id| query.bind(id)).fetch_all(&mut *tx).await?;
+                let mut users = rows.iter().map(|row| parse(row, "user_id")).collect::<StoreResult<Vec<UserId>>>()?;
+                users.sort_unstable();
+                for user in users {
+                    dialect.lock_user(&mut tx, user).await?;
+                }
             }
             let mut finished = Vec::with_capacity(batch.len());
             for finish in batch {
@@ -424,6 +427,47 @@ impl SqlStore {
     }
 
     /// Fills in the images (with their variations) of `generations`.
+    /// Deletes the user's generation `id` with its images and variations; the storage keys of
+    /// their files, or `None` when there was no such generation.
+    async fn delete_generation_row(&self, user: UserId, id: GenerationId) -> StoreResult<Option<Vec<String>>> {
+        transaction!(self, |tx, dialect| {
+            // Deleting pending jobs updates the user's row (the pending count, by trigger): the
+            // user is locked first, in the order admissions lock (user, then images), or the two
+            // deadlock on PostgreSQL.
+            dialect.lock_user(&mut tx, user).await?;
+            let exists = sqlx::query(&format!(
+                "SELECT 1 FROM generations WHERE id = $1 AND user_id = $2{}",
+                dialect.row_lock(" FOR UPDATE")
+            ))
+            .bind(id.to_string())
+            .bind(user.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+            if exists.is_none() {
+                return Ok(None);
+            }
+            let keys: Vec<String> = sqlx::query_scalar(
+                "SELECT storage_key FROM images WHERE generation_id = $1 \
+                 UNION ALL SELECT storage_key FROM variations WHERE generation_id = $1 AND storage_key IS NOT NULL",
+            )
+            .bind(id.to_string())
+            .fetch_all(&mut *tx)
+            .await?;
+            // Images and their variations go with the generation (ON DELETE CASCADE).
+            sqlx::query("DELETE FROM generations WHERE id = $1").bind(id.to_string()).execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(Some(keys))
+        })
+    }
+
+    /// Forgets generation `id` in the cache of finished generations, after a write that changed it
+    /// committed.
+    fn forget_generation(&self, id: GenerationId) {
+        if let Some(cache) = &self.generations {
+            cache.forget(id);
+        }
+    }
+
     async fn attach_images(&self, generations: &mut [Generation]) -> StoreResult<()> {
         if generations.is_empty() {
             return Ok(());
@@ -660,6 +704,10 @@ impl Store for SqlStore {
     }
 
     async fn get_generation(&self, user: UserId, id: GenerationId) -> StoreResult<Option<Generation>> {
+        if let Some(generation) = self.generations.as_ref().and_then(|cache| cache.get(user, id)) {
+            return Ok(Some(generation));
+        }
+        let began = self.generations.as_ref().map(|cache| cache.begin());
         let generation = read!(self, |db| {
             let row =
                 sqlx::query(&format!("SELECT {GENERATION_COLUMNS} FROM generations WHERE id = $1 AND user_id = $2"))
@@ -672,6 +720,9 @@ impl Store for SqlStore {
         let Some(generation) = generation else { return Ok(None) };
         let mut generations = vec![generation];
         self.attach_images(&mut generations).await?;
+        if let (Some(cache), Some(began), Some(generation)) = (&self.generations, began, generations.first()) {
+            cache.put(began, generation);
+        }
         Ok(generations.pop())
     }
 
@@ -695,34 +746,9 @@ impl Store for SqlStore {
     }
 
     async fn delete_generation(&self, user: UserId, id: GenerationId) -> StoreResult<Option<Vec<String>>> {
-        transaction!(self, |tx, dialect| {
-            // Deleting pending jobs updates the user's row (the pending count, by trigger): the
-            // user is locked first, in the order admissions lock (user, then images), or the two
-            // deadlock on PostgreSQL.
-            dialect.lock_user(&mut tx, user).await?;
-            let exists = sqlx::query(&format!(
-                "SELECT 1 FROM generations WHERE id = $1 AND user_id = $2{}",
-                dialect.row_lock(" FOR UPDATE")
-            ))
-            .bind(id.to_string())
-            .bind(user.to_string())
-            .fetch_optional(&mut *tx)
-            .await?;
-            if exists.is_none() {
-                return Ok(None);
-            }
-            let keys: Vec<String> = sqlx::query_scalar(
-                "SELECT storage_key FROM images WHERE generation_id = $1 \
-                 UNION ALL SELECT storage_key FROM variations WHERE generation_id = $1 AND storage_key IS NOT NULL",
-            )
-            .bind(id.to_string())
-            .fetch_all(&mut *tx)
-            .await?;
-            // Images and their variations go with the generation (ON DELETE CASCADE).
-            sqlx::query("DELETE FROM generations WHERE id = $1").bind(id.to_string()).execute(&mut *tx).await?;
-            tx.commit().await?;
-            Ok(Some(keys))
-        })
+        let deleted = self.delete_generation_row(user, id).await;
+        self.forget_generation(id);
+        deleted
     }
 
     async fn get_image(&self, user: UserId, id: ImageId) -> StoreResult<Option<Image>> {
@@ -811,7 +837,10 @@ impl Store for SqlStore {
             Value::Int(variation.created_at),
             Value::Int(variation.created_at),
         ];
-        self.admit(variation.user_id, slots, Some(variation.image_id), insert, values).await
+        let admission = self.admit(variation.user_id, slots, Some(variation.image_id), insert, values).await;
+        // Its generation now lists a pending variation under the image.
+        self.forget_generation(variation.generation_id);
+        admission
     }
 
     async fn get_variation(&self, user: UserId, id: VariationId) -> StoreResult<Option<Variation>> {
@@ -1208,10 +1237,11 @@ impl Store for SqlStore {
             JobOutcome::Complete(key) => ("COMPLETE", Some(key.as_str()), None),
             JobOutcome::Failed { reason } => ("FAILED", None, Some(reason.as_str())),
         };
-        let finished = write!(self, |db| {
+        let generation = write!(self, |db| {
             sqlx::query(
                 "UPDATE variations SET status = $3, storage_key = $4, failure_reason = $5, updated_at = $6, \
-                 lease_owner = NULL, lease_expires_at = 0 WHERE id = $1 AND lease_owner = $2 AND status = 'PENDING'",
+                 lease_owner = NULL, lease_expires_at = 0 WHERE id = $1 AND lease_owner = $2 AND status = 'PENDING' \
+                 RETURNING generation_id",
             )
             .bind(id.to_string())
             .bind(owner)
@@ -1219,11 +1249,15 @@ impl Store for SqlStore {
             .bind(key)
             .bind(reason)
             .bind(at)
-            .execute(db)
+            .fetch_optional(db)
             .await?
-            .rows_affected()
+            .map(|row| parse::<GenerationId>(&row, "generation_id"))
+            .transpose()?
         });
-        Ok(finished == 1)
+        if let Some(generation) = generation {
+            self.forget_generation(generation);
+        }
+        Ok(generation.is_some())
     }
 
     async fn enqueue_delivery(&self, delivery: &NewDelivery) -> StoreResult<()> {

@@ -66,7 +66,10 @@ impl SqliteDb {
             // The WAL is checkpointed by a background task, off the writer's path; a writer only
             // checkpoints itself if that task falls 64 MiB behind.
             .pragma("wal_autocheckpoint", "8192");
+        // No ping before each acquire (sqlx's default): a file does not drop connections, and the
+        // ping was a round trip to the connection's thread on every statement.
         let writer = SqlitePoolOptions::new()
+            .test_before_acquire(false)
             .max_connections(1)
             .min_connections(1)
             .acquire_timeout(Duration::from_secs(60))
@@ -74,6 +77,7 @@ impl SqliteDb {
             .await?;
         super::embedded_migrator(MIGRATIONS).await?.run(&writer).await?;
         let reader = SqlitePoolOptions::new()
+            .test_before_acquire(false)
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(60))
             .connect_with(options.clone().read_only(true))
@@ -87,6 +91,12 @@ impl SqliteDb {
     /// Nothing to announce: there are no other nodes.
     pub(super) async fn notify(&self, _tx: &mut SqliteConnection, _channel: &str) -> StoreResult<()> {
         Ok(())
+    }
+
+    /// Whether `lock_user` and `row_lock` lock anything: not here, where a transaction holds the
+    /// database's one write lock.
+    pub(super) fn locks_rows(&self) -> bool {
+        false
     }
 
     /// Nothing to lock: the transaction holds the database's one write lock (`BEGIN IMMEDIATE`).

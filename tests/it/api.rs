@@ -228,6 +228,41 @@ async fn upscale_makes_a_real_2x_image_tracked_as_a_variation() {
     assert_eq!(reply.body, json!({"generated_image_variation_generic": []}));
 }
 
+/// Finished generations are answered from memory on SQLite; every change reaches the next read.
+#[tokio::test]
+async fn a_finished_generation_read_again_shows_its_new_variations_and_its_deletion() {
+    let app = spawn_app().await;
+    let user = &app.admin;
+    let id =
+        app.create_generation(user, &json!({"prompt": "a mill", "width": 64, "height": 64, "num_images": 1})).await;
+    let generation = app.finished_generation(user, &id).await;
+    let image_id = generation["generated_images"][0]["id"].as_str().unwrap().to_string();
+    for _ in 0..3 {
+        let reply = app.get(user, &format!("/generations/{id}")).await;
+        assert_eq!(reply.body["generations_by_pk"], generation);
+    }
+    // Another user never reads it, remembered or not.
+    let other = app.new_user("neighbour").await;
+    assert_eq!(app.get(&other, &format!("/generations/{id}")).await.body, json!({"generations_by_pk": null}));
+
+    let reply = app.post(user, "/variations/upscale", &json!({"id": image_id})).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let variation_id = reply.body["sdUpscaleJob"]["id"].as_str().unwrap().to_string();
+    let reply = app.get(user, &format!("/generations/{id}")).await;
+    let variations = &reply.body["generations_by_pk"]["generated_images"][0]["generated_image_variation_generics"];
+    assert_eq!(variations[0]["id"], variation_id, "{}", reply.text);
+    eventually(Duration::from_secs(30), || async {
+        let reply = app.get(user, &format!("/generations/{id}")).await;
+        let variation =
+            &reply.body["generations_by_pk"]["generated_images"][0]["generated_image_variation_generics"][0];
+        (variation["status"] == "COMPLETE").then_some(())
+    })
+    .await;
+
+    assert_eq!(app.delete(user, &format!("/generations/{id}")).await.status, StatusCode::OK);
+    assert_eq!(app.get(user, &format!("/generations/{id}")).await.body, json!({"generations_by_pk": null}));
+}
+
 #[tokio::test]
 async fn upscale_requires_an_image_id() {
     let app = spawn_app().await;
