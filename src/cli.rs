@@ -262,7 +262,11 @@ pub fn main() -> ExitCode {
     }
     let serving = matches!(cli.command, Command::Serve { .. });
     init_logging(if serving { &config.log } else { "warn" }, config.log_format);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime starts");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(BLOCKING_THREADS)
+        .build()
+        .expect("tokio runtime starts");
     match runtime.block_on(run(cli.command, config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure(message)) => {
@@ -271,6 +275,11 @@ pub fn main() -> ExitCode {
         }
     }
 }
+
+/// Threads for blocking work (built-in renders, image conversions, local file storage): bursts
+/// of image writes used to start dozens (tokio allows 512), each with its stack and heap arena,
+/// about 1 MiB of resident memory apiece, for no more throughput on a few cores.
+const BLOCKING_THREADS: usize = 8;
 
 fn init_logging(filter: &str, format: crate::config::LogFormat) {
     let filter = Targets::from_str(filter).unwrap_or_else(|_| Targets::from_str("info").expect("valid filter"));
