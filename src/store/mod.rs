@@ -96,7 +96,7 @@ pub async fn open(config: &Config) -> StoreResult<Arc<dyn Store>> {
         admissions: group::GroupCommit::default(),
         finishes: group::GroupCommit::default(),
         keys: AuthCache::new(config.api.auth_cache_ttl),
-        generations: sqlite.then(GenerationCache::default),
+        generations: sqlite.then(GenerationCache::new),
         me: me.clone(),
     }))
 }
@@ -367,34 +367,73 @@ pub trait Store: Send + Sync + 'static {
     async fn purge_expired_bins(&self, now: Millis) -> StoreResult<u64>;
 }
 
+/// What a store read found, remembered by key, for caches that must never keep what a write
+/// through this store changed: each write forgets after its commit, and a read that began before
+/// a forget is not remembered (it may have seen the row before the write). At most `cap` entries;
+/// an arbitrary one leaves when full.
+struct Memo<K, V> {
+    entries: std::sync::Mutex<std::collections::HashMap<K, V>>,
+    /// Counts forgets.
+    forgotten: std::sync::atomic::AtomicU64,
+    cap: usize,
+}
+
+impl<K: std::hash::Hash + Eq + Clone, V> Memo<K, V> {
+    fn new(cap: usize) -> Memo<K, V> {
+        Memo { entries: Default::default(), forgotten: Default::default(), cap }
+    }
+
+    fn entries(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<K, V>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Where a read begins: the forgets so far.
+    fn begin(&self) -> u64 {
+        self.forgotten.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Remembers what a read that began at `began` found, unless something was forgotten since.
+    fn put(&self, began: u64, key: K, value: V) {
+        let mut entries = self.entries();
+        if self.forgotten.load(std::sync::atomic::Ordering::SeqCst) != began {
+            return;
+        }
+        if entries.len() >= self.cap
+            && let Some(any) = entries.keys().next().cloned()
+        {
+            entries.remove(&any);
+        }
+        entries.insert(key, value);
+    }
+
+    /// Forgets every entry `keep` refuses (called after the commit of the write that changed them).
+    fn forget(&self, mut keep: impl FnMut(&K, &V) -> bool) {
+        let mut entries = self.entries();
+        self.forgotten.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        entries.retain(|k, v| keep(k, v));
+    }
+}
+
 /// API keys this node authenticated lately, by key hash, each kept for `ttl` from when it was read
-/// (at most `AUTH_CACHE_CAP`, cleared when full). A key deleted through this store leaves at once;
-/// one deleted elsewhere (another node, the CLI) is answered from here for `ttl` at most.
+/// (at most `AUTH_CACHE_CAP`). A key deleted through this store leaves at once; one deleted
+/// elsewhere (another node, the CLI) is answered from here for `ttl` at most.
 struct AuthCache {
     ttl: std::time::Duration,
-    entries: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, User, ApiKey)>>,
-    /// Counts deletions through this store: a read that began before one is not remembered.
-    forgotten: std::sync::atomic::AtomicU64,
+    memo: Memo<String, (std::time::Instant, User, ApiKey)>,
 }
 
 const AUTH_CACHE_CAP: usize = 10_000;
 
 impl AuthCache {
     fn new(ttl: std::time::Duration) -> AuthCache {
-        AuthCache { ttl, entries: Default::default(), forgotten: Default::default() }
-    }
-
-    fn entries(
-        &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (std::time::Instant, User, ApiKey)>> {
-        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+        AuthCache { ttl, memo: Memo::new(AUTH_CACHE_CAP) }
     }
 
     fn get(&self, key_hash: &str) -> Option<(User, ApiKey)> {
         if self.ttl.is_zero() {
             return None;
         }
-        let mut entries = self.entries();
+        let mut entries = self.memo.entries();
         match entries.get(key_hash) {
             Some((read, user, key)) if read.elapsed() < self.ttl => Some((user.clone(), key.clone())),
             Some(_) => {
@@ -407,36 +446,25 @@ impl AuthCache {
 
     /// Where a read begins: the time, and the deletions so far.
     fn begin(&self) -> (std::time::Instant, u64) {
-        (std::time::Instant::now(), self.forgotten.load(std::sync::atomic::Ordering::SeqCst))
+        (std::time::Instant::now(), self.memo.begin())
     }
 
     /// Remembers what a read that began at `began` found, unless a key was deleted through this
     /// store meanwhile (the read may have seen it before the deletion).
     fn put(&self, key_hash: &str, began: (std::time::Instant, u64), user: &User, key: &ApiKey) {
-        if self.ttl.is_zero() {
-            return;
+        if !self.ttl.is_zero() {
+            self.memo.put(began.1, key_hash.to_string(), (began.0, user.clone(), key.clone()));
         }
-        let mut entries = self.entries();
-        if self.forgotten.load(std::sync::atomic::Ordering::SeqCst) != began.1 {
-            return;
-        }
-        let read = began.0;
-        if entries.len() >= AUTH_CACHE_CAP {
-            entries.clear();
-        }
-        entries.insert(key_hash.to_string(), (read, user.clone(), key.clone()));
     }
 
     /// Forgets the key with id `id`.
     fn forget(&self, id: ApiKeyId) {
-        let mut entries = self.entries();
-        self.forgotten.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        entries.retain(|_, (_, _, key)| key.id != id);
+        self.memo.forget(|_, (_, _, key)| key.id != id);
     }
 
     /// Notes that key `id` was used at `at`, so the copy here does not ask for it again.
     fn touched(&self, id: ApiKeyId, at: Millis) {
-        for (_, _, key) in self.entries().values_mut().filter(|(_, _, key)| key.id == id) {
+        for (_, _, key) in self.memo.entries().values_mut().filter(|(_, _, key)| key.id == id) {
             key.last_used_at = Some(at);
         }
     }
@@ -446,56 +474,38 @@ impl AuthCache {
 /// only, where this process makes every write: each write that could change a remembered
 /// generation forgets it after its commit). Only generations that can no longer change on their
 /// own are kept: COMPLETE or FAILED, with no variation still pending. At most
-/// `GENERATION_CACHE_CAP`, an arbitrary one leaving when full.
-#[derive(Default)]
-struct GenerationCache {
-    entries: std::sync::Mutex<std::collections::HashMap<GenerationId, Generation>>,
-    /// Counts forgets: a read that began before one is not remembered (it may predate the write).
-    forgotten: std::sync::atomic::AtomicU64,
-}
+/// `GENERATION_CACHE_CAP`.
+struct GenerationCache(Memo<GenerationId, Generation>);
 
 const GENERATION_CACHE_CAP: usize = 2_048;
 
 impl GenerationCache {
-    fn entries(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<GenerationId, Generation>> {
-        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    fn new() -> GenerationCache {
+        GenerationCache(Memo::new(GENERATION_CACHE_CAP))
     }
 
     /// The user's generation `id`, if remembered.
     fn get(&self, user: UserId, id: GenerationId) -> Option<Generation> {
-        self.entries().get(&id).filter(|g| g.user_id == user).cloned()
+        self.0.entries().get(&id).filter(|g| g.user_id == user).cloned()
     }
 
     /// Where a read begins: the forgets so far.
     fn begin(&self) -> u64 {
-        self.forgotten.load(std::sync::atomic::Ordering::SeqCst)
+        self.0.begin()
     }
 
-    /// Remembers what a read that began at `began` found, if it can no longer change on its own
-    /// and nothing was forgotten meanwhile.
+    /// Remembers what a read that began at `began` found, if it can no longer change on its own.
     fn put(&self, began: u64, generation: &Generation) {
         let settled = generation.status != JobStatus::Pending
             && generation.images.iter().flat_map(|i| &i.variations).all(|v| v.status != JobStatus::Pending);
-        if !settled {
-            return;
+        if settled {
+            self.0.put(began, generation.id, generation.clone());
         }
-        let mut entries = self.entries();
-        if self.forgotten.load(std::sync::atomic::Ordering::SeqCst) != began {
-            return;
-        }
-        if entries.len() >= GENERATION_CACHE_CAP
-            && let Some(any) = entries.keys().next().copied()
-        {
-            entries.remove(&any);
-        }
-        entries.insert(generation.id, generation.clone());
     }
 
     /// Forgets generation `id` (called after the commit of a write that changed it).
     fn forget(&self, id: GenerationId) {
-        let mut entries = self.entries();
-        self.forgotten.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        entries.remove(&id);
+        self.0.forget(|key, _| *key != id);
     }
 }
 

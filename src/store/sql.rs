@@ -426,7 +426,6 @@ impl SqlStore {
         Ok(jobs)
     }
 
-    /// Fills in the images (with their variations) of `generations`.
     /// Deletes the user's generation `id` with its images and variations; the storage keys of
     /// their files, or `None` when there was no such generation.
     async fn delete_generation_row(&self, user: UserId, id: GenerationId) -> StoreResult<Option<Vec<String>>> {
@@ -468,6 +467,7 @@ impl SqlStore {
         }
     }
 
+    /// Fills in the images (with their variations) of `generations`.
     async fn attach_images(&self, generations: &mut [Generation]) -> StoreResult<()> {
         if generations.is_empty() {
             return Ok(());
