@@ -395,14 +395,7 @@ impl RenderWorkers {
             Err(reason) => return Ok(BackendRun::Failed(reason)),
         };
         let timeout = backend.config.timeout;
-        let result = {
-            let _running = backend.start_job();
-            tokio::select! {
-                result = tokio::time::timeout(timeout, backend.adapter.generate(&job)) => Some(result),
-                () = self.deleted(generation) => None,
-            }
-        };
-        self.wakeup.notify_one();
+        let result = self.run_on(backend, backend.adapter.generate(&job), self.deleted(generation)).await;
         let name = backend.name();
         match result {
             None => {
@@ -456,6 +449,25 @@ impl RenderWorkers {
         self.store.postpone_render_job(RenderJobId::Generation(generation.id), &self.node_id, now, now).await?;
         self.wakeup.notify_one();
         Ok(BackendRun::Done(Finished::Postponed))
+    }
+
+    /// Runs `call` on `backend`, holding one of its running slots, within its timeout; `None` when
+    /// `deleted` (the job's row went away) finishes first. Wakes the workers after: the slot is free.
+    async fn run_on<T>(
+        &self,
+        backend: &Arc<BackendSlot>,
+        call: impl std::future::Future<Output = T>,
+        deleted: impl std::future::Future<Output = ()>,
+    ) -> Option<Result<T, tokio::time::error::Elapsed>> {
+        let result = {
+            let _running = backend.start_job();
+            tokio::select! {
+                result = tokio::time::timeout(backend.config.timeout, call) => Some(result),
+                () = deleted => None,
+            }
+        };
+        self.wakeup.notify_one();
+        result
     }
 
     /// Resolves when `generation` no longer exists (deleted by its owner).
@@ -724,14 +736,7 @@ impl RenderWorkers {
             },
         };
         let timeout = backend.config.timeout;
-        let result = {
-            let _running = backend.start_job();
-            tokio::select! {
-                result = tokio::time::timeout(timeout, backend.adapter.transform(&job)) => Some(result),
-                () = self.variation_deleted(variation) => None,
-            }
-        };
-        self.wakeup.notify_one();
+        let result = self.run_on(backend, backend.adapter.transform(&job), self.variation_deleted(variation)).await;
         let name = backend.name();
         let transform = variation.transform.name();
         let give_back = |reason: String| async move {
