@@ -267,7 +267,10 @@ pub trait Store: Send + Sync + 'static {
     async fn enqueue_delivery(&self, delivery: &NewDelivery) -> StoreResult<()>;
     /// Claims up to `limit` pending deliveries that are due, oldest due first, leased to `owner`
     /// until `lease_until`, skipping the endpoints in `skip_endpoints` (those this node cannot send
-    /// to right now) and the deliveries this node already holds (`held`).
+    /// to right now) and the deliveries this node already holds (`held`). The endpoints in `fed`
+    /// are fed by `claim_endpoint_deliveries`: a store may leave them out (SQLite does, so a scan
+    /// does not read again what this node holds for them; PostgreSQL's leased rows are not read).
+    #[allow(clippy::too_many_arguments)]
     async fn claim_deliveries(
         &self,
         owner: &str,
@@ -275,6 +278,7 @@ pub trait Store: Send + Sync + 'static {
         lease_until: Millis,
         limit: u32,
         skip_endpoints: &[String],
+        fed: &[String],
         held: &std::collections::HashSet<DeliveryId>,
     ) -> StoreResult<Vec<DeliveryJob>>;
     /// Claims due deliveries of the given endpoints (up to `want` each), oldest due first, skipping

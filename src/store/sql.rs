@@ -1275,10 +1275,11 @@ impl Store for SqlStore {
         lease_until: Millis,
         limit: u32,
         skip_endpoints: &[String],
+        fed: &[String],
         held: &HashSet<DeliveryId>,
     ) -> StoreResult<Vec<DeliveryJob>> {
         let ids: Vec<String> = match &self.backend {
-            Backend::Sqlite(sqlite) => sqlite.claim_deliveries(now, limit, skip_endpoints, held).await?,
+            Backend::Sqlite(sqlite) => sqlite.claim_deliveries(now, limit, skip_endpoints, fed, held).await?,
             Backend::Postgres(pg) => pg.claim_deliveries(owner, now, lease_until, limit, skip_endpoints).await?,
         };
         self.load_jobs(&ids).await
@@ -1305,7 +1306,7 @@ impl Store for SqlStore {
         if records.is_empty() {
             return Ok(Vec::new());
         }
-        transaction!(self, |tx, _dialect| {
+        transaction!(self, |tx, dialect| {
             for chunk in records.chunks(ROWS_PER_STATEMENT) {
                 let mut insert = QueryBuilder::<Db>::new(
                     "INSERT INTO webhook_attempts (delivery_id, attempt, started_at, duration_ms, status_code, \
@@ -1344,48 +1345,59 @@ impl Store for SqlStore {
                 update.push(format!(") UPDATE webhook_deliveries {RECORD_ATTEMPT_SET} FROM v {RECORD_ATTEMPT_WHERE}"));
                 update.build().execute(&mut *tx).await?;
             }
-            // Keys in id order, so concurrent batches (other nodes) lock them in the same order.
+            // Each key's failure clock, then the keys it disables: two statements per batch
+            // whatever the number of keys. On PostgreSQL the keys are locked first, in id order,
+            // so concurrent batches (other nodes) lock them in the same order.
+            let clocks: Vec<(String, KeyClock)> = key_clocks(records).into_iter().collect();
             let mut disabled = Vec::new();
-            for (key, clock) in key_clocks(records) {
-                let key = key.to_string();
-                if clock.reset {
-                    sqlx::query(
-                        "UPDATE api_keys SET webhook_failing_since = $2 WHERE id = $1 \
-                         AND (webhook_failing_since IS NOT NULL OR CAST($2 AS BIGINT) IS NOT NULL)",
-                    )
-                    .bind(&key)
-                    .bind(clock.failing_since)
-                    .execute(&mut *tx)
-                    .await?;
-                } else {
-                    sqlx::query(
-                        "UPDATE api_keys SET webhook_failing_since = $2 WHERE id = $1 AND webhook_failing_since IS NULL",
-                    )
-                    .bind(&key)
-                    .bind(clock.failing_since)
-                    .execute(&mut *tx)
-                    .await?;
+            for chunk in clocks.chunks(ROWS_PER_STATEMENT) {
+                if dialect.locks_rows() {
+                    let mut lock = QueryBuilder::<Db>::new("SELECT id FROM api_keys WHERE id IN (");
+                    let mut list = lock.separated(", ");
+                    for (key, _) in chunk {
+                        list.push_bind(key);
+                    }
+                    lock.push(") ORDER BY id FOR UPDATE");
+                    lock.build().fetch_all(&mut *tx).await?;
                 }
-                let (Some(after), Some(last_failure)) = (self.disable_after, clock.last_failure) else { continue };
-                let row = sqlx::query(
-                    "UPDATE api_keys SET webhook_disabled_at = $2 WHERE id = $1 AND webhook_disabled_at IS NULL \
-                     AND deleted_at IS NULL AND webhook_failing_since <= $3 \
-                     RETURNING webhook_url, webhook_failing_since",
-                )
-                .bind(&key)
-                .bind(last_failure)
-                .bind(last_failure - after)
-                .fetch_optional(&mut *tx)
-                .await?;
-                if let Some(row) = row {
+                // A batch with a success sets the clock to its failures after the last success
+                // (none: cleared); one with failures only starts a clock that is not running.
+                let mut clock = QueryBuilder::<Db>::new("WITH v (key_id, reset, since) AS (");
+                clock.push_values(chunk, |mut row, (key, clock)| {
+                    row.push_bind(key).push_bind(clock.reset).push_bind(clock.failing_since);
+                });
+                clock.push(
+                    ") UPDATE api_keys SET webhook_failing_since = v.since FROM v WHERE api_keys.id = v.key_id \
+                     AND ((v.reset AND (api_keys.webhook_failing_since IS NOT NULL OR v.since IS NOT NULL)) \
+                     OR (NOT v.reset AND api_keys.webhook_failing_since IS NULL))",
+                );
+                clock.build().execute(&mut *tx).await?;
+                let Some(after) = self.disable_after else { continue };
+                let failed: Vec<(&String, Millis)> =
+                    chunk.iter().filter_map(|(key, clock)| Some((key, clock.last_failure?))).collect();
+                if failed.is_empty() {
+                    continue;
+                }
+                let mut disable = QueryBuilder::<Db>::new("WITH v (key_id, at, threshold) AS (");
+                disable.push_values(&failed, |mut row, (key, last_failure)| {
+                    row.push_bind(*key).push_bind(*last_failure).push_bind(*last_failure - after);
+                });
+                disable.push(
+                    ") UPDATE api_keys SET webhook_disabled_at = v.at FROM v WHERE api_keys.id = v.key_id \
+                     AND webhook_disabled_at IS NULL AND deleted_at IS NULL AND webhook_failing_since <= v.threshold \
+                     RETURNING id, webhook_url, webhook_failing_since, webhook_disabled_at",
+                );
+                for row in disable.build().fetch_all(&mut *tx).await? {
+                    let key = row.text("id")?;
                     disabled.push(DisabledWebhook {
                         api_key_id: key.parse().map_err(|_| StoreError::Corrupt(format!("api key id {key:?}")))?,
                         url: row.opt_text("webhook_url")?,
                         failing_since: row.int("webhook_failing_since")?,
-                        disabled_at: last_failure,
+                        disabled_at: row.int("webhook_disabled_at")?,
                     });
                 }
             }
+            disabled.sort_by_key(|webhook| webhook.api_key_id.to_string());
             tx.commit().await?;
             Ok(disabled)
         })

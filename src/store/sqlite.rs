@@ -66,7 +66,11 @@ impl SqliteDb {
             .pragma("cache_size", "-2048")
             // The WAL is checkpointed by a background task, off the writer's path; a writer only
             // checkpoints itself if that task falls 64 MiB behind.
-            .pragma("wal_autocheckpoint", "8192");
+            .pragma("wal_autocheckpoint", "8192")
+            // sqlx hands rows from the connection's thread one message each over a bounded
+            // channel; at its default of 50 the thread stops on every query of more rows until
+            // the task reading them is scheduled. Results are collected whole anyway.
+            .row_buffer_size(1024);
         // No ping before each acquire (sqlx's default): a file does not drop connections, and the
         // ping was a round trip to the connection's thread on every statement.
         let writer = SqlitePoolOptions::new()
@@ -120,26 +124,40 @@ impl SqliteDb {
     /// the engine's set of deliveries in hand (`held`) is the lease, and start-up releases what a
     /// crashed process held. The due ids are read on the writer connection, so no attempt recorded
     /// a moment ago is read as still pending.
+    ///
+    /// The scan looks at the first `limit` + held due deliveries (what this node holds is mostly
+    /// among the first) and answers those not of a `fed` endpoint: the rows held for endpoints
+    /// fed by endpoint stay in SQLite instead of being handed over only to be dropped here.
     pub(super) async fn claim_deliveries(
         &self,
         now: Millis,
         limit: u32,
         skip_endpoints: &[String],
+        fed: &[String],
         held: &HashSet<DeliveryId>,
     ) -> StoreResult<Vec<String>> {
         let mut query = QueryBuilder::<Sqlite>::new(format!(
-            "SELECT id FROM webhook_deliveries WHERE status = 'pending' AND NOT {HELD} AND next_attempt_at <= "
+            "SELECT id FROM (SELECT id, endpoint, next_attempt_at FROM webhook_deliveries WHERE status = 'pending' \
+             AND NOT {HELD} AND next_attempt_at <= "
         ));
         query.push_bind(now);
-        if !skip_endpoints.is_empty() {
+        let not_in = |query: &mut QueryBuilder<Sqlite>, endpoints: &[String]| {
             query.push(" AND endpoint NOT IN (");
             let mut list = query.separated(", ");
-            for endpoint in skip_endpoints {
-                list.push_bind(endpoint);
+            for endpoint in endpoints {
+                list.push_bind(endpoint.clone());
             }
             query.push(")");
+        };
+        if !skip_endpoints.is_empty() {
+            not_in(&mut query, skip_endpoints);
         }
         query.push(" ORDER BY next_attempt_at LIMIT ").push_bind(i64::from(limit) + held.len() as i64);
+        query.push(") WHERE true");
+        if !fed.is_empty() {
+            not_in(&mut query, fed);
+        }
+        query.push(" ORDER BY next_attempt_at");
         let rows = query.build().fetch_all(&self.writer).await?;
         unheld_ids(&rows, held, limit as usize)
     }
@@ -150,22 +168,38 @@ impl SqliteDb {
         wanted: &[EndpointClaim],
         held: &HashSet<DeliveryId>,
     ) -> StoreResult<Vec<String>> {
+        // One statement for every endpoint (a compound SELECT of one limited SELECT each), not a
+        // round trip to the writer's thread per endpoint.
         let mut ids = Vec::new();
-        for claim in wanted {
-            let rows = sqlx::query(&format!(
-                "SELECT id FROM webhook_deliveries WHERE status = 'pending' AND endpoint = $1 AND next_attempt_at <= $2 \
-                 AND NOT {HELD} ORDER BY next_attempt_at LIMIT $3"
-            ))
-            .bind(&claim.endpoint)
-            .bind(now)
-            .bind(i64::from(claim.want + claim.held))
-            .fetch_all(&self.writer)
-            .await?;
-            ids.extend(unheld_ids(&rows, held, claim.want as usize)?);
+        for chunk in wanted.chunks(CLAIMS_PER_STATEMENT) {
+            let mut query = QueryBuilder::<Sqlite>::new("");
+            for (n, claim) in chunk.iter().enumerate() {
+                if n > 0 {
+                    query.push(" UNION ALL ");
+                }
+                query.push(format!(
+                    "SELECT * FROM (SELECT id, endpoint FROM webhook_deliveries WHERE status = 'pending' \
+                     AND NOT {HELD} AND endpoint = "
+                ));
+                query.push_bind(&claim.endpoint).push(" AND next_attempt_at <= ").push_bind(now);
+                query.push(" ORDER BY next_attempt_at LIMIT ").push_bind(i64::from(claim.want + claim.held)).push(")");
+            }
+            let rows = query.build().fetch_all(&self.writer).await?;
+            let mut by_endpoint: std::collections::HashMap<String, Vec<&SqliteRow>> = Default::default();
+            for row in &rows {
+                by_endpoint.entry(row.text("endpoint")?).or_default().push(row);
+            }
+            for claim in chunk {
+                let mine = by_endpoint.remove(&claim.endpoint).unwrap_or_default();
+                ids.extend(unheld_ids(&mine, held, claim.want as usize)?);
+            }
         }
         Ok(ids)
     }
 }
+
+/// Endpoints claimed for in one statement at most (SQLite allows 500 terms in a compound SELECT).
+const CLAIMS_PER_STATEMENT: usize = 100;
 
 /// Copies committed WAL frames into the database file (a PASSIVE checkpoint never blocks readers
 /// or the writer), so commits do not pay for checkpoints.
@@ -183,10 +217,14 @@ async fn checkpoint_wal(pool: SqlitePool, stop: tokio_util::sync::CancellationTo
 }
 
 /// The first `limit` ids in `rows` that this node does not already hold.
-fn unheld_ids(rows: &[SqliteRow], held: &HashSet<DeliveryId>, limit: usize) -> StoreResult<Vec<String>> {
+fn unheld_ids<R: std::borrow::Borrow<SqliteRow>>(
+    rows: &[R],
+    held: &HashSet<DeliveryId>,
+    limit: usize,
+) -> StoreResult<Vec<String>> {
     let mut ids = Vec::with_capacity(limit.min(rows.len()));
     for row in rows {
-        let id: DeliveryId = parse(row, "id")?;
+        let id: DeliveryId = parse(row.borrow(), "id")?;
         if !held.contains(&id) {
             ids.push(id.to_string());
             if ids.len() == limit {

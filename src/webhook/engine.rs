@@ -129,7 +129,8 @@ pub struct DeliveryEngine {
     config: WebhookConfig,
     node_id: String,
     master_key: MasterKey,
-    secrets: Mutex<HashMap<ApiKeyId, Arc<KeySecrets>>>,
+    /// Each key's secrets, opened once: a burst of sends for a key not seen yet reads it once.
+    secrets: Mutex<HashMap<ApiKeyId, Arc<tokio::sync::OnceCell<Arc<KeySecrets>>>>>,
     global: Semaphore,
     endpoints: Mutex<HashMap<String, EndpointState>>,
     /// Deliveries this node holds (queued, in flight, or attempted but not yet recorded), with
@@ -329,16 +330,21 @@ impl DeliveryEngine {
         self.config.per_endpoint_in_flight * QUEUED_PER_SLOT
     }
 
-    /// Endpoints with a full queue: claiming more for them would only hold memory (and, for a
-    /// receiver that hangs, hold it until the timeout).
-    fn blocked_endpoints(&self) -> Vec<String> {
+    /// What a scan leaves out: endpoints with a full queue (claiming more for them would only
+    /// hold memory, and for a receiver that hangs, hold it until the timeout), and the others
+    /// with a backlog, which are fed by endpoint as their queues run low.
+    fn scan_exclusions(&self) -> (Vec<String>, Vec<String>) {
         let limit = self.queue_limit();
         let endpoints = self.endpoints.lock().expect("lock");
-        endpoints
-            .iter()
-            .filter(|(_, state)| state.queued.len() >= limit)
-            .map(|(endpoint, _)| endpoint.clone())
-            .collect()
+        let (mut blocked, mut fed) = (Vec::new(), Vec::new());
+        for (endpoint, state) in endpoints.iter() {
+            if state.queued.len() >= limit {
+                blocked.push(endpoint.clone());
+            } else if state.backlogged {
+                fed.push(endpoint.clone());
+            }
+        }
+        (blocked, fed)
     }
 
     /// Makes attempts for one endpoint's deliveries, one after another, while any are queued.
@@ -437,23 +443,28 @@ impl DeliveryEngine {
 
     /// The key's secrets, opened once and cached (webhook details are immutable).
     async fn secrets_for(&self, key: ApiKeyId) -> Result<Arc<KeySecrets>, AttemptError> {
-        if let Some(secrets) = self.secrets.lock().expect("lock").get(&key) {
-            return Ok(secrets.clone());
-        }
-        let unavailable = |why: String| AttemptError::new(ErrorClass::Configuration, why);
-        let record = self
-            .store
-            .get_api_key(key)
-            .await
-            .map_err(|e| unavailable(format!("cannot read the API key: {e}")))?
-            .ok_or_else(|| unavailable(format!("the API key {key} no longer exists")))?;
-        let secrets = Arc::new(KeySecrets::open(&self.master_key, &record)?);
-        let mut cache = self.secrets.lock().expect("lock");
-        if cache.len() >= SECRET_CACHE_LIMIT {
-            cache.clear();
-        }
-        cache.insert(key, secrets.clone());
-        Ok(secrets)
+        let cell = {
+            let mut cache = self.secrets.lock().expect("lock");
+            if cache.len() >= SECRET_CACHE_LIMIT && !cache.contains_key(&key) {
+                cache.clear();
+            }
+            cache.entry(key).or_default().clone()
+        };
+        // Concurrent callers wait for the first one's read; a failed read is not kept (the next
+        // caller tries again).
+        let secrets = cell
+            .get_or_try_init(|| async {
+                let unavailable = |why: String| AttemptError::new(ErrorClass::Configuration, why);
+                let record = self
+                    .store
+                    .get_api_key(key)
+                    .await
+                    .map_err(|e| unavailable(format!("cannot read the API key: {e}")))?
+                    .ok_or_else(|| unavailable(format!("the API key {key} no longer exists")))?;
+                KeySecrets::open(&self.master_key, &record).map(Arc::new)
+            })
+            .await?;
+        Ok(secrets.clone())
     }
 
     /// Endpoints with more due work in the store and room in their queues, with how many
@@ -539,10 +550,10 @@ impl DeliveryEngine {
             if room > 0 && scan_due {
                 scan_requested = false;
                 last_scan = tokio::time::Instant::now();
-                let skip = self.blocked_endpoints();
+                let (skip, fed) = self.scan_exclusions();
                 let held: HashSet<DeliveryId> = self.in_memory.lock().expect("lock").keys().copied().collect();
                 let limit = room as u32;
-                match self.store.claim_deliveries(&self.node_id, now, lease_until, limit, &skip, &held).await {
+                match self.store.claim_deliveries(&self.node_id, now, lease_until, limit, &skip, &fed, &held).await {
                     Ok(jobs) => {
                         // A full batch means more may be due: scan again, and feed these
                         // endpoints by endpoint from now on.

@@ -165,7 +165,7 @@ async fn an_attempt_recorded_twice_is_logged_and_counted_once() {
     let f = Fixture::new().await;
     let (_, delivery) = f.completed_with_delivery("node-a", "https://hooks.example:443").await;
     let now = now_ms();
-    let jobs = f.store.claim_deliveries("node-a", now, now + 60_000, 10, &[], &HashSet::new()).await.unwrap();
+    let jobs = f.store.claim_deliveries("node-a", now, now + 60_000, 10, &[], &[], &HashSet::new()).await.unwrap();
     assert_eq!(jobs.iter().map(|j| j.id).collect::<Vec<_>>(), vec![delivery]);
     let retry = NextStep::Retry { at: now + 5_000, schedule_index: 1 };
     let first = record(delivery, 1, "node-a", now, retry.clone());
@@ -181,7 +181,7 @@ async fn an_attempt_recorded_twice_is_logged_and_counted_once() {
     // A stale attempt from a node whose lease was taken over is logged (it was sent) but moves
     // nothing.
     let later = now + 5_000;
-    let jobs = f.store.claim_deliveries("node-b", later, later + 60_000, 10, &[], &HashSet::new()).await.unwrap();
+    let jobs = f.store.claim_deliveries("node-b", later, later + 60_000, 10, &[], &[], &HashSet::new()).await.unwrap();
     assert_eq!(jobs[0].attempt_count, 1);
     f.store.record_attempts(&[record(delivery, 2, "node-b", later, NextStep::Succeeded)]).await.unwrap();
     let stale = record(delivery, 2, "node-a", later + 1, NextStep::Failed);
@@ -261,16 +261,111 @@ async fn deliveries_are_claimed_by_endpoint_and_skipped_by_endpoint() {
     let held: HashSet<DeliveryId> = claimed.iter().map(|j| j.id).collect();
 
     let skip = ["https://one.example:443".to_string()];
-    let others = f.store.claim_deliveries("node-a", now, now + 60_000, 10, &skip, &held).await.unwrap();
+    let others = f.store.claim_deliveries("node-a", now, now + 60_000, 10, &skip, &[], &held).await.unwrap();
     assert_eq!(others.len(), 3);
     assert!(others.iter().all(|j| j.endpoint == "https://two.example:443"));
     let mut held = held;
     held.extend(others.iter().map(|j| j.id));
-    let rest = f.store.claim_deliveries("node-a", now, now + 60_000, 10, &[], &held).await.unwrap();
+    let rest = f.store.claim_deliveries("node-a", now, now + 60_000, 10, &[], &[], &held).await.unwrap();
     let expected: Vec<DeliveryId> =
         by_endpoint.iter().filter(|(_, id)| !held.contains(id)).map(|(_, id)| *id).collect();
     assert_eq!(rest.iter().map(|j| j.id).collect::<Vec<_>>(), expected, "the one left");
     assert_eq!(rest[0].payload, Bytes::from_static(b"{}"));
+}
+
+#[tokio::test]
+async fn one_endpoint_claim_serves_several_endpoints_and_a_scan_leaves_fed_endpoints_out() {
+    let f = Fixture::new().await;
+    let (one, two, three) = ("https://one.example:443", "https://two.example:443", "https://three.example:443");
+    for endpoint in [one, two, three] {
+        for _ in 0..3 {
+            f.completed_with_delivery("node-a", endpoint).await;
+        }
+    }
+    let now = now_ms();
+    let lease = now + 60_000;
+    let first = [EndpointClaim { endpoint: one.into(), want: 1, held: 0 }];
+    let mut held: HashSet<DeliveryId> = f
+        .store
+        .claim_endpoint_deliveries("node-a", now, lease, &first, &HashSet::new())
+        .await
+        .unwrap()
+        .iter()
+        .map(|j| j.id)
+        .collect();
+    let wanted = [
+        EndpointClaim { endpoint: one.into(), want: 2, held: 1 },
+        EndpointClaim { endpoint: two.into(), want: 2, held: 0 },
+    ];
+    let claimed = f.store.claim_endpoint_deliveries("node-a", now, lease, &wanted, &held).await.unwrap();
+    let count = |jobs: &[DeliveryJob], endpoint: &str| jobs.iter().filter(|j| j.endpoint == endpoint).count();
+    assert_eq!((count(&claimed, one), count(&claimed, two), claimed.len()), (2, 2, 4), "each endpoint its own want");
+    assert!(claimed.iter().all(|j| !held.contains(&j.id)), "nothing held is claimed again");
+    held.extend(claimed.iter().map(|j| j.id));
+
+    // `one` has nothing left, `two` one delivery, `three` all three.
+    let fed = [one.to_string(), two.to_string()];
+    let scanned = f.store.claim_deliveries("node-a", now, lease, 10, &[], &fed, &held).await.unwrap();
+    assert_eq!(count(&scanned, three), 3);
+    assert!(scanned.iter().all(|j| !held.contains(&j.id)));
+    let sqlite = f._dir.database.is_none();
+    // SQLite leaves the fed endpoint's delivery to its endpoint claims; PostgreSQL may take it.
+    assert_eq!(count(&scanned, two), if sqlite { 0 } else { 1 });
+}
+
+#[tokio::test]
+async fn one_batch_of_attempts_keeps_each_keys_failure_clock_and_disables_only_the_failing_key() {
+    let f = Fixture::new().await;
+    let mut other = f.key.clone();
+    other.id = ApiKeyId::random();
+    f.store.create_api_key(&other, &format!("hash-{}", other.id)).await.unwrap();
+    let mut deliveries = Vec::new();
+    for _ in 0..4 {
+        deliveries.push(f.completed_with_delivery("node-a", "https://hooks.example:443").await.1);
+    }
+    let attempt = |delivery: DeliveryId, number: u32, key: ApiKeyId, at: Millis, next: NextStep| {
+        let mut record = record(delivery, number, "node-a", at, next);
+        record.api_key_id = key;
+        record
+    };
+    let retry = |at: Millis| NextStep::Retry { at, schedule_index: 1 };
+    let day: Millis = 24 * 3600 * 1000;
+    let t0 = now_ms() - 10 * day;
+    // One batch: the fixture's key fails twice; the other key fails, then succeeds.
+    let disabled = f
+        .store
+        .record_attempts(&[
+            attempt(deliveries[0], 1, f.key.id, t0, retry(t0 + 1000)),
+            attempt(deliveries[1], 1, other.id, t0 + 1, retry(t0 + 1000)),
+            attempt(deliveries[2], 1, f.key.id, t0 + 2, retry(t0 + 1000)),
+            attempt(deliveries[3], 1, other.id, t0 + 3, NextStep::Succeeded),
+        ])
+        .await
+        .unwrap();
+    assert!(disabled.is_empty());
+    let clock = |key: ApiKeyId| {
+        let store = f.store.clone();
+        async move { store.get_api_key(key).await.unwrap().unwrap() }
+    };
+    assert_eq!(clock(f.key.id).await.webhook_failing_since, Some(t0), "failing since its first failure");
+    assert_eq!(clock(other.id).await.webhook_failing_since, None, "a success stops the clock");
+
+    // Six days on (past the default five), both fail again: only the key failing since t0 is
+    // disabled; the other's clock starts now.
+    let later = t0 + 6 * day;
+    let disabled = f
+        .store
+        .record_attempts(&[
+            attempt(deliveries[0], 2, f.key.id, later, retry(later + 1000)),
+            attempt(deliveries[1], 2, other.id, later + 1, retry(later + 1000)),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(disabled.len(), 1, "{disabled:?}");
+    assert_eq!((disabled[0].api_key_id, disabled[0].failing_since, disabled[0].disabled_at), (f.key.id, t0, later));
+    assert_eq!(clock(f.key.id).await.webhook_disabled_at, Some(later));
+    let other_now = clock(other.id).await;
+    assert_eq!((other_now.webhook_failing_since, other_now.webhook_disabled_at), (Some(later + 1), None));
 }
 
 #[tokio::test]
