@@ -76,28 +76,41 @@ impl RenderWorkers {
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken, grace: Duration) {
         let slots = Arc::new(Semaphore::new(self.config.max_jobs_in_flight));
         let mut running = JoinSet::new();
+        // Claim when something may be waiting: at start, when woken (a job created here, a
+        // backend back), at each poll, and when a job ends if the last claim filled every free
+        // slot (more may be waiting) or the job freed a backend's slot. A job ending otherwise
+        // claims nothing: an empty claim is a write transaction for nothing.
+        let mut claim_now = true;
+        let mut more = true;
         while !shutdown.is_cancelled() {
-            let free = slots.available_permits() as u32;
-            let claimed = if free > 0 { self.claim(free).await } else { Vec::new() };
-            let claimed_any = !claimed.is_empty();
-            for (job, route) in claimed {
-                let permit = slots.clone().acquire_owned().await.expect("semaphore is never closed");
-                let workers = self.clone();
-                running.spawn(async move {
-                    workers.run_job(job, route).await;
-                    drop(permit);
-                });
+            if claim_now {
+                let free = slots.available_permits() as u32;
+                let claimed = if free > 0 { self.claim(free).await } else { Vec::new() };
+                more = claimed.len() as u32 >= free;
+                for (job, route) in claimed {
+                    let permit = slots.clone().acquire_owned().await.expect("semaphore is never closed");
+                    let workers = self.clone();
+                    let on_backend = matches!(route, Route::Backend(_));
+                    running.spawn(async move {
+                        workers.run_job(job, route).await;
+                        drop(permit);
+                        on_backend
+                    });
+                }
             }
-            while running.try_join_next().is_some() {}
-            if claimed_any && slots.available_permits() > 0 {
+            claim_now = false;
+            while let Some(ended) = running.try_join_next() {
+                claim_now |= more || ended.unwrap_or(true);
+            }
+            if claim_now && slots.available_permits() > 0 {
                 continue;
             }
-            tokio::select! {
-                _ = shutdown.cancelled() => {}
-                _ = self.wakeup.notified() => {}
-                _ = tokio::time::sleep(self.config.poll_interval) => {}
-                Some(_) = running.join_next(), if !running.is_empty() => {}
-            }
+            claim_now = tokio::select! {
+                _ = shutdown.cancelled() => false,
+                _ = self.wakeup.notified() => true,
+                _ = tokio::time::sleep(self.config.poll_interval) => true,
+                Some(ended) = running.join_next(), if !running.is_empty() => more || ended.unwrap_or(true),
+            };
         }
         let drained = tokio::time::timeout(grace, async { while running.join_next().await.is_some() {} }).await;
         if drained.is_err() {
