@@ -1397,7 +1397,7 @@ impl Store for SqlStore {
                     });
                 }
             }
-            disabled.sort_by_key(|webhook| webhook.api_key_id.to_string());
+            disabled.sort_unstable_by_key(|webhook| webhook.api_key_id);
             tx.commit().await?;
             Ok(disabled)
         })

@@ -141,14 +141,6 @@ impl SqliteDb {
              AND NOT {HELD} AND next_attempt_at <= "
         ));
         query.push_bind(now);
-        let not_in = |query: &mut QueryBuilder<Sqlite>, endpoints: &[String]| {
-            query.push(" AND endpoint NOT IN (");
-            let mut list = query.separated(", ");
-            for endpoint in endpoints {
-                list.push_bind(endpoint.clone());
-            }
-            query.push(")");
-        };
         if !skip_endpoints.is_empty() {
             not_in(&mut query, skip_endpoints);
         }
@@ -196,6 +188,16 @@ impl SqliteDb {
         }
         Ok(ids)
     }
+}
+
+/// ` AND endpoint NOT IN (...)`, with `endpoints` bound.
+fn not_in<'a>(query: &mut QueryBuilder<'a, Sqlite>, endpoints: &'a [String]) {
+    query.push(" AND endpoint NOT IN (");
+    let mut list = query.separated(", ");
+    for endpoint in endpoints {
+        list.push_bind(endpoint);
+    }
+    query.push(")");
 }
 
 /// Endpoints claimed for in one statement at most (SQLite allows 500 terms in a compound SELECT).
