@@ -130,6 +130,34 @@ pub struct Variation {
     pub backend: Option<String>,
 }
 
+impl Variation {
+    /// A new pending variation of `image` made through `api_key` at `now`, of the image's own
+    /// file or of `source_key`.
+    pub fn pending(
+        image: &Image,
+        api_key: ApiKeyId,
+        transform: Transform,
+        source_key: Option<String>,
+        now: Millis,
+    ) -> Self {
+        Variation {
+            id: VariationId::random(),
+            image_id: image.id,
+            generation_id: image.generation_id,
+            user_id: image.user_id,
+            api_key_id: api_key,
+            transform,
+            source_key,
+            status: JobStatus::Pending,
+            storage_key: None,
+            failure_reason: None,
+            created_at: now,
+            updated_at: now,
+            backend: None,
+        }
+    }
+}
+
 /// An uploaded init image: first an upload policy, then the file.
 #[derive(Clone, Debug, PartialEq)]
 pub struct InitImage {

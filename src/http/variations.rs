@@ -262,22 +262,7 @@ async fn create(
     };
     let (width, height) = source_size(state, &image, source_key.as_deref()).await?;
     let credits = transform.api_credit_cost(width, height);
-    let now = now_ms();
-    let variation = Variation {
-        id: VariationId::random(),
-        image_id: image.id,
-        generation_id: image.generation_id,
-        user_id: user,
-        api_key_id: caller.key.id,
-        transform,
-        source_key,
-        status: JobStatus::Pending,
-        storage_key: None,
-        failure_reason: None,
-        created_at: now,
-        updated_at: now,
-        backend: None,
-    };
+    let variation = Variation::pending(&image, caller.key.id, transform, source_key, now_ms());
     match state.store.create_variation(&variation, caller.user.api_concurrency_slots).await? {
         Admission::Accepted => {}
         Admission::SourceMissing => return Err(missing.into()),

@@ -1237,8 +1237,21 @@ impl Store for SqlStore {
             JobOutcome::Complete(key) => ("COMPLETE", Some(key.as_str()), None),
             JobOutcome::Failed { reason } => ("FAILED", None, Some(reason.as_str())),
         };
-        let generation = write!(self, |db| {
-            sqlx::query(
+        let generation = transaction!(self, |tx, dialect| {
+            // Finishing updates the user's row (the pending count, by trigger): the user is locked
+            // first, in the order admissions and deletes lock (user, then the job's rows), or a
+            // delete of the generation and this finish deadlock on PostgreSQL.
+            if dialect.locks_rows() {
+                let user = sqlx::query("SELECT user_id FROM variations WHERE id = $1")
+                    .bind(id.to_string())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                match user {
+                    Some(row) => dialect.lock_user(&mut tx, parse(&row, "user_id")?).await?,
+                    None => return Ok(false),
+                }
+            }
+            let generation = sqlx::query(
                 "UPDATE variations SET status = $3, storage_key = $4, failure_reason = $5, updated_at = $6, \
                  lease_owner = NULL, lease_expires_at = 0 WHERE id = $1 AND lease_owner = $2 AND status = 'PENDING' \
                  RETURNING generation_id",
@@ -1249,10 +1262,12 @@ impl Store for SqlStore {
             .bind(key)
             .bind(reason)
             .bind(at)
-            .fetch_optional(db)
+            .fetch_optional(&mut *tx)
             .await?
             .map(|row| parse::<GenerationId>(&row, "generation_id"))
-            .transpose()?
+            .transpose()?;
+            tx.commit().await?;
+            generation
         });
         if let Some(generation) = generation {
             self.forget_generation(generation);

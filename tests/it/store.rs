@@ -376,21 +376,7 @@ async fn deleting_a_generation_removes_its_images_and_variations_and_keeps_its_d
     assert_eq!(stored.images.len(), 2);
     let image = stored.images[0].clone();
     let now = now_ms();
-    let variation = Variation {
-        id: VariationId::random(),
-        image_id: image.id,
-        generation_id: generation.id,
-        user_id: f.user.id,
-        api_key_id: f.key.id,
-        transform: Transform::Upscale,
-        source_key: None,
-        status: JobStatus::Pending,
-        storage_key: None,
-        failure_reason: None,
-        created_at: now,
-        updated_at: now,
-        backend: None,
-    };
+    let variation = Variation::pending(&image, f.key.id, Transform::Upscale, None, now);
     assert_eq!(f.store.create_variation(&variation, 100).await.unwrap(), Admission::Accepted);
     let claimed = f.store.claim_render_jobs("node-a", now, now + 60_000, 10, &[], &[]).await.unwrap();
     assert!(matches!(&claimed[0].work, RenderWork::Variation { source, .. } if source.id == image.id));
@@ -413,6 +399,64 @@ async fn deleting_a_generation_removes_its_images_and_variations_and_keeps_its_d
     assert_eq!(f.store.create_variation(&late, 100).await.unwrap(), Admission::SourceMissing);
     // The callback it owed is still on record.
     assert!(f.store.get_delivery(delivery, Some(f.user.id)).await.unwrap().is_some());
+}
+
+/// A variation finishing while its generation is deleted: the delete holds the user's row and
+/// waits for the variation's; finishing must not hold the variation's row and then wait for the
+/// user's (the pending count's trigger), or PostgreSQL breaks the deadlock by failing one of them.
+#[tokio::test]
+async fn a_variation_finishing_while_its_generation_is_deleted_does_not_deadlock() {
+    if not_applicable(Backend::Postgres, "SQLite runs one writer at a time, so nothing waits for a row") {
+        return;
+    }
+    let f = Fixture::new().await;
+    let (generation, _) = f.completed_with_delivery("node-a", "https://hooks.example:443").await;
+    let image = f.store.get_generation(f.user.id, generation.id).await.unwrap().unwrap().images[0].clone();
+    let now = now_ms();
+    let variation = Variation::pending(&image, f.key.id, Transform::Upscale, None, now);
+    assert_eq!(f.store.create_variation(&variation, 100).await.unwrap(), Admission::Accepted);
+    assert_eq!(f.store.claim_render_jobs("node-a", now, now + 60_000, 10, &[], &[]).await.unwrap().len(), 1);
+
+    // A delete, step by step on a connection of its own: it locks the user, then the generation.
+    let url = &f._dir.database.as_ref().unwrap().url;
+    let deleter = sqlx::postgres::PgPoolOptions::new().max_connections(2).connect(url).await.unwrap();
+    let mut delete = deleter.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM users WHERE id = $1 FOR UPDATE")
+        .bind(f.user.id.to_string())
+        .execute(&mut *delete)
+        .await
+        .unwrap();
+    let outcome = JobOutcome::Complete("users/x/variation.jpg".to_string());
+    let finishing = {
+        let store = f.store.clone();
+        tokio::spawn(async move { store.finish_variation(variation.id, "node-a", now_ms(), &outcome).await })
+    };
+    // Until the finish waits for a lock the delete holds.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&deleter)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the finish never waited for the user's row");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let deleted = sqlx::query("DELETE FROM generations WHERE id = $1")
+        .bind(generation.id.to_string())
+        .execute(&mut *delete)
+        .await
+        .map(|done| done.rows_affected());
+    assert_eq!(deleted.unwrap(), 1, "the delete is not a deadlock's victim");
+    delete.commit().await.unwrap();
+    let finished = finishing.await.unwrap();
+    assert!(!finished.unwrap(), "the variation went with its generation: nothing left to finish");
+    assert_eq!(f.store.get_variation(f.user.id, variation.id).await.unwrap(), None);
+    deleter.close().await;
 }
 
 #[tokio::test]
