@@ -66,6 +66,7 @@ pub struct Metrics {
     pub http_requests: Family<RequestLabels, Counter>,
     pub http_duration: HistogramFamily<RouteLabels>,
     pub generations_created: Counter,
+    pub generations_handed_over: Counter,
     pub generations_finished: Family<StatusLabels, Counter>,
     pub render_duration: HistogramFamily<BackendLabels>,
     pub attempts: Family<AttemptLabels, Counter>,
@@ -104,6 +105,12 @@ impl Metrics {
         );
         let generations_created = Counter::default();
         registry.register("generations_created", "Generations accepted", generations_created.clone());
+        let generations_handed_over = Counter::default();
+        registry.register(
+            "generations_handed_over",
+            "Generations handed straight to this node's render workers, leased at birth (no claim)",
+            generations_handed_over.clone(),
+        );
         let generations_finished = Family::<StatusLabels, Counter>::default();
         registry.register(
             "generations_finished",
@@ -180,6 +187,7 @@ impl Metrics {
             http_requests,
             http_duration,
             generations_created,
+            generations_handed_over,
             generations_finished,
             render_duration,
             attempts,

@@ -18,6 +18,7 @@ use crate::images::ImageStore;
 use crate::models::Catalogue;
 use crate::render::builtin::BuiltinRenderer;
 use crate::render::dispatch::Backends;
+use crate::render::handoff::Handoff;
 use crate::render::worker::RenderWorkers;
 use crate::secrets::MasterKey;
 use crate::store::{self, Store};
@@ -160,10 +161,14 @@ pub async fn start(config: Config) -> Result<Easel, StartError> {
     } else {
         (None, None)
     };
+    let mut render_handoff = None;
     let render = if config.runs(Role::Render) {
         let wakeup = Arc::new(Notify::new());
         wakeups.render = Some(wakeup.clone());
         backends.monitor(store.clone(), node_id.clone(), wakeup.clone(), shutdown.clone());
+        let (handoff, handed) =
+            Handoff::new(config.render.max_jobs_in_flight, node_id.clone(), config.render.lease, backends.clone());
+        render_handoff = Some(handoff.clone());
         let workers = Arc::new(RenderWorkers {
             store: store.clone(),
             renderer: Arc::new(BuiltinRenderer::new(config.render.workers)),
@@ -172,6 +177,7 @@ pub async fn start(config: Config) -> Result<Easel, StartError> {
             config: config.render.clone(),
             node_id: node_id.clone(),
             wakeup,
+            handoff,
             outbox: Outbox {
                 master_key: master_key.clone(),
                 images: images.clone(),
@@ -184,7 +190,7 @@ pub async fn start(config: Config) -> Result<Easel, StartError> {
         });
         let (guard, flag) = RunningGuard::new();
         running.render = Some(flag);
-        let run = workers.run(shutdown.clone(), grace);
+        let run = workers.run(handed, shutdown.clone(), grace);
         Some(tokio::spawn(async move {
             let _running = guard;
             run.await
@@ -206,6 +212,7 @@ pub async fn start(config: Config) -> Result<Easel, StartError> {
         images,
         api: config.api.clone(),
         render_wakeup: wakeups.render,
+        render_handoff,
         delivery_wakeup: wakeups.deliveries,
         egress_ips: config.webhook.egress_ips.clone(),
         backends: config.backends.clone(),

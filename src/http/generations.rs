@@ -75,7 +75,12 @@ async fn create_generation(
         updated_at: now,
         images: Vec::new(),
     };
-    match state.store.create_generation(&generation, caller.user.api_concurrency_slots).await? {
+    // With a free render slot here, the job is inserted leased to this node and handed to its
+    // workers: no claim, no wake-up (`render::handoff`).
+    let handoff = state.render_handoff.as_ref();
+    let reservation = handoff.and_then(|handoff| handoff.reserve(&generation.params.model_id));
+    let lease = reservation.as_ref().map(|reservation| reservation.lease());
+    match state.store.create_generation(&generation, caller.user.api_concurrency_slots, lease).await? {
         Admission::Accepted => {
             state.metrics.generations_created.inc();
         }
@@ -86,9 +91,16 @@ async fn create_generation(
             return Err(ApiError::SlotsFull { slots, retry_after_seconds: state.api.retry_after_seconds });
         }
     }
-    state.wake_render_workers();
     tracing::info!(generation.id = %generation.id, user.id = %caller.user.id, "generation queued");
-    Ok(Json(wire::SdGenerationJobResponse::new(&generation)))
+    let answer = wire::SdGenerationJobResponse::new(&generation);
+    match (handoff, reservation) {
+        (Some(handoff), Some(reservation)) => {
+            reservation.hand_over(handoff, generation);
+            state.metrics.generations_handed_over.inc();
+        }
+        _ => state.wake_render_workers(),
+    }
+    Ok(Json(answer))
 }
 
 /// A generation of the caller with its images, or `null`.

@@ -51,6 +51,9 @@ pub struct AppState {
     pub api: ApiConfig,
     /// Wakes this node's render workers when a job is created (`None` on API-only nodes).
     pub render_wakeup: Option<Arc<Notify>>,
+    /// This node's render slots, for generations handed straight to its workers (`None` on
+    /// API-only nodes).
+    pub render_handoff: Option<Arc<crate::render::handoff::Handoff>>,
     /// Wakes this node's delivery engine when a delivery is retried (`None` where it does not run).
     pub delivery_wakeup: Option<Arc<Notify>>,
     /// Whether the worker roles this node runs are still running (`None`: not run here).

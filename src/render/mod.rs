@@ -8,6 +8,7 @@ pub mod backends;
 pub mod builtin;
 pub mod dispatch;
 pub mod guides;
+pub mod handoff;
 pub mod transform;
 pub mod worker;
 

@@ -6,12 +6,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::backends::{BackendError, BackendImage, BackendJob, ControlUnit, TransformJob};
 use super::dispatch::{BackendSlot, Backends};
+use super::handoff::{Handed, Handoff};
 use super::{GenerateRequest, Guides, RenderError, RenderedImage, Renderer};
 use crate::clock::Millis;
 use crate::clock::now_ms;
@@ -33,8 +34,10 @@ pub struct RenderWorkers {
     pub config: RenderConfig,
     /// This process's lease owner name.
     pub node_id: String,
-    /// Signalled when a job is created on this node.
+    /// Signalled when a job is created on this node and not handed over.
     pub wakeup: Arc<Notify>,
+    /// This node's render slots, and the jobs the API hands over.
+    pub handoff: Arc<Handoff>,
     /// Builds the webhook delivery of each finished generation.
     pub outbox: Outbox,
     /// The inference servers of `[[backends]]` and the models they run.
@@ -71,46 +74,77 @@ pub enum Finished {
 }
 
 impl RenderWorkers {
-    /// Claims and runs jobs until `shutdown`; then gives the jobs in hand `grace` to finish. A job
-    /// cut short keeps its lease and is rendered again after the restart.
-    pub async fn run(self: Arc<Self>, shutdown: CancellationToken, grace: Duration) {
-        let slots = Arc::new(Semaphore::new(self.config.max_jobs_in_flight));
+    /// Claims and runs jobs until `shutdown`, and runs the jobs the API hands over (`handed`,
+    /// each with its slot); then gives the jobs in hand `grace` to finish. A job cut short keeps
+    /// its lease and is rendered again after the restart.
+    pub async fn run(
+        self: Arc<Self>,
+        mut handed: mpsc::UnboundedReceiver<Handed>,
+        shutdown: CancellationToken,
+        grace: Duration,
+    ) {
+        let slots = self.handoff.slots.clone();
         let mut running = JoinSet::new();
-        // Claim when something may be waiting: at start, when woken (a job created here, a
-        // backend back), at each poll, and when a job ends if the last claim filled every free
-        // slot (more may be waiting) or the job freed a backend's slot. A job ending otherwise
-        // claims nothing: an empty claim is a write transaction for nothing.
+        let start = |running: &mut JoinSet<bool>, job: RenderJob, route: Route, permit: OwnedSemaphorePermit| {
+            let workers = self.clone();
+            let on_backend = matches!(route, Route::Backend(_));
+            running.spawn(async move {
+                workers.run_job(job, route).await;
+                drop(permit);
+                on_backend
+            });
+        };
+        // Claim when something may be waiting: at start, when woken (a job created here that was
+        // not handed over, a backend back), at each poll, and when a job ends if the last claim
+        // filled every free slot (more may be waiting) or the job freed a backend's slot. A job
+        // ending otherwise claims nothing: an empty claim is a write transaction for nothing.
         let mut claim_now = true;
         let mut more = true;
         while !shutdown.is_cancelled() {
             if claim_now {
+                // The free slots are taken before the claim (the API cannot hand a job into one
+                // meanwhile); those the claim does not fill are given back after it.
                 let free = slots.available_permits() as u32;
-                let claimed = if free > 0 { self.claim(free).await } else { Vec::new() };
+                let mut permits = if free > 0 { slots.clone().try_acquire_many_owned(free).ok() } else { None };
+                if free > 0 && permits.is_none() {
+                    continue; // a slot was handed a job meanwhile: count again
+                }
+                let claimed = match &permits {
+                    Some(_) => self.claim(free).await,
+                    None => Vec::new(),
+                };
                 more = claimed.len() as u32 >= free;
+                self.handoff.claimed(more);
                 for (job, route) in claimed {
-                    let permit = slots.clone().acquire_owned().await.expect("semaphore is never closed");
-                    let workers = self.clone();
-                    let on_backend = matches!(route, Route::Backend(_));
-                    running.spawn(async move {
-                        workers.run_job(job, route).await;
-                        drop(permit);
-                        on_backend
-                    });
+                    let permit =
+                        permits.as_mut().and_then(|permits| permits.split(1)).expect("one slot per claimed job");
+                    start(&mut running, job, route, permit);
                 }
             }
             claim_now = false;
+            while let Ok((job, permit)) = handed.try_recv() {
+                start(&mut running, job, Route::Builtin, permit);
+            }
             while let Some(ended) = running.try_join_next() {
                 claim_now |= more || ended.unwrap_or(true);
             }
             if claim_now && slots.available_permits() > 0 {
                 continue;
             }
+            let mut arrived = None;
             claim_now = tokio::select! {
                 _ = shutdown.cancelled() => false,
                 _ = self.wakeup.notified() => true,
                 _ = tokio::time::sleep(self.config.poll_interval) => true,
+                Some(job) = handed.recv() => {
+                    arrived = Some(job);
+                    false
+                }
                 Some(ended) = running.join_next(), if !running.is_empty() => more || ended.unwrap_or(true),
             };
+            if let Some((job, permit)) = arrived {
+                start(&mut running, job, Route::Builtin, permit);
+            }
         }
         let drained = tokio::time::timeout(grace, async { while running.join_next().await.is_some() {} }).await;
         if drained.is_err() {

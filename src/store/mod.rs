@@ -159,8 +159,15 @@ pub trait Store: Send + Sync + 'static {
     /// Returns false if there is no live key with this id.
     async fn delete_api_key(&self, id: ApiKeyId, at: Millis) -> StoreResult<bool>;
 
-    /// Records a PENDING generation unless the user's concurrency slots are all taken.
-    async fn create_generation(&self, generation: &Generation, slots: u32) -> StoreResult<Admission>;
+    /// Records a PENDING generation unless the user's concurrency slots are all taken. With
+    /// `lease` (owner, expiry) the job is claimed by that owner in the same transaction (its first
+    /// attempt), as `claim_render_jobs` would: for a node that hands it to its own render workers.
+    async fn create_generation(
+        &self,
+        generation: &Generation,
+        slots: u32,
+        lease: Option<(&str, Millis)>,
+    ) -> StoreResult<Admission>;
     async fn get_generation(&self, user: UserId, id: GenerationId) -> StoreResult<Option<Generation>>;
     /// Newest first.
     async fn list_generations(&self, user: UserId, offset: u64, limit: u64) -> StoreResult<Vec<Generation>>;

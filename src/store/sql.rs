@@ -184,6 +184,8 @@ pub(super) struct Admit {
     source_image: Option<ImageId>,
     insert: &'static str,
     values: Vec<Value>,
+    /// Whether other nodes' workers are told (PostgreSQL): not for a job leased at birth.
+    announce: bool,
     answer: tokio::sync::oneshot::Sender<StoreResult<Admission>>,
 }
 
@@ -228,7 +230,8 @@ impl SqlStore {
     /// (PostgreSQL) or the database's one writer held (SQLite), and the image is held until the
     /// commit, so a delete of its generation waits for the insert (and then removes the job with
     /// the image) or has already happened and is seen here. Concurrent inserts share a
-    /// transaction (`group::GroupCommit`); the answer comes after the commit.
+    /// transaction (`group::GroupCommit`); the answer comes after the commit. Render workers are
+    /// told of the job if `announce` (one leased at birth needs no claim).
     async fn admit(
         &self,
         user: UserId,
@@ -236,8 +239,11 @@ impl SqlStore {
         source_image: Option<ImageId>,
         insert: &'static str,
         values: Vec<Value>,
+        announce: bool,
     ) -> StoreResult<Admission> {
-        self.admissions.submit(&self.me, |answer| Admit { user, slots, source_image, insert, values, answer }).await
+        self.admissions
+            .submit(&self.me, |answer| Admit { user, slots, source_image, insert, values, announce, answer })
+            .await
     }
 
     /// A live key and its user, by the key's hash, from the database.
@@ -395,7 +401,7 @@ impl SqlStore {
                     query.build().execute(&mut *tx).await?;
                 }
             }
-            if !admitted.is_empty() {
+            if admitted.iter().any(|admit| admit.announce) {
                 dialect.notify(&mut tx, RENDER_CHANNEL).await?;
             }
             tx.commit().await?;
@@ -687,9 +693,14 @@ impl Store for SqlStore {
         Ok(deleted == 1)
     }
 
-    async fn create_generation(&self, generation: &Generation, slots: u32) -> StoreResult<Admission> {
+    async fn create_generation(
+        &self,
+        generation: &Generation,
+        slots: u32,
+        lease: Option<(&str, Millis)>,
+    ) -> StoreResult<Admission> {
         let insert = "INSERT INTO generations (id, user_id, api_key_id, status, params, created_at, updated_at, \
-             model_id) ";
+             model_id, lease_owner, lease_expires_at, attempts) ";
         let values = vec![
             Value::Text(generation.id.to_string()),
             Value::Text(generation.user_id.to_string()),
@@ -699,8 +710,11 @@ impl Store for SqlStore {
             Value::Int(generation.created_at),
             Value::Int(generation.created_at),
             Value::Text(generation.params.model_id.to_string()),
+            Value::OptText(lease.map(|(owner, _)| owner.to_string())),
+            Value::Int(lease.map_or(0, |(_, until)| until)),
+            Value::Int(i64::from(lease.is_some())),
         ];
-        self.admit(generation.user_id, slots, None, insert, values).await
+        self.admit(generation.user_id, slots, None, insert, values, lease.is_none()).await
     }
 
     async fn get_generation(&self, user: UserId, id: GenerationId) -> StoreResult<Option<Generation>> {
@@ -837,7 +851,7 @@ impl Store for SqlStore {
             Value::Int(variation.created_at),
             Value::Int(variation.created_at),
         ];
-        let admission = self.admit(variation.user_id, slots, Some(variation.image_id), insert, values).await;
+        let admission = self.admit(variation.user_id, slots, Some(variation.image_id), insert, values, true).await;
         // Its generation now lists a pending variation under the image.
         self.forget_generation(variation.generation_id);
         admission

@@ -368,3 +368,18 @@ pub fn small_generation(prompt: &str) -> Value {
     serde_json::json!({"prompt": prompt, "width": 64, "height": 64, "num_images": 1, "modelId": null,
                        "alchemy": true, "presetStyle": "DYNAMIC"})
 }
+
+/// The value of the sample `series` (a metric name with its labels, as printed) in `text`, or 0.
+pub fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.split(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// `GET /metrics` of `app`, checked to be OpenMetrics text.
+pub async fn scrape(app: &TestApp) -> String {
+    let reply = app.send(app.client.get(format!("{}/metrics", app.origin))).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert!(reply.headers["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
+    reply.text
+}

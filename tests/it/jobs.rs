@@ -82,3 +82,38 @@ async fn graceful_shutdown_lets_a_running_job_finish() {
     assert_eq!(generation.status, easel::store::JobStatus::Complete);
     drop(dir);
 }
+
+/// A generation admitted while this node has a free render slot goes straight to its workers,
+/// leased at birth (no claim); the others are claimed as slots free up.
+#[tokio::test]
+async fn generations_go_straight_to_free_render_slots_and_the_rest_are_claimed() {
+    let app = spawn_app_with(|config| {
+        config.render.max_jobs_in_flight = 2;
+        config.render.simulated_duration = Duration::from_millis(700);
+    })
+    .await;
+    let user = app.admin.clone();
+    let handed = |text: &str| sample(text, "easel_generations_handed_over_total");
+    // One first, so the workers have made their first claim (until then, jobs of an earlier run
+    // may be waiting, and new ones queue behind them).
+    let first = app.create_generation(&user, &small_generation("first")).await;
+    assert_eq!(app.finished_generation(&user, &first).await["status"], "COMPLETE");
+    let before = handed(&scrape(&app).await);
+
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        ids.push(app.create_generation(&user, &small_generation(&format!("burst {n}"))).await);
+    }
+    assert_eq!(handed(&scrape(&app).await) - before, 2.0, "two free slots: two handed over, three to claim");
+    let leased = app.get(&user, &format!("/generations/{}", ids[0])).await;
+    assert_eq!(leased.body["generations_by_pk"]["status"], "PENDING", "rendering for 700 ms");
+    for id in &ids {
+        let generation = app.finished_generation(&user, id).await;
+        assert_eq!(generation["status"], "COMPLETE");
+        assert_eq!(generation["generated_images"].as_array().unwrap().len(), 1);
+    }
+    // The queue drained, the next one goes straight to a slot again.
+    let last = app.create_generation(&user, &small_generation("after")).await;
+    assert_eq!(handed(&scrape(&app).await) - before, 3.0);
+    assert_eq!(app.finished_generation(&user, &last).await["status"], "COMPLETE");
+}

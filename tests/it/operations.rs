@@ -95,20 +95,6 @@ async fn json_logs_are_one_object_per_line_with_fields() {
     );
 }
 
-/// The value of the sample `series` (a metric name with its labels, as printed) in `text`, or 0.
-fn sample(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.split(' ').next()?.parse().ok())
-        .unwrap_or(0.0)
-}
-
-async fn scrape(app: &TestApp) -> String {
-    let reply = app.send(app.client.get(format!("{}/metrics", app.origin))).await;
-    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
-    assert!(reply.headers["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
-    reply.text
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_count_real_traffic_with_bounded_labels() {
     let ca = crate::receiver::TestCa::new();

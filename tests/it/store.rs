@@ -67,7 +67,7 @@ impl Fixture {
 
     async fn pending_generation(&self) -> Generation {
         let generation = self.generation(now_ms());
-        assert_eq!(self.store.create_generation(&generation, 100).await.unwrap(), Admission::Accepted);
+        assert_eq!(self.store.create_generation(&generation, 100, None).await.unwrap(), Admission::Accepted);
         generation
     }
 
@@ -197,7 +197,7 @@ async fn concurrent_admissions_never_exceed_the_slots() {
     let attempts = (0..40).map(|n| {
         let store = f.store.clone();
         let generation = f.generation(n);
-        tokio::spawn(async move { store.create_generation(&generation, 3).await.unwrap() })
+        tokio::spawn(async move { store.create_generation(&generation, 3, None).await.unwrap() })
     });
     let results = futures_util::future::join_all(attempts).await;
     let accepted = results.iter().filter(|r| *r.as_ref().unwrap() == Admission::Accepted).count();
@@ -213,12 +213,12 @@ async fn a_slot_is_free_again_once_its_job_completes_fails_or_is_deleted() {
     let f = Fixture::new().await;
     let jobs: Vec<Generation> = (0..3).map(|n| f.generation(n)).collect();
     for job in &jobs {
-        assert_eq!(f.store.create_generation(job, 3).await.unwrap(), Admission::Accepted);
+        assert_eq!(f.store.create_generation(job, 3, None).await.unwrap(), Admission::Accepted);
     }
     let mut n = 10;
     let mut one_more = async || {
         n += 1;
-        f.store.create_generation(&f.generation(n), 3).await.unwrap()
+        f.store.create_generation(&f.generation(n), 3, None).await.unwrap()
     };
     assert_eq!(one_more().await, Admission::SlotsFull { slots: 3 });
 
@@ -494,12 +494,12 @@ async fn backend_claims_respect_max_concurrent_across_owners_and_let_users_take_
     let mut first = Vec::new();
     for n in 0..3 {
         let generation = f.generation(base + n);
-        assert_eq!(f.store.create_generation(&generation, 100).await.unwrap(), Admission::Accepted);
+        assert_eq!(f.store.create_generation(&generation, 100, None).await.unwrap(), Admission::Accepted);
         first.push(generation.id);
     }
     let mut late = f.generation(base + 10);
     late.user_id = other_user.id;
-    assert_eq!(f.store.create_generation(&late, 100).await.unwrap(), Admission::Accepted);
+    assert_eq!(f.store.create_generation(&late, 100, None).await.unwrap(), Admission::Accepted);
 
     let now = now_ms();
     let claim = |owner: &'static str, max_concurrent: u32, limit: u32, now: Millis| BackendClaim {
