@@ -135,10 +135,21 @@ impl ImageStore {
 }
 
 /// Image ids are derived from the generation and the image's index, so a job rendered again after
-/// a crash writes the same files instead of leaving orphans.
+/// a crash writes the same files instead of leaving orphans. A time-ordered generation id (v7)
+/// gives its images ids that start with the same time (v7 too, the rest from the digest), so they
+/// sort together in the indexes; an older random id (v4) keeps the derivation it always had.
 pub fn image_id(generation: GenerationId, index: u32) -> ImageId {
     let digest = Sha256::new().chain_update(generation.0.as_bytes()).chain_update(index.to_be_bytes()).finalize();
-    let bytes: [u8; 16] = digest[..16].try_into().expect("32-byte digest");
+    let mut bytes: [u8; 16] = digest[..16].try_into().expect("32-byte digest");
+    if generation.0.get_version_num() == 7 {
+        bytes[..6].copy_from_slice(&generation.0.as_bytes()[..6]);
+        return ImageId(
+            uuid::Builder::from_bytes(bytes)
+                .with_version(uuid::Version::SortRand)
+                .with_variant(uuid::Variant::RFC4122)
+                .into_uuid(),
+        );
+    }
     ImageId(uuid::Builder::from_random_bytes(bytes).into_uuid())
 }
 
@@ -206,5 +217,11 @@ mod tests {
         assert_eq!(image_id(generation, 0), image_id(generation, 0));
         assert_ne!(image_id(generation, 0), image_id(generation, 1));
         assert_ne!(image_id(generation, 0), image_id(GenerationId::random(), 0));
+        // A new generation's images start with its time, and sort with it.
+        let image = image_id(generation, 1).0;
+        assert_eq!((image.get_version_num(), &image.as_bytes()[..6]), (7, &generation.0.as_bytes()[..6]));
+        // A generation made before ids were time-ordered keeps the image ids it had.
+        let old: GenerationId = "0f8fad5b-d9cb-469f-a165-70867728950e".parse().unwrap();
+        assert_eq!(image_id(old, 1).to_string(), "ffb2ccf6-ff41-48d8-93d3-4c3c5c5a2c0c");
     }
 }
