@@ -75,39 +75,44 @@ macro_rules! transaction {
     };
 }
 
-/// `insert_delivery!(tx, dialect, delivery)`: inserts a `NewDelivery` with its payload in the
-/// transaction `tx`; one that is not leased at birth is announced to the other nodes.
-macro_rules! insert_delivery {
-    ($tx:ident, $dialect:ident, $delivery:expr) => {{
-        let delivery: &NewDelivery = $delivery;
-        // A delivery leased at birth is due when its lease runs out.
-        let (lease_owner, next_attempt_at) = match &delivery.lease {
-            Some((owner, until)) => (Some(owner.as_str()), *until),
-            None => (None, delivery.created_at),
-        };
-        sqlx::query(
-            "INSERT INTO webhook_deliveries (id, generation_id, user_id, api_key_id, event_type, url, \
-             endpoint, status, next_attempt_at, lease_owner, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', $10, $9, $8, $8)",
-        )
-        .bind(delivery.id.to_string())
-        .bind(delivery.generation_id.to_string())
-        .bind(delivery.user_id.to_string())
-        .bind(delivery.api_key_id.to_string())
-        .bind(&delivery.event_type)
-        .bind(&delivery.url)
-        .bind(&delivery.endpoint)
-        .bind(delivery.created_at)
-        .bind(lease_owner)
-        .bind(next_attempt_at)
-        .execute(&mut *$tx)
-        .await?;
-        sqlx::query("INSERT INTO webhook_payloads (delivery_id, body) VALUES ($1, $2)")
-            .bind(delivery.id.to_string())
-            .bind(delivery.payload.as_ref())
-            .execute(&mut *$tx)
-            .await?;
-        if delivery.lease.is_none() {
+/// `insert_deliveries!(tx, dialect, deliveries)`: inserts `NewDelivery`s (`&[&NewDelivery]`) with
+/// their payloads in the transaction `tx`, a multi-row statement per table; those not leased at
+/// birth are announced to the other nodes.
+macro_rules! insert_deliveries {
+    ($tx:ident, $dialect:ident, $deliveries:expr) => {{
+        let deliveries: &[&NewDelivery] = $deliveries;
+        for chunk in deliveries.chunks(ROWS_PER_STATEMENT) {
+            let mut insert = QueryBuilder::<Db>::new(
+                "INSERT INTO webhook_deliveries (id, generation_id, user_id, api_key_id, event_type, url, \
+                 endpoint, status, next_attempt_at, lease_owner, created_at, updated_at) ",
+            );
+            insert.push_values(chunk, |mut row, delivery| {
+                // A delivery leased at birth is due when its lease runs out.
+                let (lease_owner, next_attempt_at) = match &delivery.lease {
+                    Some((owner, until)) => (Some(owner.clone()), *until),
+                    None => (None, delivery.created_at),
+                };
+                row.push_bind(delivery.id.to_string())
+                    .push_bind(delivery.generation_id.to_string())
+                    .push_bind(delivery.user_id.to_string())
+                    .push_bind(delivery.api_key_id.to_string())
+                    .push_bind(delivery.event_type.clone())
+                    .push_bind(delivery.url.clone())
+                    .push_bind(delivery.endpoint.clone())
+                    .push("'pending'")
+                    .push_bind(next_attempt_at)
+                    .push_bind(lease_owner)
+                    .push_bind(delivery.created_at)
+                    .push_bind(delivery.created_at);
+            });
+            insert.build().execute(&mut *$tx).await?;
+            let mut payloads = QueryBuilder::<Db>::new("INSERT INTO webhook_payloads (delivery_id, body) ");
+            payloads.push_values(chunk, |mut row, delivery| {
+                row.push_bind(delivery.id.to_string()).push_bind(delivery.payload.to_vec());
+            });
+            payloads.build().execute(&mut *$tx).await?;
+        }
+        if deliveries.iter().any(|delivery| delivery.lease.is_none()) {
             $dialect.notify(&mut $tx, DELIVERY_CHANNEL).await?;
         }
     }};
@@ -285,51 +290,63 @@ impl SqlStore {
                     dialect.lock_user(&mut tx, user).await?;
                 }
             }
-            let mut finished = Vec::with_capacity(batch.len());
-            for finish in batch {
-                let (status, reason) = match &finish.outcome {
-                    JobOutcome::Complete(_) => ("COMPLETE", None),
-                    JobOutcome::Failed { reason } => ("FAILED", Some(reason.as_str())),
-                };
-                let row = sqlx::query(
-                    "UPDATE generations SET status = $3, failure_reason = $4, updated_at = $5, lease_owner = NULL, \
-                     lease_expires_at = 0 WHERE id = $1 AND lease_owner = $2 AND status = 'PENDING' RETURNING user_id",
-                )
-                .bind(finish.id.to_string())
-                .bind(&finish.owner)
-                .bind(status)
-                .bind(reason)
-                .bind(finish.at)
-                .fetch_optional(&mut *tx)
-                .await?;
-                let Some(row) = row else {
-                    finished.push(false);
-                    continue;
-                };
-                let user_id = row.text("user_id")?;
-                if let JobOutcome::Complete(images) = &finish.outcome {
-                    for image in images {
-                        sqlx::query(
-                            "INSERT INTO images (id, generation_id, user_id, idx, storage_key, width, height, \
-                             created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                        )
-                        .bind(image.id.to_string())
-                        .bind(finish.id.to_string())
-                        .bind(&user_id)
-                        .bind(i64::from(image.index))
-                        .bind(&image.storage_key)
-                        .bind(i64::from(image.width))
-                        .bind(i64::from(image.height))
-                        .bind(finish.at)
-                        .execute(&mut *tx)
-                        .await?;
-                    }
+            // One statement per table for the whole batch: the generations that were still
+            // PENDING and leased to their finisher, then their images and their deliveries.
+            let mut owners: std::collections::HashMap<String, UserId> = std::collections::HashMap::new();
+            for chunk in batch.chunks(ROWS_PER_STATEMENT) {
+                let mut update = QueryBuilder::<Db>::new("WITH v (id, owner, status, reason, at) AS (");
+                update.push_values(chunk, |mut row, finish| {
+                    let (status, reason) = match &finish.outcome {
+                        JobOutcome::Complete(_) => ("COMPLETE", None),
+                        JobOutcome::Failed { reason } => ("FAILED", Some(reason.clone())),
+                    };
+                    row.push_bind(finish.id.to_string())
+                        .push_bind(finish.owner.clone())
+                        .push_bind(status)
+                        .push_bind(reason)
+                        .push_bind(finish.at);
+                });
+                update.push(
+                    ") UPDATE generations SET status = v.status, failure_reason = v.reason, updated_at = v.at, \
+                     lease_owner = NULL, lease_expires_at = 0 FROM v WHERE generations.id = v.id \
+                     AND generations.lease_owner = v.owner AND generations.status = 'PENDING' \
+                     RETURNING generations.id, generations.user_id",
+                );
+                for row in update.build().fetch_all(&mut *tx).await? {
+                    owners.insert(row.text("id")?, parse(&row, "user_id")?);
                 }
-                if let Some(delivery) = &finish.delivery {
-                    insert_delivery!(tx, dialect, delivery);
-                }
-                finished.push(true);
             }
+            // A generation finishes once, even if the batch names it twice.
+            let finished: Vec<Option<UserId>> =
+                batch.iter().map(|finish| owners.remove(&finish.id.to_string())).collect();
+            let done = || batch.iter().zip(&finished).filter_map(|(finish, user)| user.map(|user| (finish, user)));
+            let images: Vec<(&Finish, UserId, &NewImage)> = done()
+                .flat_map(|(finish, user)| match &finish.outcome {
+                    JobOutcome::Complete(images) => images.iter().map(|image| (finish, user, image)).collect(),
+                    JobOutcome::Failed { .. } => Vec::new(),
+                })
+                .collect();
+            for chunk in images.chunks(ROWS_PER_STATEMENT) {
+                let mut insert = QueryBuilder::<Db>::new(
+                    "INSERT INTO images (id, generation_id, user_id, idx, storage_key, width, height, created_at) ",
+                );
+                insert.push_values(chunk, |mut row, (finish, user, image)| {
+                    row.push_bind(image.id.to_string())
+                        .push_bind(finish.id.to_string())
+                        .push_bind(user.to_string())
+                        .push_bind(i64::from(image.index))
+                        .push_bind(image.storage_key.clone())
+                        .push_bind(i64::from(image.width))
+                        .push_bind(i64::from(image.height))
+                        .push_bind(finish.at);
+                });
+                insert.build().execute(&mut *tx).await?;
+            }
+            let deliveries: Vec<&NewDelivery> = done().filter_map(|(finish, _)| finish.delivery.as_ref()).collect();
+            if !deliveries.is_empty() {
+                insert_deliveries!(tx, dialect, &deliveries);
+            }
+            let finished: Vec<bool> = finished.iter().map(Option::is_some).collect();
             tx.commit().await?;
             Ok(finished)
         })
@@ -1291,7 +1308,7 @@ impl Store for SqlStore {
 
     async fn enqueue_delivery(&self, delivery: &NewDelivery) -> StoreResult<()> {
         transaction!(self, |tx, dialect| {
-            insert_delivery!(tx, dialect, delivery);
+            insert_deliveries!(tx, dialect, &[delivery]);
             tx.commit().await?;
             Ok(())
         })

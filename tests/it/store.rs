@@ -160,6 +160,85 @@ async fn a_job_is_finished_only_by_the_holder_of_its_lease() {
     assert!(!f.store.finish_generation(generation.id, "node-d", later + 504, &failed, None).await.unwrap());
 }
 
+/// Finishes that arrive together share a transaction and a statement per table: each still
+/// counts only for its lease's holder, and only once.
+#[tokio::test]
+async fn finishes_committed_together_each_count_for_the_lease_holder_once() {
+    let f = Fixture::new().await;
+    let mut generations = Vec::new();
+    for _ in 0..5 {
+        generations.push(f.pending_generation().await);
+    }
+    let now = now_ms();
+    assert_eq!(f.store.claim_render_jobs("node-a", now, now + 60_000, 10, &[], &[]).await.unwrap().len(), 5);
+    let complete = |generation: &Generation| {
+        JobOutcome::Complete(vec![NewImage {
+            id: easel::images::image_id(generation.id, 0),
+            index: 0,
+            storage_key: format!("users/x/{}.jpg", generation.id),
+            width: 64,
+            height: 64,
+        }])
+    };
+    let delivery = |generation: &Generation| NewDelivery {
+        id: DeliveryId::random(),
+        generation_id: generation.id,
+        user_id: f.user.id,
+        api_key_id: f.key.id,
+        event_type: "image_generation.complete".into(),
+        url: "https://hooks.example:443/hook".into(),
+        endpoint: "https://hooks.example:443".into(),
+        payload: Bytes::from(format!("{{\"id\":\"{}\"}}", generation.id)),
+        created_at: now,
+        lease: None,
+    };
+    let failed = JobOutcome::Failed { reason: "broken".into() };
+    // 0 and 1 complete with a callback (0 twice), 2 by a node without the lease, 3 fails, 4 completes.
+    let finishes = [
+        (0, "node-a", complete(&generations[0]), Some(delivery(&generations[0]))),
+        (1, "node-a", complete(&generations[1]), Some(delivery(&generations[1]))),
+        (0, "node-a", complete(&generations[0]), Some(delivery(&generations[0]))),
+        (2, "node-b", complete(&generations[2]), None),
+        (3, "node-a", failed.clone(), Some(delivery(&generations[3]))),
+        (4, "node-a", complete(&generations[4]), None),
+    ];
+    let answers = futures_util::future::join_all(finishes.iter().map(|(n, owner, outcome, delivery)| {
+        f.store.finish_generation(generations[*n].id, owner, now + 1, outcome, delivery.as_ref())
+    }))
+    .await;
+    let answers: Vec<bool> = answers.into_iter().map(Result::unwrap).collect();
+    assert_eq!(answers.iter().filter(|a| **a).count(), 4, "{answers:?}");
+    assert!(answers[0] != answers[2], "generation 0 is finished once: {answers:?}");
+    assert_eq!((answers[1], answers[3], answers[4], answers[5]), (true, false, true, true));
+
+    let stored = |n: usize| {
+        let (store, user, id) = (f.store.clone(), f.user.id, generations[n].id);
+        async move { store.get_generation(user, id).await.unwrap().unwrap() }
+    };
+    for n in [0, 1, 4] {
+        let generation = stored(n).await;
+        assert_eq!((generation.status, generation.images.len()), (JobStatus::Complete, 1));
+        assert_eq!(generation.images[0].storage_key, format!("users/x/{}.jpg", generations[n].id));
+    }
+    assert_eq!(stored(2).await.status, JobStatus::Pending, "node-b holds no lease");
+    let failed = stored(3).await;
+    assert_eq!(
+        (failed.status, failed.failure_reason.as_deref(), failed.images.len()),
+        (JobStatus::Failed, Some("broken"), 0)
+    );
+    // The callbacks of the finished ones, one each, with their payloads.
+    let claimed =
+        f.store.claim_deliveries("node-a", now + 2, now + 60_000, 100, &[], &[], &HashSet::new()).await.unwrap();
+    let mut owed: Vec<GenerationId> = claimed.iter().map(|job| job.generation_id).collect();
+    owed.sort();
+    let mut expected = vec![generations[0].id, generations[1].id, generations[3].id];
+    expected.sort();
+    assert_eq!(owed, expected);
+    for job in &claimed {
+        assert_eq!(job.payload, Bytes::from(format!("{{\"id\":\"{}\"}}", job.generation_id)));
+    }
+}
+
 #[tokio::test]
 async fn an_attempt_recorded_twice_is_logged_and_counted_once() {
     let f = Fixture::new().await;
