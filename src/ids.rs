@@ -1,7 +1,9 @@
 //! Typed identifiers. Every id Easel hands out is a UUID, like Leonardo's: version 7, whose first
 //! 48 bits are the time it was made and whose other 74 are random. Ids made one after another sort
 //! one after another, so a batch of new rows lands on the same few pages of each index instead of
-//! a page per row (a B-tree keyed by random ids writes a page per insert). The newtypes keep a
+//! a page per row (a B-tree keyed by random ids writes a page per insert). 74 random bits are still
+//! far beyond guessing, for the ids in public image paths (`/cdn/`); secrets (API keys, signing
+//! secrets) are not ids and keep their own 122 or more random bits. The newtypes keep a
 //! generation id from being passed where a user id is expected.
 
 use std::fmt;
