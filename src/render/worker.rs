@@ -100,6 +100,11 @@ impl RenderWorkers {
         // ending otherwise claims nothing: an empty claim is a write transaction for nothing.
         let mut claim_now = true;
         let mut more = true;
+        // The poll keeps its own beat: jobs no signal announces (a lease run out on a node that
+        // died, a job postponed after a storage failure) are found even while handed-over jobs
+        // and job ends keep the loop busy.
+        let mut poll = tokio::time::interval(self.config.poll_interval);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         while !shutdown.is_cancelled() {
             if claim_now {
                 // The free slots are taken before the claim (the API cannot hand a job into one
@@ -135,7 +140,7 @@ impl RenderWorkers {
             claim_now = tokio::select! {
                 _ = shutdown.cancelled() => false,
                 _ = self.wakeup.notified() => true,
-                _ = tokio::time::sleep(self.config.poll_interval) => true,
+                _ = poll.tick() => true,
                 Some(job) = handed.recv() => {
                     arrived = Some(job);
                     false

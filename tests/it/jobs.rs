@@ -89,7 +89,8 @@ async fn graceful_shutdown_lets_a_running_job_finish() {
 async fn generations_go_straight_to_free_render_slots_and_the_rest_are_claimed() {
     let app = spawn_app_with(|config| {
         config.render.max_jobs_in_flight = 2;
-        config.render.simulated_duration = Duration::from_millis(700);
+        config.render.simulated_duration = Duration::from_secs(2);
+        config.render.poll_interval = Duration::from_millis(200);
     })
     .await;
     let user = app.admin.clone();
@@ -106,14 +107,61 @@ async fn generations_go_straight_to_free_render_slots_and_the_rest_are_claimed()
     }
     assert_eq!(handed(&scrape(&app).await) - before, 2.0, "two free slots: two handed over, three to claim");
     let leased = app.get(&user, &format!("/generations/{}", ids[0])).await;
-    assert_eq!(leased.body["generations_by_pk"]["status"], "PENDING", "rendering for 700 ms");
+    assert_eq!(leased.body["generations_by_pk"]["status"], "PENDING", "rendering for 2 s");
     for id in &ids {
         let generation = app.finished_generation(&user, id).await;
         assert_eq!(generation["status"], "COMPLETE");
         assert_eq!(generation["generated_images"].as_array().unwrap().len(), 1);
     }
-    // The queue drained, the next one goes straight to a slot again.
+    // The queue drained (a poll's claim finds it empty), the next one goes straight to a slot
+    // again.
+    tokio::time::sleep(Duration::from_millis(600)).await;
     let last = app.create_generation(&user, &small_generation("after")).await;
     assert_eq!(handed(&scrape(&app).await) - before, 3.0);
     assert_eq!(app.finished_generation(&user, &last).await["status"], "COMPLETE");
+}
+
+/// A job no signal announces (here: leased by a node that died, its lease running out) is found
+/// by the workers' poll even while new generations keep going straight to free slots and ending.
+#[tokio::test]
+async fn a_job_whose_lease_runs_out_is_claimed_while_new_ones_stream_in() {
+    let app = spawn_app_with(|config| config.render.poll_interval = Duration::from_millis(300)).await;
+    let user = app.admin.clone();
+    let first = app.create_generation(&user, &small_generation("first")).await;
+    assert_eq!(app.finished_generation(&user, &first).await["status"], "COMPLETE");
+
+    let store = &app.easel.store;
+    let key = store.list_api_keys(Some(user.id)).await.unwrap().remove(0);
+    let body = small_generation("left by a node that died");
+    let params =
+        easel::generation::GenerationParams::parse(&body, &easel::models::Catalogue::new(&[]).unwrap(), |_| 7).unwrap();
+    let now = easel::clock::now_ms();
+    let orphan = easel::store::Generation {
+        id: easel::ids::GenerationId::random(),
+        user_id: user.id,
+        api_key_id: key.id,
+        status: easel::store::JobStatus::Pending,
+        params,
+        failure_reason: None,
+        created_at: now,
+        updated_at: now,
+        images: Vec::new(),
+    };
+    let admitted = store.create_generation(&orphan, 1000, Some(("node-gone", now + 600))).await.unwrap();
+    assert_eq!(admitted, easel::store::Admission::Accepted);
+
+    // A new generation every 100 ms (each handed straight to a free slot) for up to 5 s; the
+    // orphan is claimed at a poll after its lease ran out.
+    let orphan_path = format!("/generations/{}", orphan.id);
+    let started = std::time::Instant::now();
+    let mut status = String::new();
+    while started.elapsed() < Duration::from_secs(5) {
+        app.create_generation(&user, &small_generation("streaming")).await;
+        status = app.get(&user, &orphan_path).await.body["generations_by_pk"]["status"].as_str().unwrap().to_string();
+        if status == "COMPLETE" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, "COMPLETE", "the orphan was never claimed while generations streamed in");
 }
