@@ -90,7 +90,9 @@ async fn generations_go_straight_to_free_render_slots_and_the_rest_are_claimed()
     let app = spawn_app_with(|config| {
         config.render.max_jobs_in_flight = 2;
         config.render.simulated_duration = Duration::from_secs(2);
-        config.render.poll_interval = Duration::from_millis(200);
+        // No poll: its claim holds the free slots for a moment, and a POST in that moment would
+        // take the claim path.
+        config.render.poll_interval = Duration::from_secs(3600);
     })
     .await;
     let user = app.admin.clone();
@@ -113,8 +115,8 @@ async fn generations_go_straight_to_free_render_slots_and_the_rest_are_claimed()
         assert_eq!(generation["status"], "COMPLETE");
         assert_eq!(generation["generated_images"].as_array().unwrap().len(), 1);
     }
-    // The queue drained (a poll's claim finds it empty), the next one goes straight to a slot
-    // again.
+    // The queue drained (the claim that follows the last job's end finds it empty), the next one
+    // goes straight to a slot again.
     tokio::time::sleep(Duration::from_millis(600)).await;
     let last = app.create_generation(&user, &small_generation("after")).await;
     assert_eq!(handed(&scrape(&app).await) - before, 3.0);
