@@ -118,6 +118,24 @@ macro_rules! insert_deliveries {
     }};
 }
 
+/// `lock_job_users!(tx, dialect, table, ids)`: locks the users who own the job rows `ids`
+/// (`&[String]`) of `table`, in id order: the order admissions and deletes lock users in, before
+/// any job row, since a job's status moves its user's pending count (by trigger). How many users
+/// were locked (0: none of the rows exists). PostgreSQL only: call it where `locks_rows()`.
+macro_rules! lock_job_users {
+    ($tx:ident, $dialect:ident, $table:literal, $ids:expr) => {{
+        let ids: &[String] = $ids;
+        let sql = format!("SELECT DISTINCT user_id FROM {} WHERE id IN ({})", $table, placeholders(1, ids.len()));
+        let rows = ids.iter().fold(sqlx::query(&sql), |query, id| query.bind(id)).fetch_all(&mut *$tx).await?;
+        let mut users = rows.iter().map(|row| parse(row, "user_id")).collect::<StoreResult<Vec<UserId>>>()?;
+        users.sort_unstable();
+        for user in &users {
+            $dialect.lock_user(&mut $tx, *user).await?;
+        }
+        users.len()
+    }};
+}
+
 /// `make_due!(tx, dialect, sql, id, now)`: runs `sql` (an update that makes deliveries due, with
 /// `$1` the id and `$2` now) in `tx` and tells the nodes.
 macro_rules! make_due {
@@ -281,18 +299,11 @@ impl SqlStore {
             // in the order admissions lock them, so the two cannot deadlock.
             if dialect.locks_rows() {
                 let ids: Vec<String> = batch.iter().map(|finish| finish.id.to_string()).collect();
-                let sql =
-                    format!("SELECT DISTINCT user_id FROM generations WHERE id IN ({})", placeholders(1, ids.len()));
-                let rows = ids.iter().fold(sqlx::query(&sql), |query, id| query.bind(id)).fetch_all(&mut *tx).await?;
-                let mut users = rows.iter().map(|row| parse(row, "user_id")).collect::<StoreResult<Vec<UserId>>>()?;
-                users.sort_unstable();
-                for user in users {
-                    dialect.lock_user(&mut tx, user).await?;
-                }
+                lock_job_users!(tx, dialect, "generations", &ids);
             }
             // One statement per table for the whole batch: the generations that were still
             // PENDING and leased to their finisher, then their images and their deliveries.
-            let mut owners: std::collections::HashMap<String, UserId> = std::collections::HashMap::new();
+            let mut owners: std::collections::HashMap<GenerationId, UserId> = std::collections::HashMap::new();
             for chunk in batch.chunks(ROWS_PER_STATEMENT) {
                 let mut update = QueryBuilder::<Db>::new("WITH v (id, owner, status, reason, at) AS (");
                 update.push_values(chunk, |mut row, finish| {
@@ -313,12 +324,11 @@ impl SqlStore {
                      RETURNING generations.id, generations.user_id",
                 );
                 for row in update.build().fetch_all(&mut *tx).await? {
-                    owners.insert(row.text("id")?, parse(&row, "user_id")?);
+                    owners.insert(parse(&row, "id")?, parse(&row, "user_id")?);
                 }
             }
             // A generation finishes once, even if the batch names it twice.
-            let finished: Vec<Option<UserId>> =
-                batch.iter().map(|finish| owners.remove(&finish.id.to_string())).collect();
+            let finished: Vec<Option<UserId>> = batch.iter().map(|finish| owners.remove(&finish.id)).collect();
             let done = || batch.iter().zip(&finished).filter_map(|(finish, user)| user.map(|user| (finish, user)));
             let images: Vec<(&Finish, UserId, &NewImage)> = done()
                 .flat_map(|(finish, user)| match &finish.outcome {
@@ -1272,15 +1282,8 @@ impl Store for SqlStore {
             // Finishing updates the user's row (the pending count, by trigger): the user is locked
             // first, in the order admissions and deletes lock (user, then the job's rows), or a
             // delete of the generation and this finish deadlock on PostgreSQL.
-            if dialect.locks_rows() {
-                let user = sqlx::query("SELECT user_id FROM variations WHERE id = $1")
-                    .bind(id.to_string())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                match user {
-                    Some(row) => dialect.lock_user(&mut tx, parse(&row, "user_id")?).await?,
-                    None => return Ok(false),
-                }
+            if dialect.locks_rows() && lock_job_users!(tx, dialect, "variations", &[id.to_string()]) == 0 {
+                return Ok(false);
             }
             let generation = sqlx::query(
                 "UPDATE variations SET status = $3, storage_key = $4, failure_reason = $5, updated_at = $6, \
