@@ -77,8 +77,7 @@ async fn create_generation(
     };
     // With a free render slot here, the job is inserted leased to this node and handed to its
     // workers: no claim, no wake-up (`render::handoff`).
-    let handoff = state.render_handoff.as_ref();
-    let reservation = handoff.and_then(|handoff| handoff.reserve(&generation.params.model_id));
+    let reservation = state.render_handoff.as_ref().and_then(|handoff| handoff.reserve(&generation.params.model_id));
     let lease = reservation.as_ref().map(|reservation| reservation.lease());
     match state.store.create_generation(&generation, caller.user.api_concurrency_slots, lease).await? {
         Admission::Accepted => {
@@ -93,12 +92,12 @@ async fn create_generation(
     }
     tracing::info!(generation.id = %generation.id, user.id = %caller.user.id, "generation queued");
     let answer = wire::SdGenerationJobResponse::new(&generation);
-    match (handoff, reservation) {
-        (Some(handoff), Some(reservation)) => {
-            reservation.hand_over(handoff, generation);
+    match reservation {
+        Some(reservation) => {
+            reservation.hand_over(generation);
             state.metrics.generations_handed_over.inc();
         }
-        _ => state.wake_render_workers(),
+        None => state.wake_render_workers(),
     }
     Ok(Json(answer))
 }

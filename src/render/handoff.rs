@@ -36,8 +36,8 @@ pub struct Handoff {
 /// A slot reserved for one generation, and the lease its row is inserted with. Dropped unused
 /// (the admission was refused or failed), it frees the slot.
 pub struct Reservation {
+    handoff: Arc<Handoff>,
     permit: OwnedSemaphorePermit,
-    owner: String,
     until: Millis,
 }
 
@@ -66,16 +66,14 @@ impl Handoff {
     /// A slot for a new generation of `model`, if it can skip the queue: the built-in renderer
     /// runs the model (an inference backend's jobs are claimed against the backend's slots), no
     /// job is known to be waiting, and a slot is free. Finding none free, later jobs queue too.
-    pub fn reserve(&self, model: &uuid::Uuid) -> Option<Reservation> {
+    pub fn reserve(self: &Arc<Self>, model: &uuid::Uuid) -> Option<Reservation> {
         if self.waiting.load(Ordering::Acquire) || self.backends.served_models().contains(model) {
             return None;
         }
         match self.slots.clone().try_acquire_owned() {
-            Ok(permit) => Some(Reservation {
-                permit,
-                owner: self.node_id.clone(),
-                until: now_ms() + self.lease.as_millis() as i64,
-            }),
+            Ok(permit) => {
+                Some(Reservation { handoff: self.clone(), permit, until: now_ms() + self.lease.as_millis() as i64 })
+            }
             Err(_) => {
                 self.waiting.store(true, Ordering::Release);
                 None
@@ -93,14 +91,14 @@ impl Handoff {
 impl Reservation {
     /// The lease to insert the generation with: (owner, expiry).
     pub fn lease(&self) -> (&str, Millis) {
-        (&self.owner, self.until)
+        (&self.handoff.node_id, self.until)
     }
 
     /// Hands the admitted (committed) generation to the workers, with its slot.
-    pub fn hand_over(self, handoff: &Handoff, generation: Generation) {
+    pub fn hand_over(self, generation: Generation) {
         let job = RenderJob { work: RenderWork::Generation(generation), attempt: 1 };
         // Without a receiver the workers have stopped: the row keeps its lease and is claimed
         // again after the restart.
-        let _ = handoff.jobs.send((job, self.permit));
+        let _ = self.handoff.jobs.send((job, self.permit));
     }
 }

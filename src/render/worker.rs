@@ -110,21 +110,19 @@ impl RenderWorkers {
                 // The free slots are taken before the claim (the API cannot hand a job into one
                 // meanwhile); those the claim does not fill are given back after it.
                 let free = slots.available_permits() as u32;
-                let mut permits = if free > 0 { slots.clone().try_acquire_many_owned(free).ok() } else { None };
-                if free > 0 && permits.is_none() {
-                    continue; // a slot was handed a job meanwhile: count again
+                if free > 0 {
+                    let Ok(mut permits) = slots.clone().try_acquire_many_owned(free) else {
+                        continue; // a slot was handed a job meanwhile: count again
+                    };
+                    let claimed = self.claim(free).await;
+                    more = claimed.len() as u32 >= free;
+                    for (job, route) in claimed {
+                        start(&mut running, job, route, permits.split(1).expect("one slot per claimed job"));
+                    }
+                } else {
+                    more = true;
                 }
-                let claimed = match &permits {
-                    Some(_) => self.claim(free).await,
-                    None => Vec::new(),
-                };
-                more = claimed.len() as u32 >= free;
                 self.handoff.claimed(more);
-                for (job, route) in claimed {
-                    let permit =
-                        permits.as_mut().and_then(|permits| permits.split(1)).expect("one slot per claimed job");
-                    start(&mut running, job, route, permit);
-                }
             }
             claim_now = false;
             while let Ok((job, permit)) = handed.try_recv() {
