@@ -32,14 +32,14 @@ fn measure(label: &str, runs: usize, mut work: impl FnMut(usize)) {
 
 fn main() {
     let catalogue = Catalogue::new(&[]).unwrap();
-    for (width, height) in [(512, 512), (1024, 768), (1536, 1536)] {
+    for (width, height) in [(64, 64), (512, 512), (1024, 768), (1536, 1536)] {
         let body = serde_json::json!({
             "prompt": "An oil painting of a cat sitting on a windowsill at dusk, soft light",
             "negative_prompt": "blurry", "width": width, "height": height, "num_images": 1, "seed": 905778432
         });
         let params = GenerationParams::parse(&body, &catalogue, |_| 0).unwrap();
         let request = GenerateRequest { params, init_image: None, guides: Default::default() };
-        measure(&format!("render {width}x{height}"), 40, |n| {
+        measure(&format!("render {width}x{height}"), if width < 512 { 2000 } else { 40 }, |n| {
             render_one(&request, n as u32).unwrap();
         });
     }

@@ -8,9 +8,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use image::codecs::jpeg::JpegEncoder;
 use image::imageops::FilterType;
-use image::{ExtendedColorType, ImageFormat, RgbImage};
+use image::{ImageFormat, RgbImage};
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
@@ -82,9 +81,12 @@ pub fn render_one(request: &GenerateRequest, index: u32) -> Result<RenderedImage
 }
 
 pub(super) fn encode_jpeg(picture: &RgbImage) -> Result<Bytes, RenderError> {
+    let (Ok(width), Ok(height)) = (u16::try_from(picture.width()), u16::try_from(picture.height())) else {
+        return Err(RenderError(format!("{}x{} is too large for a JPEG", picture.width(), picture.height())));
+    };
     let mut jpeg = Vec::with_capacity((picture.width() * picture.height() / 4) as usize);
-    JpegEncoder::new_with_quality(&mut jpeg, JPEG_QUALITY)
-        .encode(picture.as_raw(), picture.width(), picture.height(), ExtendedColorType::Rgb8)
+    jpeg_encoder::Encoder::new(&mut jpeg, JPEG_QUALITY)
+        .encode(picture.as_raw(), width, height, jpeg_encoder::ColorType::Rgb)
         .map_err(|e| RenderError(format!("JPEG encoding failed: {e}")))?;
     Ok(Bytes::from(jpeg))
 }
