@@ -42,6 +42,11 @@ const HELD_PER_SLOT: usize = 4;
 const QUEUED_PER_SLOT: usize = 4;
 /// Attempts written per transaction at most.
 const RECORD_BATCH: usize = 2000;
+/// How long the recorder gathers attempts after the first before it writes them. Recording is off
+/// the callback's path (the receiver has its request by then), and the database's one writer is
+/// on it: at a thousand callbacks a second, writing each attempt as it comes took a writer
+/// transaction per callback, and admissions and finishes queued behind them.
+const RECORD_LINGER: Duration = Duration::from_millis(5);
 /// How long past the shutdown deadline the recorder may take to write the last attempts.
 const RECORD_RESERVE: Duration = Duration::from_secs(1);
 /// Cached key secrets; the cache is cleared when it grows past this.
@@ -633,10 +638,16 @@ impl DeliveryEngine {
                 _ = done.cancelled() => records.try_recv().ok(),
             };
             let mut batch: Vec<AttemptRecord> = first.into_iter().collect();
+            let linger = tokio::time::Instant::now() + RECORD_LINGER;
             while batch.len() < RECORD_BATCH {
-                match records.try_recv() {
-                    Ok(record) => batch.push(record),
-                    Err(_) => break,
+                let more = if done.is_cancelled() {
+                    records.try_recv().ok()
+                } else {
+                    tokio::time::timeout_at(linger, records.recv()).await.ok().flatten()
+                };
+                match more {
+                    Some(record) => batch.push(record),
+                    None => break,
                 }
             }
             if batch.is_empty() {
