@@ -335,9 +335,10 @@ pub struct ApiConfig {
     /// How long an init image upload policy stays valid.
     #[serde(with = "duration_text")]
     pub upload_expiry: Duration,
-    /// How long a node may answer from memory for an API key it authenticated: a key deleted on
-    /// another node (or by `easel keys delete`) stops working here within this time; on the node
-    /// that deleted it, at once. `0s` reads the database on every request.
+    /// How long a node may answer from memory for an API key it authenticated or read to build a
+    /// callback: a key deleted on another node (or by `easel keys delete`) stops working here
+    /// within this time; on the node that deleted it, at once. A webhook disabled or enabled
+    /// elsewhere shows in callbacks finished here within it too. `0s` reads the database every time.
     #[serde(with = "duration_text")]
     pub auth_cache_ttl: Duration,
 }

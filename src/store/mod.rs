@@ -154,6 +154,11 @@ pub trait Store: Send + Sync + 'static {
     async fn touch_api_key(&self, id: ApiKeyId, at: Millis) -> StoreResult<()>;
     /// A key by id, deleted or not.
     async fn get_api_key(&self, id: ApiKeyId) -> StoreResult<Option<ApiKey>>;
+    /// [`Store::get_api_key`] as this node read it within `api.auth_cache_ttl`, for building
+    /// callbacks (a key's webhook URL and callback key never change). Disabling, enabling or
+    /// deleting it through this store shows at once; elsewhere (another node, the CLI), within the
+    /// TTL. `webhook_failing_since` and `last_used_at` may be that old too.
+    async fn recent_api_key(&self, id: ApiKeyId) -> StoreResult<Option<ApiKey>>;
     /// Live keys, oldest first.
     async fn list_api_keys(&self, user: Option<UserId>) -> StoreResult<Vec<ApiKey>>;
     /// Returns false if there is no live key with this id.
@@ -425,19 +430,21 @@ impl<K: std::hash::Hash + Eq + Clone, V> Memo<K, V> {
     }
 }
 
-/// API keys this node authenticated lately, by key hash, each kept for `ttl` from when it was read
-/// (at most `AUTH_CACHE_CAP`). A key deleted through this store leaves at once; one deleted
-/// elsewhere (another node, the CLI) is answered from here for `ttl` at most.
+/// API keys this node read lately, by key hash (authentication) and by id (callbacks), each kept
+/// for `ttl` from when it was read (at most `AUTH_CACHE_CAP` of each). A key deleted, or its
+/// webhook disabled or enabled, through this store leaves at once; one changed elsewhere (another
+/// node, the CLI) is answered from here for `ttl` at most.
 struct AuthCache {
     ttl: std::time::Duration,
     memo: Memo<String, (std::time::Instant, User, ApiKey)>,
+    by_id: Memo<ApiKeyId, (std::time::Instant, ApiKey)>,
 }
 
 const AUTH_CACHE_CAP: usize = 10_000;
 
 impl AuthCache {
     fn new(ttl: std::time::Duration) -> AuthCache {
-        AuthCache { ttl, memo: Memo::new(AUTH_CACHE_CAP) }
+        AuthCache { ttl, memo: Memo::new(AUTH_CACHE_CAP), by_id: Memo::new(AUTH_CACHE_CAP) }
     }
 
     fn get(&self, key_hash: &str) -> Option<(User, ApiKey)> {
@@ -468,14 +475,47 @@ impl AuthCache {
         }
     }
 
+    /// The key `id`, if read within `ttl`.
+    fn get_by_id(&self, id: ApiKeyId) -> Option<ApiKey> {
+        if self.ttl.is_zero() {
+            return None;
+        }
+        let mut entries = self.by_id.entries();
+        match entries.get(&id) {
+            Some((read, key)) if read.elapsed() < self.ttl => Some(key.clone()),
+            Some(_) => {
+                entries.remove(&id);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Where a read by id begins: the time, and the forgets so far.
+    fn begin_by_id(&self) -> (std::time::Instant, u64) {
+        (std::time::Instant::now(), self.by_id.begin())
+    }
+
+    /// Remembers what a read by id that began at `began` found, unless a key was forgotten
+    /// meanwhile.
+    fn put_by_id(&self, began: (std::time::Instant, u64), key: &ApiKey) {
+        if !self.ttl.is_zero() {
+            self.by_id.put(began.1, key.id, (began.0, key.clone()));
+        }
+    }
+
     /// Forgets the key with id `id`.
     fn forget(&self, id: ApiKeyId) {
         self.memo.forget(|_, (_, _, key)| key.id != id);
+        self.by_id.forget(|known, _| *known != id);
     }
 
     /// Notes that key `id` was used at `at`, so the copy here does not ask for it again.
     fn touched(&self, id: ApiKeyId, at: Millis) {
         for (_, _, key) in self.memo.entries().values_mut().filter(|(_, _, key)| key.id == id) {
+            key.last_used_at = Some(at);
+        }
+        if let Some((_, key)) = self.by_id.entries().get_mut(&id) {
             key.last_used_at = Some(at);
         }
     }

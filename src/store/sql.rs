@@ -694,6 +694,18 @@ impl Store for SqlStore {
         })
     }
 
+    async fn recent_api_key(&self, id: ApiKeyId) -> StoreResult<Option<ApiKey>> {
+        if let Some(key) = self.keys.get_by_id(id) {
+            return Ok(Some(key));
+        }
+        let began = self.keys.begin_by_id();
+        let key = self.get_api_key(id).await?;
+        if let Some(key) = &key {
+            self.keys.put_by_id(began, key);
+        }
+        Ok(key)
+    }
+
     async fn list_api_keys(&self, user: Option<UserId>) -> StoreResult<Vec<ApiKey>> {
         read!(self, |db| {
             let rows = sqlx::query(&format!(
@@ -1355,7 +1367,7 @@ impl Store for SqlStore {
         if records.is_empty() {
             return Ok(Vec::new());
         }
-        transaction!(self, |tx, dialect| {
+        let disabled = transaction!(self, |tx, dialect| {
             for chunk in records.chunks(ROWS_PER_STATEMENT) {
                 let mut insert = QueryBuilder::<Db>::new(
                     "INSERT INTO webhook_attempts (delivery_id, attempt, started_at, duration_ms, status_code, \
@@ -1448,12 +1460,16 @@ impl Store for SqlStore {
             }
             disabled.sort_unstable_by_key(|webhook| webhook.api_key_id);
             tx.commit().await?;
-            Ok(disabled)
-        })
+            StoreResult::Ok(disabled)
+        })?;
+        for webhook in &disabled {
+            self.keys.forget(webhook.api_key_id);
+        }
+        Ok(disabled)
     }
 
     async fn enable_webhook(&self, id: ApiKeyId, user: Option<UserId>, now: Millis) -> StoreResult<bool> {
-        transaction!(self, |tx, dialect| {
+        let enabled = transaction!(self, |tx, dialect| {
             let row = sqlx::query(&format!(
                 "SELECT webhook_disabled_at FROM api_keys WHERE id = $1 AND deleted_at IS NULL \
                  AND (CAST($2 AS TEXT) IS NULL OR user_id = $2){}",
@@ -1481,8 +1497,10 @@ impl Store for SqlStore {
                 );
             }
             tx.commit().await?;
-            Ok(true)
-        })
+            StoreResult::Ok(true)
+        })?;
+        self.keys.forget(id);
+        Ok(enabled)
     }
 
     async fn count_deliveries(&self, status: DeliveryStatus) -> StoreResult<u64> {

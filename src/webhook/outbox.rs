@@ -55,7 +55,7 @@ impl Outbox {
         generation: &Generation,
         at: Millis,
     ) -> StoreResult<Option<PreparedDelivery<'_>>> {
-        let Some(api_key) = store.get_api_key(generation.api_key_id).await? else { return Ok(None) };
+        let Some(api_key) = store.recent_api_key(generation.api_key_id).await? else { return Ok(None) };
         let Some(url) = api_key.webhook_url.clone() else { return Ok(None) };
         let masked = api_key.webhook_api_key_sealed.as_ref().map(|sealed| {
             match self.master_key.open(sealed, &seal_context(api_key.id, "webhook_api_key")) {
@@ -81,7 +81,8 @@ impl Outbox {
         let endpoint = endpoint_of(&url);
         // Straight to the engine only while it has room for this receiver; otherwise the delivery
         // waits in the store like any other (memory stays bounded whatever the receivers do).
-        // A disabled webhook's deliveries are held in the store, never handed to the engine.
+        // A disabled webhook's deliveries are held in the store, not handed to the engine (a
+        // disable made elsewhere shows within `api.auth_cache_ttl`: `Store::recent_api_key`).
         let held = api_key.webhook_disabled_at.is_some();
         let slot = self.queue.as_ref().filter(|_| !held).and_then(|queue| {
             let engine = queue.engine.upgrade()?;

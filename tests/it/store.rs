@@ -447,6 +447,47 @@ async fn one_batch_of_attempts_keeps_each_keys_failure_clock_and_disables_only_t
     assert_eq!((other_now.webhook_failing_since, other_now.webhook_disabled_at), (Some(later + 1), None));
 }
 
+/// Callbacks are built from keys read within `api.auth_cache_ttl` (1 s by default): a webhook
+/// disabled, enabled or deleted through this store shows at once, one changed elsewhere (another
+/// node, the CLI) within the TTL.
+#[tokio::test]
+async fn recent_keys_show_changes_made_here_at_once_and_elsewhere_within_the_ttl() {
+    let f = Fixture::new().await;
+    let ttl = std::time::Duration::from_secs(1);
+    let elsewhere = easel::store::open(&test_config(&f._dir)).await.expect("a second store opens");
+    let recent = |f: &Fixture| {
+        let store = f.store.clone();
+        let id = f.key.id;
+        async move { store.recent_api_key(id).await.unwrap().unwrap() }
+    };
+    assert_eq!(recent(&f).await.webhook_disabled_at, None);
+
+    // Disabled here, by the recorder: at once.
+    let (_, delivery) = f.completed_with_delivery("node-a", "https://hooks.example:443").await;
+    let day: Millis = 24 * 3600 * 1000;
+    let t0 = now_ms() - 10 * day;
+    for (number, at) in [(1, t0), (2, t0 + 6 * day)] {
+        let mut attempt = record(delivery, number, "node-a", at, NextStep::Retry { at: at + 1000, schedule_index: 1 });
+        attempt.api_key_id = f.key.id;
+        f.store.record_attempts(&[attempt]).await.unwrap();
+    }
+    let read = std::time::Instant::now();
+    assert_eq!(recent(&f).await.webhook_disabled_at, Some(t0 + 6 * day), "disabled through this store");
+
+    // Enabled elsewhere: this store answers from memory until the TTL runs out.
+    assert!(elsewhere.enable_webhook(f.key.id, None, now_ms()).await.unwrap());
+    let stale = recent(&f).await;
+    if read.elapsed() < ttl {
+        assert!(stale.webhook_disabled_at.is_some(), "read again before the TTL ran out");
+    }
+    tokio::time::sleep(ttl + std::time::Duration::from_millis(100)).await;
+    assert_eq!(recent(&f).await.webhook_disabled_at, None, "enabled elsewhere, seen after the TTL");
+
+    // Deleted here: at once, with the key still readable for the callbacks it owes.
+    assert!(f.store.delete_api_key(f.key.id, now_ms()).await.unwrap());
+    assert!(recent(&f).await.deleted_at.is_some(), "deleted through this store");
+}
+
 #[tokio::test]
 async fn deleting_a_generation_removes_its_images_and_variations_and_keeps_its_deliveries() {
     let f = Fixture::new().await;
