@@ -478,13 +478,8 @@ impl SqlStore {
             if exists.is_none() {
                 return Ok(None);
             }
-            let keys: Vec<String> = sqlx::query_scalar(
-                "SELECT storage_key FROM images WHERE generation_id = $1 \
-                 UNION ALL SELECT storage_key FROM variations WHERE generation_id = $1 AND storage_key IS NOT NULL",
-            )
-            .bind(id.to_string())
-            .fetch_all(&mut *tx)
-            .await?;
+            let keys: Vec<String> =
+                sqlx::query_scalar(GENERATION_FILES).bind(id.to_string()).fetch_all(&mut *tx).await?;
             // Images and their variations go with the generation (ON DELETE CASCADE).
             sqlx::query("DELETE FROM generations WHERE id = $1").bind(id.to_string()).execute(&mut *tx).await?;
             tx.commit().await?;
@@ -540,6 +535,13 @@ impl SqlStore {
         Ok(())
     }
 }
+
+/// The files of generation `$1`: its images' and its variations'. Variations are found through
+/// their images (`variations_by_image`): there is no index on `variations.generation_id`, and a
+/// lookup by it read every variation of every user.
+const GENERATION_FILES: &str = "SELECT storage_key FROM images WHERE generation_id = $1 \
+     UNION ALL SELECT v.storage_key FROM images i JOIN variations v ON v.image_id = i.id \
+     WHERE i.generation_id = $1 AND v.storage_key IS NOT NULL";
 
 #[async_trait]
 impl Store for SqlStore {
@@ -1891,4 +1893,31 @@ fn key_clocks(records: &[AttemptRecord]) -> std::collections::BTreeMap<String, K
         }
     }
     clocks
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Row;
+
+    use super::*;
+
+    /// `EXPLAIN QUERY PLAN`'s steps for `sql` on a fresh SQLite database with the schema.
+    async fn sqlite_plan(sql: &str, binds: usize) -> Vec<String> {
+        let dir = tempfile::tempdir().unwrap();
+        let db = super::super::sqlite::SqliteDb::open(&dir.path().join("easel.db")).await.unwrap();
+        let explain = format!("EXPLAIN QUERY PLAN {sql}");
+        let mut query = sqlx::query(&explain);
+        for _ in 0..binds {
+            query = query.bind("x");
+        }
+        let rows = query.fetch_all(&db.reader).await.unwrap();
+        rows.iter().map(|row| row.get::<String, _>("detail")).collect()
+    }
+
+    #[tokio::test]
+    async fn a_generations_files_are_found_without_reading_every_variation() {
+        let plan = sqlite_plan(GENERATION_FILES, 1).await;
+        assert!(plan.iter().all(|step| !step.starts_with("SCAN ")), "a full scan: {plan:?}");
+        assert!(plan.iter().any(|step| step.contains("variations_by_image")), "{plan:?}");
+    }
 }
