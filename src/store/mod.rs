@@ -430,92 +430,79 @@ impl<K: std::hash::Hash + Eq + Clone, V> Memo<K, V> {
     }
 }
 
+/// A [`Memo`] whose entries are answered for `ttl` from when their read began (never, at `ttl` 0).
+struct Recent<K, V> {
+    ttl: std::time::Duration,
+    memo: Memo<K, (std::time::Instant, V)>,
+}
+
+impl<K: std::hash::Hash + Eq + Clone, V: Clone> Recent<K, V> {
+    fn new(ttl: std::time::Duration, cap: usize) -> Recent<K, V> {
+        Recent { ttl, memo: Memo::new(cap) }
+    }
+
+    /// What a read of `key` found less than `ttl` ago (an older entry leaves).
+    fn get<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
+        if self.ttl.is_zero() {
+            return None;
+        }
+        let mut entries = self.memo.entries();
+        match entries.get(key) {
+            Some((read, value)) if read.elapsed() < self.ttl => Some(value.clone()),
+            Some(_) => {
+                entries.remove(key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Where a read begins: the time, and the forgets so far.
+    fn begin(&self) -> (std::time::Instant, u64) {
+        (std::time::Instant::now(), self.memo.begin())
+    }
+
+    /// Remembers what a read that began at `began` found, unless something was forgotten
+    /// meanwhile (the read may have seen it before the write).
+    fn put(&self, began: (std::time::Instant, u64), key: K, value: V) {
+        if !self.ttl.is_zero() {
+            self.memo.put(began.1, key, (began.0, value));
+        }
+    }
+}
+
 /// API keys this node read lately, by key hash (authentication) and by id (callbacks), each kept
 /// for `ttl` from when it was read (at most `AUTH_CACHE_CAP` of each). A key deleted, or its
 /// webhook disabled or enabled, through this store leaves at once; one changed elsewhere (another
 /// node, the CLI) is answered from here for `ttl` at most.
 struct AuthCache {
-    ttl: std::time::Duration,
-    memo: Memo<String, (std::time::Instant, User, ApiKey)>,
-    by_id: Memo<ApiKeyId, (std::time::Instant, ApiKey)>,
+    by_hash: Recent<String, (User, ApiKey)>,
+    by_id: Recent<ApiKeyId, ApiKey>,
 }
 
 const AUTH_CACHE_CAP: usize = 10_000;
 
 impl AuthCache {
     fn new(ttl: std::time::Duration) -> AuthCache {
-        AuthCache { ttl, memo: Memo::new(AUTH_CACHE_CAP), by_id: Memo::new(AUTH_CACHE_CAP) }
-    }
-
-    fn get(&self, key_hash: &str) -> Option<(User, ApiKey)> {
-        if self.ttl.is_zero() {
-            return None;
-        }
-        let mut entries = self.memo.entries();
-        match entries.get(key_hash) {
-            Some((read, user, key)) if read.elapsed() < self.ttl => Some((user.clone(), key.clone())),
-            Some(_) => {
-                entries.remove(key_hash);
-                None
-            }
-            None => None,
-        }
-    }
-
-    /// Where a read begins: the time, and the deletions so far.
-    fn begin(&self) -> (std::time::Instant, u64) {
-        (std::time::Instant::now(), self.memo.begin())
-    }
-
-    /// Remembers what a read that began at `began` found, unless a key was deleted through this
-    /// store meanwhile (the read may have seen it before the deletion).
-    fn put(&self, key_hash: &str, began: (std::time::Instant, u64), user: &User, key: &ApiKey) {
-        if !self.ttl.is_zero() {
-            self.memo.put(began.1, key_hash.to_string(), (began.0, user.clone(), key.clone()));
-        }
-    }
-
-    /// The key `id`, if read within `ttl`.
-    fn get_by_id(&self, id: ApiKeyId) -> Option<ApiKey> {
-        if self.ttl.is_zero() {
-            return None;
-        }
-        let mut entries = self.by_id.entries();
-        match entries.get(&id) {
-            Some((read, key)) if read.elapsed() < self.ttl => Some(key.clone()),
-            Some(_) => {
-                entries.remove(&id);
-                None
-            }
-            None => None,
-        }
-    }
-
-    /// Where a read by id begins: the time, and the forgets so far.
-    fn begin_by_id(&self) -> (std::time::Instant, u64) {
-        (std::time::Instant::now(), self.by_id.begin())
-    }
-
-    /// Remembers what a read by id that began at `began` found, unless a key was forgotten
-    /// meanwhile.
-    fn put_by_id(&self, began: (std::time::Instant, u64), key: &ApiKey) {
-        if !self.ttl.is_zero() {
-            self.by_id.put(began.1, key.id, (began.0, key.clone()));
-        }
+        AuthCache { by_hash: Recent::new(ttl, AUTH_CACHE_CAP), by_id: Recent::new(ttl, AUTH_CACHE_CAP) }
     }
 
     /// Forgets the key with id `id`.
     fn forget(&self, id: ApiKeyId) {
-        self.memo.forget(|_, (_, _, key)| key.id != id);
-        self.by_id.forget(|known, _| *known != id);
+        self.by_hash.memo.forget(|_, (_, (_, key))| key.id != id);
+        self.by_id.memo.forget(|known, _| *known != id);
     }
 
-    /// Notes that key `id` was used at `at`, so the copy here does not ask for it again.
+    /// Notes that key `id` was used at `at`, so the copies here do not ask for it again.
     fn touched(&self, id: ApiKeyId, at: Millis) {
-        for (_, _, key) in self.memo.entries().values_mut().filter(|(_, _, key)| key.id == id) {
+        for (_, (_, key)) in self.by_hash.memo.entries().values_mut().filter(|(_, (_, key))| key.id == id) {
             key.last_used_at = Some(at);
         }
-        if let Some((_, key)) = self.by_id.entries().get_mut(&id) {
+        if let Some((_, key)) = self.by_id.memo.entries().get_mut(&id) {
             key.last_used_at = Some(at);
         }
     }

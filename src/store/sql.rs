@@ -663,13 +663,13 @@ impl Store for SqlStore {
     }
 
     async fn authenticate(&self, key_hash: &str) -> StoreResult<Option<(User, ApiKey)>> {
-        if let Some(found) = self.keys.get(key_hash) {
+        if let Some(found) = self.keys.by_hash.get(key_hash) {
             return Ok(Some(found));
         }
-        let began = self.keys.begin();
+        let began = self.keys.by_hash.begin();
         let found = self.read_api_key_by_hash(key_hash).await?;
-        if let Some((user, key)) = &found {
-            self.keys.put(key_hash, began, user, key);
+        if let Some(found) = &found {
+            self.keys.by_hash.put(began, key_hash.to_string(), found.clone());
         }
         Ok(found)
     }
@@ -697,13 +697,13 @@ impl Store for SqlStore {
     }
 
     async fn recent_api_key(&self, id: ApiKeyId) -> StoreResult<Option<ApiKey>> {
-        if let Some(key) = self.keys.get_by_id(id) {
+        if let Some(key) = self.keys.by_id.get(&id) {
             return Ok(Some(key));
         }
-        let began = self.keys.begin_by_id();
+        let began = self.keys.by_id.begin();
         let key = self.get_api_key(id).await?;
         if let Some(key) = &key {
-            self.keys.put_by_id(began, key);
+            self.keys.by_id.put(began, key.id, key.clone());
         }
         Ok(key)
     }
