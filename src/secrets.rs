@@ -71,17 +71,23 @@ impl MasterKey {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 std::fs::create_dir_all(data_dir).map_err(key_file_error)?;
                 let key = MasterKey(random_bytes());
+                // Written whole under a name of its own, then published with a hard link, which
+                // fails if the file exists: a process starting at the same moment reads either no
+                // file or the whole key, never a file still being written.
+                let draft = data_dir.join(format!(".{MASTER_KEY_FILE}.{}", uuid::Uuid::new_v4().simple()));
                 let mut options = std::fs::OpenOptions::new();
                 options.write(true).create_new(true);
                 #[cfg(unix)]
                 std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-                match options.open(&path) {
-                    Ok(mut file) => {
-                        writeln!(file, "{}", BASE64.encode(key.0)).map_err(key_file_error)?;
-                        file.sync_all().map_err(key_file_error)?;
-                        Ok(key)
-                    }
-                    // Another process created it first: use theirs.
+                let written = options.open(&draft).and_then(|mut file| {
+                    writeln!(file, "{}", BASE64.encode(key.0))?;
+                    file.sync_all()
+                });
+                let published = written.and_then(|()| std::fs::hard_link(&draft, &path));
+                let _ = std::fs::remove_file(&draft);
+                match published {
+                    Ok(()) => Ok(key),
+                    // Another process published one first: use theirs.
                     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                         let text = std::fs::read_to_string(&path).map_err(key_file_error)?;
                         MasterKey::from_base64(&text)
@@ -169,6 +175,20 @@ pub fn seal_context(key: ApiKeyId, purpose: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn processes_starting_together_on_a_fresh_data_dir_all_load_the_one_key_created() {
+        for _ in 0..100 {
+            let dir = tempfile::tempdir().unwrap();
+            let keys: Vec<[u8; 32]> = std::thread::scope(|scope| {
+                let loads: Vec<_> =
+                    (0..8).map(|_| scope.spawn(|| MasterKey::load(None, dir.path()).map(|key| key.0))).collect();
+                loads.into_iter().map(|load| load.join().unwrap().expect("the key loads")).collect()
+            });
+            assert!(keys.iter().all(|key| *key == keys[0]), "every process got the same key");
+            assert_eq!(MasterKey::load(None, dir.path()).unwrap().0, keys[0], "the file holds it");
+        }
+    }
 
     #[test]
     fn sealed_secrets_open_only_with_the_same_key_and_context() {
