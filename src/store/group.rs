@@ -1,6 +1,7 @@
-//! Group commit: concurrent writes of one kind share a transaction.
+//! Group commit: concurrent writes that wait in one queue share a transaction (on SQLite one queue
+//! takes admissions, finishes and attempts; on PostgreSQL each kind has its own: `sql::Writes`).
 //!
-//! A request joins its kind's queue, then waits for its answer or for the leader's lock, whichever
+//! A request joins its queue, then waits for its answer or for the leader's lock, whichever
 //! comes first. The one that gets the lock takes everything queued and writes it in one
 //! transaction, on a task of its own (so a client that goes away while leading cancels nothing),
 //! holding the lock until the commit. While one transaction commits the next batch gathers: under
@@ -14,7 +15,7 @@ use tokio::sync::oneshot;
 
 use super::{SqlStore, StoreError, StoreResult};
 
-/// A write that can share a transaction with others of its kind.
+/// A write that can share a transaction with the others in its queue.
 pub(super) trait Grouped: Send + Sized + 'static {
     type Output: Send + 'static;
 
@@ -25,7 +26,7 @@ pub(super) trait Grouped: Send + Sized + 'static {
     fn together<'a>(store: &'a SqlStore, batch: &'a [Self]) -> BoxFuture<'a, StoreResult<Vec<Self::Output>>>;
 }
 
-/// The queue and the leader's lock of one kind of grouped write.
+/// A queue of grouped writes and its leader's lock.
 pub(super) struct GroupCommit<R> {
     queue: std::sync::Mutex<Vec<R>>,
     leader: Arc<tokio::sync::Mutex<()>>,
@@ -70,7 +71,7 @@ impl<R: Grouped> GroupCommit<R> {
 
 /// Writes `batch` together and answers each request; if the transaction fails, each request is
 /// tried alone, so one request's error is never another's.
-async fn run<R: Grouped>(store: &SqlStore, batch: Vec<R>) {
+pub(super) async fn run<R: Grouped>(store: &SqlStore, batch: Vec<R>) {
     match R::together(store, &batch).await {
         Ok(outputs) => {
             for (request, output) in batch.into_iter().zip(outputs) {

@@ -84,6 +84,10 @@ impl StoreError {
 
 /// Opens the database the configuration names and brings its schema up to date.
 pub async fn open(config: &Config) -> StoreResult<Arc<dyn Store>> {
+    Ok(open_sql(config).await?)
+}
+
+async fn open_sql(config: &Config) -> StoreResult<Arc<SqlStore>> {
     let backend = match DatabaseUrl::parse(&config.database_url())? {
         DatabaseUrl::Sqlite(path) => Backend::Sqlite(sqlite::SqliteDb::open(&path).await?),
         DatabaseUrl::Postgres(url) => Backend::Postgres(postgres::PgDb::open(&url, &config.database).await?),
@@ -93,8 +97,7 @@ pub async fn open(config: &Config) -> StoreResult<Arc<dyn Store>> {
     Ok(Arc::new_cyclic(|me| SqlStore {
         backend,
         disable_after: (disable_after > 0).then_some(disable_after),
-        admissions: group::GroupCommit::default(),
-        finishes: group::GroupCommit::default(),
+        writes: sql::Writes::new(sqlite),
         keys: AuthCache::new(config.api.auth_cache_ttl),
         generations: sqlite.then(GenerationCache::new),
         me: me.clone(),
@@ -106,10 +109,9 @@ pub struct SqlStore {
     backend: Backend,
     /// `webhook.disable_after` in milliseconds (`None`: webhooks are never disabled).
     disable_after: Option<Millis>,
-    /// Job inserts waiting to be admitted together, one transaction for all that arrive while the
-    /// previous one commits; the same for finished generations.
-    admissions: group::GroupCommit<sql::Admit>,
-    finishes: group::GroupCommit<sql::Finish>,
+    /// Job inserts, finished generations and webhook attempts waiting for the writer: those that
+    /// arrive while the previous transaction commits share the next one.
+    writes: sql::Writes,
     /// Keys this node authenticated lately (`api.auth_cache_ttl`).
     keys: AuthCache,
     /// Finished generations read lately; SQLite only (on PostgreSQL other nodes write too).

@@ -136,6 +136,254 @@ macro_rules! lock_job_users {
     }};
 }
 
+/// `admit_in!(tx, dialect, batch)`: the admission of each request of `batch` (`&[&Admit]`), in
+/// order, in the transaction `tx`.
+macro_rules! admit_in {
+    ($tx:ident, $dialect:ident, $batch:expr) => {{
+        let batch: &[&Admit] = $batch;
+        // Users are locked in one order, so two nodes' batches cannot deadlock.
+        let mut users: Vec<UserId> = batch.iter().map(|admit| admit.user).collect();
+        users.sort_unstable();
+        users.dedup();
+        for user in &users {
+            $dialect.lock_user(&mut $tx, *user).await?;
+        }
+        // Their pending counts, read once: the locks (SQLite: the one writer) keep them exact
+        // until the commit, and each admission below counts in the next one's.
+        let ids: Vec<String> = users.iter().map(ToString::to_string).collect();
+        let sql = format!("SELECT id, pending_jobs FROM users WHERE id IN ({})", placeholders(1, ids.len()));
+        let rows = ids.iter().fold(sqlx::query(&sql), |query, id| query.bind(id)).fetch_all(&mut *$tx).await?;
+        let mut pending = std::collections::HashMap::with_capacity(rows.len());
+        for row in &rows {
+            pending.insert(parse::<UserId>(row, "id")?, row.int("pending_jobs")?);
+        }
+        let mut admissions = Vec::with_capacity(batch.len());
+        let mut admitted: Vec<&Admit> = Vec::with_capacity(batch.len());
+        for admit in batch {
+            if let Some(image) = admit.source_image {
+                let held = sqlx::query(&format!(
+                    "SELECT 1 FROM images WHERE id = $1 AND user_id = $2{}",
+                    $dialect.row_lock(" FOR KEY SHARE")
+                ))
+                .bind(image.to_string())
+                .bind(admit.user.to_string())
+                .fetch_optional(&mut *$tx)
+                .await?;
+                if held.is_none() {
+                    admissions.push(Admission::SourceMissing);
+                    continue;
+                }
+            }
+            // A user without a row has no slot (the insert would break its foreign key).
+            let count = pending.entry(admit.user).or_insert(i64::MAX);
+            if *count >= i64::from(admit.slots) {
+                admissions.push(Admission::SlotsFull { slots: admit.slots });
+                continue;
+            }
+            *count += 1;
+            admitted.push(*admit);
+            admissions.push(Admission::Accepted);
+        }
+        // One multi-row INSERT per table for everything admitted.
+        let mut inserts: Vec<&'static str> = admitted.iter().map(|admit| admit.insert).collect();
+        inserts.sort_unstable();
+        inserts.dedup();
+        for insert in inserts {
+            let rows: Vec<&&Admit> = admitted.iter().filter(|admit| admit.insert == insert).collect();
+            for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+                let mut query = QueryBuilder::<Db>::new(insert);
+                query.push_values(chunk, |mut row, admit| {
+                    for value in &admit.values {
+                        match value {
+                            Value::Text(text) => row.push_bind(text.clone()),
+                            Value::OptText(text) => row.push_bind(text.clone()),
+                            Value::Int(int) => row.push_bind(*int),
+                        };
+                    }
+                });
+                query.build().execute(&mut *$tx).await?;
+            }
+        }
+        if admitted.iter().any(|admit| admit.announce) {
+            $dialect.notify(&mut $tx, RENDER_CHANNEL).await?;
+        }
+        admissions
+    }};
+}
+
+/// `finish_in!(tx, dialect, batch)`: records each finished generation of `batch` (`&[&Finish]`)
+/// in the transaction `tx`; whether each was finished (it was still PENDING and leased to its
+/// owner), with its images and delivery.
+macro_rules! finish_in {
+    ($tx:ident, $dialect:ident, $batch:expr) => {{
+        let batch: &[&Finish] = $batch;
+        // Finishing a job updates its user's row (the pending count): users are locked first,
+        // in the order admissions lock them, so the two cannot deadlock.
+        if $dialect.locks_rows() {
+            let ids: Vec<String> = batch.iter().map(|finish| finish.id.to_string()).collect();
+            lock_job_users!($tx, $dialect, "generations", &ids);
+        }
+        // One statement per table for the whole batch: the generations that were still
+        // PENDING and leased to their finisher, then their images and their deliveries.
+        let mut owners: std::collections::HashMap<GenerationId, UserId> = std::collections::HashMap::new();
+        for chunk in batch.chunks(ROWS_PER_STATEMENT) {
+            let mut update = QueryBuilder::<Db>::new("WITH v (id, owner, status, reason, at) AS (");
+            update.push_values(chunk, |mut row, finish| {
+                let (status, reason) = match &finish.outcome {
+                    JobOutcome::Complete(_) => ("COMPLETE", None),
+                    JobOutcome::Failed { reason } => ("FAILED", Some(reason.clone())),
+                };
+                row.push_bind(finish.id.to_string())
+                    .push_bind(finish.owner.clone())
+                    .push_bind(status)
+                    .push_bind(reason)
+                    .push_bind(finish.at);
+            });
+            update.push(
+                ") UPDATE generations SET status = v.status, failure_reason = v.reason, updated_at = v.at, \
+                 lease_owner = NULL, lease_expires_at = 0 FROM v WHERE generations.id = v.id \
+                 AND generations.lease_owner = v.owner AND generations.status = 'PENDING' \
+                 RETURNING generations.id, generations.user_id",
+            );
+            for row in update.build().fetch_all(&mut *$tx).await? {
+                owners.insert(parse(&row, "id")?, parse(&row, "user_id")?);
+            }
+        }
+        // A generation finishes once, even if the batch names it twice.
+        let finished: Vec<Option<UserId>> = batch.iter().map(|finish| owners.remove(&finish.id)).collect();
+        let done = || batch.iter().zip(&finished).filter_map(|(finish, user)| user.map(|user| (*finish, user)));
+        let images: Vec<(&Finish, UserId, &NewImage)> = done()
+            .flat_map(|(finish, user)| match &finish.outcome {
+                JobOutcome::Complete(images) => images.iter().map(|image| (finish, user, image)).collect(),
+                JobOutcome::Failed { .. } => Vec::new(),
+            })
+            .collect();
+        for chunk in images.chunks(ROWS_PER_STATEMENT) {
+            let mut insert = QueryBuilder::<Db>::new(
+                "INSERT INTO images (id, generation_id, user_id, idx, storage_key, width, height, created_at) ",
+            );
+            insert.push_values(chunk, |mut row, (finish, user, image)| {
+                row.push_bind(image.id.to_string())
+                    .push_bind(finish.id.to_string())
+                    .push_bind(user.to_string())
+                    .push_bind(i64::from(image.index))
+                    .push_bind(image.storage_key.clone())
+                    .push_bind(i64::from(image.width))
+                    .push_bind(i64::from(image.height))
+                    .push_bind(finish.at);
+            });
+            insert.build().execute(&mut *$tx).await?;
+        }
+        let deliveries: Vec<&NewDelivery> = done().filter_map(|(finish, _)| finish.delivery.as_ref()).collect();
+        if !deliveries.is_empty() {
+            insert_deliveries!($tx, $dialect, &deliveries);
+        }
+        let finished: Vec<bool> = finished.iter().map(Option::is_some).collect();
+        finished
+    }};
+}
+
+/// `record_in!(store, tx, dialect, records)`: records webhook attempts (`&[&AttemptRecord]`) in the
+/// transaction `tx`, in multi-row `INSERT`s and a `VALUES` table driving one `UPDATE` per chunk;
+/// the webhooks they disabled.
+macro_rules! record_in {
+    ($store:expr, $tx:ident, $dialect:ident, $records:expr) => {{
+        let records: &[&AttemptRecord] = $records;
+        for chunk in records.chunks(ROWS_PER_STATEMENT) {
+            let mut insert = QueryBuilder::<Db>::new(
+                "INSERT INTO webhook_attempts (delivery_id, attempt, started_at, duration_ms, status_code, \
+                 error_class, error_detail, response_excerpt) ",
+            );
+            insert.push_values(chunk, |mut row, record| {
+                let a = &record.attempt;
+                row.push_bind(a.delivery_id.to_string())
+                    .push_bind(i64::from(a.attempt))
+                    .push_bind(a.started_at)
+                    .push_bind(i64::from(a.duration_ms))
+                    .push_bind(a.status_code.map(i64::from))
+                    .push_bind(a.error_class.clone())
+                    .push_bind(a.error_detail.clone())
+                    .push_bind(a.response_excerpt.clone());
+            });
+            insert.push(" ON CONFLICT DO NOTHING");
+            insert.build().execute(&mut *$tx).await?;
+
+            let mut update = QueryBuilder::<Db>::new(
+                "WITH v (id, owner, attempt, status, next_at, schedule_index, code, error, at, finished) AS (",
+            );
+            update.push_values(chunk, |mut row, record| {
+                let update = DeliveryUpdate::of(record);
+                row.push_bind(record.attempt.delivery_id.to_string())
+                    .push_bind(record.lease_owner.clone())
+                    .push_bind(i64::from(record.attempt.attempt))
+                    .push_bind(update.status)
+                    .push_bind(update.next_attempt_at)
+                    .push_bind(update.schedule_index)
+                    .push_bind(record.attempt.status_code.map(i64::from))
+                    .push_bind(update.error)
+                    .push_bind(update.at)
+                    .push_bind(update.finished_at);
+            });
+            update.push(format!(") UPDATE webhook_deliveries {RECORD_ATTEMPT_SET} FROM v {RECORD_ATTEMPT_WHERE}"));
+            update.build().execute(&mut *$tx).await?;
+        }
+        // Each key's failure clock, then the keys it disables: two statements per batch
+        // whatever the number of keys. On PostgreSQL the keys are locked first, in id order,
+        // so concurrent batches (other nodes) lock them in the same order.
+        let clocks: Vec<(String, KeyClock)> = key_clocks(records).into_iter().collect();
+        let mut disabled = Vec::new();
+        for chunk in clocks.chunks(ROWS_PER_STATEMENT) {
+            if $dialect.locks_rows() {
+                let mut lock = QueryBuilder::<Db>::new("SELECT id FROM api_keys WHERE id IN (");
+                let mut list = lock.separated(", ");
+                for (key, _) in chunk {
+                    list.push_bind(key);
+                }
+                lock.push(") ORDER BY id FOR UPDATE");
+                lock.build().fetch_all(&mut *$tx).await?;
+            }
+            // A batch with a success sets the clock to its failures after the last success
+            // (none: cleared); one with failures only starts a clock that is not running.
+            let mut clock = QueryBuilder::<Db>::new("WITH v (key_id, reset, since) AS (");
+            clock.push_values(chunk, |mut row, (key, clock)| {
+                row.push_bind(key).push_bind(clock.reset).push_bind(clock.failing_since);
+            });
+            clock.push(
+                ") UPDATE api_keys SET webhook_failing_since = v.since FROM v WHERE api_keys.id = v.key_id \
+                 AND ((v.reset AND (api_keys.webhook_failing_since IS NOT NULL OR v.since IS NOT NULL)) \
+                 OR (NOT v.reset AND api_keys.webhook_failing_since IS NULL))",
+            );
+            clock.build().execute(&mut *$tx).await?;
+            let Some(after) = $store.disable_after else { continue };
+            let failed: Vec<(&String, Millis)> =
+                chunk.iter().filter_map(|(key, clock)| Some((key, clock.last_failure?))).collect();
+            if failed.is_empty() {
+                continue;
+            }
+            let mut disable = QueryBuilder::<Db>::new("WITH v (key_id, at, threshold) AS (");
+            disable.push_values(&failed, |mut row, (key, last_failure)| {
+                row.push_bind(*key).push_bind(*last_failure).push_bind(*last_failure - after);
+            });
+            disable.push(
+                ") UPDATE api_keys SET webhook_disabled_at = v.at FROM v WHERE api_keys.id = v.key_id \
+                 AND webhook_disabled_at IS NULL AND deleted_at IS NULL AND webhook_failing_since <= v.threshold \
+                 RETURNING id, webhook_url, webhook_failing_since, webhook_disabled_at",
+            );
+            for row in disable.build().fetch_all(&mut *$tx).await? {
+                let key = row.text("id")?;
+                disabled.push(DisabledWebhook {
+                    api_key_id: key.parse().map_err(|_| StoreError::Corrupt(format!("api key id {key:?}")))?,
+                    url: row.opt_text("webhook_url")?,
+                    failing_since: row.int("webhook_failing_since")?,
+                    disabled_at: row.int("webhook_disabled_at")?,
+                });
+            }
+        }
+        disabled.sort_unstable_by_key(|webhook| webhook.api_key_id);
+        disabled
+    }};
+}
+
 /// `make_due!(tx, dialect, sql, id, now)`: runs `sql` (an update that makes deliveries due, with
 /// `$1` the id and `$2` now) in `tx` and tells the nodes.
 macro_rules! make_due {
@@ -209,19 +457,6 @@ pub(super) struct Admit {
     values: Vec<Value>,
     /// Whether other nodes' workers are told (PostgreSQL): not for a job leased at birth.
     announce: bool,
-    answer: tokio::sync::oneshot::Sender<StoreResult<Admission>>,
-}
-
-impl Grouped for Admit {
-    type Output = Admission;
-
-    fn answer(self, result: StoreResult<Admission>) {
-        let _ = self.answer.send(result);
-    }
-
-    fn together<'a>(store: &'a SqlStore, batch: &'a [Admit]) -> BoxFuture<'a, StoreResult<Vec<Admission>>> {
-        Box::pin(store.admit_together(batch))
-    }
 }
 
 /// One finished generation waiting to be recorded (see [`Store::finish_generation`]).
@@ -231,19 +466,94 @@ pub(super) struct Finish {
     at: Millis,
     outcome: JobOutcome<Vec<NewImage>>,
     delivery: Option<NewDelivery>,
-    answer: tokio::sync::oneshot::Sender<StoreResult<bool>>,
 }
 
-impl Grouped for Finish {
-    type Output = bool;
+/// A write waiting for the writer: it shares a transaction with whatever else waits (see
+/// [`SqlStore::writes`]).
+pub(super) struct Write {
+    work: Work,
+    answer: tokio::sync::oneshot::Sender<StoreResult<Written>>,
+}
 
-    fn answer(self, result: StoreResult<bool>) {
+pub(super) enum Work {
+    Admit(Admit),
+    Finish(Box<Finish>),
+    /// A batch of webhook attempts (see [`Store::record_attempts`]).
+    Record(Vec<AttemptRecord>),
+}
+
+/// What a [`Write`] did, by its kind.
+pub(super) enum Written {
+    Admission(Admission),
+    Finished(bool),
+    /// The webhooks the attempts disabled.
+    Recorded(Vec<DisabledWebhook>),
+}
+
+/// The queues of [`Write`]s (`SqlStore::writes`).
+pub(super) enum Writes {
+    /// SQLite: one for every kind. Its one writer runs one transaction at a time anyway, so
+    /// admissions, finishes and attempts that wait together share one (fewer commits, and a page
+    /// both touch is written to the WAL once).
+    Shared(group::GroupCommit<Write>),
+    /// PostgreSQL: one per kind (admissions, finishes, attempts). Each kind takes its row locks
+    /// in an order of its own (users; the jobs' users; keys), and a transaction taking two kinds'
+    /// in turn could deadlock with another node's.
+    PerKind([group::GroupCommit<Write>; 3]),
+}
+
+impl Writes {
+    pub(super) fn new(shared: bool) -> Writes {
+        if shared { Writes::Shared(Default::default()) } else { Writes::PerKind(Default::default()) }
+    }
+
+    fn queue(&self, work: &Work) -> &group::GroupCommit<Write> {
+        match self {
+            Writes::Shared(queue) => queue,
+            Writes::PerKind(queues) => match work {
+                Work::Admit(_) => &queues[0],
+                Work::Finish(_) => &queues[1],
+                Work::Record(_) => &queues[2],
+            },
+        }
+    }
+}
+
+impl Grouped for Write {
+    type Output = Written;
+
+    fn answer(self, result: StoreResult<Written>) {
         let _ = self.answer.send(result);
     }
 
-    fn together<'a>(store: &'a SqlStore, batch: &'a [Finish]) -> BoxFuture<'a, StoreResult<Vec<bool>>> {
-        Box::pin(store.finish_together(batch))
+    fn together<'a>(store: &'a SqlStore, batch: &'a [Write]) -> BoxFuture<'a, StoreResult<Vec<Written>>> {
+        Box::pin(store.write_together(batch))
     }
+}
+
+/// The admission of a generation (see [`Store::create_generation`]).
+fn generation_admit(generation: &Generation, slots: u32, lease: Option<(&str, Millis)>) -> Admit {
+    let insert = "INSERT INTO generations (id, user_id, api_key_id, status, params, created_at, updated_at, \
+         model_id, lease_owner, lease_expires_at, attempts) ";
+    let values = vec![
+        Value::Text(generation.id.to_string()),
+        Value::Text(generation.user_id.to_string()),
+        Value::Text(generation.api_key_id.to_string()),
+        Value::Text("PENDING".into()),
+        Value::Text(serde_json::to_string(&generation.params).expect("params serialize")),
+        Value::Int(generation.created_at),
+        Value::Int(generation.created_at),
+        Value::Text(generation.params.model_id.to_string()),
+        Value::OptText(lease.map(|(owner, _)| owner.to_string())),
+        Value::Int(lease.map_or(0, |(_, until)| until)),
+        Value::Int(i64::from(lease.is_some())),
+    ];
+    Admit { user: generation.user_id, slots, source_image: None, insert, values, announce: lease.is_none() }
+}
+
+/// The answer a write of the wrong kind got (a bug, never a client's doing).
+fn mismatched() -> StoreError {
+    StoreError::Corrupt("a grouped write was answered for another kind".into())
 }
 
 impl SqlStore {
@@ -255,18 +565,55 @@ impl SqlStore {
     /// the image) or has already happened and is seen here. Concurrent inserts share a
     /// transaction (`group::GroupCommit`); the answer comes after the commit. Render workers are
     /// told of the job if `announce` (one leased at birth needs no claim).
-    async fn admit(
-        &self,
-        user: UserId,
-        slots: u32,
-        source_image: Option<ImageId>,
-        insert: &'static str,
-        values: Vec<Value>,
-        announce: bool,
-    ) -> StoreResult<Admission> {
-        self.admissions
-            .submit(&self.me, |answer| Admit { user, slots, source_image, insert, values, announce, answer })
-            .await
+    async fn admit(&self, admit: Admit) -> StoreResult<Admission> {
+        match self.write(Work::Admit(admit)).await? {
+            Written::Admission(admission) => Ok(admission),
+            _ => Err(mismatched()),
+        }
+    }
+
+    /// Queues `work` for the writer and waits for what it did (after the commit).
+    async fn write(&self, work: Work) -> StoreResult<Written> {
+        let queue = self.writes.queue(&work);
+        queue.submit(&self.me, |answer| Write { work, answer }).await
+    }
+
+    /// Every write of `batch`, in one transaction: admissions first, then finishes, then attempts.
+    async fn write_together(&self, batch: &[Write]) -> StoreResult<Vec<Written>> {
+        let admits: Vec<&Admit> =
+            batch.iter().filter_map(|w| if let Work::Admit(a) = &w.work { Some(a) } else { None }).collect();
+        let finishes: Vec<&Finish> =
+            batch.iter().filter_map(|w| if let Work::Finish(f) = &w.work { Some(&**f) } else { None }).collect();
+        let records: Vec<&AttemptRecord> =
+            batch.iter().filter_map(|w| if let Work::Record(r) = &w.work { Some(r) } else { None }).flatten().collect();
+        let (admissions, finished, disabled) = transaction!(self, |tx, dialect| {
+            let admissions = if admits.is_empty() { Vec::new() } else { admit_in!(tx, dialect, &admits) };
+            let finished = if finishes.is_empty() { Vec::new() } else { finish_in!(tx, dialect, &finishes) };
+            let disabled = if records.is_empty() { Vec::new() } else { record_in!(self, tx, dialect, &records) };
+            tx.commit().await?;
+            (admissions, finished, disabled)
+        });
+        for webhook in &disabled {
+            self.keys.forget(webhook.api_key_id);
+        }
+        let (mut admissions, mut finished) = (admissions.into_iter(), finished.into_iter());
+        let mut disabled: Vec<Option<DisabledWebhook>> = disabled.into_iter().map(Some).collect();
+        let mut written = Vec::with_capacity(batch.len());
+        for write in batch {
+            written.push(match &write.work {
+                Work::Admit(_) => Written::Admission(admissions.next().ok_or_else(mismatched)?),
+                Work::Finish(_) => Written::Finished(finished.next().ok_or_else(mismatched)?),
+                // Each disabled webhook goes to the first batch with an attempt of its key.
+                Work::Record(records) => Written::Recorded(
+                    disabled
+                        .iter_mut()
+                        .filter(|d| d.as_ref().is_some_and(|d| records.iter().any(|r| r.api_key_id == d.api_key_id)))
+                        .filter_map(Option::take)
+                        .collect(),
+                ),
+            });
+        }
+        Ok(written)
     }
 
     /// A live key and its user, by the key's hash, from the database.
@@ -288,151 +635,6 @@ impl SqlStore {
                 created_at: row.int("user_created_at")?,
             };
             Ok(Some((user, key)))
-        })
-    }
-
-    /// Records each finished generation of `batch`, in one transaction: whether it was finished
-    /// (it was still PENDING and leased to its owner), with its images and delivery.
-    async fn finish_together(&self, batch: &[Finish]) -> StoreResult<Vec<bool>> {
-        transaction!(self, |tx, dialect| {
-            // Finishing a job updates its user's row (the pending count): users are locked first,
-            // in the order admissions lock them, so the two cannot deadlock.
-            if dialect.locks_rows() {
-                let ids: Vec<String> = batch.iter().map(|finish| finish.id.to_string()).collect();
-                lock_job_users!(tx, dialect, "generations", &ids);
-            }
-            // One statement per table for the whole batch: the generations that were still
-            // PENDING and leased to their finisher, then their images and their deliveries.
-            let mut owners: std::collections::HashMap<GenerationId, UserId> = std::collections::HashMap::new();
-            for chunk in batch.chunks(ROWS_PER_STATEMENT) {
-                let mut update = QueryBuilder::<Db>::new("WITH v (id, owner, status, reason, at) AS (");
-                update.push_values(chunk, |mut row, finish| {
-                    let (status, reason) = match &finish.outcome {
-                        JobOutcome::Complete(_) => ("COMPLETE", None),
-                        JobOutcome::Failed { reason } => ("FAILED", Some(reason.clone())),
-                    };
-                    row.push_bind(finish.id.to_string())
-                        .push_bind(finish.owner.clone())
-                        .push_bind(status)
-                        .push_bind(reason)
-                        .push_bind(finish.at);
-                });
-                update.push(
-                    ") UPDATE generations SET status = v.status, failure_reason = v.reason, updated_at = v.at, \
-                     lease_owner = NULL, lease_expires_at = 0 FROM v WHERE generations.id = v.id \
-                     AND generations.lease_owner = v.owner AND generations.status = 'PENDING' \
-                     RETURNING generations.id, generations.user_id",
-                );
-                for row in update.build().fetch_all(&mut *tx).await? {
-                    owners.insert(parse(&row, "id")?, parse(&row, "user_id")?);
-                }
-            }
-            // A generation finishes once, even if the batch names it twice.
-            let finished: Vec<Option<UserId>> = batch.iter().map(|finish| owners.remove(&finish.id)).collect();
-            let done = || batch.iter().zip(&finished).filter_map(|(finish, user)| user.map(|user| (finish, user)));
-            let images: Vec<(&Finish, UserId, &NewImage)> = done()
-                .flat_map(|(finish, user)| match &finish.outcome {
-                    JobOutcome::Complete(images) => images.iter().map(|image| (finish, user, image)).collect(),
-                    JobOutcome::Failed { .. } => Vec::new(),
-                })
-                .collect();
-            for chunk in images.chunks(ROWS_PER_STATEMENT) {
-                let mut insert = QueryBuilder::<Db>::new(
-                    "INSERT INTO images (id, generation_id, user_id, idx, storage_key, width, height, created_at) ",
-                );
-                insert.push_values(chunk, |mut row, (finish, user, image)| {
-                    row.push_bind(image.id.to_string())
-                        .push_bind(finish.id.to_string())
-                        .push_bind(user.to_string())
-                        .push_bind(i64::from(image.index))
-                        .push_bind(image.storage_key.clone())
-                        .push_bind(i64::from(image.width))
-                        .push_bind(i64::from(image.height))
-                        .push_bind(finish.at);
-                });
-                insert.build().execute(&mut *tx).await?;
-            }
-            let deliveries: Vec<&NewDelivery> = done().filter_map(|(finish, _)| finish.delivery.as_ref()).collect();
-            if !deliveries.is_empty() {
-                insert_deliveries!(tx, dialect, &deliveries);
-            }
-            let finished: Vec<bool> = finished.iter().map(Option::is_some).collect();
-            tx.commit().await?;
-            Ok(finished)
-        })
-    }
-
-    /// The admission of each request in `batch`, in order, in one transaction.
-    async fn admit_together(&self, batch: &[Admit]) -> StoreResult<Vec<Admission>> {
-        transaction!(self, |tx, dialect| {
-            // Users are locked in one order, so two nodes' batches cannot deadlock.
-            let mut users: Vec<UserId> = batch.iter().map(|admit| admit.user).collect();
-            users.sort_unstable();
-            users.dedup();
-            for user in &users {
-                dialect.lock_user(&mut tx, *user).await?;
-            }
-            // Their pending counts, read once: the locks (SQLite: the one writer) keep them exact
-            // until the commit, and each admission below counts in the next one's.
-            let ids: Vec<String> = users.iter().map(ToString::to_string).collect();
-            let sql = format!("SELECT id, pending_jobs FROM users WHERE id IN ({})", placeholders(1, ids.len()));
-            let rows = ids.iter().fold(sqlx::query(&sql), |query, id| query.bind(id)).fetch_all(&mut *tx).await?;
-            let mut pending = std::collections::HashMap::with_capacity(rows.len());
-            for row in &rows {
-                pending.insert(parse::<UserId>(row, "id")?, row.int("pending_jobs")?);
-            }
-            let mut admissions = Vec::with_capacity(batch.len());
-            let mut admitted: Vec<&Admit> = Vec::with_capacity(batch.len());
-            for admit in batch {
-                if let Some(image) = admit.source_image {
-                    let held = sqlx::query(&format!(
-                        "SELECT 1 FROM images WHERE id = $1 AND user_id = $2{}",
-                        dialect.row_lock(" FOR KEY SHARE")
-                    ))
-                    .bind(image.to_string())
-                    .bind(admit.user.to_string())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    if held.is_none() {
-                        admissions.push(Admission::SourceMissing);
-                        continue;
-                    }
-                }
-                // A user without a row has no slot (the insert would break its foreign key).
-                let count = pending.entry(admit.user).or_insert(i64::MAX);
-                if *count >= i64::from(admit.slots) {
-                    admissions.push(Admission::SlotsFull { slots: admit.slots });
-                    continue;
-                }
-                *count += 1;
-                admitted.push(admit);
-                admissions.push(Admission::Accepted);
-            }
-            // One multi-row INSERT per table for everything admitted.
-            let mut inserts: Vec<&'static str> = admitted.iter().map(|admit| admit.insert).collect();
-            inserts.sort_unstable();
-            inserts.dedup();
-            for insert in inserts {
-                let rows: Vec<&&Admit> = admitted.iter().filter(|admit| admit.insert == insert).collect();
-                for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-                    let mut query = QueryBuilder::<Db>::new(insert);
-                    query.push_values(chunk, |mut row, admit| {
-                        for value in &admit.values {
-                            match value {
-                                Value::Text(text) => row.push_bind(text.clone()),
-                                Value::OptText(text) => row.push_bind(text.clone()),
-                                Value::Int(int) => row.push_bind(*int),
-                            };
-                        }
-                    });
-                    query.build().execute(&mut *tx).await?;
-                }
-            }
-            if admitted.iter().any(|admit| admit.announce) {
-                dialect.notify(&mut tx, RENDER_CHANNEL).await?;
-            }
-            tx.commit().await?;
-            Ok(admissions)
         })
     }
 
@@ -740,22 +942,7 @@ impl Store for SqlStore {
         slots: u32,
         lease: Option<(&str, Millis)>,
     ) -> StoreResult<Admission> {
-        let insert = "INSERT INTO generations (id, user_id, api_key_id, status, params, created_at, updated_at, \
-             model_id, lease_owner, lease_expires_at, attempts) ";
-        let values = vec![
-            Value::Text(generation.id.to_string()),
-            Value::Text(generation.user_id.to_string()),
-            Value::Text(generation.api_key_id.to_string()),
-            Value::Text("PENDING".into()),
-            Value::Text(serde_json::to_string(&generation.params).expect("params serialize")),
-            Value::Int(generation.created_at),
-            Value::Int(generation.created_at),
-            Value::Text(generation.params.model_id.to_string()),
-            Value::OptText(lease.map(|(owner, _)| owner.to_string())),
-            Value::Int(lease.map_or(0, |(_, until)| until)),
-            Value::Int(i64::from(lease.is_some())),
-        ];
-        self.admit(generation.user_id, slots, None, insert, values, lease.is_none()).await
+        self.admit(generation_admit(generation, slots, lease)).await
     }
 
     async fn get_generation(&self, user: UserId, id: GenerationId) -> StoreResult<Option<Generation>> {
@@ -892,7 +1079,16 @@ impl Store for SqlStore {
             Value::Int(variation.created_at),
             Value::Int(variation.created_at),
         ];
-        let admission = self.admit(variation.user_id, slots, Some(variation.image_id), insert, values, true).await;
+        let admission = self
+            .admit(Admit {
+                user: variation.user_id,
+                slots,
+                source_image: Some(variation.image_id),
+                insert,
+                values,
+                announce: true,
+            })
+            .await;
         // Its generation now lists a pending variation under the image.
         self.forget_generation(variation.generation_id);
         admission
@@ -1278,7 +1474,10 @@ impl Store for SqlStore {
         delivery: Option<&NewDelivery>,
     ) -> StoreResult<bool> {
         let (owner, outcome, delivery) = (owner.to_string(), outcome.clone(), delivery.cloned());
-        self.finishes.submit(&self.me, |answer| Finish { id, owner, at, outcome, delivery, answer }).await
+        match self.write(Work::Finish(Box::new(Finish { id, owner, at, outcome, delivery }))).await? {
+            Written::Finished(finished) => Ok(finished),
+            _ => Err(mismatched()),
+        }
     }
 
     async fn finish_variation(
@@ -1363,111 +1562,15 @@ impl Store for SqlStore {
         self.load_jobs(&ids).await
     }
 
-    /// Attempts in multi-row `INSERT`s and a `VALUES` table driving one `UPDATE` per chunk, all in
-    /// one transaction (one commit for the batch).
+    /// Queued with the admissions and finishes waiting for the writer (see [`SqlStore::writes`]).
     async fn record_attempts(&self, records: &[AttemptRecord]) -> StoreResult<Vec<DisabledWebhook>> {
         if records.is_empty() {
             return Ok(Vec::new());
         }
-        let disabled = transaction!(self, |tx, dialect| {
-            for chunk in records.chunks(ROWS_PER_STATEMENT) {
-                let mut insert = QueryBuilder::<Db>::new(
-                    "INSERT INTO webhook_attempts (delivery_id, attempt, started_at, duration_ms, status_code, \
-                     error_class, error_detail, response_excerpt) ",
-                );
-                insert.push_values(chunk, |mut row, record| {
-                    let a = &record.attempt;
-                    row.push_bind(a.delivery_id.to_string())
-                        .push_bind(i64::from(a.attempt))
-                        .push_bind(a.started_at)
-                        .push_bind(i64::from(a.duration_ms))
-                        .push_bind(a.status_code.map(i64::from))
-                        .push_bind(a.error_class.clone())
-                        .push_bind(a.error_detail.clone())
-                        .push_bind(a.response_excerpt.clone());
-                });
-                insert.push(" ON CONFLICT DO NOTHING");
-                insert.build().execute(&mut *tx).await?;
-
-                let mut update = QueryBuilder::<Db>::new(
-                    "WITH v (id, owner, attempt, status, next_at, schedule_index, code, error, at, finished) AS (",
-                );
-                update.push_values(chunk, |mut row, record| {
-                    let update = DeliveryUpdate::of(record);
-                    row.push_bind(record.attempt.delivery_id.to_string())
-                        .push_bind(record.lease_owner.clone())
-                        .push_bind(i64::from(record.attempt.attempt))
-                        .push_bind(update.status)
-                        .push_bind(update.next_attempt_at)
-                        .push_bind(update.schedule_index)
-                        .push_bind(record.attempt.status_code.map(i64::from))
-                        .push_bind(update.error)
-                        .push_bind(update.at)
-                        .push_bind(update.finished_at);
-                });
-                update.push(format!(") UPDATE webhook_deliveries {RECORD_ATTEMPT_SET} FROM v {RECORD_ATTEMPT_WHERE}"));
-                update.build().execute(&mut *tx).await?;
-            }
-            // Each key's failure clock, then the keys it disables: two statements per batch
-            // whatever the number of keys. On PostgreSQL the keys are locked first, in id order,
-            // so concurrent batches (other nodes) lock them in the same order.
-            let clocks: Vec<(String, KeyClock)> = key_clocks(records).into_iter().collect();
-            let mut disabled = Vec::new();
-            for chunk in clocks.chunks(ROWS_PER_STATEMENT) {
-                if dialect.locks_rows() {
-                    let mut lock = QueryBuilder::<Db>::new("SELECT id FROM api_keys WHERE id IN (");
-                    let mut list = lock.separated(", ");
-                    for (key, _) in chunk {
-                        list.push_bind(key);
-                    }
-                    lock.push(") ORDER BY id FOR UPDATE");
-                    lock.build().fetch_all(&mut *tx).await?;
-                }
-                // A batch with a success sets the clock to its failures after the last success
-                // (none: cleared); one with failures only starts a clock that is not running.
-                let mut clock = QueryBuilder::<Db>::new("WITH v (key_id, reset, since) AS (");
-                clock.push_values(chunk, |mut row, (key, clock)| {
-                    row.push_bind(key).push_bind(clock.reset).push_bind(clock.failing_since);
-                });
-                clock.push(
-                    ") UPDATE api_keys SET webhook_failing_since = v.since FROM v WHERE api_keys.id = v.key_id \
-                     AND ((v.reset AND (api_keys.webhook_failing_since IS NOT NULL OR v.since IS NOT NULL)) \
-                     OR (NOT v.reset AND api_keys.webhook_failing_since IS NULL))",
-                );
-                clock.build().execute(&mut *tx).await?;
-                let Some(after) = self.disable_after else { continue };
-                let failed: Vec<(&String, Millis)> =
-                    chunk.iter().filter_map(|(key, clock)| Some((key, clock.last_failure?))).collect();
-                if failed.is_empty() {
-                    continue;
-                }
-                let mut disable = QueryBuilder::<Db>::new("WITH v (key_id, at, threshold) AS (");
-                disable.push_values(&failed, |mut row, (key, last_failure)| {
-                    row.push_bind(*key).push_bind(*last_failure).push_bind(*last_failure - after);
-                });
-                disable.push(
-                    ") UPDATE api_keys SET webhook_disabled_at = v.at FROM v WHERE api_keys.id = v.key_id \
-                     AND webhook_disabled_at IS NULL AND deleted_at IS NULL AND webhook_failing_since <= v.threshold \
-                     RETURNING id, webhook_url, webhook_failing_since, webhook_disabled_at",
-                );
-                for row in disable.build().fetch_all(&mut *tx).await? {
-                    let key = row.text("id")?;
-                    disabled.push(DisabledWebhook {
-                        api_key_id: key.parse().map_err(|_| StoreError::Corrupt(format!("api key id {key:?}")))?,
-                        url: row.opt_text("webhook_url")?,
-                        failing_since: row.int("webhook_failing_since")?,
-                        disabled_at: row.int("webhook_disabled_at")?,
-                    });
-                }
-            }
-            disabled.sort_unstable_by_key(|webhook| webhook.api_key_id);
-            tx.commit().await?;
-            StoreResult::Ok(disabled)
-        })?;
-        for webhook in &disabled {
-            self.keys.forget(webhook.api_key_id);
+        match self.write(Work::Record(records.to_vec())).await? {
+            Written::Recorded(disabled) => Ok(disabled),
+            _ => Err(mismatched()),
         }
-        Ok(disabled)
     }
 
     async fn enable_webhook(&self, id: ApiKeyId, user: Option<UserId>, now: Millis) -> StoreResult<bool> {
@@ -1875,7 +1978,7 @@ struct KeyClock {
 }
 
 /// Each key's clock after `records`, in key id order.
-fn key_clocks(records: &[AttemptRecord]) -> std::collections::BTreeMap<String, KeyClock> {
+fn key_clocks(records: &[&AttemptRecord]) -> std::collections::BTreeMap<String, KeyClock> {
     let mut attempts: Vec<(String, Millis, bool)> = records
         .iter()
         .map(|r| (r.api_key_id.to_string(), r.attempt.started_at, r.next == NextStep::Succeeded))
@@ -1912,6 +2015,102 @@ mod tests {
         }
         let rows = query.fetch_all(&db.reader).await.unwrap();
         rows.iter().map(|row| row.get::<String, _>("detail")).collect()
+    }
+
+    /// A store on a fresh SQLite database in `dir`, with a user and one of their keys.
+    async fn sqlite_store(dir: &std::path::Path) -> (Arc<SqlStore>, ApiKey) {
+        let config = crate::config::Config { data_dir: dir.to_path_buf(), ..Default::default() };
+        let store = super::super::open_sql(&config).await.unwrap();
+        let user = crate::admin::create_user(&*store, "u", 10).await.unwrap();
+        let master_key = crate::secrets::MasterKey::load(None, dir).unwrap();
+        let key = crate::admin::create_api_key(&*store, &master_key, user.id, "k", None, None, &config.webhook)
+            .await
+            .unwrap()
+            .record;
+        (store, key)
+    }
+
+    fn generation(key: &ApiKey) -> Generation {
+        let body = serde_json::json!({"prompt": "p", "width": 64, "height": 64, "num_images": 1});
+        let params =
+            crate::generation::GenerationParams::parse(&body, &crate::models::Catalogue::new(&[]).unwrap(), |_| 42)
+                .unwrap();
+        Generation {
+            id: GenerationId::random(),
+            user_id: key.user_id,
+            api_key_id: key.id,
+            status: JobStatus::Pending,
+            params,
+            failure_reason: None,
+            created_at: 1,
+            updated_at: 1,
+            images: Vec::new(),
+        }
+    }
+
+    /// `work` as a write, and where its answer comes.
+    fn write(work: Work) -> (Write, tokio::sync::oneshot::Receiver<StoreResult<Written>>) {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        (Write { work, answer }, answered)
+    }
+
+    fn finish(id: GenerationId, owner: &str) -> Work {
+        Work::Finish(Box::new(Finish {
+            id,
+            owner: owner.into(),
+            at: 2,
+            outcome: JobOutcome::Failed { reason: "r".into() },
+            delivery: None,
+        }))
+    }
+
+    #[tokio::test]
+    async fn writes_of_every_kind_waiting_together_share_one_transaction_admissions_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, key) = sqlite_store(dir.path()).await;
+        let generation = generation(&key);
+        // The finish comes first in the queue, but the admission it finishes is written first.
+        let (finished, finished_answer) = write(finish(generation.id, "node"));
+        let (admitted, admitted_answer) = write(Work::Admit(generation_admit(&generation, 10, Some(("node", 9)))));
+        let (recorded, recorded_answer) = write(Work::Record(Vec::new()));
+        super::super::group::run(&store, vec![finished, admitted, recorded]).await;
+        assert!(matches!(admitted_answer.await.unwrap(), Ok(Written::Admission(Admission::Accepted))));
+        assert!(matches!(finished_answer.await.unwrap(), Ok(Written::Finished(true))));
+        assert!(matches!(recorded_answer.await.unwrap(), Ok(Written::Recorded(disabled)) if disabled.is_empty()));
+        let stored = store.get_generation(key.user_id, generation.id).await.unwrap().expect("the generation is stored");
+        assert_eq!(stored.status, JobStatus::Failed);
+    }
+
+    #[tokio::test]
+    async fn a_write_the_database_refuses_fails_alone_and_the_others_waiting_with_it_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, key) = sqlite_store(dir.path()).await;
+        let generation = generation(&key);
+        // An attempt of a delivery that does not exist breaks a foreign key.
+        let attempt = AttemptRecord {
+            attempt: Attempt {
+                delivery_id: DeliveryId::random(),
+                attempt: 1,
+                started_at: 1,
+                duration_ms: 1,
+                status_code: Some(200),
+                error_class: None,
+                error_detail: None,
+                response_excerpt: None,
+            },
+            api_key_id: ApiKeyId::random(),
+            lease_owner: "node".into(),
+            next: NextStep::Succeeded,
+        };
+        let (admitted, admitted_answer) = write(Work::Admit(generation_admit(&generation, 10, None)));
+        let (recorded, recorded_answer) = write(Work::Record(vec![attempt]));
+        let (finished, finished_answer) = write(finish(GenerationId::random(), "node"));
+        super::super::group::run(&store, vec![admitted, recorded, finished]).await;
+        assert!(matches!(recorded_answer.await.unwrap(), Err(e) if e.is_rejected_data()));
+        assert!(matches!(admitted_answer.await.unwrap(), Ok(Written::Admission(Admission::Accepted))));
+        assert!(matches!(finished_answer.await.unwrap(), Ok(Written::Finished(false))));
+        let stored = store.get_generation(key.user_id, generation.id).await.unwrap().expect("the generation is stored");
+        assert_eq!(stored.status, JobStatus::Pending);
     }
 
     #[tokio::test]

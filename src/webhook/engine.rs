@@ -8,7 +8,8 @@
 //!   full;
 //! - the *handoff* task takes deliveries committed on this node and starts them at once;
 //! - each *send* makes one attempt, then takes the next delivery queued for its endpoint;
-//! - the *recorder* writes attempts in batches, one transaction each (no fsync per delivery).
+//! - the *recorder* writes attempts in batches (no fsync per delivery; on SQLite a batch shares its
+//!   transaction with the admissions and finishes waiting with it).
 //!
 //! A delivery in memory is always leased in the store (its `next_attempt_at` is the lease's
 //! expiry); if this node dies, the lease expires and the delivery is claimed again. Until its
