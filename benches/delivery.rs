@@ -9,6 +9,9 @@
 //! - isolation: the drain again with as many receivers that never answer (until the timeout) as
 //!   healthy ones; the healthy receivers' throughput against the drain without them.
 //! - memory: 1,000,000 pending deliveries due tomorrow; resident memory of `easel serve`.
+//!
+//! `EASEL_BENCH_SQL_LOG=FILE` writes every statement the store runs (sqlx's `sqlx::query` events,
+//! JSON lines with their times) to FILE, to count and time the statements per delivery.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -530,6 +533,17 @@ fn main() {
     }
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let wanted = |name: &str| args.is_empty() || args.iter().any(|a| a == name);
+    // `EASEL_BENCH_SQL_LOG=FILE`: every statement the engine's store runs, as JSON lines with
+    // its time (sqlx's `sqlx::query` events), to count and time statements per delivery.
+    if let Ok(path) = std::env::var("EASEL_BENCH_SQL_LOG") {
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::util::SubscriberInitExt;
+        let file = std::fs::File::create(path).unwrap();
+        tracing_subscriber::registry()
+            .with(tracing_subscriber::fmt::layer().json().with_writer(std::sync::Mutex::new(file)))
+            .with("sqlx::query=debug".parse::<tracing_subscriber::filter::Targets>().unwrap())
+            .init();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     runtime.block_on(async {
         let mut table = Vec::new();
