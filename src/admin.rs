@@ -94,23 +94,6 @@ pub async fn create_api_key(
     create_key(store, master_key, &spec, policy).await
 }
 
-/// [`create_api_key`], where `own_bins` is the prefix of this Easel's inspector bins
-/// (`{public_url}/inspect/`): see [`KeySpec::own_bins`].
-#[allow(clippy::too_many_arguments)]
-pub async fn create_api_key_with(
-    store: &dyn Store,
-    master_key: &MasterKey,
-    user: UserId,
-    name: &str,
-    webhook_url: Option<&str>,
-    webhook_api_key: Option<&str>,
-    policy: &WebhookConfig,
-    own_bins: Option<&str>,
-) -> Result<CreatedKey, AdminError> {
-    let spec = KeySpec { user, name, webhook_url, webhook_api_key, manage_keys: false, own_bins };
-    create_key(store, master_key, &spec, policy).await
-}
-
 /// A webhook callback URL checked for a key (normalized): the URL rules and the SSRF guard, except
 /// that a bin of this Easel (under `own_bins`) is delivered in-process (no connection is made), so
 /// it is accepted on a plain-http or private `public_url`.

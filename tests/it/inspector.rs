@@ -36,18 +36,17 @@ fn header<'a>(request: &'a Value, name: &str) -> Option<&'a str> {
 /// webhook callback API key, created as `easel keys create` does.
 async fn key_calling_back(app: &TestApp, user: &TestUser, url: &str) -> WebhookUser {
     let own_bins = format!("{}/inspect/", app.easel.public_url);
-    let key = easel::admin::create_api_key_with(
-        &*app.easel.store,
-        &app.easel.master_key,
-        user.id,
-        "bin key",
-        Some(url),
-        Some("hook-secret"),
-        &app.config.webhook,
-        Some(&own_bins),
-    )
-    .await
-    .expect("a key calling back a bin of this server is accepted");
+    let spec = easel::admin::KeySpec {
+        user: user.id,
+        name: "bin key",
+        webhook_url: Some(url),
+        webhook_api_key: Some("hook-secret"),
+        manage_keys: false,
+        own_bins: Some(&own_bins),
+    };
+    let key = easel::admin::create_key(&*app.easel.store, &app.easel.master_key, &spec, &app.config.webhook)
+        .await
+        .expect("a key calling back a bin of this server is accepted");
     WebhookUser {
         user: TestUser { id: user.id, key: key.key.clone() },
         key_id: key.record.id,
@@ -330,17 +329,16 @@ async fn a_callback_to_a_bin_of_this_server_arrives_in_process_bearer_matched_an
     // The https rule and the guard still hold for any other URL on this server.
     let own_bins = format!("{}/inspect/", app.easel.public_url);
     for other in [format!("{}/api/rest/v1/me", app.origin), format!("{}/inspect/not-a-bin", app.origin)] {
-        let refused = easel::admin::create_api_key_with(
-            &*app.easel.store,
-            &app.easel.master_key,
-            owner.id,
-            "not a bin",
-            Some(&other),
-            None,
-            &app.config.webhook,
-            Some(&own_bins),
-        )
-        .await;
+        let spec = easel::admin::KeySpec {
+            user: owner.id,
+            name: "not a bin",
+            webhook_url: Some(&other),
+            webhook_api_key: None,
+            manage_keys: false,
+            own_bins: Some(&own_bins),
+        };
+        let refused =
+            easel::admin::create_key(&*app.easel.store, &app.easel.master_key, &spec, &app.config.webhook).await;
         assert!(refused.is_err(), "{other} must be refused");
     }
 
