@@ -27,6 +27,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (8, "key management", include_str!("../../migrations/postgres/0008_key_management.sql")),
     (9, "variation backends", include_str!("../../migrations/postgres/0009_variation_backends.sql")),
     (10, "pending jobs counter", include_str!("../../migrations/postgres/0010_pending_jobs_counter.sql")),
+    (11, "drop unused pending index", include_str!("../../migrations/postgres/0011_drop_unused_pending_index.sql")),
 ];
 
 pub(super) struct PgDb {

@@ -44,6 +44,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (9, "key management", include_str!("../../migrations/sqlite/0009_key_management.sql")),
     (10, "variation backends", include_str!("../../migrations/sqlite/0010_variation_backends.sql")),
     (11, "pending jobs counter", include_str!("../../migrations/sqlite/0011_pending_jobs_counter.sql")),
+    (12, "drop unused pending index", include_str!("../../migrations/sqlite/0012_drop_unused_pending_index.sql")),
 ];
 
 impl SqliteDb {
