@@ -36,15 +36,19 @@ macro_rules! read {
 }
 
 /// `write!(self, |db| body)`: one statement outside a transaction, on SQLite's writer or
-/// PostgreSQL's pool.
+/// PostgreSQL's pool; `Db` names the backend's `sqlx::Database` inside it.
 macro_rules! write {
     ($store:expr, |$db:ident| $body:expr) => {
         match &$store.backend {
             Backend::Sqlite(backend) => {
+                #[allow(unused)]
+                type Db = sqlx::Sqlite;
                 let $db = &backend.writer;
                 $body
             }
             Backend::Postgres(backend) => {
+                #[allow(unused)]
+                type Db = sqlx::Postgres;
                 let $db = &backend.pool;
                 $body
             }
@@ -638,11 +642,14 @@ impl SqlStore {
         })
     }
 
-    /// Claimed deliveries with their payloads (read on a reader: payloads never change).
+    /// Claimed deliveries with their payloads. On SQLite they are read on the writer's connection:
+    /// its page cache stays warm (only it writes), while a reader's is emptied by every commit it
+    /// did not make (beside hanging receivers, the healthy ones got 12 % more deliveries a second
+    /// in the delivery bench: medians of five interleaved pairs).
     async fn load_jobs(&self, ids: &[String]) -> StoreResult<Vec<DeliveryJob>> {
         let mut jobs = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-            read!(self, |db| {
+            write!(self, |db| {
                 let mut query = QueryBuilder::<Db>::new(format!(
                     "SELECT {JOB_COLUMNS} FROM webhook_deliveries d JOIN webhook_payloads p ON p.delivery_id = d.id \
                      WHERE d.id IN ("
