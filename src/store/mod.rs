@@ -443,37 +443,35 @@ impl<K: std::hash::Hash + Eq + Clone, V: Clone> Recent<K, V> {
         Recent { ttl, memo: Memo::new(cap) }
     }
 
-    /// What a read of `key` found less than `ttl` ago (an older entry leaves).
-    fn get<Q>(&self, key: &Q) -> Option<V>
+    /// What `read` finds for `key`, or what it found less than `ttl` ago; what it finds is
+    /// remembered unless something was forgotten while it ran (it may have read a row before
+    /// the write that made the forget).
+    async fn read<Q, F, Fut>(&self, key: &Q, read: F) -> StoreResult<Option<V>>
     where
         K: std::borrow::Borrow<Q>,
-        Q: std::hash::Hash + Eq + ?Sized,
+        Q: std::hash::Hash + Eq + ToOwned<Owned = K> + ?Sized,
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = StoreResult<Option<V>>>,
     {
         if self.ttl.is_zero() {
-            return None;
+            return read().await;
         }
-        let mut entries = self.memo.entries();
-        match entries.get(key) {
-            Some((read, value)) if read.elapsed() < self.ttl => Some(value.clone()),
-            Some(_) => {
-                entries.remove(key);
-                None
+        {
+            let mut entries = self.memo.entries();
+            match entries.get(key) {
+                Some((read, value)) if read.elapsed() < self.ttl => return Ok(Some(value.clone())),
+                Some(_) => {
+                    entries.remove(key);
+                }
+                None => {}
             }
-            None => None,
         }
-    }
-
-    /// Where a read begins: the time, and the forgets so far.
-    fn begin(&self) -> (std::time::Instant, u64) {
-        (std::time::Instant::now(), self.memo.begin())
-    }
-
-    /// Remembers what a read that began at `began` found, unless something was forgotten
-    /// meanwhile (the read may have seen it before the write).
-    fn put(&self, began: (std::time::Instant, u64), key: K, value: V) {
-        if !self.ttl.is_zero() {
-            self.memo.put(began.1, key, (began.0, value));
+        let (began, forgets) = (std::time::Instant::now(), self.memo.begin());
+        let found = read().await?;
+        if let Some(value) = &found {
+            self.memo.put(forgets, key.to_owned(), (began, value.clone()));
         }
+        Ok(found)
     }
 }
 

@@ -282,8 +282,7 @@ macro_rules! finish_in {
         if !deliveries.is_empty() {
             insert_deliveries!($tx, $dialect, &deliveries);
         }
-        let finished: Vec<bool> = finished.iter().map(Option::is_some).collect();
-        finished
+        finished.iter().map(Option::is_some).collect::<Vec<bool>>()
     }};
 }
 
@@ -872,15 +871,7 @@ impl Store for SqlStore {
     }
 
     async fn authenticate(&self, key_hash: &str) -> StoreResult<Option<(User, ApiKey)>> {
-        if let Some(found) = self.keys.by_hash.get(key_hash) {
-            return Ok(Some(found));
-        }
-        let began = self.keys.by_hash.begin();
-        let found = self.read_api_key_by_hash(key_hash).await?;
-        if let Some(found) = &found {
-            self.keys.by_hash.put(began, key_hash.to_string(), found.clone());
-        }
-        Ok(found)
+        self.keys.by_hash.read(key_hash, || self.read_api_key_by_hash(key_hash)).await
     }
 
     async fn touch_api_key(&self, id: ApiKeyId, at: Millis) -> StoreResult<()> {
@@ -906,15 +897,7 @@ impl Store for SqlStore {
     }
 
     async fn recent_api_key(&self, id: ApiKeyId) -> StoreResult<Option<ApiKey>> {
-        if let Some(key) = self.keys.by_id.get(&id) {
-            return Ok(Some(key));
-        }
-        let began = self.keys.by_id.begin();
-        let key = self.get_api_key(id).await?;
-        if let Some(key) = &key {
-            self.keys.by_id.put(began, key.id, key.clone());
-        }
-        Ok(key)
+        self.keys.by_id.read(&id, || self.get_api_key(id)).await
     }
 
     async fn list_api_keys(&self, user: Option<UserId>) -> StoreResult<Vec<ApiKey>> {
