@@ -704,18 +704,28 @@ async fn a_job_that_hangs_past_the_timeout_is_cancelled_and_runs_on_another_back
         health["backends"].as_array().unwrap().iter().all(|b| b["health"] == "healthy").then_some(())
     })
     .await;
-    let id = generate(&app, &user, MODEL, "hang then move", 1).await;
-    let generation = finished_within(&app, &user, &id, Duration::from_secs(20)).await;
-    assert_eq!(generation["status"], "COMPLETE", "{generation}");
+    // A claim round that began before the hung server came into the rotation can still give the
+    // job straight to the other backend (seen in CI on PostgreSQL: the hung server saw nothing but
+    // its probe); then a new job tries again, and one of three must reach the hung server.
+    let only_probed = || hung.requests().iter().all(|r| r.path == "/system_stats");
+    let mut tries = 0;
+    let generation = loop {
+        tries += 1;
+        let id = generate(&app, &user, MODEL, "hang then move", 1).await;
+        let generation = finished_within(&app, &user, &id, Duration::from_secs(20)).await;
+        assert_eq!(generation["status"], "COMPLETE", "{generation}");
+        if !only_probed() || tries == 3 {
+            break generation;
+        }
+    };
     // Tried on the hung server once (it may hang before the prompt is recorded): its probe passes
     // 1 s after the timeout, but the job stays off it for two timeouts, so the other backend
     // takes it.
     assert!(hung.requests_to("/prompt").len() <= 1, "tried twice on the hung server");
-    // What the hung server saw, for a failure under load (it failed once in CI, without a trace).
     let seen: Vec<String> = hung.requests().iter().map(|r| format!("{} {}", r.method, r.path)).collect();
     assert!(
         !hung.interrupts().is_empty() || !hung.deletes().is_empty(),
-        "cancelled on the hung server; it saw {seen:?}; the generation: {generation}"
+        "cancelled on the hung server; after {tries} jobs it saw {seen:?}; the last generation: {generation}"
     );
-    assert_eq!(healthy.requests_to("/prompt").len(), 1, "then run on the other backend");
+    assert_eq!(healthy.requests_to("/prompt").len(), tries, "then run on the other backend");
 }
