@@ -1545,11 +1545,13 @@ impl Store for SqlStore {
         wanted: &[EndpointClaim],
         held: &HashSet<DeliveryId>,
     ) -> StoreResult<Vec<DeliveryJob>> {
-        let ids: Vec<String> = match &self.backend {
-            Backend::Sqlite(sqlite) => sqlite.claim_endpoint_deliveries(now, wanted, held).await?,
-            Backend::Postgres(pg) => pg.claim_endpoint_deliveries(owner, now, lease_until, wanted).await?,
-        };
-        self.load_jobs(&ids).await
+        match &self.backend {
+            Backend::Sqlite(sqlite) => sqlite.claim_endpoint_deliveries(now, wanted, held).await,
+            Backend::Postgres(pg) => {
+                let ids = pg.claim_endpoint_deliveries(owner, now, lease_until, wanted).await?;
+                self.load_jobs(&ids).await
+            }
+        }
     }
 
     /// Queued with the admissions and finishes waiting for the writer (see [`SqlStore::writes`]).

@@ -1,5 +1,6 @@
 //! SQLite, the embedded default: one database file in WAL mode, one node. What differs from
-//! PostgreSQL: the pools, the checkpointer and delivery claims (which write nothing).
+//! PostgreSQL: the pools, the checkpointer and delivery claims (which write nothing, and by
+//! endpoint read on from where the last claim stopped).
 //!
 //! Writes go through a pool of exactly one connection, so writers queue in-process instead of
 //! sleeping in SQLite's busy handler; reads use their own pool and run beside the writer (WAL).
@@ -27,6 +28,8 @@ pub(super) struct SqliteDb {
     pub(super) reader: SqlitePool,
     /// Stops the background checkpointer when the store is dropped.
     _checkpointer: tokio_util::sync::DropGuard,
+    /// Per endpoint, where the last claim by endpoint stopped reading.
+    cursors: std::sync::Mutex<std::collections::HashMap<String, Cursor>>,
 }
 
 /// How often the background task copies the WAL into the database file.
@@ -91,7 +94,7 @@ impl SqliteDb {
         let stop = tokio_util::sync::CancellationToken::new();
         let checkpoints = SqlitePoolOptions::new().max_connections(1).connect_with(options).await?;
         tokio::spawn(checkpoint_wal(checkpoints, stop.clone()));
-        Ok(SqliteDb { writer, reader, _checkpointer: stop.drop_guard() })
+        Ok(SqliteDb { writer, reader, _checkpointer: stop.drop_guard(), cursors: Default::default() })
     }
 
     /// Nothing to announce: there are no other nodes.
@@ -155,39 +158,114 @@ impl SqliteDb {
         unheld_ids(&rows, held, limit as usize)
     }
 
+    /// Claims by endpoint, with each endpoint's deliveries read in due order from where the last
+    /// claim for it stopped (its [`Cursor`]), and returned whole, payloads included, by the same
+    /// statement. Without the cursor each claim would read again the deliveries this node already
+    /// holds, which stay due here until their attempts are recorded: in a drain, more than the
+    /// deliveries it hands over. What a cursor could step past (a delivery committed after a later
+    /// one was claimed, a webhook enabled again from the CLI) is found when the endpoint's due
+    /// deliveries run out or the cursor expires, whichever comes first.
     pub(super) async fn claim_endpoint_deliveries(
         &self,
         now: Millis,
         wanted: &[EndpointClaim],
         held: &HashSet<DeliveryId>,
-    ) -> StoreResult<Vec<String>> {
-        // One statement for every endpoint (a compound SELECT of one limited SELECT each), not a
-        // round trip to the writer's thread per endpoint.
-        let mut ids = Vec::new();
-        for chunk in wanted.chunks(CLAIMS_PER_STATEMENT) {
-            let mut query = QueryBuilder::<Sqlite>::new("");
-            for (n, claim) in chunk.iter().enumerate() {
-                if n > 0 {
-                    query.push(" UNION ALL ");
+    ) -> StoreResult<Vec<DeliveryJob>> {
+        let mut claims: Vec<Claim> = wanted
+            .iter()
+            .filter(|claim| claim.want > 0)
+            .map(|claim| Claim { endpoint: &claim.endpoint, need: claim.want, held: claim.held })
+            .collect();
+        let mut jobs = Vec::new();
+        // A claim comes short only when held deliveries filled the rows it read; it reads on from
+        // there, a few times at most.
+        for _ in 0..CLAIM_ROUNDS {
+            if claims.is_empty() {
+                break;
+            }
+            let mut next_round = Vec::new();
+            for chunk in claims.chunks(CLAIMS_PER_STATEMENT) {
+                let (rows, limits) = self.read_due(now, chunk).await?;
+                let mut by_endpoint: std::collections::HashMap<String, Vec<(Position, DeliveryJob)>> =
+                    Default::default();
+                for row in &rows {
+                    let job = job_from_row(row)?;
+                    let position = Position { at: row.int("next_attempt_at")?, id: job.id.to_string() };
+                    by_endpoint.entry(job.endpoint.clone()).or_default().push((position, job));
                 }
-                query.push(format!(
-                    "SELECT * FROM (SELECT id, endpoint FROM webhook_deliveries WHERE status = 'pending' \
-                     AND NOT {HELD} AND endpoint = "
-                ));
-                query.push_bind(&claim.endpoint).push(" AND next_attempt_at <= ").push_bind(now);
-                query.push(" ORDER BY next_attempt_at LIMIT ").push_bind(i64::from(claim.want + claim.held)).push(")");
+                let mut cursors = self.cursors.lock().expect("lock");
+                for (claim, limit) in chunk.iter().zip(limits) {
+                    let mut read = by_endpoint.remove(claim.endpoint).unwrap_or_default();
+                    read.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                    let exhausted = (read.len() as u32) < limit;
+                    let (mut taken, mut last) = (0, None);
+                    for (position, job) in read {
+                        if taken == claim.need {
+                            break;
+                        }
+                        if !held.contains(&job.id) {
+                            jobs.push(job);
+                            taken += 1;
+                        }
+                        last = Some(position);
+                    }
+                    match (exhausted, last) {
+                        (false, Some(last)) => {
+                            let started =
+                                cursors.get(claim.endpoint).map_or_else(std::time::Instant::now, |c| c.started);
+                            cursors.insert(claim.endpoint.to_string(), Cursor { after: last, started });
+                        }
+                        _ => {
+                            cursors.remove(claim.endpoint);
+                        }
+                    }
+                    if !exhausted && taken < claim.need {
+                        next_round.push(Claim { need: claim.need - taken, ..*claim });
+                    }
+                }
             }
-            let rows = query.build().fetch_all(&self.writer).await?;
-            let mut by_endpoint: std::collections::HashMap<String, Vec<&SqliteRow>> = Default::default();
-            for row in &rows {
-                by_endpoint.entry(row.text("endpoint")?).or_default().push(row);
-            }
-            for claim in chunk {
-                let mine = by_endpoint.remove(&claim.endpoint).unwrap_or_default();
-                ids.extend(unheld_ids(&mine, held, claim.want as usize)?);
-            }
+            claims = next_round;
         }
-        Ok(ids)
+        Ok(jobs)
+    }
+
+    /// One statement for every endpoint in `claims` (a compound SELECT of one limited SELECT each,
+    /// not a round trip to the writer's thread per endpoint): their due deliveries after their
+    /// cursors, with the number of rows each was limited to.
+    async fn read_due(&self, now: Millis, claims: &[Claim<'_>]) -> StoreResult<(Vec<SqliteRow>, Vec<u32>)> {
+        let cursors: Vec<Option<Position>> = {
+            let mut cursors = self.cursors.lock().expect("lock");
+            cursors.retain(|_, cursor| cursor.started.elapsed() < CURSOR_LIFETIME);
+            claims.iter().map(|claim| cursors.get(claim.endpoint).map(|c| c.after.clone())).collect()
+        };
+        let mut limits = Vec::with_capacity(claims.len());
+        let mut query = QueryBuilder::<Sqlite>::new(format!("SELECT {JOB_COLUMNS}, d.next_attempt_at FROM ("));
+        for (n, (claim, cursor)) in claims.iter().zip(&cursors).enumerate() {
+            if n > 0 {
+                query.push(" UNION ALL ");
+            }
+            query.push(format!(
+                "SELECT * FROM (SELECT rowid AS claimed FROM webhook_deliveries WHERE status = 'pending' \
+                 AND NOT {HELD} AND endpoint = "
+            ));
+            query.push_bind(claim.endpoint).push(" AND next_attempt_at <= ").push_bind(now);
+            // Without a cursor, what this node holds is read again: mostly the first rows.
+            let limit = match cursor {
+                Some(after) => {
+                    query.push(" AND (next_attempt_at, id) > (").push_bind(after.at);
+                    query.push(", ").push_bind(after.id.clone()).push(")");
+                    claim.need
+                }
+                None => claim.need + claim.held,
+            };
+            query.push(" ORDER BY next_attempt_at, id LIMIT ").push_bind(i64::from(limit)).push(")");
+            limits.push(limit);
+        }
+        query.push(
+            ") c JOIN webhook_deliveries d ON d.rowid = c.claimed JOIN webhook_payloads p ON p.delivery_id = d.id",
+        );
+        let rows = query.build().fetch_all(&self.writer).await?;
+        Ok((rows, limits))
     }
 }
 
@@ -203,6 +281,35 @@ fn not_in<'a>(query: &mut QueryBuilder<'a, Sqlite>, endpoints: &'a [String]) {
 
 /// Endpoints claimed for in one statement at most (SQLite allows 500 terms in a compound SELECT).
 const CLAIMS_PER_STATEMENT: usize = 100;
+
+/// Statements one claim by endpoint makes at most (see `claim_endpoint_deliveries`).
+const CLAIM_ROUNDS: usize = 4;
+
+/// How long an endpoint's cursor is followed before its due deliveries are read from the oldest
+/// again, so a delivery a cursor stepped past waits this long at most while the endpoint stays
+/// backlogged.
+const CURSOR_LIFETIME: Duration = Duration::from_secs(1);
+
+/// A place in an endpoint's due deliveries, in claim order.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Position {
+    at: Millis,
+    id: String,
+}
+
+/// Where the last claim for an endpoint stopped reading, and when this run of claims began.
+struct Cursor {
+    after: Position,
+    started: std::time::Instant,
+}
+
+/// What one endpoint still needs in a claim.
+#[derive(Clone, Copy)]
+struct Claim<'a> {
+    endpoint: &'a str,
+    need: u32,
+    held: u32,
+}
 
 /// Copies committed WAL frames into the database file (a PASSIVE checkpoint never blocks readers
 /// or the writer), so commits do not pay for checkpoints.
@@ -220,14 +327,10 @@ async fn checkpoint_wal(pool: SqlitePool, stop: tokio_util::sync::CancellationTo
 }
 
 /// The first `limit` ids in `rows` that this node does not already hold.
-fn unheld_ids<R: std::borrow::Borrow<SqliteRow>>(
-    rows: &[R],
-    held: &HashSet<DeliveryId>,
-    limit: usize,
-) -> StoreResult<Vec<String>> {
+fn unheld_ids(rows: &[SqliteRow], held: &HashSet<DeliveryId>, limit: usize) -> StoreResult<Vec<String>> {
     let mut ids = Vec::with_capacity(limit.min(rows.len()));
     for row in rows {
-        let id: DeliveryId = parse(row.borrow(), "id")?;
+        let id: DeliveryId = parse(row, "id")?;
         if !held.contains(&id) {
             ids.push(id.to_string());
             if ids.len() == limit {

@@ -73,6 +73,11 @@ impl Fixture {
 
     /// A generation claimed by `owner` and finished with two images and a delivery to `endpoint`.
     async fn completed_with_delivery(&self, owner: &str, endpoint: &str) -> (Generation, DeliveryId) {
+        self.completed_with_delivery_due(owner, endpoint, now_ms() - 1).await
+    }
+
+    /// A completed generation with a delivery to `endpoint` due since `due`.
+    async fn completed_with_delivery_due(&self, owner: &str, endpoint: &str, due: Millis) -> (Generation, DeliveryId) {
         let generation = self.pending_generation().await;
         let now = now_ms();
         let jobs = self.store.claim_render_jobs(owner, now, now + 60_000, 100, &[], &[]).await.unwrap();
@@ -95,7 +100,7 @@ impl Fixture {
             url: format!("{endpoint}/hook"),
             endpoint: endpoint.into(),
             payload: Bytes::from_static(b"{}"),
-            created_at: now - 1,
+            created_at: due,
             lease: None,
         };
         let outcome = JobOutcome::Complete(images);
@@ -350,6 +355,48 @@ async fn deliveries_are_claimed_by_endpoint_and_skipped_by_endpoint() {
         by_endpoint.iter().filter(|(_, id)| !held.contains(id)).map(|(_, id)| *id).collect();
     assert_eq!(rest.iter().map(|j| j.id).collect::<Vec<_>>(), expected, "the one left");
     assert_eq!(rest[0].payload, Bytes::from_static(b"{}"));
+}
+
+/// An endpoint fed claim after claim, its deliveries still held (on SQLite, still due in the
+/// store): each claim hands over the next ones, each delivery once, and one committed late with an
+/// earlier due time than those already claimed is not stepped over for good.
+#[tokio::test]
+async fn claims_by_endpoint_hand_over_each_delivery_once_and_find_one_committed_late() {
+    let f = Fixture::new().await;
+    let one = "https://one.example:443";
+    let mut due: Vec<DeliveryId> = Vec::new();
+    for _ in 0..10 {
+        due.push(f.completed_with_delivery("node-a", one).await.1);
+    }
+    let mut held: HashSet<DeliveryId> = HashSet::new();
+    let mut claimed: Vec<DeliveryId> = Vec::new();
+    let mut late = None;
+    let mut rounds = 0;
+    while claimed.len() < 11 {
+        rounds += 1;
+        assert!(rounds <= 10, "claimed only {} of 11 in {rounds} claims", claimed.len());
+        let now = now_ms();
+        let wanted = [EndpointClaim { endpoint: one.into(), want: 3, held: held.len() as u32 }];
+        let jobs = f.store.claim_endpoint_deliveries("node-a", now, now + 60_000, &wanted, &held).await.unwrap();
+        assert!(jobs.len() <= 3, "no more than wanted");
+        for job in &jobs {
+            assert_eq!(job.payload, Bytes::from_static(b"{}"));
+            assert!(held.insert(job.id), "{} claimed twice", job.id);
+            claimed.push(job.id);
+        }
+        if late.is_none() {
+            // Committed after the first claim, due before every delivery claimed so far.
+            late = Some(f.completed_with_delivery_due("node-a", one, now - 60_000).await.1);
+            due.push(late.unwrap());
+        }
+    }
+    let mut expected = due.clone();
+    expected.sort();
+    claimed.sort();
+    assert_eq!(claimed, expected, "every delivery, once");
+    let now = now_ms();
+    let wanted = [EndpointClaim { endpoint: one.into(), want: 3, held: held.len() as u32 }];
+    assert!(f.store.claim_endpoint_deliveries("node-a", now, now + 60_000, &wanted, &held).await.unwrap().is_empty());
 }
 
 #[tokio::test]
