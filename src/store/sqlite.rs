@@ -238,32 +238,7 @@ impl SqliteDb {
             cursors.retain(|_, cursor| cursor.started.elapsed() < CURSOR_LIFETIME);
             claims.iter().map(|claim| cursors.get(claim.endpoint).map(|c| c.after.clone())).collect()
         };
-        let mut limits = Vec::with_capacity(claims.len());
-        let mut query = QueryBuilder::<Sqlite>::new(format!("SELECT {JOB_COLUMNS}, d.next_attempt_at FROM ("));
-        for (n, (claim, cursor)) in claims.iter().zip(&cursors).enumerate() {
-            if n > 0 {
-                query.push(" UNION ALL ");
-            }
-            query.push(format!(
-                "SELECT * FROM (SELECT rowid AS claimed FROM webhook_deliveries WHERE status = 'pending' \
-                 AND NOT {HELD} AND endpoint = "
-            ));
-            query.push_bind(claim.endpoint).push(" AND next_attempt_at <= ").push_bind(now);
-            // Without a cursor, what this node holds is read again: mostly the first rows.
-            let limit = match cursor {
-                Some(after) => {
-                    query.push(" AND (next_attempt_at, id) > (").push_bind(after.at);
-                    query.push(", ").push_bind(after.id.clone()).push(")");
-                    claim.need
-                }
-                None => claim.need + claim.held,
-            };
-            query.push(" ORDER BY next_attempt_at, id LIMIT ").push_bind(i64::from(limit)).push(")");
-            limits.push(limit);
-        }
-        query.push(
-            ") c JOIN webhook_deliveries d ON d.rowid = c.claimed JOIN webhook_payloads p ON p.delivery_id = d.id",
-        );
+        let (mut query, limits) = due_query(now, claims, &cursors);
         let rows = query.build().fetch_all(&self.writer).await?;
         Ok((rows, limits))
     }
@@ -311,6 +286,40 @@ struct Claim<'a> {
     held: u32,
 }
 
+/// The statement of `read_due`: for each claim, its endpoint's due deliveries after its cursor
+/// (if any), whole, and the number of rows each was limited to.
+fn due_query<'a>(
+    now: Millis,
+    claims: &'a [Claim<'a>],
+    cursors: &'a [Option<Position>],
+) -> (QueryBuilder<'a, Sqlite>, Vec<u32>) {
+    let mut limits = Vec::with_capacity(claims.len());
+    let mut query = QueryBuilder::<Sqlite>::new(format!("SELECT {JOB_COLUMNS}, d.next_attempt_at FROM ("));
+    for (n, (claim, cursor)) in claims.iter().zip(cursors).enumerate() {
+        if n > 0 {
+            query.push(" UNION ALL ");
+        }
+        query.push(format!(
+            "SELECT * FROM (SELECT rowid AS claimed FROM webhook_deliveries WHERE status = 'pending' \
+             AND NOT {HELD} AND endpoint = "
+        ));
+        query.push_bind(claim.endpoint).push(" AND next_attempt_at <= ").push_bind(now);
+        // Without a cursor, what this node holds is read again: mostly the first rows.
+        let limit = match cursor {
+            Some(after) => {
+                query.push(" AND (next_attempt_at, id) > (").push_bind(after.at);
+                query.push(", ").push_bind(after.id.as_str()).push(")");
+                claim.need
+            }
+            None => claim.need + claim.held,
+        };
+        query.push(" ORDER BY next_attempt_at, id LIMIT ").push_bind(i64::from(limit)).push(")");
+        limits.push(limit);
+    }
+    query.push(") c JOIN webhook_deliveries d ON d.rowid = c.claimed JOIN webhook_payloads p ON p.delivery_id = d.id");
+    (query, limits)
+}
+
 /// Copies committed WAL frames into the database file (a PASSIVE checkpoint never blocks readers
 /// or the writer), so commits do not pay for checkpoints.
 async fn checkpoint_wal(pool: SqlitePool, stop: tokio_util::sync::CancellationToken) {
@@ -339,4 +348,47 @@ fn unheld_ids(rows: &[SqliteRow], held: &HashSet<DeliveryId>, limit: usize) -> S
         }
     }
     Ok(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Row;
+
+    use super::*;
+
+    /// A claim by endpoint, with a cursor and without, walks the partial index of due deliveries by
+    /// endpoint from its place, in its order: no scan of the table, no sort.
+    #[tokio::test]
+    async fn a_claim_by_endpoint_reads_the_due_index_from_its_cursor() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = SqliteDb::open(&dir.path().join("easel.db")).await.unwrap();
+        let claims = [
+            Claim { endpoint: "https://one.example:443", need: 8, held: 3 },
+            Claim { endpoint: "https://two.example:443", need: 8, held: 3 },
+        ];
+        let cursors = [Some(Position { at: 1, id: "x".into() }), None];
+        let (query, limits) = due_query(5, &claims, &cursors);
+        assert_eq!(limits, [8, 11], "with a cursor, what was wanted; without, what is held too");
+        let explain = format!("EXPLAIN QUERY PLAN {}", query.sql());
+        let plan: Vec<String> = sqlx::query(&explain)
+            .bind("https://one.example:443")
+            .bind(5)
+            .bind(1)
+            .bind("x")
+            .bind(8)
+            .bind("https://two.example:443")
+            .bind(5)
+            .bind(11)
+            .fetch_all(&db.reader)
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get::<String, _>("detail"))
+            .collect();
+        let searches: Vec<&String> = plan.iter().filter(|step| step.contains("due_by_endpoint")).collect();
+        assert_eq!(searches.len(), 2, "{plan:?}");
+        assert!(searches[0].contains("(next_attempt_at,id)>(?,?)"), "the cursor bounds the search: {plan:?}");
+        assert!(!plan.iter().any(|step| step.starts_with("SCAN webhook_deliveries")), "a full scan: {plan:?}");
+        assert!(!plan.iter().any(|step| step.contains("TEMP B-TREE")), "a sort: {plan:?}");
+    }
 }
