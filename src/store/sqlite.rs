@@ -190,13 +190,13 @@ impl SqliteDb {
                     Default::default();
                 for row in &rows {
                     let job = job_from_row(row)?;
-                    let position = Position { at: row.int("next_attempt_at")?, id: job.id.to_string() };
+                    let position = Position { at: row.int("next_attempt_at")?, id: job.id };
                     by_endpoint.entry(job.endpoint.clone()).or_default().push((position, job));
                 }
                 let mut cursors = self.cursors.lock().expect("lock");
                 for (claim, limit) in chunk.iter().zip(limits) {
                     let mut read = by_endpoint.remove(claim.endpoint).unwrap_or_default();
-                    read.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                    read.sort_unstable_by_key(|(position, _)| *position);
                     let exhausted = (read.len() as u32) < limit;
                     let (mut taken, mut last) = (0, None);
                     for (position, job) in read {
@@ -236,7 +236,7 @@ impl SqliteDb {
         let cursors: Vec<Option<Position>> = {
             let mut cursors = self.cursors.lock().expect("lock");
             cursors.retain(|_, cursor| cursor.started.elapsed() < CURSOR_LIFETIME);
-            claims.iter().map(|claim| cursors.get(claim.endpoint).map(|c| c.after.clone())).collect()
+            claims.iter().map(|claim| cursors.get(claim.endpoint).map(|c| c.after)).collect()
         };
         let (mut query, limits) = due_query(now, claims, &cursors);
         let rows = query.build().fetch_all(&self.writer).await?;
@@ -265,11 +265,12 @@ const CLAIM_ROUNDS: usize = 4;
 /// backlogged.
 const CURSOR_LIFETIME: Duration = Duration::from_secs(1);
 
-/// A place in an endpoint's due deliveries, in claim order.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
+/// A place in an endpoint's due deliveries, in claim order. A UUID orders as its text does (the
+/// database compares the text).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct Position {
     at: Millis,
-    id: String,
+    id: DeliveryId,
 }
 
 /// Where the last claim for an endpoint stopped reading, and when this run of claims began.
@@ -308,7 +309,7 @@ fn due_query<'a>(
         let limit = match cursor {
             Some(after) => {
                 query.push(" AND (next_attempt_at, id) > (").push_bind(after.at);
-                query.push(", ").push_bind(after.id.as_str()).push(")");
+                query.push(", ").push_bind(after.id.to_string()).push(")");
                 claim.need
             }
             None => claim.need + claim.held,
@@ -366,7 +367,7 @@ mod tests {
             Claim { endpoint: "https://one.example:443", need: 8, held: 3 },
             Claim { endpoint: "https://two.example:443", need: 8, held: 3 },
         ];
-        let cursors = [Some(Position { at: 1, id: "x".into() }), None];
+        let cursors = [Some(Position { at: 1, id: DeliveryId::random() }), None];
         let (query, limits) = due_query(5, &claims, &cursors);
         assert_eq!(limits, [8, 11], "with a cursor, what was wanted; without, what is held too");
         let explain = format!("EXPLAIN QUERY PLAN {}", query.sql());
