@@ -28,6 +28,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (9, "variation backends", include_str!("../../migrations/postgres/0009_variation_backends.sql")),
     (10, "pending jobs counter", include_str!("../../migrations/postgres/0010_pending_jobs_counter.sql")),
     (11, "drop unused pending index", include_str!("../../migrations/postgres/0011_drop_unused_pending_index.sql")),
+    (12, "disabled webhooks index", include_str!("../../migrations/postgres/0012_disabled_webhooks_index.sql")),
 ];
 
 pub(super) struct PgDb {

@@ -173,9 +173,16 @@ pub(super) fn variation_from_row(row: &impl Columns) -> StoreResult<Variation> {
 /// A delivery of `webhook_deliveries` (the row in scope) is held: its key's webhook is disabled.
 /// Test callbacks (`webhook.test`, [`TEST_EVENT_TYPE`]) are never held: they are how a user checks
 /// that the receiver works again.
+///
+/// The first test does not depend on the row, so the database answers it once per statement
+/// (from the partial index `api_keys_webhook_disabled`, empty unless a webhook is disabled), and
+/// while it is false the row's own tests are skipped: a scan of due deliveries then reads only
+/// the index it scans, not each delivery's row and key. Unless a webhook was disabled, the general
+/// scan in a drain beside hanging receivers took 38 ms a statement for reading those rows.
 macro_rules! held {
     () => {
-        "(webhook_deliveries.event_type <> 'webhook.test' AND EXISTS (SELECT 1 FROM api_keys hk \
+        "(EXISTS (SELECT 1 FROM api_keys WHERE webhook_disabled_at IS NOT NULL) \
+         AND webhook_deliveries.event_type <> 'webhook.test' AND EXISTS (SELECT 1 FROM api_keys hk \
          WHERE hk.id = webhook_deliveries.api_key_id AND hk.webhook_disabled_at IS NOT NULL))"
     };
 }

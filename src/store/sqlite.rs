@@ -48,6 +48,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (10, "variation backends", include_str!("../../migrations/sqlite/0010_variation_backends.sql")),
     (11, "pending jobs counter", include_str!("../../migrations/sqlite/0011_pending_jobs_counter.sql")),
     (12, "drop unused pending index", include_str!("../../migrations/sqlite/0012_drop_unused_pending_index.sql")),
+    (13, "disabled webhooks index", include_str!("../../migrations/sqlite/0013_disabled_webhooks_index.sql")),
 ];
 
 impl SqliteDb {
@@ -357,6 +358,34 @@ mod tests {
 
     use super::*;
 
+    /// The steps of `explain` (an `EXPLAIN QUERY PLAN` with its parameters bound).
+    async fn plan_of<'q>(
+        db: &SqliteDb,
+        explain: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    ) -> Vec<String> {
+        explain.fetch_all(&db.reader).await.unwrap().iter().map(|row| row.get::<String, _>("detail")).collect()
+    }
+
+    /// Whether a due delivery is held (its webhook disabled) is first asked once per statement,
+    /// from the index of disabled webhooks; only then of each delivery's key. With no webhook
+    /// disabled, a scan of due deliveries reads no delivery's row.
+    #[tokio::test]
+    async fn the_held_test_asks_once_per_statement_whether_any_webhook_is_disabled() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = SqliteDb::open(&dir.path().join("easel.db")).await.unwrap();
+        let explain = format!(
+            "EXPLAIN QUERY PLAN SELECT id FROM webhook_deliveries WHERE status = 'pending' AND NOT {HELD} \
+             AND next_attempt_at <= 5 ORDER BY next_attempt_at LIMIT 10"
+        );
+        let plan = plan_of(&db, sqlx::query(&explain)).await;
+        let once = plan.iter().position(|step| step == "SCALAR SUBQUERY 1").expect("an uncorrelated subquery");
+        assert!(
+            plan[once + 1].contains("COVERING INDEX api_keys_webhook_disabled"),
+            "answered from the index of disabled webhooks: {plan:?}"
+        );
+        assert!(plan[0].contains("webhook_deliveries_due"), "the due index: {plan:?}");
+    }
+
     /// A claim by endpoint, with a cursor and without, walks the partial index of due deliveries by
     /// endpoint from its place, in its order: no scan of the table, no sort.
     #[tokio::test]
@@ -371,7 +400,7 @@ mod tests {
         let (query, limits) = due_query(5, &claims, &cursors);
         assert_eq!(limits, [8, 11], "with a cursor, what was wanted; without, what is held too");
         let explain = format!("EXPLAIN QUERY PLAN {}", query.sql());
-        let plan: Vec<String> = sqlx::query(&explain)
+        let query = sqlx::query(&explain)
             .bind("https://one.example:443")
             .bind(5)
             .bind(1)
@@ -379,13 +408,8 @@ mod tests {
             .bind(8)
             .bind("https://two.example:443")
             .bind(5)
-            .bind(11)
-            .fetch_all(&db.reader)
-            .await
-            .unwrap()
-            .iter()
-            .map(|row| row.get::<String, _>("detail"))
-            .collect();
+            .bind(11);
+        let plan = plan_of(&db, query).await;
         let searches: Vec<&String> = plan.iter().filter(|step| step.contains("due_by_endpoint")).collect();
         assert_eq!(searches.len(), 2, "{plan:?}");
         assert!(searches[0].contains("(next_attempt_at,id)>(?,?)"), "the cursor bounds the search: {plan:?}");
