@@ -57,15 +57,8 @@ macro_rules! in_transaction {
 
 /// `EASEL_BENCH_POSTGRES_URL` (a server's admin URL) runs the benchmark on PostgreSQL, each
 /// scenario on a fresh database; otherwise SQLite.
-async fn bench_database() -> Option<String> {
-    let admin = std::env::var("EASEL_BENCH_POSTGRES_URL").ok()?;
-    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&admin).await.unwrap();
-    let name = format!("easel_bench_{}", DeliveryId::random().0.simple());
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&pool).await.unwrap();
-    let mut url = url::Url::parse(&admin).unwrap();
-    url.set_path(&name);
-    Some(url.to_string())
-}
+#[path = "support/postgres.rs"]
+mod postgres;
 use tokio_util::sync::CancellationToken;
 
 const RECEIVER_ROLE: &str = "EASEL_BENCH_RECEIVER";
@@ -220,14 +213,17 @@ struct Bench {
     /// One key per receiver port: (key id, callback URL).
     keys: Vec<(ApiKeyId, String)>,
     payload: Bytes,
+    /// The last field, so dropped after the store (fields drop in order).
+    _database: Option<postgres::BenchDatabase>,
 }
 
 impl Bench {
     async fn new(ports: &[u16], webhook: WebhookConfig) -> Bench {
         let dir = tempfile::tempdir().unwrap();
+        let database = postgres::BenchDatabase::from_env().await;
         let config = Config {
             data_dir: dir.path().to_path_buf(),
-            database_url: bench_database().await,
+            database_url: database.as_ref().map(|d| d.url.clone()),
             webhook,
             ..Config::default()
         };
@@ -251,7 +247,7 @@ impl Bench {
             keys.push((key.record.id, url));
         }
         let payload = sample_payload();
-        Bench { _dir: dir, config, store, master_key, user: user.id, keys, payload }
+        Bench { _dir: dir, config, store, master_key, user: user.id, keys, payload, _database: database }
     }
 
     fn database_url(&self) -> String {

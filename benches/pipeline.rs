@@ -20,7 +20,7 @@
 //! compare) under the same load.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -35,20 +35,8 @@ use tokio::net::{TcpListener, TcpStream};
 const CLIENTS: usize = 64;
 const BODY: &str = r#"{"prompt":"a lighthouse at dawn","width":64,"height":64,"num_images":1}"#;
 
-/// A database for one scenario: a SQLite file in the data directory, or a fresh PostgreSQL
-/// database on the server of `EASEL_BENCH_POSTGRES_URL`.
-async fn database_url(data_dir: &Path) -> String {
-    let Ok(admin) = std::env::var("EASEL_BENCH_POSTGRES_URL") else {
-        return format!("sqlite://{}/easel.db", data_dir.display());
-    };
-    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&admin).await.unwrap();
-    let name = format!("easel_bench_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&pool).await.unwrap();
-    pool.close().await;
-    let mut url = url::Url::parse(&admin).unwrap();
-    url.set_path(&name);
-    url.to_string()
-}
+#[path = "support/postgres.rs"]
+mod postgres;
 
 /// One `easel serve` child process with its own data directory and database.
 struct Server {
@@ -56,12 +44,19 @@ struct Server {
     origin: String,
     key: String,
     _dir: tempfile::TempDir,
+    /// A fresh PostgreSQL database under `EASEL_BENCH_POSTGRES_URL`, dropped after the child.
+    _database: Option<postgres::BenchDatabase>,
 }
 
 impl Server {
     async fn start(roles: &str, slots: u64, webhook_url: Option<&str>) -> Server {
         let dir = tempfile::tempdir().unwrap();
-        let database = database_url(dir.path()).await;
+        // A SQLite file in the data directory, or a fresh PostgreSQL database.
+        let postgres = postgres::BenchDatabase::from_env().await;
+        let database = match &postgres {
+            Some(database) => database.url.clone(),
+            None => format!("sqlite://{}/easel.db", dir.path().display()),
+        };
         let env = |command: &mut Command| {
             command
                 .env("EASEL_DATA_DIR", dir.path())
@@ -110,7 +105,7 @@ impl Server {
         });
         let addr = listening.recv_timeout(Duration::from_secs(60)).expect("easel serve starts");
         let origin = format!("http://{addr}");
-        Server { child, origin, key, _dir: dir }
+        Server { child, origin, key, _dir: dir, _database: postgres }
     }
 
     fn addr(&self) -> String {
