@@ -69,8 +69,10 @@ impl SqliteDb {
             // cache too); the writer gets more below. 32 MiB for each of the six connections made
             // up half of the server's resident memory under load, for no measurable speed.
             .pragma("cache_size", "-2048")
-            // The WAL is checkpointed by a background task, off the writer's path; a writer only
-            // checkpoints itself if that task falls 64 MiB behind.
+            // A background task copies the WAL into the database every 250 ms, off the writer's
+            // path. The WAL starts over only after a checkpoint that catches up with every commit,
+            // which under steady writes only the writer's own does, once the WAL holds this many
+            // pages (32 MiB): then the writer waits for the `fsync`s (BENCHMARKS.md, sixth pass).
             .pragma("wal_autocheckpoint", "8192")
             // sqlx hands rows from the connection's thread one message each over a bounded
             // channel; at its default of 50 the thread stops on every query of more rows until
