@@ -177,8 +177,8 @@ pub(super) fn variation_from_row(row: &impl Columns) -> StoreResult<Variation> {
 /// The first test does not depend on the row, so the database answers it once per statement
 /// (from the partial index `api_keys_webhook_disabled`, empty unless a webhook is disabled), and
 /// while it is false the row's own tests are skipped: a scan of due deliveries then reads only
-/// the index it scans, not each delivery's row and key. Unless a webhook was disabled, the general
-/// scan in a drain beside hanging receivers took 38 ms a statement for reading those rows.
+/// the index it scans, not each delivery's row and key (the general scan of a drain took 4.7 ms a
+/// statement reading them, 0.8 ms without).
 macro_rules! held {
     () => {
         "(EXISTS (SELECT 1 FROM api_keys WHERE webhook_disabled_at IS NOT NULL) \
