@@ -544,9 +544,12 @@ impl DeliveryEngine {
             let now = now_ms();
             let lease_until = now + self.config.lease.as_millis() as Millis;
             let hungry = if room > 0 { self.hungry_endpoints(room) } else { Vec::new() };
+            // What this node holds, copied once per round (up to 4 × max_in_flight ids) and kept
+            // up to date with what the round claims.
+            let mut held: Option<HashSet<DeliveryId>> = None;
             if !hungry.is_empty() {
-                let held: HashSet<DeliveryId> = self.in_memory.lock().expect("lock").keys().copied().collect();
-                match self.store.claim_endpoint_deliveries(&self.node_id, now, lease_until, &hungry, &held).await {
+                let held = held.insert(self.held_ids());
+                match self.store.claim_endpoint_deliveries(&self.node_id, now, lease_until, &hungry, held).await {
                     Ok(jobs) => {
                         for claim in &hungry {
                             let got = jobs.iter().filter(|job| job.endpoint == claim.endpoint).count();
@@ -554,6 +557,7 @@ impl DeliveryEngine {
                         }
                         room -= jobs.len().min(room);
                         for job in jobs {
+                            held.insert(job.id);
                             self.accept(job);
                         }
                     }
@@ -568,9 +572,9 @@ impl DeliveryEngine {
                 scan_requested = false;
                 last_scan = tokio::time::Instant::now();
                 let (skip, fed) = self.scan_exclusions();
-                let held: HashSet<DeliveryId> = self.in_memory.lock().expect("lock").keys().copied().collect();
+                let held = held.get_or_insert_with(|| self.held_ids());
                 let limit = room as u32;
-                match self.store.claim_deliveries(&self.node_id, now, lease_until, limit, &skip, &fed, &held).await {
+                match self.store.claim_deliveries(&self.node_id, now, lease_until, limit, &skip, &fed, held).await {
                     Ok(jobs) => {
                         // A full batch means more may be due: scan again, and feed these
                         // endpoints by endpoint from now on.
@@ -602,6 +606,11 @@ impl DeliveryEngine {
                 _ = tokio::time::sleep_until(deadline) => scan_requested = true,
             }
         }
+    }
+
+    /// The ids of the deliveries this node holds.
+    fn held_ids(&self) -> HashSet<DeliveryId> {
+        self.in_memory.lock().expect("lock").keys().copied().collect()
     }
 
     /// When the claimer should look again without being woken: the next due delivery or retry,
