@@ -93,6 +93,24 @@ pub struct Generation {
     pub images: Vec<Image>,
 }
 
+impl Generation {
+    /// A new PENDING generation of `params`, asked for at `now` with `api_key_id`, a key of
+    /// `user_id`.
+    pub fn pending(user_id: UserId, api_key_id: ApiKeyId, params: GenerationParams, now: Millis) -> Generation {
+        Generation {
+            id: GenerationId::random(),
+            user_id,
+            api_key_id,
+            status: JobStatus::Pending,
+            params,
+            failure_reason: None,
+            created_at: now,
+            updated_at: now,
+            images: Vec::new(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Image {
     pub id: ImageId,

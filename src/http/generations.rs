@@ -12,7 +12,7 @@ use super::extract::{Caller, JsonBody, PathText, parse_id, query_number};
 use crate::clock::now_ms;
 use crate::generation::{FieldError, GenerationParams};
 use crate::ids::{GenerationId, ImageId, UserId};
-use crate::store::{Admission, Generation, JobStatus};
+use crate::store::{Admission, Generation};
 use crate::wire;
 
 /// Largest `limit` of `GET /generations/user/{userId}`.
@@ -64,17 +64,7 @@ async fn create_generation(
     }
     check_guides(&state, &caller, &params).await?;
     let now = now_ms();
-    let generation = Generation {
-        id: GenerationId::random(),
-        user_id: caller.user.id,
-        api_key_id: caller.key.id,
-        status: JobStatus::Pending,
-        params,
-        failure_reason: None,
-        created_at: now,
-        updated_at: now,
-        images: Vec::new(),
-    };
+    let generation = Generation::pending(caller.user.id, caller.key.id, params, now);
     // With a free render slot here, the job is inserted leased to this node and handed to its
     // workers: no claim, no wake-up (`render::handoff`).
     let reservation = state.render_handoff.as_ref().and_then(|handoff| handoff.reserve(&generation.params.model_id));

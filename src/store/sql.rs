@@ -2027,17 +2027,7 @@ mod tests {
         let params =
             crate::generation::GenerationParams::parse(&body, &crate::models::Catalogue::new(&[]).unwrap(), |_| 42)
                 .unwrap();
-        Generation {
-            id: GenerationId::random(),
-            user_id: key.user_id,
-            api_key_id: key.id,
-            status: JobStatus::Pending,
-            params,
-            failure_reason: None,
-            created_at: 1,
-            updated_at: 1,
-            images: Vec::new(),
-        }
+        Generation::pending(key.user_id, key.id, params, 1)
     }
 
     /// `work` as a write, and where its answer comes.

@@ -138,17 +138,7 @@ async fn a_job_whose_lease_runs_out_is_claimed_while_new_ones_stream_in() {
     let params =
         easel::generation::GenerationParams::parse(&body, &easel::models::Catalogue::new(&[]).unwrap(), |_| 7).unwrap();
     let now = easel::clock::now_ms();
-    let orphan = easel::store::Generation {
-        id: easel::ids::GenerationId::random(),
-        user_id: user.id,
-        api_key_id: key.id,
-        status: easel::store::JobStatus::Pending,
-        params,
-        failure_reason: None,
-        created_at: now,
-        updated_at: now,
-        images: Vec::new(),
-    };
+    let orphan = easel::store::Generation::pending(user.id, key.id, params, now);
     let admitted = store.create_generation(&orphan, 1000, Some(("node-gone", now + 600))).await.unwrap();
     assert_eq!(admitted, easel::store::Admission::Accepted);
 

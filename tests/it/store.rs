@@ -52,17 +52,7 @@ impl Fixture {
     fn generation(&self, created_at: Millis) -> Generation {
         let body = serde_json::json!({"prompt": "conformance", "width": 64, "height": 64, "num_images": 2});
         let params = GenerationParams::parse(&body, &Catalogue::new(&[]).unwrap(), |_| 42).unwrap();
-        Generation {
-            id: GenerationId::random(),
-            user_id: self.user.id,
-            api_key_id: self.key.id,
-            status: JobStatus::Pending,
-            params,
-            failure_reason: None,
-            created_at,
-            updated_at: created_at,
-            images: Vec::new(),
-        }
+        Generation::pending(self.user.id, self.key.id, params, created_at)
     }
 
     async fn pending_generation(&self) -> Generation {
