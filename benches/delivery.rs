@@ -59,6 +59,8 @@ macro_rules! in_transaction {
 /// scenario on a fresh database; otherwise SQLite.
 #[path = "support/postgres.rs"]
 mod postgres;
+#[path = "support/procfs.rs"]
+mod procfs;
 use tokio_util::sync::CancellationToken;
 
 const RECEIVER_ROLE: &str = "EASEL_BENCH_RECEIVER";
@@ -501,17 +503,8 @@ async fn memory(count: usize) -> (u64, u64) {
         .spawn()
         .unwrap();
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
-    let kib = |field: &str| -> u64 {
-        status
-            .lines()
-            .find(|l| l.starts_with(field))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
-    let (rss, peak) = (kib("VmRSS:"), kib("VmHWM:"));
+    let kib = |field: &str| procfs::field(child.id(), "status", field);
+    let (rss, peak) = (kib("VmRSS"), kib("VmHWM"));
     let _ = child.kill();
     let _ = child.wait();
     (rss, peak)

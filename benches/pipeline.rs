@@ -37,6 +37,8 @@ const BODY: &str = r#"{"prompt":"a lighthouse at dawn","width":64,"height":64,"n
 
 #[path = "support/postgres.rs"]
 mod postgres;
+#[path = "support/procfs.rs"]
+mod procfs;
 
 /// One `easel serve` child process with its own data directory and database.
 struct Server {
@@ -115,21 +117,12 @@ impl Server {
     /// Bytes the server has caused to be written to storage so far (`write_bytes` of
     /// `/proc/<pid>/io`: the WAL, checkpoints, images; 0 on tmpfs, which has no block device).
     fn written_bytes(&self) -> u64 {
-        let io = std::fs::read_to_string(format!("/proc/{}/io", self.child.id())).unwrap();
-        io.lines().find_map(|l| l.strip_prefix("write_bytes: ")).and_then(|n| n.trim().parse().ok()).unwrap()
+        procfs::field(self.child.id(), "io", "write_bytes")
     }
 
     /// Peak resident memory so far (VmHWM), in MiB.
     fn peak_rss_mib(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let kib: f64 = status
-            .lines()
-            .find(|l| l.starts_with("VmHWM:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .unwrap()
-            .parse()
-            .unwrap();
-        kib / 1024.0
+        procfs::field(self.child.id(), "status", "VmHWM") as f64 / 1024.0
     }
 }
 
