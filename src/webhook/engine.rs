@@ -546,9 +546,9 @@ impl DeliveryEngine {
             let hungry = if room > 0 { self.hungry_endpoints(room) } else { Vec::new() };
             // What this node holds, copied once per round (up to 4 × max_in_flight ids) and kept
             // up to date with what the round claims.
-            let mut held: Option<HashSet<DeliveryId>> = None;
+            let mut held_ids: Option<HashSet<DeliveryId>> = None;
             if !hungry.is_empty() {
-                let held = held.insert(self.held_ids());
+                let held = held_ids.insert(self.held_ids());
                 match self.store.claim_endpoint_deliveries(&self.node_id, now, lease_until, &hungry, held).await {
                     Ok(jobs) => {
                         for claim in &hungry {
@@ -572,7 +572,7 @@ impl DeliveryEngine {
                 scan_requested = false;
                 last_scan = tokio::time::Instant::now();
                 let (skip, fed) = self.scan_exclusions();
-                let held = held.get_or_insert_with(|| self.held_ids());
+                let held = held_ids.get_or_insert_with(|| self.held_ids());
                 let limit = room as u32;
                 match self.store.claim_deliveries(&self.node_id, now, lease_until, limit, &skip, &fed, held).await {
                     Ok(jobs) => {
