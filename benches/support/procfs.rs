@@ -1,4 +1,5 @@
-//! Numbers the kernel keeps about a process, read from `/proc/<pid>/`.
+//! Numbers the kernel keeps about a process, read from `/proc/<pid>/` (by the benches and by the
+//! memory test in `tests/it`).
 
 /// The number of `field` in `/proc/<pid>/<file>` (a `status` or `io` line such as
 /// `VmHWM:   45312 kB` or `write_bytes: 4096`; units as the file gives them).

@@ -28,6 +28,9 @@ mod multinode;
 mod openapi;
 mod operations;
 mod process;
+// The benches' reader of /proc/<pid>/ numbers (one parser for both).
+#[path = "../../benches/support/procfs.rs"]
+mod procfs;
 mod prompts;
 mod receiver;
 mod sdk;

@@ -10,14 +10,7 @@ use crate::child::*;
 
 /// Resident memory of a process, in MiB.
 fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc is readable");
-    let kib: f64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| value.split_whitespace().next())
-        .and_then(|kib| kib.parse().ok())
-        .expect("VmRSS");
-    kib / 1024.0
+    crate::procfs::field(pid, "status", "VmRSS") as f64 / 1024.0
 }
 
 /// Posts `count` small generations from `clients` concurrent clients; returns the last id of each.
