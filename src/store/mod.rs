@@ -284,6 +284,8 @@ pub trait Store: Send + Sync + 'static {
     /// to right now) and the deliveries this node already holds (`held`). The endpoints in `fed`
     /// are fed by `claim_endpoint_deliveries`: a store may leave them out (SQLite does, so a scan
     /// does not read again what this node holds for them; PostgreSQL's leased rows are not read).
+    /// Due deliveries of other endpoints are found even behind a long backlog of skipped or fed
+    /// ones (SQLite claims them by endpoint, see `SqliteDb::claim_deliveries`).
     #[allow(clippy::too_many_arguments)]
     async fn claim_deliveries(
         &self,

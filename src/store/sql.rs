@@ -1530,11 +1530,25 @@ impl Store for SqlStore {
         fed: &[String],
         held: &HashSet<DeliveryId>,
     ) -> StoreResult<Vec<DeliveryJob>> {
-        let ids: Vec<String> = match &self.backend {
-            Backend::Sqlite(sqlite) => sqlite.claim_deliveries(now, limit, skip_endpoints, fed, held).await?,
-            Backend::Postgres(pg) => pg.claim_deliveries(owner, now, lease_until, limit, skip_endpoints).await?,
-        };
-        self.load_jobs(&ids).await
+        match &self.backend {
+            Backend::Sqlite(sqlite) => {
+                let scan = sqlite.claim_deliveries(now, limit, skip_endpoints, fed, held).await?;
+                let mut jobs = self.load_jobs(&scan.ids).await?;
+                if !scan.behind.is_empty() {
+                    // The room left, shared among the endpoints found behind the window.
+                    let room = limit as usize - jobs.len();
+                    let want = (room / scan.behind.len()).max(1) as u32;
+                    let wanted: Vec<EndpointClaim> =
+                        scan.behind.into_iter().map(|endpoint| EndpointClaim { endpoint, want, held: 0 }).collect();
+                    jobs.extend(sqlite.claim_endpoint_deliveries(now, &wanted, held).await?);
+                }
+                Ok(jobs)
+            }
+            Backend::Postgres(pg) => {
+                let ids = pg.claim_deliveries(owner, now, lease_until, limit, skip_endpoints).await?;
+                self.load_jobs(&ids).await
+            }
+        }
     }
 
     async fn claim_endpoint_deliveries(

@@ -429,6 +429,46 @@ async fn one_endpoint_claim_serves_several_endpoints_and_a_scan_leaves_fed_endpo
     assert_eq!(count(&scanned, two), if sqlite { 0 } else { 1 });
 }
 
+/// A scan whose window is full of rows of endpoints it leaves out (one that hangs, skipped; one
+/// with a backlog, fed by endpoint) still finds an endpoint whose deliveries came due after theirs,
+/// and claims them, not again once held.
+#[tokio::test]
+async fn a_scan_finds_deliveries_due_behind_the_backlogs_of_endpoints_it_leaves_out() {
+    let f = Fixture::new().await;
+    let (hanging, slow, other) =
+        ("https://hanging.example:443", "https://slow.example:443", "https://other.example:443");
+    let now = now_ms();
+    for n in 0..6 {
+        f.completed_with_delivery_due("node-a", hanging, now - 60_000 + n).await;
+        f.completed_with_delivery_due("node-a", slow, now - 50_000 + n).await;
+    }
+    let mut behind = Vec::new();
+    for n in 0..2 {
+        behind.push(f.completed_with_delivery_due("node-a", other, now - 40_000 + n).await.1);
+    }
+    let now = now_ms();
+    let lease = now + 60_000;
+    let (skip, fed) = ([hanging.to_string()], [slow.to_string()]);
+    let sqlite = f._dir.database.is_none();
+    let scanned = f.store.claim_deliveries("node-a", now, lease, 4, &skip, &fed, &HashSet::new()).await.unwrap();
+    let ids: Vec<DeliveryId> = scanned.iter().filter(|j| j.endpoint == other).map(|j| j.id).collect();
+    assert!(scanned.iter().all(|j| j.endpoint != hanging), "the skipped endpoint is left out");
+    if sqlite {
+        // A window of 4 rows, all of the hanging and the fed endpoint.
+        assert_eq!(ids, behind, "the deliveries due behind the window");
+        assert_eq!(scanned.len(), 2);
+    } else {
+        // PostgreSQL reads past skipped endpoints and may take the fed one's (it leases them).
+        assert_eq!(scanned.len(), 4);
+    }
+    let held: HashSet<DeliveryId> = scanned.iter().map(|j| j.id).collect();
+    let again = f.store.claim_deliveries("node-a", now, lease, 4, &skip, &fed, &held).await.unwrap();
+    assert!(again.iter().all(|j| !held.contains(&j.id)), "nothing held is claimed again");
+    if sqlite {
+        assert!(again.is_empty(), "nothing else is due outside the skipped and fed endpoints: {again:?}");
+    }
+}
+
 #[tokio::test]
 async fn one_batch_of_attempts_keeps_each_keys_failure_clock_and_disables_only_the_failing_key() {
     let f = Fixture::new().await;
