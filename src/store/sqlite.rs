@@ -161,12 +161,13 @@ impl SqliteDb {
         let window = limit as usize + held.len();
         let rows = sqlx::query(&scan_window_sql()).bind(now).bind(window as i64).fetch_all(&self.writer).await?;
         let left_out: HashSet<&str> = skip_endpoints.iter().chain(fed).map(String::as_str).collect();
-        // The endpoints the window showed, taken from or not.
-        let mut seen: HashSet<String> = left_out.iter().map(|endpoint| endpoint.to_string()).collect();
+        // The endpoints left out or shown by the window, taken from or not (borrowed from the rows:
+        // the window has thousands, of a few endpoints).
+        let mut seen = left_out.clone();
         let mut ids = Vec::with_capacity((limit as usize).min(rows.len()));
         for row in &rows {
-            let endpoint = row.text("endpoint")?;
-            if ids.len() < limit as usize && !left_out.contains(endpoint.as_str()) {
+            let endpoint: &str = sqlx::Row::try_get(row, "endpoint")?;
+            if ids.len() < limit as usize && !left_out.contains(endpoint) {
                 let id: DeliveryId = parse(row, "id")?;
                 if !held.contains(&id) {
                     ids.push(id.to_string());
@@ -185,7 +186,7 @@ impl SqliteDb {
     /// Up to `limit` endpoints, other than those in `seen`, with due deliveries: the endpoints of
     /// pending deliveries are stepped through in the due-by-endpoint index, one seek from each to
     /// the next, and each is asked whether its first is due.
-    async fn endpoints_due(&self, now: Millis, seen: &HashSet<String>, limit: usize) -> StoreResult<Vec<String>> {
+    async fn endpoints_due(&self, now: Millis, seen: &HashSet<&str>, limit: usize) -> StoreResult<Vec<String>> {
         let rows = sqlx::query(&endpoints_due_sql())
             .bind(now)
             .bind((limit + seen.len()) as i64)
@@ -194,7 +195,7 @@ impl SqliteDb {
         let mut due = Vec::new();
         for row in &rows {
             let endpoint = row.text("endpoint")?;
-            if !seen.contains(&endpoint) {
+            if !seen.contains(endpoint.as_str()) {
                 due.push(endpoint);
                 if due.len() == limit {
                     break;
