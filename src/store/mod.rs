@@ -282,10 +282,9 @@ pub trait Store: Send + Sync + 'static {
     /// Claims up to `limit` pending deliveries that are due, oldest due first, leased to `owner`
     /// until `lease_until`, skipping the endpoints in `skip_endpoints` (those this node cannot send
     /// to right now) and the deliveries this node already holds (`held`). The endpoints in `fed`
-    /// are fed by `claim_endpoint_deliveries`: a store may leave them out (SQLite does, so a scan
-    /// does not read again what this node holds for them; PostgreSQL's leased rows are not read).
-    /// Due deliveries of other endpoints are found even behind a long backlog of skipped or fed
-    /// ones (SQLite claims them by endpoint, see `SqliteDb::claim_deliveries`).
+    /// are fed by `claim_endpoint_deliveries` and left out too. The scan reads a bounded window of
+    /// the first due rows; due deliveries of other endpoints behind a long backlog of skipped or
+    /// fed ones are found by endpoint and claimed that way (see `SqlStore::claim_deliveries`).
     #[allow(clippy::too_many_arguments)]
     async fn claim_deliveries(
         &self,

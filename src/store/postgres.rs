@@ -12,7 +12,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
 use tokio_util::sync::CancellationToken;
 
-use super::rows::HELD;
+use super::rows::{HELD, JOB_COLUMNS, job_from_row};
 use super::*;
 use crate::config::DatabaseConfig;
 
@@ -97,57 +97,76 @@ impl PgDb {
         tokio::spawn(relay_notifications(self.pool.clone(), wakeups, stop));
     }
 
-    /// Leases due deliveries (moving `next_attempt_at` to the lease's expiry), skipping rows other
-    /// nodes are claiming and the endpoints in `skip_endpoints`.
-    pub(super) async fn claim_deliveries(
+    /// Leases the deliveries `ids` that are still due and not being claimed by another node (moving
+    /// `next_attempt_at` to the lease's expiry), and returns them with their payloads, oldest due
+    /// first: one statement.
+    pub(super) async fn claim_ids(
         &self,
         owner: &str,
         now: Millis,
         lease_until: Millis,
-        limit: u32,
-        skip_endpoints: &[String],
-    ) -> StoreResult<Vec<String>> {
-        Ok(sqlx::query_scalar(&format!(
-            "UPDATE webhook_deliveries SET lease_owner = $1, next_attempt_at = $2 WHERE id IN \
-             (SELECT id FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= $3 \
-             AND NOT (endpoint = ANY($4)) AND NOT {HELD} ORDER BY next_attempt_at LIMIT $5 FOR UPDATE SKIP LOCKED) \
-             RETURNING id"
-        ))
-        .bind(owner)
-        .bind(lease_until)
-        .bind(now)
-        .bind(skip_endpoints)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?)
+        ids: &[String],
+    ) -> StoreResult<Vec<DeliveryJob>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let picked = format!(
+            "SELECT id, next_attempt_at FROM webhook_deliveries WHERE id = ANY($3) AND status = 'pending' \
+             AND next_attempt_at <= $4 AND NOT {HELD} FOR UPDATE SKIP LOCKED"
+        );
+        let rows = sqlx::query(&lease_picked_sql(&picked))
+            .bind(owner)
+            .bind(lease_until)
+            .bind(ids)
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(job_from_row).collect()
     }
 
+    /// Leases up to `want` due deliveries of each endpoint in `wanted`, oldest due first, skipping
+    /// rows other nodes are claiming, and returns them with their payloads: one statement for
+    /// every endpoint (a round trip and a commit, not one per endpoint).
     pub(super) async fn claim_endpoint_deliveries(
         &self,
         owner: &str,
         now: Millis,
         lease_until: Millis,
         wanted: &[EndpointClaim],
-    ) -> StoreResult<Vec<String>> {
-        let mut ids = Vec::new();
-        for claim in wanted {
-            let claimed: Vec<String> = sqlx::query_scalar(&format!(
-                "UPDATE webhook_deliveries SET lease_owner = $1, next_attempt_at = $2 WHERE id IN \
-                 (SELECT id FROM webhook_deliveries WHERE status = 'pending' AND endpoint = $3 \
-                 AND next_attempt_at <= $4 AND NOT {HELD} ORDER BY next_attempt_at LIMIT $5 FOR UPDATE SKIP LOCKED) \
-                 RETURNING id"
-            ))
+    ) -> StoreResult<Vec<DeliveryJob>> {
+        let wanted: Vec<&EndpointClaim> = wanted.iter().filter(|claim| claim.want > 0).collect();
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        let endpoints: Vec<&str> = wanted.iter().map(|claim| claim.endpoint.as_str()).collect();
+        let wants: Vec<i64> = wanted.iter().map(|claim| i64::from(claim.want)).collect();
+        let picked = format!(
+            "SELECT c.id, c.next_attempt_at FROM UNNEST($3::text[], $4::bigint[]) AS w (endpoint, want) \
+             CROSS JOIN LATERAL (SELECT id, next_attempt_at FROM webhook_deliveries WHERE status = 'pending' \
+             AND endpoint = w.endpoint AND next_attempt_at <= $5 AND NOT {HELD} ORDER BY next_attempt_at \
+             LIMIT w.want FOR UPDATE SKIP LOCKED) c"
+        );
+        let rows = sqlx::query(&lease_picked_sql(&picked))
             .bind(owner)
             .bind(lease_until)
-            .bind(&claim.endpoint)
+            .bind(&endpoints)
+            .bind(&wants)
             .bind(now)
-            .bind(i64::from(claim.want))
             .fetch_all(&self.pool)
             .await?;
-            ids.extend(claimed);
-        }
-        Ok(ids)
+        rows.iter().map(job_from_row).collect()
     }
+}
+
+/// A claim's statement: leases the rows `picked` selects (`id`, `next_attempt_at`, locked) to `$1`
+/// until `$2`, and returns them as jobs with their payloads, in the order they were due.
+fn lease_picked_sql(picked: &str) -> String {
+    format!(
+        "WITH picked AS ({picked}), claimed AS (UPDATE webhook_deliveries d SET lease_owner = $1, \
+         next_attempt_at = $2 FROM picked WHERE d.id = picked.id RETURNING d.*, picked.next_attempt_at AS due_at) \
+         SELECT {JOB_COLUMNS} FROM claimed d JOIN webhook_payloads p ON p.delivery_id = d.id \
+         ORDER BY d.due_at, d.created_at, d.id"
+    )
 }
 
 /// Relays NOTIFY messages to the workers' wake-ups, reconnecting after a lost connection.

@@ -368,3 +368,27 @@ pub(super) fn request_from_row(row: &impl Columns) -> StoreResult<CapturedReques
         verification: row.opt_text("verification")?,
     })
 }
+
+/// The statement of a delivery scan's window: the first due deliveries (`$1`: now, `$2`: how
+/// many), read from the due index alone.
+pub(super) fn scan_window_sql() -> String {
+    format!(
+        "SELECT id, endpoint FROM webhook_deliveries WHERE status = 'pending' AND NOT {HELD} \
+         AND next_attempt_at <= $1 ORDER BY next_attempt_at LIMIT $2"
+    )
+}
+
+/// The statement that finds the endpoints with due deliveries behind a scan's window: endpoints of
+/// pending deliveries, one seek in the due-by-endpoint index from each to the next, with a due
+/// delivery (`$1`: now; `$2`: how many at most).
+pub(super) fn endpoints_due_sql() -> String {
+    format!(
+        "WITH RECURSIVE endpoints (endpoint) AS ( \
+         SELECT (SELECT endpoint FROM webhook_deliveries WHERE status = 'pending' ORDER BY endpoint LIMIT 1) \
+         UNION ALL SELECT (SELECT endpoint FROM webhook_deliveries WHERE status = 'pending' \
+         AND endpoint > endpoints.endpoint ORDER BY endpoint LIMIT 1) FROM endpoints WHERE endpoint IS NOT NULL) \
+         SELECT endpoint FROM endpoints WHERE endpoint IS NOT NULL AND EXISTS (SELECT 1 FROM webhook_deliveries \
+         WHERE status = 'pending' AND endpoint = endpoints.endpoint AND next_attempt_at <= $1 AND NOT {HELD}) \
+         LIMIT $2"
+    )
+}

@@ -641,7 +641,8 @@ impl SqlStore {
         })
     }
 
-    /// Claimed deliveries with their payloads. On SQLite they are read on the writer's connection:
+    /// Deliveries a SQLite scan claimed, with their payloads (a claim there writes nothing;
+    /// PostgreSQL's claims return them from the statement that leases them). They are read on the writer's connection:
     /// its page cache stays warm (only it writes), while a reader's is emptied by every commit it
     /// did not make (beside hanging receivers, the healthy ones got 12 % more deliveries a second
     /// in the delivery bench: medians of five interleaved pairs).
@@ -657,7 +658,7 @@ impl SqlStore {
                 for id in chunk {
                     list.push_bind(id);
                 }
-                // Deliveries claimed together on PostgreSQL share their lease's expiry: oldest first.
+                // Oldest due first (a SQLite claim writes nothing: `next_attempt_at` is when each came due).
                 query.push(") ORDER BY d.next_attempt_at, d.created_at, d.id");
                 for row in query.build().fetch_all(db).await? {
                     jobs.push(job_from_row(&row)?);
@@ -1530,25 +1531,53 @@ impl Store for SqlStore {
         fed: &[String],
         held: &HashSet<DeliveryId>,
     ) -> StoreResult<Vec<DeliveryJob>> {
-        match &self.backend {
-            Backend::Sqlite(sqlite) => {
-                let scan = sqlite.claim_deliveries(now, limit, skip_endpoints, fed, held).await?;
-                let mut jobs = self.load_jobs(&scan.ids).await?;
-                if !scan.behind.is_empty() {
-                    // The room left, shared among the endpoints found behind the window.
-                    let room = limit as usize - jobs.len();
-                    let want = (room / scan.behind.len()).max(1) as u32;
-                    let wanted: Vec<EndpointClaim> =
-                        scan.behind.into_iter().map(|endpoint| EndpointClaim { endpoint, want, held: 0 }).collect();
-                    jobs.extend(sqlite.claim_endpoint_deliveries(now, &wanted, held).await?);
+        let want = limit as usize;
+        // The scan's window: the first `limit` due rows, and on SQLite what this node holds too
+        // (there a claim writes nothing, so held deliveries stay due, mostly among the first).
+        let window = want + if matches!(self.backend, Backend::Sqlite(_)) { held.len() } else { 0 };
+        let left_out: HashSet<&str> = skip_endpoints.iter().chain(fed).map(String::as_str).collect();
+        let (ids, behind) = write!(self, |db| {
+            let rows = sqlx::query(&scan_window_sql()).bind(now).bind(window as i64).fetch_all(db).await?;
+            // The endpoints left out or shown by the window, taken from or not (borrowed from the
+            // rows: the window has thousands, of a few endpoints).
+            let mut seen = left_out.clone();
+            let mut ids = Vec::with_capacity(want.min(rows.len()));
+            for row in &rows {
+                let endpoint: &str = sqlx::Row::try_get(row, "endpoint")?;
+                if ids.len() < want && !left_out.contains(endpoint) {
+                    let id: DeliveryId = parse(row, "id")?;
+                    if !held.contains(&id) {
+                        ids.push(id.to_string());
+                    }
                 }
-                Ok(jobs)
+                seen.insert(endpoint);
             }
-            Backend::Postgres(pg) => {
-                let ids = pg.claim_deliveries(owner, now, lease_until, limit, skip_endpoints).await?;
-                self.load_jobs(&ids).await
+            let mut behind = Vec::new();
+            if rows.len() == window && ids.len() < want {
+                let room = want - ids.len();
+                let endpoints =
+                    sqlx::query(&endpoints_due_sql()).bind(now).bind((room + seen.len()) as i64).fetch_all(db).await?;
+                for row in &endpoints {
+                    let endpoint = row.text("endpoint")?;
+                    if behind.len() < room && !seen.contains(endpoint.as_str()) {
+                        behind.push(endpoint);
+                    }
+                }
             }
+            (ids, behind)
+        });
+        let mut jobs = match &self.backend {
+            Backend::Sqlite(_) => self.load_jobs(&ids).await?,
+            Backend::Postgres(pg) => pg.claim_ids(owner, now, lease_until, &ids).await?,
+        };
+        if !behind.is_empty() && jobs.len() < want {
+            // The room left, shared among the endpoints found behind the window.
+            let each = ((want - jobs.len()) / behind.len()).max(1) as u32;
+            let wanted: Vec<EndpointClaim> =
+                behind.into_iter().map(|endpoint| EndpointClaim { endpoint, want: each, held: 0 }).collect();
+            jobs.extend(self.claim_endpoint_deliveries(owner, now, lease_until, &wanted, held).await?);
         }
+        Ok(jobs)
     }
 
     async fn claim_endpoint_deliveries(
@@ -1561,10 +1590,7 @@ impl Store for SqlStore {
     ) -> StoreResult<Vec<DeliveryJob>> {
         match &self.backend {
             Backend::Sqlite(sqlite) => sqlite.claim_endpoint_deliveries(now, wanted, held).await,
-            Backend::Postgres(pg) => {
-                let ids = pg.claim_endpoint_deliveries(owner, now, lease_until, wanted).await?;
-                self.load_jobs(&ids).await
-            }
+            Backend::Postgres(pg) => pg.claim_endpoint_deliveries(owner, now, lease_until, wanted).await,
         }
     }
 

@@ -136,75 +136,6 @@ impl SqliteDb {
         ""
     }
 
-    /// SQLite is single-node (`serve` holds the database's lock file), so a claim writes nothing:
-    /// the engine's set of deliveries in hand (`held`) is the lease, and start-up releases what a
-    /// crashed process held. The due ids are read on the writer connection, so no attempt recorded
-    /// a moment ago is read as still pending.
-    ///
-    /// The scan reads a window of the first `limit` + held due deliveries, from the due index
-    /// alone (what this node holds is mostly among the first), and takes those not held and not of
-    /// a `skip`ped or `fed` endpoint. Rows of those endpoints can fill the window: a receiver that
-    /// hangs or answers slowly with a long backlog. Then what is due behind them is found by
-    /// endpoint instead ([`Scan::behind`]): the endpoints with due deliveries that the window
-    /// showed nothing of, one index seek each. Scanning on past the window would read every row of
-    /// such a backlog on every scan, with the writer, and so every admission, waiting meanwhile
-    /// (32 ms a scan with 200,000 rows of hanging receivers due: BENCHMARKS.md, eleventh pass);
-    /// stopping at the window would leave the others waiting until the backlog is gone.
-    pub(super) async fn claim_deliveries(
-        &self,
-        now: Millis,
-        limit: u32,
-        skip_endpoints: &[String],
-        fed: &[String],
-        held: &HashSet<DeliveryId>,
-    ) -> StoreResult<Scan> {
-        let window = limit as usize + held.len();
-        let rows = sqlx::query(&scan_window_sql()).bind(now).bind(window as i64).fetch_all(&self.writer).await?;
-        let left_out: HashSet<&str> = skip_endpoints.iter().chain(fed).map(String::as_str).collect();
-        // The endpoints left out or shown by the window, taken from or not (borrowed from the rows:
-        // the window has thousands, of a few endpoints).
-        let mut seen = left_out.clone();
-        let mut ids = Vec::with_capacity((limit as usize).min(rows.len()));
-        for row in &rows {
-            let endpoint: &str = sqlx::Row::try_get(row, "endpoint")?;
-            if ids.len() < limit as usize && !left_out.contains(endpoint) {
-                let id: DeliveryId = parse(row, "id")?;
-                if !held.contains(&id) {
-                    ids.push(id.to_string());
-                }
-            }
-            seen.insert(endpoint);
-        }
-        let behind = if rows.len() == window && ids.len() < limit as usize {
-            self.endpoints_due(now, &seen, limit as usize - ids.len()).await?
-        } else {
-            Vec::new()
-        };
-        Ok(Scan { ids, behind })
-    }
-
-    /// Up to `limit` endpoints, other than those in `seen`, with due deliveries: the endpoints of
-    /// pending deliveries are stepped through in the due-by-endpoint index, one seek from each to
-    /// the next, and each is asked whether its first is due.
-    async fn endpoints_due(&self, now: Millis, seen: &HashSet<&str>, limit: usize) -> StoreResult<Vec<String>> {
-        let rows = sqlx::query(&endpoints_due_sql())
-            .bind(now)
-            .bind((limit + seen.len()) as i64)
-            .fetch_all(&self.writer)
-            .await?;
-        let mut due = Vec::new();
-        for row in &rows {
-            let endpoint = row.text("endpoint")?;
-            if !seen.contains(endpoint.as_str()) {
-                due.push(endpoint);
-                if due.len() == limit {
-                    break;
-                }
-            }
-        }
-        Ok(due)
-    }
-
     /// Claims by endpoint, with each endpoint's deliveries read in due order from where the last
     /// claim for it stopped (its [`Cursor`]), and returned whole, payloads included, by the same
     /// statement. Without the cursor each claim would read again the deliveries this node already
@@ -289,36 +220,6 @@ impl SqliteDb {
         let rows = query.build().fetch_all(&self.writer).await?;
         Ok((rows, limits))
     }
-}
-
-/// The statement of a scan's window: the first due deliveries (`$1`: now, `$2`: how many), read
-/// from the due index alone.
-fn scan_window_sql() -> String {
-    format!(
-        "SELECT id, endpoint FROM webhook_deliveries WHERE status = 'pending' AND NOT {HELD} \
-         AND next_attempt_at <= $1 ORDER BY next_attempt_at LIMIT $2"
-    )
-}
-
-/// The statement of `endpoints_due`: endpoints of pending deliveries, one seek in the due-by-endpoint
-/// index from each to the next, with a due delivery (`$1`: now; `$2`: how many at most).
-fn endpoints_due_sql() -> String {
-    format!(
-        "WITH RECURSIVE endpoints (endpoint) AS ( \
-         SELECT (SELECT endpoint FROM webhook_deliveries WHERE status = 'pending' ORDER BY endpoint LIMIT 1) \
-         UNION ALL SELECT (SELECT endpoint FROM webhook_deliveries WHERE status = 'pending' \
-         AND endpoint > endpoints.endpoint ORDER BY endpoint LIMIT 1) FROM endpoints WHERE endpoint IS NOT NULL) \
-         SELECT endpoint FROM endpoints WHERE endpoint IS NOT NULL AND EXISTS (SELECT 1 FROM webhook_deliveries \
-         WHERE status = 'pending' AND endpoint = endpoints.endpoint AND next_attempt_at <= $1 AND NOT {HELD}) \
-         LIMIT $2"
-    )
-}
-
-/// What a scan found: the due deliveries it claims, and the endpoints with due deliveries it read
-/// nothing of, behind rows of skipped or fed endpoints (to be claimed by endpoint).
-pub(super) struct Scan {
-    pub(super) ids: Vec<String>,
-    pub(super) behind: Vec<String>,
 }
 
 /// Endpoints claimed for in one statement at most (SQLite allows 500 terms in a compound SELECT).

@@ -424,9 +424,7 @@ async fn one_endpoint_claim_serves_several_endpoints_and_a_scan_leaves_fed_endpo
     let scanned = f.store.claim_deliveries("node-a", now, lease, 10, &[], &fed, &held).await.unwrap();
     assert_eq!(count(&scanned, three), 3);
     assert!(scanned.iter().all(|j| !held.contains(&j.id)));
-    let sqlite = f._dir.database.is_none();
-    // SQLite leaves the fed endpoint's delivery to its endpoint claims; PostgreSQL may take it.
-    assert_eq!(count(&scanned, two), if sqlite { 0 } else { 1 });
+    assert_eq!(count(&scanned, two), 0, "the fed endpoint's delivery is left to its endpoint claims");
 }
 
 /// A scan whose window is full of rows of endpoints it leaves out (one that hangs, skipped; one
@@ -449,24 +447,14 @@ async fn a_scan_finds_deliveries_due_behind_the_backlogs_of_endpoints_it_leaves_
     let now = now_ms();
     let lease = now + 60_000;
     let (skip, fed) = ([hanging.to_string()], [slow.to_string()]);
-    let sqlite = f._dir.database.is_none();
     let scanned = f.store.claim_deliveries("node-a", now, lease, 4, &skip, &fed, &HashSet::new()).await.unwrap();
     let ids: Vec<DeliveryId> = scanned.iter().filter(|j| j.endpoint == other).map(|j| j.id).collect();
-    assert!(scanned.iter().all(|j| j.endpoint != hanging), "the skipped endpoint is left out");
-    if sqlite {
-        // A window of 4 rows, all of the hanging and the fed endpoint.
-        assert_eq!(ids, behind, "the deliveries due behind the window");
-        assert_eq!(scanned.len(), 2);
-    } else {
-        // PostgreSQL reads past skipped endpoints and may take the fed one's (it leases them).
-        assert_eq!(scanned.len(), 4);
-    }
+    // A window of 4 rows, all of the hanging and the fed endpoint.
+    assert_eq!(ids, behind, "the deliveries due behind the window, oldest first");
+    assert_eq!(scanned.len(), 2, "nothing of the skipped and fed endpoints: {scanned:?}");
     let held: HashSet<DeliveryId> = scanned.iter().map(|j| j.id).collect();
     let again = f.store.claim_deliveries("node-a", now, lease, 4, &skip, &fed, &held).await.unwrap();
-    assert!(again.iter().all(|j| !held.contains(&j.id)), "nothing held is claimed again");
-    if sqlite {
-        assert!(again.is_empty(), "nothing else is due outside the skipped and fed endpoints: {again:?}");
-    }
+    assert!(again.is_empty(), "nothing else is due outside the skipped and fed endpoints: {again:?}");
 }
 
 #[tokio::test]
