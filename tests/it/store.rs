@@ -457,6 +457,42 @@ async fn a_scan_finds_deliveries_due_behind_the_backlogs_of_endpoints_it_leaves_
     assert!(again.is_empty(), "nothing else is due outside the skipped and fed endpoints: {again:?}");
 }
 
+/// Two nodes claiming at the same moment on a multi-node backend, one by a scan and one by
+/// endpoint, round after round: each delivery goes to one node, and between them they take all.
+/// (SQLite is single-node: `serve` holds the database's lock file, and its claims write nothing.)
+#[tokio::test]
+async fn two_nodes_claiming_at_once_take_each_delivery_once() {
+    let f = Fixture::new().await;
+    if f._dir.database.is_none() {
+        return;
+    }
+    let endpoints = ["https://one.example:443", "https://two.example:443", "https://three.example:443"];
+    let mut due = Vec::new();
+    for n in 0..30 {
+        due.push(f.completed_with_delivery("node-a", endpoints[n % 3]).await.1);
+    }
+    let (mut claimed_a, mut claimed_b) = (Vec::new(), Vec::new());
+    for _ in 0..20 {
+        let now = now_ms();
+        let wanted: Vec<EndpointClaim> =
+            endpoints.iter().map(|e| EndpointClaim { endpoint: e.to_string(), want: 2, held: 0 }).collect();
+        let none = HashSet::new();
+        let (a, b) = tokio::join!(
+            f.store.claim_deliveries("node-a", now, now + 60_000, 4, &[], &[], &none),
+            f.store.claim_endpoint_deliveries("node-b", now, now + 60_000, &wanted, &none),
+        );
+        claimed_a.extend(a.unwrap().iter().map(|j| j.id));
+        claimed_b.extend(b.unwrap().iter().map(|j| j.id));
+    }
+    let mut all: Vec<DeliveryId> = claimed_a.iter().chain(&claimed_b).copied().collect();
+    all.sort();
+    let distinct: HashSet<DeliveryId> = all.iter().copied().collect();
+    assert_eq!(distinct.len(), all.len(), "a delivery claimed twice: a {claimed_a:?}, b {claimed_b:?}");
+    due.sort();
+    assert_eq!(all, due, "every delivery, once");
+    assert!(!claimed_a.is_empty() && !claimed_b.is_empty(), "both nodes claimed");
+}
+
 #[tokio::test]
 async fn one_batch_of_attempts_keeps_each_keys_failure_clock_and_disables_only_the_failing_key() {
     let f = Fixture::new().await;
