@@ -642,10 +642,10 @@ impl SqlStore {
     }
 
     /// Deliveries a SQLite scan claimed, with their payloads (a claim there writes nothing;
-    /// PostgreSQL's claims return them from the statement that leases them). They are read on the writer's connection:
-    /// its page cache stays warm (only it writes), while a reader's is emptied by every commit it
-    /// did not make (beside hanging receivers, the healthy ones got 12 % more deliveries a second
-    /// in the delivery bench: medians of five interleaved pairs).
+    /// PostgreSQL's claims return them from the statement that leases them). They are read on the
+    /// writer's connection: its page cache stays warm (only it writes), while a reader's is
+    /// emptied by every commit it did not make (beside hanging receivers, the healthy ones got
+    /// 12 % more deliveries a second in the delivery bench: medians of five interleaved pairs).
     async fn load_jobs(&self, ids: &[String]) -> StoreResult<Vec<DeliveryJob>> {
         let mut jobs = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(ROWS_PER_STATEMENT) {
@@ -1521,6 +1521,22 @@ impl Store for SqlStore {
         })
     }
 
+    /// The scan reads a window of the first due deliveries (ids and endpoints, from the due index)
+    /// and takes those not held and not of a `skip`ped or `fed` endpoint. Rows of those endpoints
+    /// can fill the window: a receiver that hangs or answers slowly with a long backlog. Then what
+    /// is due behind them is found by endpoint instead: the endpoints with due deliveries that the
+    /// window showed nothing of, one index seek each, claimed by endpoint with the room left.
+    /// Reading on past the window would read every row of such a backlog on every scan (on SQLite
+    /// 32 ms a scan with 200,000 rows of hanging receivers due, with the writer and so every
+    /// admission waiting; on PostgreSQL 126 ms, with the claimer waiting: BENCHMARKS.md, eleventh
+    /// and twelfth passes); stopping at the window would leave the others waiting until the
+    /// backlog is gone.
+    ///
+    /// SQLite is single-node (`serve` holds the database's lock file), so its claim writes nothing:
+    /// the engine's set of deliveries in hand (`held`) is the lease, and start-up releases what a
+    /// crashed process held. The window is read on the writer's connection, so no attempt recorded
+    /// a moment ago is read as still pending. PostgreSQL leases the picks in one statement that
+    /// skips rows another node is claiming and those no longer due.
     async fn claim_deliveries(
         &self,
         owner: &str,
