@@ -641,33 +641,6 @@ impl SqlStore {
         })
     }
 
-    /// Deliveries a SQLite scan claimed, with their payloads (a claim there writes nothing;
-    /// PostgreSQL's claims return them from the statement that leases them). They are read on the
-    /// writer's connection: its page cache stays warm (only it writes), while a reader's is
-    /// emptied by every commit it did not make (beside hanging receivers, the healthy ones got
-    /// 12 % more deliveries a second in the delivery bench: medians of five interleaved pairs).
-    async fn load_jobs(&self, ids: &[String]) -> StoreResult<Vec<DeliveryJob>> {
-        let mut jobs = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-            write!(self, |db| {
-                let mut query = QueryBuilder::<Db>::new(format!(
-                    "SELECT {JOB_COLUMNS} FROM webhook_deliveries d JOIN webhook_payloads p ON p.delivery_id = d.id \
-                     WHERE d.id IN ("
-                ));
-                let mut list = query.separated(", ");
-                for id in chunk {
-                    list.push_bind(id);
-                }
-                // Oldest due first (a SQLite claim writes nothing: `next_attempt_at` is when each came due).
-                query.push(") ORDER BY d.next_attempt_at, d.created_at, d.id");
-                for row in query.build().fetch_all(db).await? {
-                    jobs.push(job_from_row(&row)?);
-                }
-            });
-        }
-        Ok(jobs)
-    }
-
     /// Deletes the user's generation `id` with its images and variations; the storage keys of
     /// their files, or `None` when there was no such generation.
     async fn delete_generation_row(&self, user: UserId, id: GenerationId) -> StoreResult<Option<Vec<String>>> {
@@ -1583,11 +1556,12 @@ impl Store for SqlStore {
             (ids, behind)
         });
         let mut jobs = match &self.backend {
-            Backend::Sqlite(_) => self.load_jobs(&ids).await?,
+            Backend::Sqlite(sqlite) => sqlite.load_jobs(&ids).await?,
             Backend::Postgres(pg) => pg.claim_ids(owner, now, lease_until, &ids).await?,
         };
-        if !behind.is_empty() && jobs.len() < want {
-            // The room left, shared among the endpoints found behind the window.
+        if !behind.is_empty() {
+            // The room left (endpoints are looked for behind the window only when its picks come
+            // short), shared among the endpoints found there.
             let each = ((want - jobs.len()) / behind.len()).max(1) as u32;
             let wanted: Vec<EndpointClaim> =
                 behind.into_iter().map(|endpoint| EndpointClaim { endpoint, want: each, held: 0 }).collect();

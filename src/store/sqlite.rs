@@ -136,6 +136,31 @@ impl SqliteDb {
         ""
     }
 
+    /// Deliveries a scan claimed, with their payloads (a claim here writes nothing; PostgreSQL's
+    /// claims return them from the statement that leases them). They are read on the writer's
+    /// connection: its page cache stays warm (only it writes), while a reader's is emptied by
+    /// every commit it did not make (beside hanging receivers, the healthy ones got 12 % more
+    /// deliveries a second in the delivery bench: medians of five interleaved pairs).
+    pub(super) async fn load_jobs(&self, ids: &[String]) -> StoreResult<Vec<DeliveryJob>> {
+        let mut jobs = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            let mut query = QueryBuilder::<Sqlite>::new(format!(
+                "SELECT {JOB_COLUMNS} FROM webhook_deliveries d JOIN webhook_payloads p ON p.delivery_id = d.id \
+                 WHERE d.id IN ("
+            ));
+            let mut list = query.separated(", ");
+            for id in chunk {
+                list.push_bind(id);
+            }
+            // Oldest due first (a claim writes nothing: `next_attempt_at` is when each came due).
+            query.push(") ORDER BY d.next_attempt_at, d.created_at, d.id");
+            for row in query.build().fetch_all(&self.writer).await? {
+                jobs.push(job_from_row(&row)?);
+            }
+        }
+        Ok(jobs)
+    }
+
     /// Claims by endpoint, with each endpoint's deliveries read in due order from where the last
     /// claim for it stopped (its [`Cursor`]), and returned whole, payloads included, by the same
     /// statement. Without the cursor each claim would read again the deliveries this node already
