@@ -166,6 +166,13 @@ async fn api_only_and_worker_only_nodes_cooperate_and_wake_each_other() {
     // A redelivery requested on the API node is sent by the worker node at once.
     let list = easel_json_with(cluster.dir.path(), &["deliveries", "list", "--json"], &cluster.env());
     let delivery = list[0]["id"].as_str().unwrap().to_string();
+    // The receiver may read a callback before the worker has recorded its attempt; until then the
+    // delivery is still in flight, and a redelivery of it would rightly be refused as queued.
+    let url = format!("{}/api/rest/v1/deliveries/{delivery}", api.origin);
+    eventually(Duration::from_secs(10), || async {
+        (get(&client, url.clone(), &key).await.1["delivery"]["status"] == "succeeded").then_some(())
+    })
+    .await;
     let started = Instant::now();
     let response = client
         .post(format!("{}/api/rest/v1/deliveries/{delivery}/retry", api.origin))
