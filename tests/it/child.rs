@@ -17,7 +17,9 @@ pub const EASEL: &str = env!("CARGO_BIN_EXE_easel");
 pub struct EaselProcess {
     pub child: Child,
     pub origin: String,
+    /// What it printed on stdout so far (see [`EaselProcess::bootstrap_key`]).
     pub stdout: Vec<String>,
+    stdout_lines: mpsc::Receiver<String>,
     pub stderr: mpsc::Receiver<String>,
 }
 
@@ -68,20 +70,34 @@ impl EaselProcess {
             }
             log.push(line);
         };
-        // The bootstrap banner is printed before the listening line is logged.
-        std::thread::sleep(Duration::from_millis(50));
-        let stdout = stdout_rx.try_iter().collect();
-        EaselProcess { child, origin, stdout, stderr }
+        EaselProcess { child, origin, stdout: Vec::new(), stdout_lines: stdout_rx, stderr }
     }
 
-    /// The first API key, if this start printed one.
-    pub fn bootstrap_key(&self) -> Option<String> {
+    /// The first API key, from the banner a start on a fresh database prints once it listens
+    /// (waiting up to 30 s for the whole banner).
+    pub fn bootstrap_key(&mut self) -> String {
+        self.printed_key(Duration::from_secs(30)).expect("the first start prints an API key")
+    }
+
+    /// The API key this start printed within `wait` after it listened, if it printed one: a start
+    /// on a database that has users prints none (the banner follows the listening line, so a
+    /// check that none came cannot prove it never will).
+    pub fn printed_key(&mut self, wait: Duration) -> Option<String> {
+        let deadline = std::time::Instant::now() + wait;
+        // The banner's last line names the console.
+        while !self.stdout.iter().any(|line| line.contains("web console")) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.stdout_lines.recv_timeout(left) {
+                Ok(line) => self.stdout.push(line),
+                Err(_) => break,
+            }
+        }
         self.stdout.iter().find_map(|l| l.trim().strip_prefix("api key:").map(|k| k.trim().to_string()))
     }
 
-    /// Log lines written since the last call.
-    pub fn log_lines(&self) -> Vec<String> {
-        self.stderr.try_iter().collect()
+    /// The log lines not read yet, up to the end of the log (once the process has exited).
+    pub fn rest_of_log(&self) -> Vec<String> {
+        std::iter::from_fn(|| self.stderr.recv_timeout(Duration::from_secs(10)).ok()).collect()
     }
 
     pub fn kill_9(&mut self) {

@@ -125,8 +125,9 @@ async fn shutdown_completes_within_its_grace_while_the_database_refuses_writes()
         .await
         .expect("the server stops although the database refuses writes");
     let took = started.elapsed();
-    // The grace, 1 s more for the recorder, at most 1 s to give leases back, and a loaded machine.
-    assert!(took < Duration::from_secs(5), "shutdown took {took:?} with a grace of 1 s");
+    // The grace, 1 s more for the recorder, at most 1 s to give leases back, and a loaded machine
+    // (a hang would meet the 15 s timeout).
+    assert!(took < Duration::from_secs(10), "shutdown took {took:?} with a grace of 1 s");
 }
 
 #[tokio::test]
@@ -311,7 +312,11 @@ async fn a_burst_of_redeliveries_sends_a_delivery_once() {
 
     let path = format!("/deliveries/{delivery_id}/retry");
     let empty = json!({});
+    let started = Instant::now();
     let replies = futures_util::future::join_all((0..300).map(|_| app.post(&hooked.user, &path, &empty))).await;
+    // A delivery may be redelivered again a second after its last redelivery: a burst that took
+    // longer than a second (a loaded machine) may rightly send it once more per second it took.
+    let sends = 1 + started.elapsed().as_millis().div_ceil(1000) as usize;
     for reply in &replies {
         match reply.status {
             StatusCode::OK => assert_eq!(reply.body["delivery"]["id"], delivery_id.as_str()),
@@ -325,7 +330,8 @@ async fn a_burst_of_redeliveries_sends_a_delivery_once() {
     let delivery = app.settled_delivery(&hooked.user, &id).await;
     assert_eq!(delivery["status"], "succeeded");
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(receiver.received().len(), 2, "the original attempt and one redelivery");
+    let received = receiver.received().len();
+    assert!((2..=sends).contains(&received), "the original attempt and one redelivery: {received}");
 
     // A second after the last redelivery, asking again sends it again.
     let reply = app.post(&hooked.user, &path, &json!({})).await;

@@ -148,15 +148,18 @@ async fn uploads_outside_their_policy_are_refused_cleanly() {
 
 #[tokio::test]
 async fn expired_unused_and_foreign_init_images_cannot_start_a_generation() {
-    let app = spawn_app_with(|config| config.api.upload_expiry = Duration::from_secs(1)).await;
+    // Long enough for the first generation to come before the policy expires, on a loaded machine.
+    let expiry = Duration::from_secs(3);
+    let app = spawn_app_with(|config| config.api.upload_expiry = expiry).await;
     let user = &app.admin;
+    let asked = std::time::Instant::now();
     let (id, url, fields) = new_upload(&app, user, "jpg").await;
     let generation = json!({"prompt": "p", "width": 64, "height": 64, "init_image_id": id});
     let reply = app.post(user, "/generations", &generation).await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
     assert!(reply.text.contains("has not been uploaded: upload the file"), "{}", reply.text);
 
-    tokio::time::sleep(Duration::from_millis(1300)).await;
+    tokio::time::sleep((expiry + Duration::from_millis(300)).saturating_sub(asked.elapsed())).await;
     let jpeg = picture(16, 16, [1, 2, 3], image::ImageFormat::Jpeg);
     let (status, body) = upload(&url, &fields, jpeg.clone()).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");

@@ -89,7 +89,8 @@ async fn graceful_shutdown_lets_a_running_job_finish() {
 async fn generations_go_straight_to_free_render_slots_and_the_rest_are_claimed() {
     let app = spawn_app_with(|config| {
         config.render.max_jobs_in_flight = 2;
-        config.render.simulated_duration = Duration::from_secs(2);
+        // Long enough for the burst's five requests and a scrape to land while two render.
+        config.render.simulated_duration = Duration::from_secs(5);
         // No poll: its claim holds the free slots for a moment, and a POST in that moment would
         // take the claim path.
         config.render.poll_interval = Duration::from_secs(3600);
@@ -109,7 +110,7 @@ async fn generations_go_straight_to_free_render_slots_and_the_rest_are_claimed()
     }
     assert_eq!(handed(&scrape(&app).await) - before, 2.0, "two free slots: two handed over, three to claim");
     let leased = app.get(&user, &format!("/generations/{}", ids[0])).await;
-    assert_eq!(leased.body["generations_by_pk"]["status"], "PENDING", "rendering for 2 s");
+    assert_eq!(leased.body["generations_by_pk"]["status"], "PENDING", "rendering for 5 s");
     for id in &ids {
         let generation = app.finished_generation(&user, id).await;
         assert_eq!(generation["status"], "COMPLETE");
@@ -117,7 +118,7 @@ async fn generations_go_straight_to_free_render_slots_and_the_rest_are_claimed()
     }
     // The queue drained (the claim that follows the last job's end finds it empty), the next one
     // goes straight to a slot again.
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let last = app.create_generation(&user, &small_generation("after")).await;
     assert_eq!(handed(&scrape(&app).await) - before, 3.0);
     assert_eq!(app.finished_generation(&user, &last).await["status"], "COMPLETE");

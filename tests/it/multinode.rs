@@ -76,14 +76,18 @@ impl Cluster {
     }
 }
 
-#[tokio::test]
+// Two workers: the receiver reads what node 1 sent just before the kill while the test kills it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_share_the_work_and_survive_one_being_killed() {
     if not_applicable(Backend::Postgres, SEVERAL_NODES) {
         return;
     }
     let ca = TestCa::new();
     let receiver = TestReceiver::https(&ca, |_| Reply { delay: Duration::from_millis(10), ..Reply::ok() }).await;
-    let cluster = Cluster::new(&ca, &[("EASEL_RENDER__SIMULATED_DURATION", "40ms")]).await;
+    // Delivery leases long enough that only a kill explains a callback sent twice, even when a
+    // loaded database holds a node's record of an attempt for a while.
+    let cluster =
+        Cluster::new(&ca, &[("EASEL_RENDER__SIMULATED_DURATION", "40ms"), ("EASEL_WEBHOOK__LEASE", "5s")]).await;
     let key = cluster.user_with_webhook(&receiver.url);
     let all = "[\"api\", \"render\", \"deliver\"]";
     let mut nodes = [cluster.node(all), cluster.node(all), cluster.node(all)];
@@ -99,6 +103,9 @@ async fn three_nodes_share_the_work_and_survive_one_being_killed() {
         if n == 25 {
             // Mid-stream: node 1 holds render leases and deliveries in flight.
             nodes[1].kill_9();
+            // What node 1 wrote before it died may be read a little later; no other node can
+            // send its deliveries again before their leases expire.
+            tokio::time::sleep(Duration::from_millis(250)).await;
             killed_at = Some(Instant::now());
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -161,7 +168,7 @@ async fn api_only_and_worker_only_nodes_cooperate_and_wake_each_other() {
         let id = post_generation(&client, &api.origin, &key, &format!("split roles {n}")).await;
         completed_generation(&client, &api.origin, &key, &id).await;
         receiver.wait_for(n + 1).await;
-        assert!(started.elapsed() < Duration::from_secs(10), "took {:?}: the worker was not woken", started.elapsed());
+        assert!(started.elapsed() < Duration::from_secs(20), "took {:?}: the worker was not woken", started.elapsed());
     }
     // A redelivery requested on the API node is sent by the worker node at once.
     let list = easel_json_with(cluster.dir.path(), &["deliveries", "list", "--json"], &cluster.env());
@@ -182,7 +189,7 @@ async fn api_only_and_worker_only_nodes_cooperate_and_wake_each_other() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     receiver.wait_for(4).await;
-    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(started.elapsed() < Duration::from_secs(20));
 }
 
 #[tokio::test]
@@ -226,12 +233,17 @@ async fn nodes_starting_together_on_a_fresh_database_make_one_first_user() {
     }
     let ca = TestCa::new();
     let cluster = Cluster::new(&ca, &[]).await;
-    let nodes: Vec<EaselProcess> = std::thread::scope(|scope| {
+    let mut nodes: Vec<EaselProcess> = std::thread::scope(|scope| {
         let starting: Vec<_> =
             (0..3).map(|_| scope.spawn(|| cluster.node("[\"api\", \"render\", \"deliver\"]"))).collect();
         starting.into_iter().map(|node| node.join().expect("every node starts")).collect()
     });
-    let keys: Vec<String> = nodes.iter().filter_map(|node| node.bootstrap_key()).collect();
+    // Whichever node makes the first user prints its key once it listens; the others print none.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !nodes.iter_mut().any(|node| node.printed_key(Duration::from_millis(100)).is_some()) {
+        assert!(Instant::now() < deadline, "no node printed the first key");
+    }
+    let keys: Vec<String> = nodes.iter_mut().filter_map(|node| node.printed_key(Duration::from_millis(500))).collect();
     assert_eq!(keys.len(), 1, "exactly one node makes the first user and key");
     let client = reqwest::Client::new();
     for node in &nodes {

@@ -409,7 +409,7 @@ async fn no_secret_is_stored_or_logged_in_plain_text() {
     let api_key = created["key"].as_str().unwrap().to_string();
     let signing_secret = created["signingSecret"].as_str().unwrap().to_string();
 
-    let easel = EaselProcess::start(dir.path(), &env);
+    let mut easel = EaselProcess::start(dir.path(), &env);
     let client = reqwest::Client::new();
     let response = client
         .post(format!("{}/api/rest/v1/generations", easel.origin))
@@ -423,8 +423,9 @@ async fn no_secret_is_stored_or_logged_in_plain_text() {
     assert_eq!(request.header("authorization"), Some(format!("Bearer {webhook_key}").as_str()), "the secret works");
     // A failing request and a failing callback also leave log lines behind.
     client.get(format!("{}/api/rest/v1/me", easel.origin)).bearer_auth(webhook_key).send().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let log = easel.log_lines().join("\n");
+    // The whole log, to its last line.
+    easel.terminate();
+    let log = easel.rest_of_log().join("\n");
     drop(easel);
     let (_, listing, _) = easel_cli_with(dir.path(), &["keys", "list", "--json"], &env);
     let (_, text_listing, _) = easel_cli_with(dir.path(), &["keys", "list"], &env);

@@ -156,7 +156,8 @@ async fn a_failed_generation_sends_image_generation_failed() {
     let receiver = TestReceiver::https(&ca, |_| Reply::ok()).await;
     let app = spawn_app_with(|config| {
         fast_webhooks(config, &ca, &["0s"]);
-        config.render.simulated_duration = Duration::from_millis(500);
+        // Long enough that the source is deleted before the derived generation reads it.
+        config.render.simulated_duration = Duration::from_secs(3);
     })
     .await;
     let hooked = app.new_webhook_user("unlucky", &receiver.url, Some("abcd")).await;
@@ -330,7 +331,8 @@ async fn a_hanging_receiver_does_not_slow_a_healthy_one() {
         app.create_generation(&fine.user, &small_generation(&format!("fine {n}"))).await;
     }
     healthy.wait_for(10).await;
-    assert!(started.elapsed() < Duration::from_secs(10), "healthy deliveries took {:?}", started.elapsed());
+    // Behind the hanging ones they would wait for the 20 s timeout.
+    assert!(started.elapsed() < Duration::from_secs(15), "healthy deliveries took {:?}", started.elapsed());
     assert_eq!(hanging.received().len(), 2, "the hanging receiver is held to its per-endpoint cap");
 }
 
@@ -355,7 +357,9 @@ async fn deliveries_can_be_retried_by_their_owner_and_not_by_others() {
     assert_eq!(receiver.received().len(), 1);
 
     let reply = app.post(&hooked.user, &format!("/deliveries/{id}/retry"), &json!({})).await;
-    assert_eq!(reply.body["delivery"]["status"], "pending");
+    // Queued again (an engine woken by the commit may even have sent it before the answer).
+    let status = reply.body["delivery"]["status"].as_str();
+    assert!(matches!(status, Some("pending" | "succeeded")), "{}", reply.text);
     let requests = receiver.wait_for(2).await;
     assert_eq!(requests[0].header("webhook-id"), requests[1].header("webhook-id"));
     let delivery = app.settled_delivery(&hooked.user, &generation).await;
