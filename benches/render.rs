@@ -1,13 +1,14 @@
 //! Built-in renderer speed: `cargo bench --bench render`. Renders (and JPEG-encodes) images of
-//! several sizes on one core and prints the median and 95th percentile per image, plus the 2x
-//! upscale of a 512x512 image. Results go into BENCHMARKS.md.
+//! several sizes on one core and prints the median and 95th percentile per image, a generation of
+//! four images guided by a large init image, and the 2x upscale of a 512x512 image. Results go
+//! into BENCHMARKS.md.
 
 use std::time::{Duration, Instant};
 
 use easel::generation::GenerationParams;
 use easel::models::Catalogue;
 use easel::render::GenerateRequest;
-use easel::render::builtin::render_one;
+use easel::render::builtin::{Decoded, render_one};
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
@@ -39,13 +40,32 @@ fn main() {
         });
         let params = GenerationParams::parse(&body, &catalogue, |_| 0).unwrap();
         let request = GenerateRequest { params, init_image: None, guides: Default::default() };
+        let decoded = Decoded::new(&request).unwrap();
         measure(&format!("render {width}x{height}"), if width < 512 { 2000 } else { 40 }, |n| {
-            render_one(&request, n as u32).unwrap();
+            render_one(&request, &decoded, n as u32).unwrap();
         });
     }
-    let body = serde_json::json!({"prompt": "a castle", "width": 512, "height": 512, "num_images": 1, "seed": 1});
-    let params = GenerationParams::parse(&body, &catalogue, |_| 0).unwrap();
-    let source = render_one(&GenerateRequest { params, init_image: None, guides: Default::default() }, 0).unwrap();
+    let render = |body: serde_json::Value, init_image| {
+        let params = GenerationParams::parse(&body, &catalogue, |_| 0).unwrap();
+        let request = GenerateRequest { params, init_image, guides: Default::default() };
+        render_one(&request, &Decoded::new(&request).unwrap(), 0).unwrap()
+    };
+    // Image to image: four 512x512 images from a 1536x1536 init image, decoded once per
+    // generation (as the renderer does) or once per image.
+    let init = render(serde_json::json!({"prompt": "a harbour", "width": 1536, "height": 1536, "seed": 2}), None);
+    let body = serde_json::json!({"prompt": "a harbour at night", "width": 512, "height": 512, "num_images": 4,
+                                  "seed": 3});
+    let mut params = GenerationParams::parse(&body, &catalogue, |_| 0).unwrap();
+    params.init_strength = Some(0.4);
+    let request = GenerateRequest { params, init_image: Some(init.jpeg), guides: Default::default() };
+    measure("4 x 512x512, init decoded once", 20, |_| {
+        let decoded = Decoded::new(&request).unwrap();
+        (0..4).for_each(|n| drop(render_one(&request, &decoded, n).unwrap()));
+    });
+    measure("4 x 512x512, init per image", 20, |_| {
+        (0..4).for_each(|n| drop(render_one(&request, &Decoded::new(&request).unwrap(), n).unwrap()));
+    });
+    let source = render(serde_json::json!({"prompt": "a castle", "width": 512, "height": 512, "seed": 1}), None);
     let renderer = easel::render::builtin::BuiltinRenderer::new(1);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let transforms = [

@@ -45,10 +45,14 @@ impl Renderer for BuiltinRenderer {
 
     async fn generate(&self, request: GenerateRequest) -> Result<Vec<RenderedImage>, RenderError> {
         let request = Arc::new(request);
+        let decoded = {
+            let request = request.clone();
+            Arc::new(self.on_cpu(move || Decoded::new(&request)).await?)
+        };
         let mut images = Vec::with_capacity(request.params.num_images as usize);
         for index in 0..request.params.num_images {
-            let request = request.clone();
-            images.push(self.on_cpu(move || render_one(&request, index)).await?);
+            let (request, decoded) = (request.clone(), decoded.clone());
+            images.push(self.on_cpu(move || render_one(&request, &decoded, index)).await?);
         }
         Ok(images)
     }
@@ -59,8 +63,33 @@ impl Renderer for BuiltinRenderer {
     }
 }
 
-/// Renders image `index` of a generation to JPEG.
-pub fn render_one(request: &GenerateRequest, index: u32) -> Result<RenderedImage, RenderError> {
+/// The pictures that guide a generation (its init image and guides), decoded and sized once for
+/// all its images.
+pub struct Decoded {
+    init: Option<RgbImage>,
+    guides: super::guides::DecodedGuides,
+}
+
+impl Decoded {
+    pub fn new(request: &GenerateRequest) -> Result<Decoded, RenderError> {
+        let (width, height) = (request.params.width, request.params.height);
+        let init = request
+            .init_image
+            .as_ref()
+            .map(|init| {
+                let init = image::load_from_memory_with_format(init, ImageFormat::Jpeg)
+                    .map_err(|e| RenderError(format!("the init image cannot be decoded: {e}")))?
+                    .to_rgb8();
+                Ok(image::imageops::resize(&init, width, height, FilterType::Triangle))
+            })
+            .transpose()?;
+        let guides = super::guides::DecodedGuides::new(&request.params, &request.guides, width, height)?;
+        Ok(Decoded { init, guides })
+    }
+}
+
+/// Renders image `index` of a generation to JPEG, with its guiding pictures `decoded`.
+pub fn render_one(request: &GenerateRequest, decoded: &Decoded, index: u32) -> Result<RenderedImage, RenderError> {
     let params = &request.params;
     // Elements add their names' shapes, as prompt words do.
     let mut picture = if params.elements.is_empty() {
@@ -73,10 +102,10 @@ pub fn render_one(request: &GenerateRequest, index: u32) -> Result<RenderedImage
         }
         paint(&with_elements, index)
     };
-    if let Some(init) = &request.init_image {
-        blend_init_image(&mut picture, init, params.init_strength.unwrap_or(0.5))?;
+    if let Some(init) = &decoded.init {
+        blend_init_image(&mut picture, init, params.init_strength.unwrap_or(0.5));
     }
-    super::guides::apply(&mut picture, params, &request.guides)?;
+    super::guides::apply(&mut picture, params, &decoded.guides);
     Ok(RenderedImage { jpeg: encode_jpeg(&picture)?, width: params.width, height: params.height })
 }
 
@@ -91,18 +120,14 @@ pub(super) fn encode_jpeg(picture: &RgbImage) -> Result<Bytes, RenderError> {
     Ok(Bytes::from(jpeg))
 }
 
-fn blend_init_image(picture: &mut RgbImage, init: &[u8], strength: f64) -> Result<(), RenderError> {
-    let init = image::load_from_memory_with_format(init, ImageFormat::Jpeg)
-        .map_err(|e| RenderError(format!("the init image cannot be decoded: {e}")))?
-        .to_rgb8();
-    let init = image::imageops::resize(&init, picture.width(), picture.height(), FilterType::Triangle);
+/// Blends `init` (sized to `picture`) into `picture`, keeping `strength` of it.
+fn blend_init_image(picture: &mut RgbImage, init: &RgbImage, strength: f64) {
     let keep = strength.clamp(0.0, 1.0) as f32;
     for (out, base) in picture.pixels_mut().zip(init.pixels()) {
         for channel in 0..3 {
             out[channel] = (f32::from(base[channel]) * keep + f32::from(out[channel]) * (1.0 - keep)) as u8;
         }
     }
-    Ok(())
 }
 
 /// A small deterministic generator (SplitMix64) so pictures never depend on a library's choice
@@ -254,6 +279,10 @@ mod tests {
         GenerateRequest { params, init_image: None, guides: Default::default() }
     }
 
+    fn render(request: &GenerateRequest, index: u32) -> RenderedImage {
+        render_one(request, &Decoded::new(request).unwrap(), index).unwrap()
+    }
+
     fn decode(jpeg: &[u8]) -> RgbImage {
         image::load_from_memory_with_format(jpeg, ImageFormat::Jpeg).unwrap().to_rgb8()
     }
@@ -267,8 +296,8 @@ mod tests {
     #[test]
     fn same_input_same_bytes_and_requested_size() {
         let cat = request(json!({"prompt":"An oil painting of a cat","width":96,"height":64,"num_images":1,"seed":5}));
-        let first = render_one(&cat, 0).unwrap();
-        assert_eq!(first.jpeg, render_one(&cat, 0).unwrap().jpeg);
+        let first = render(&cat, 0);
+        assert_eq!(first.jpeg, render(&cat, 0).jpeg);
         let picture = decode(&first.jpeg);
         assert_eq!((picture.width(), picture.height()), (96, 64));
     }
@@ -276,7 +305,7 @@ mod tests {
     #[test]
     fn prompts_seeds_and_indexes_change_the_picture() {
         let base = json!({"prompt":"An oil painting of a cat","width":128,"height":128,"num_images":2,"seed":5});
-        let cat = decode(&render_one(&request(base.clone()), 0).unwrap().jpeg);
+        let cat = decode(&render(&request(base.clone()), 0).jpeg);
         let mut dog = base.clone();
         dog["prompt"] = json!("A watercolour of a dog");
         let mut reseeded = base.clone();
@@ -284,10 +313,10 @@ mod tests {
         let mut negative = base.clone();
         negative["negative_prompt"] = json!("blurry dark");
         for (label, other) in [
-            ("prompt", decode(&render_one(&request(dog), 0).unwrap().jpeg)),
-            ("seed", decode(&render_one(&request(reseeded), 0).unwrap().jpeg)),
-            ("index", decode(&render_one(&request(base.clone()), 1).unwrap().jpeg)),
-            ("negative prompt", decode(&render_one(&request(negative), 0).unwrap().jpeg)),
+            ("prompt", decode(&render(&request(dog), 0).jpeg)),
+            ("seed", decode(&render(&request(reseeded), 0).jpeg)),
+            ("index", decode(&render(&request(base.clone()), 1).jpeg)),
+            ("negative prompt", decode(&render(&request(negative), 0).jpeg)),
         ] {
             assert!(difference(&cat, &other) > 8.0, "{label} barely changed the picture");
         }
@@ -296,11 +325,28 @@ mod tests {
     #[test]
     fn background_removal_separates_a_rendered_scene() {
         let body = json!({"prompt":"a red fox in the snow","width":128,"height":128,"num_images":1});
-        let source = render_one(&request(body), 0).unwrap();
+        let source = render(&request(body), 0);
         let png = super::super::transform::apply(&source.jpeg, &Transform::NoBackground).unwrap();
         let picture = image::load_from_memory_with_format(&png, ImageFormat::Png).unwrap().to_rgba8();
         let clear = picture.pixels().filter(|p| p[3] == 0).count() as f32 / (128.0 * 128.0);
         let opaque = picture.pixels().filter(|p| p[3] == 255).count() as f32 / (128.0 * 128.0);
         assert!(clear > 0.1 && opaque > 0.1, "transparent {clear}, opaque {opaque}");
+    }
+
+    #[test]
+    fn an_init_image_decoded_once_pulls_every_image_toward_it() {
+        let body = json!({"prompt":"a lighthouse","width":64,"height":64,"num_images":2,"seed":3});
+        let mut plain = request(body);
+        plain.params.init_strength = Some(0.8);
+        let init = RgbImage::from_pixel(32, 32, image::Rgb([250, 250, 250]));
+        let mut guided = plain.clone();
+        guided.init_image = Some(encode_jpeg(&init).unwrap());
+        let decoded = Decoded::new(&guided).unwrap();
+        let white = RgbImage::from_pixel(64, 64, image::Rgb([250, 250, 250]));
+        for index in 0..2 {
+            let with_init = decode(&render_one(&guided, &decoded, index).unwrap().jpeg);
+            let without = decode(&render(&plain, index).jpeg);
+            assert!(difference(&with_init, &white) < difference(&without, &white) / 2.0, "image {index}");
+        }
     }
 }

@@ -9,22 +9,51 @@ use image::{DynamicImage, GrayImage, RgbImage, RgbaImage};
 use super::{Guides, RenderError};
 use crate::generation::GenerationParams;
 
-/// `picture` (the rendered one) changed as `guides` ask.
-pub fn apply(picture: &mut RgbImage, params: &GenerationParams, guides: &Guides) -> Result<(), RenderError> {
-    let (width, height) = picture.dimensions();
-    if let (Some(canvas), Some((init, mask))) = (&params.canvas, &guides.canvas) {
-        let init = decode("canvasInitId", init)?.resize_exact(width, height, FilterType::Triangle).to_rgba8();
-        let mask = mask
-            .as_ref()
-            .map(|mask| {
-                decode("canvasMaskId", mask).map(|m| m.resize_exact(width, height, FilterType::Triangle).to_luma8())
-            })
-            .transpose()?;
-        composite(picture, &init, mask.as_ref(), &canvas.request_type, params.init_strength);
+/// A generation's guides, decoded and sized to its pictures once for all of them.
+#[derive(Default)]
+pub struct DecodedGuides {
+    /// The canvas picture and its mask.
+    canvas: Option<(RgbaImage, Option<GrayImage>)>,
+    /// Each controlnet's edges and weight.
+    edges: Vec<(GrayImage, f64)>,
+    /// The image prompts' mean colour.
+    colour: Option<[f64; 3]>,
+}
+
+impl DecodedGuides {
+    /// Decodes `guides` for pictures of `width` x `height`.
+    pub fn new(params: &GenerationParams, guides: &Guides, width: u32, height: u32) -> Result<Self, RenderError> {
+        let sized = |field, bytes| decode(field, bytes).map(|p| p.resize_exact(width, height, FilterType::Triangle));
+        let canvas = match (&params.canvas, &guides.canvas) {
+            (Some(_), Some((init, mask))) => Some((
+                sized("canvasInitId", init)?.to_rgba8(),
+                mask.as_ref().map(|mask| sized("canvasMaskId", mask).map(|m| m.to_luma8())).transpose()?,
+            )),
+            _ => None,
+        };
+        let edges = guides
+            .controls
+            .iter()
+            .map(|(control, weight)| Ok((edges(&sized("controlnets", control)?.to_luma8()), *weight)))
+            .collect::<Result<_, RenderError>>()?;
+        let mut colour = None;
+        for prompt in &guides.image_prompts {
+            let mean = mean_colour(&decode("imagePrompts", prompt)?.to_rgb8());
+            let sum = colour.get_or_insert([0f64; 3]);
+            for c in 0..3 {
+                sum[c] += mean[c] / guides.image_prompts.len() as f64;
+            }
+        }
+        Ok(DecodedGuides { canvas, edges, colour })
     }
-    for (control, weight) in &guides.controls {
-        let edges =
-            edges(&decode("controlnets", control)?.resize_exact(width, height, FilterType::Triangle).to_luma8());
+}
+
+/// `picture` (the rendered one) changed as the guides ask.
+pub fn apply(picture: &mut RgbImage, params: &GenerationParams, guides: &DecodedGuides) {
+    if let (Some(canvas), Some((init, mask))) = (&params.canvas, &guides.canvas) {
+        composite(picture, init, mask.as_ref(), &canvas.request_type, params.init_strength);
+    }
+    for (edges, weight) in &guides.edges {
         for (pixel, edge) in picture.pixels_mut().zip(edges.pixels()) {
             let darken = (f64::from(edge[0]) / 255.0 * weight * 0.8).min(1.0);
             for channel in 0..3 {
@@ -32,22 +61,14 @@ pub fn apply(picture: &mut RgbImage, params: &GenerationParams, guides: &Guides)
             }
         }
     }
-    if !guides.image_prompts.is_empty() {
-        let mut sum = [0f64; 3];
-        for prompt in &guides.image_prompts {
-            let colour = mean_colour(&decode("imagePrompts", prompt)?.to_rgb8());
-            for c in 0..3 {
-                sum[c] += colour[c] / guides.image_prompts.len() as f64;
-            }
-        }
+    if let Some(colour) = guides.colour {
         let pull = params.image_prompt_weight.unwrap_or(0.5) * 0.6;
         for pixel in picture.pixels_mut() {
             for c in 0..3 {
-                pixel[c] = (f64::from(pixel[c]) * (1.0 - pull) + sum[c] * pull) as u8;
+                pixel[c] = (f64::from(pixel[c]) * (1.0 - pull) + colour[c] * pull) as u8;
             }
         }
     }
-    Ok(())
 }
 
 /// A canvas request for an inpainting backend: the canvas picture as JPEG at the generation's
