@@ -25,7 +25,7 @@ fn measure(label: &str, runs: usize, mut work: impl FnMut(usize)) {
         .collect();
     times.sort();
     println!(
-        "{label:<28} median {:>7.2} ms   p95 {:>7.2} ms   ({runs} runs)",
+        "{label:<34} median {:>7.2} ms   p95 {:>7.2} ms   ({runs} runs)",
         percentile(&times, 0.5).as_secs_f64() * 1e3,
         percentile(&times, 0.95).as_secs_f64() * 1e3
     );
