@@ -99,7 +99,7 @@ async fn open_sql(config: &Config) -> StoreResult<Arc<SqlStore>> {
         disable_after: (disable_after > 0).then_some(disable_after),
         writes: sql::Writes::new(sqlite),
         keys: AuthCache::new(config.api.auth_cache_ttl),
-        generations: sqlite.then(GenerationCache::new),
+        generations: Arc::new(GenerationCache::new(sqlite)),
         me: me.clone(),
     }))
 }
@@ -114,8 +114,8 @@ pub struct SqlStore {
     writes: sql::Writes,
     /// Keys this node authenticated lately (`api.auth_cache_ttl`).
     keys: AuthCache,
-    /// Finished generations read lately; SQLite only (on PostgreSQL other nodes write too).
-    generations: Option<GenerationCache>,
+    /// Finished generations read lately (on PostgreSQL, while other nodes' changes are heard).
+    generations: Arc<GenerationCache>,
     /// This store, for work that must outlive the caller that started it.
     me: std::sync::Weak<SqlStore>,
 }
@@ -509,42 +509,70 @@ impl AuthCache {
     }
 }
 
-/// Finished generations this node read lately, with their images and variations, by id (SQLite
-/// only, where this process makes every write: each write that could change a remembered
-/// generation forgets it after its commit). Only generations that can no longer change on their
-/// own are kept: COMPLETE or FAILED, with no variation still pending. At most
+/// Finished generations this node read lately, with their images and variations, by id. Each
+/// write that could change a remembered generation (deleting it, adding or finishing a variation
+/// of one of its images) forgets it after its commit. Only generations that can no longer change
+/// on their own are kept: COMPLETE or FAILED, with no variation still pending. At most
 /// `GENERATION_CACHE_CAP`.
-struct GenerationCache(Memo<GenerationId, Generation>);
+///
+/// On SQLite this process makes every write. On PostgreSQL other nodes (and `easel` commands)
+/// write too: each such write also sends `NOTIFY` on `GENERATION_CHANNEL` with the generation's id
+/// in its transaction, and the cache is `live` (answers and remembers) only while this node listens
+/// there, emptied whenever it starts or stops listening. A notification lost unnoticed (a listening
+/// connection that died silently) is bounded by `GENERATION_CACHE_TTL`: no entry is answered
+/// longer after its read began.
+struct GenerationCache {
+    entries: Memo<GenerationId, (std::time::Instant, Generation)>,
+    live: std::sync::atomic::AtomicBool,
+}
 
 const GENERATION_CACHE_CAP: usize = 2_048;
+const GENERATION_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl GenerationCache {
-    fn new() -> GenerationCache {
-        GenerationCache(Memo::new(GENERATION_CACHE_CAP))
+    /// A cache that answers from the start (`live`: SQLite) or once this node listens.
+    fn new(live: bool) -> GenerationCache {
+        GenerationCache { entries: Memo::new(GENERATION_CACHE_CAP), live: live.into() }
+    }
+
+    fn live(&self) -> bool {
+        self.live.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The user's generation `id`, if remembered.
     fn get(&self, user: UserId, id: GenerationId) -> Option<Generation> {
-        self.0.entries().get(&id).filter(|g| g.user_id == user).cloned()
+        if !self.live() {
+            return None;
+        }
+        let entries = self.entries.entries();
+        let (read, generation) = entries.get(&id)?;
+        (generation.user_id == user && read.elapsed() < GENERATION_CACHE_TTL).then(|| generation.clone())
     }
 
-    /// Where a read begins: the forgets so far.
-    fn begin(&self) -> u64 {
-        self.0.begin()
+    /// Where a read begins: when, and the forgets so far.
+    fn begin(&self) -> (std::time::Instant, u64) {
+        (std::time::Instant::now(), self.entries.begin())
     }
 
     /// Remembers what a read that began at `began` found, if it can no longer change on its own.
-    fn put(&self, began: u64, generation: &Generation) {
+    fn put(&self, (at, forgets): (std::time::Instant, u64), generation: &Generation) {
         let settled = generation.status != JobStatus::Pending
             && generation.images.iter().flat_map(|i| &i.variations).all(|v| v.status != JobStatus::Pending);
-        if settled {
-            self.0.put(began, generation.id, generation.clone());
+        if settled && self.live() {
+            self.entries.put(forgets, generation.id, (at, generation.clone()));
         }
     }
 
     /// Forgets generation `id` (called after the commit of a write that changed it).
     fn forget(&self, id: GenerationId) {
-        self.0.forget(|key, _| *key != id);
+        self.entries.forget(|key, _| *key != id);
+    }
+
+    /// Starts or stops answering, forgetting everything either way: what was read before this
+    /// node listened may have missed a change, and reads still running are not remembered.
+    fn set_live(&self, live: bool) {
+        self.live.store(live, std::sync::atomic::Ordering::SeqCst);
+        self.entries.forget(|_, _| false);
     }
 }
 
@@ -554,6 +582,8 @@ const ROWS_PER_STATEMENT: usize = 500;
 /// The notification channels for new work (PostgreSQL's `NOTIFY`; nothing on SQLite).
 const RENDER_CHANNEL: &str = "easel_render";
 const DELIVERY_CHANNEL: &str = "easel_deliveries";
+/// Carries the id of a finished generation a write changed, for the other nodes' caches.
+const GENERATION_CHANNEL: &str = "easel_generations";
 
 /// Migrations compiled into the binary, so `easel` needs no files beside it.
 #[derive(Debug)]

@@ -68,6 +68,13 @@ impl PgDb {
         Ok(())
     }
 
+    /// Tells every node (this one included) that finished generation `id` changed, at commit, so
+    /// their caches forget it.
+    pub(super) async fn changed_generation(&self, tx: &mut PgConnection, id: GenerationId) -> StoreResult<()> {
+        sqlx::query("SELECT pg_notify($1, $2)").bind(GENERATION_CHANNEL).bind(id.to_string()).execute(tx).await?;
+        Ok(())
+    }
+
     /// Whether `lock_user` and `row_lock` lock anything: yes, rows, until the commit.
     pub(super) fn locks_rows(&self) -> bool {
         true
@@ -92,9 +99,10 @@ impl PgDb {
         clause
     }
 
-    /// Starts relaying other nodes' announcements to `wakeups` until `stop`.
-    pub(super) fn watch(&self, wakeups: Wakeups, stop: CancellationToken) {
-        tokio::spawn(relay_notifications(self.pool.clone(), wakeups, stop));
+    /// Starts relaying other nodes' announcements to `wakeups`, and their changes to finished
+    /// generations to `generations`, until `stop`.
+    pub(super) fn watch(&self, wakeups: Wakeups, generations: Arc<GenerationCache>, stop: CancellationToken) {
+        tokio::spawn(relay_notifications(self.pool.clone(), wakeups, generations, stop));
     }
 
     /// Leases the deliveries `ids` that are still due and not being claimed by another node (moving
@@ -169,16 +177,32 @@ fn lease_picked_sql(picked: &str) -> String {
     )
 }
 
-/// Relays NOTIFY messages to the workers' wake-ups, reconnecting after a lost connection.
-async fn relay_notifications(pool: PgPool, wakeups: Wakeups, stop: CancellationToken) {
+/// Relays NOTIFY messages to the workers' wake-ups and the cache of finished generations,
+/// reconnecting after a lost connection. The cache answers only while this node listens.
+async fn relay_notifications(
+    pool: PgPool,
+    wakeups: Wakeups,
+    generations: Arc<GenerationCache>,
+    stop: CancellationToken,
+) {
     loop {
         let listening = async {
             let mut listener = PgListener::connect_with(&pool).await?;
-            listener.listen_all([RENDER_CHANNEL, DELIVERY_CHANNEL]).await?;
-            // Work announced while this node was not listening is found by the workers' polls.
-            loop {
-                let notification = listener.recv().await?;
+            listener.listen_all([RENDER_CHANNEL, DELIVERY_CHANNEL, GENERATION_CHANNEL]).await?;
+            // Work announced while this node was not listening is found by the workers' polls;
+            // changes it missed, by a cache that starts empty.
+            generations.set_live(true);
+            // `try_recv`, not `recv`: `recv` reconnects on its own, and what was notified
+            // meanwhile would be missed unseen.
+            while let Some(notification) = listener.try_recv().await? {
                 let wakeup = match notification.channel() {
+                    GENERATION_CHANNEL => {
+                        match notification.payload().parse() {
+                            Ok(id) => generations.forget(id),
+                            Err(_) => generations.set_live(true),
+                        }
+                        continue;
+                    }
                     RENDER_CHANNEL => &wakeups.render,
                     _ => &wakeups.deliveries,
                 };
@@ -186,15 +210,15 @@ async fn relay_notifications(pool: PgPool, wakeups: Wakeups, stop: CancellationT
                     wakeup.notify_one();
                 }
             }
-            #[allow(unreachable_code)]
-            Ok::<(), sqlx::Error>(())
+            Err::<(), _>(sqlx::Error::Protocol("the listening connection was lost".into()))
         };
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            result = listening => if let Err(e) = result {
-                tracing::warn!(error.message = %e, "lost the database notification channel; reconnecting (work is still found by polling)");
-            },
-        }
+        let result = tokio::select! {
+            _ = stop.cancelled() => None,
+            result = listening => Some(result),
+        };
+        generations.set_live(false);
+        let Some(Err(e)) = result else { return };
+        tracing::warn!(error.message = %e, "lost the database notification channel; reconnecting (work is still found by polling)");
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}

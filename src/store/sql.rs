@@ -211,6 +211,9 @@ macro_rules! admit_in {
         if admitted.iter().any(|admit| admit.announce) {
             $dialect.notify(&mut $tx, RENDER_CHANNEL).await?;
         }
+        for generation in admitted.iter().filter_map(|admit| admit.changes) {
+            $dialect.changed_generation(&mut $tx, generation).await?;
+        }
         admissions
     }};
 }
@@ -460,6 +463,8 @@ pub(super) struct Admit {
     values: Vec<Value>,
     /// Whether other nodes' workers are told (PostgreSQL): not for a job leased at birth.
     announce: bool,
+    /// The finished generation the job changes (a variation is listed under its image).
+    changes: Option<GenerationId>,
 }
 
 /// One finished generation waiting to be recorded (see [`Store::finish_generation`]).
@@ -551,7 +556,15 @@ fn generation_admit(generation: &Generation, slots: u32, lease: Option<(&str, Mi
         Value::Int(lease.map_or(0, |(_, until)| until)),
         Value::Int(i64::from(lease.is_some())),
     ];
-    Admit { user: generation.user_id, slots, source_image: None, insert, values, announce: lease.is_none() }
+    Admit {
+        user: generation.user_id,
+        slots,
+        source_image: None,
+        insert,
+        values,
+        announce: lease.is_none(),
+        changes: None,
+    }
 }
 
 /// The answer a write of the wrong kind got (a bug, never a client's doing).
@@ -664,6 +677,7 @@ impl SqlStore {
                 sqlx::query_scalar(GENERATION_FILES).bind(id.to_string()).fetch_all(&mut *tx).await?;
             // Images and their variations go with the generation (ON DELETE CASCADE).
             sqlx::query("DELETE FROM generations WHERE id = $1").bind(id.to_string()).execute(&mut *tx).await?;
+            dialect.changed_generation(&mut tx, id).await?;
             tx.commit().await?;
             Ok(Some(keys))
         })
@@ -672,9 +686,7 @@ impl SqlStore {
     /// Forgets generation `id` in the cache of finished generations, after a write that changed it
     /// committed.
     fn forget_generation(&self, id: GenerationId) {
-        if let Some(cache) = &self.generations {
-            cache.forget(id);
-        }
+        self.generations.forget(id);
     }
 
     /// Fills in the images (with their variations) of `generations`.
@@ -737,7 +749,7 @@ impl Store for SqlStore {
     fn watch(&self, wakeups: Wakeups, stop: tokio_util::sync::CancellationToken) {
         // SQLite has no other nodes to hear from.
         if let Backend::Postgres(pg) = &self.backend {
-            pg.watch(wakeups, stop);
+            pg.watch(wakeups, self.generations.clone(), stop);
         }
     }
 
@@ -910,10 +922,10 @@ impl Store for SqlStore {
     }
 
     async fn get_generation(&self, user: UserId, id: GenerationId) -> StoreResult<Option<Generation>> {
-        if let Some(generation) = self.generations.as_ref().and_then(|cache| cache.get(user, id)) {
+        if let Some(generation) = self.generations.get(user, id) {
             return Ok(Some(generation));
         }
-        let began = self.generations.as_ref().map(|cache| cache.begin());
+        let began = self.generations.begin();
         let generation = read!(self, |db| {
             let row =
                 sqlx::query(&format!("SELECT {GENERATION_COLUMNS} FROM generations WHERE id = $1 AND user_id = $2"))
@@ -926,8 +938,8 @@ impl Store for SqlStore {
         let Some(generation) = generation else { return Ok(None) };
         let mut generations = vec![generation];
         self.attach_images(&mut generations).await?;
-        if let (Some(cache), Some(began), Some(generation)) = (&self.generations, began, generations.first()) {
-            cache.put(began, generation);
+        if let Some(generation) = generations.first() {
+            self.generations.put(began, generation);
         }
         Ok(generations.pop())
     }
@@ -1051,6 +1063,7 @@ impl Store for SqlStore {
                 insert,
                 values,
                 announce: true,
+                changes: Some(variation.generation_id),
             })
             .await;
         // Its generation now lists a pending variation under the image.
@@ -1477,6 +1490,9 @@ impl Store for SqlStore {
             .await?
             .map(|row| parse::<GenerationId>(&row, "generation_id"))
             .transpose()?;
+            if let Some(generation) = generation {
+                dialect.changed_generation(&mut tx, generation).await?;
+            }
             tx.commit().await?;
             generation
         });

@@ -114,6 +114,11 @@ impl SqliteDb {
         Ok(())
     }
 
+    /// Nothing to announce: this process makes every write, and forgets what it changed.
+    pub(super) async fn changed_generation(&self, _tx: &mut SqliteConnection, _id: GenerationId) -> StoreResult<()> {
+        Ok(())
+    }
+
     /// Whether `lock_user` and `row_lock` lock anything: not here, where a transaction holds the
     /// database's one write lock.
     pub(super) fn locks_rows(&self) -> bool {

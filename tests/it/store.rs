@@ -589,6 +589,95 @@ async fn recent_keys_show_changes_made_here_at_once_and_elsewhere_within_the_ttl
     assert!(recent(&f).await.deleted_at.is_some(), "deleted through this store");
 }
 
+/// On PostgreSQL a node answers finished generations from memory only while it listens for the
+/// other nodes' changes: one deleted or given a variation elsewhere is forgotten as soon as the
+/// notification arrives (far within the cache's 60 s bound), and losing the listening connection
+/// empties the cache (notifications sent meanwhile would be missed).
+#[tokio::test]
+async fn finished_generations_changed_on_another_node_are_forgotten_here_at_once() {
+    if not_applicable(Backend::Postgres, "on SQLite this process makes every write and forgets what it changed") {
+        return;
+    }
+    let f = Fixture::new().await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    f.store.watch(Wakeups::default(), stop.clone());
+    let _stop = stop.drop_guard();
+    let elsewhere = easel::store::open(&test_config(&f._dir)).await.expect("a second store opens");
+    let raw = sqlx::PgPool::connect(&test_config(&f._dir).database_url()).await.unwrap();
+    let behind_its_back = |id: GenerationId, reason: String| {
+        let raw = raw.clone();
+        async move {
+            sqlx::query("UPDATE generations SET failure_reason = $2 WHERE id = $1")
+                .bind(id.to_string())
+                .bind(reason)
+                .execute(&raw)
+                .await
+                .unwrap();
+        }
+    };
+    let read = |id: GenerationId| {
+        let (store, user) = (f.store.clone(), f.user.id);
+        async move { store.get_generation(user, id).await.unwrap() }
+    };
+    // Remembered once the node listens: a change no notification tells of is not seen.
+    let (generation, _) = f.completed_with_delivery("node-a", "https://hooks.example:443").await;
+    let mut n = 0;
+    eventually(std::time::Duration::from_secs(10), || {
+        n += 1;
+        let reason = format!("unseen {n}");
+        async move {
+            read(generation.id).await.unwrap();
+            behind_its_back(generation.id, reason.clone()).await;
+            (read(generation.id).await.unwrap().failure_reason != Some(reason)).then_some(())
+        }
+    })
+    .await;
+
+    // Deleted on another node: forgotten here when the notification arrives.
+    assert!(elsewhere.delete_generation(f.user.id, generation.id).await.unwrap().is_some());
+    eventually(std::time::Duration::from_secs(5), || async { read(generation.id).await.is_none().then_some(()) }).await;
+
+    // A variation asked for on another node shows here at once, as pending.
+    let (generation, _) = f.completed_with_delivery("node-a", "https://hooks.example:443").await;
+    let image = read(generation.id).await.unwrap().images[0].clone();
+    assert!(read(generation.id).await.unwrap().images[0].variations.is_empty());
+    let variation = Variation::pending(&image, f.key.id, Transform::Upscale, None, now_ms());
+    assert_eq!(elsewhere.create_variation(&variation, 100).await.unwrap(), Admission::Accepted);
+    eventually(std::time::Duration::from_secs(5), || async {
+        let variations = read(generation.id).await.unwrap().images[0].variations.clone();
+        (variations.len() == 1 && variations[0].status == JobStatus::Pending).then_some(())
+    })
+    .await;
+    // ...and finished there, as finished.
+    let now = now_ms();
+    elsewhere.claim_render_jobs("node-b", now, now + 60_000, 10, &[], &[]).await.unwrap();
+    let outcome = JobOutcome::Complete("users/x/variation.jpg".to_string());
+    assert!(elsewhere.finish_variation(variation.id, "node-b", now, &outcome).await.unwrap());
+    eventually(std::time::Duration::from_secs(5), || async {
+        (read(generation.id).await.unwrap().images[0].variations[0].status == JobStatus::Complete).then_some(())
+    })
+    .await;
+
+    // The listening connection is cut: what this node remembered goes, since changes notified
+    // until it listens again are missed.
+    read(generation.id).await.unwrap();
+    let database = f._dir.database.as_ref().unwrap().name.clone();
+    let cut: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND query LIKE 'LISTEN%'",
+    )
+    .bind(&database)
+    .fetch_all(&raw)
+    .await
+    .unwrap();
+    assert_eq!(cut, [true], "one listening connection");
+    behind_its_back(generation.id, "changed while not listening".into()).await;
+    eventually(std::time::Duration::from_secs(10), || async {
+        let reason = read(generation.id).await.unwrap().failure_reason;
+        (reason.as_deref() == Some("changed while not listening")).then_some(())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn deleting_a_generation_removes_its_images_and_variations_and_keeps_its_deliveries() {
     let f = Fixture::new().await;
