@@ -140,6 +140,24 @@ pub struct TestDatabase {
 }
 
 impl TestDatabase {
+    /// Ends the connections to this database that `which` picks (a condition on
+    /// `pg_stat_activity`, `TRUE` for all), as a restart of the server or a cut network would;
+    /// returns how many.
+    pub async fn cut_connections(&self, which: &str) -> usize {
+        let admin =
+            sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&postgres_admin_url()).await.unwrap();
+        let cut: Vec<bool> = sqlx::query_scalar(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = $1 AND pid <> pg_backend_pid() AND ({which})"
+        ))
+        .bind(&self.name)
+        .fetch_all(&admin)
+        .await
+        .unwrap();
+        admin.close().await;
+        cut.into_iter().filter(|ended| *ended).count()
+    }
+
     /// Without a reachable PostgreSQL server the whole suite ends here, loudly, as skipped; under
     /// CI (`CI=true`) that is a failure instead.
     pub async fn create() -> TestDatabase {

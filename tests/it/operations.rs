@@ -41,15 +41,12 @@ async fn readiness_names_the_part_that_fails() {
 
     // The database down (PostgreSQL: no connections allowed, the existing ones ended).
     if crate::BACKEND == Backend::Postgres {
-        let name = app.dir.database.as_ref().unwrap().name.clone();
+        let database = app.dir.database.as_ref().unwrap();
+        let name = database.name.clone();
         let admin =
             sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&postgres_admin_url()).await.unwrap();
         sqlx::query(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false")).execute(&admin).await.unwrap();
-        sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
-            .bind(&name)
-            .execute(&admin)
-            .await
-            .unwrap();
+        database.cut_connections("TRUE").await;
         let (status, body) = readyz(&app).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
         assert!(body["checks"]["database"].as_str().unwrap().starts_with("unreachable"), "{body}");

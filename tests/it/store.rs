@@ -661,15 +661,8 @@ async fn finished_generations_changed_on_another_node_are_forgotten_here_at_once
     // The listening connection is cut: what this node remembered goes, since changes notified
     // until it listens again are missed.
     read(generation.id).await.unwrap();
-    let database = f._dir.database.as_ref().unwrap().name.clone();
-    let cut: Vec<bool> = sqlx::query_scalar(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND query LIKE 'LISTEN%'",
-    )
-    .bind(&database)
-    .fetch_all(&raw)
-    .await
-    .unwrap();
-    assert_eq!(cut, [true], "one listening connection");
+    let database = f._dir.database.as_ref().unwrap();
+    assert_eq!(database.cut_connections("query LIKE 'LISTEN%'").await, 1, "one listening connection");
     behind_its_back(generation.id, "changed while not listening".into()).await;
     eventually(std::time::Duration::from_secs(10), || async {
         let reason = read(generation.id).await.unwrap().failure_reason;
