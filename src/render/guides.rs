@@ -10,7 +10,6 @@ use super::{Guides, RenderError};
 use crate::generation::GenerationParams;
 
 /// A generation's guides, decoded and sized to its pictures once for all of them.
-#[derive(Default)]
 pub struct DecodedGuides {
     /// The canvas picture and its mask.
     canvas: Option<(RgbaImage, Option<GrayImage>)>,

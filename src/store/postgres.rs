@@ -199,6 +199,7 @@ async fn relay_notifications(
                     GENERATION_CHANNEL => {
                         match notification.payload().parse() {
                             Ok(id) => generations.forget(id),
+                            // Not an id (no Easel sends that): forget everything, staying live.
                             Err(_) => generations.set_live(true),
                         }
                         continue;
