@@ -62,6 +62,9 @@ macro_rules! in_transaction {
 mod postgres;
 #[path = "support/procfs.rs"]
 mod procfs;
+#[path = "support/stats.rs"]
+mod stats;
+use stats::median;
 use tokio_util::sync::CancellationToken;
 
 const RECEIVER_ROLE: &str = "EASEL_BENCH_RECEIVER";
@@ -523,13 +526,6 @@ async fn memory(count: usize) -> (u64, u64) {
     let _ = child.kill();
     let _ = child.wait();
     (rss, peak)
-}
-
-/// The median of `rates` (sorted in place).
-fn median(rates: &mut [f64]) -> f64 {
-    rates.sort_by(f64::total_cmp);
-    let n = rates.len();
-    if n % 2 == 1 { rates[n / 2] } else { (rates[n / 2 - 1] + rates[n / 2]) / 2.0 }
 }
 
 /// `" (median of 31000, 35000, ...)"` for several runs, nothing for one.
