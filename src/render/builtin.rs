@@ -45,14 +45,23 @@ impl Renderer for BuiltinRenderer {
 
     async fn generate(&self, request: GenerateRequest) -> Result<Vec<RenderedImage>, RenderError> {
         let request = Arc::new(request);
-        let decoded = {
-            let request = request.clone();
-            Arc::new(self.on_cpu(move || Decoded::new(&request)).await?)
-        };
+        // The guiding pictures are decoded in the first image's job (not one of their own: a
+        // generation without any would pay a hop to the blocking pool for nothing), then shared.
+        let mut decoded: Option<Arc<Decoded>> = None;
         let mut images = Vec::with_capacity(request.params.num_images as usize);
         for index in 0..request.params.num_images {
-            let (request, decoded) = (request.clone(), decoded.clone());
-            images.push(self.on_cpu(move || render_one(&request, &decoded, index)).await?);
+            let (request, known) = (request.clone(), decoded.clone());
+            let (image, shared) = self
+                .on_cpu(move || {
+                    let decoded = match known {
+                        Some(decoded) => decoded,
+                        None => Arc::new(Decoded::new(&request)?),
+                    };
+                    Ok((render_one(&request, &decoded, index)?, decoded))
+                })
+                .await?;
+            decoded = Some(shared);
+            images.push(image);
         }
         Ok(images)
     }

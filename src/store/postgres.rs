@@ -64,15 +64,13 @@ impl PgDb {
 
     /// Tells every node (this one included) that there is new work on `channel`, at commit.
     pub(super) async fn notify(&self, tx: &mut PgConnection, channel: &str) -> StoreResult<()> {
-        sqlx::query("SELECT pg_notify($1, '')").bind(channel).execute(tx).await?;
-        Ok(())
+        send_notification(tx, channel, "").await
     }
 
     /// Tells every node (this one included) that finished generation `id` changed, at commit, so
     /// their caches forget it.
     pub(super) async fn changed_generation(&self, tx: &mut PgConnection, id: GenerationId) -> StoreResult<()> {
-        sqlx::query("SELECT pg_notify($1, $2)").bind(GENERATION_CHANNEL).bind(id.to_string()).execute(tx).await?;
-        Ok(())
+        send_notification(tx, GENERATION_CHANNEL, &id.to_string()).await
     }
 
     /// Whether `lock_user` and `row_lock` lock anything: yes, rows, until the commit.
@@ -175,6 +173,12 @@ fn lease_picked_sql(picked: &str) -> String {
          SELECT {JOB_COLUMNS} FROM claimed d JOIN webhook_payloads p ON p.delivery_id = d.id \
          ORDER BY d.due_at, d.created_at, d.id"
     )
+}
+
+/// `NOTIFY` on `channel` with `payload`, delivered when `tx` commits.
+async fn send_notification(tx: &mut PgConnection, channel: &str, payload: &str) -> StoreResult<()> {
+    sqlx::query("SELECT pg_notify($1, $2)").bind(channel).bind(payload).execute(tx).await?;
+    Ok(())
 }
 
 /// Relays NOTIFY messages to the workers' wake-ups and the cache of finished generations,
